@@ -1,0 +1,81 @@
+"""Choosing the OpenMM platform (CUDA, OpenCL, CPU, Reference) and the torch thread count.
+
+Automatic choice takes the fastest platform this OpenMM build has: CUDA, then OpenCL, then CPU.
+Reference (slow, double precision, useful for exact comparisons) is used only when named.
+"""
+
+from __future__ import annotations
+
+import openmm
+
+#: Platforms tried, in order, when none is named.
+AUTOMATIC_PLATFORM_ORDER = ("CUDA", "OpenCL", "CPU")
+#: Precision used on platforms that have a 'Precision' property when none is asked for.
+DEFAULT_GPU_PRECISION = "mixed"
+PRECISIONS = ("single", "mixed", "double")
+
+
+class PlatformError(ValueError):
+    """A requested platform or platform property is not available; the message lists what is."""
+
+
+def available_platforms() -> list[str]:
+    """Names of the OpenMM platforms this installation can use (plugins loaded)."""
+    return [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())]
+
+
+def select_platform(
+    name: str | None = None,
+    precision: str | None = None,
+    properties: dict[str, str] | None = None,
+) -> tuple[openmm.Platform, dict[str, str]]:
+    """The OpenMM platform to run on and the properties to create the Context with.
+
+    name: a platform name ('CUDA', 'OpenCL', 'CPU', 'Reference'; case-insensitive) or None for
+    the first available of AUTOMATIC_PLATFORM_ORDER. precision: 'single', 'mixed' or 'double'
+    on platforms with a 'Precision' property (CUDA, OpenCL; default 'mixed'); asking for a
+    precision on a platform without one (CPU, Reference) is an error. properties: further
+    platform properties (e.g. {'Threads': '4'} on CPU, {'DeviceIndex': '1'} on CUDA).
+    """
+    available = available_platforms()
+    if name is None:
+        chosen = next((p for p in AUTOMATIC_PLATFORM_ORDER if p in available), None)
+        if chosen is None:
+            raise PlatformError(
+                f"none of the automatic platforms {list(AUTOMATIC_PLATFORM_ORDER)} is available; "
+                f"available platforms: {available}")
+    else:
+        by_lower = {p.lower(): p for p in available}
+        chosen = by_lower.get(name.strip().lower())
+        if chosen is None:
+            raise PlatformError(f"OpenMM platform {name!r} is not available; available platforms: {available}")
+    platform = openmm.Platform.getPlatformByName(chosen)
+    supported = list(platform.getPropertyNames())
+
+    props: dict[str, str] = {}
+    if "Precision" in supported:
+        precision = DEFAULT_GPU_PRECISION if precision is None else precision
+    if precision is not None:
+        if precision not in PRECISIONS:
+            raise PlatformError(f"unknown precision {precision!r}; expected one of {list(PRECISIONS)}")
+        if "Precision" not in supported:
+            raise PlatformError(
+                f"platform {chosen} has no precision setting (asked for {precision!r}); "
+                "CPU computes in mixed precision and Reference in double; only CUDA and OpenCL take one")
+        props["Precision"] = precision
+    for key, value in (properties or {}).items():
+        if key not in supported:
+            raise PlatformError(f"platform {chosen} has no property {key!r}; its properties: {supported}")
+        props[key] = str(value)
+    return platform, props
+
+
+def set_torch_threads(n: int | None) -> int:
+    """Set the number of torch intra-op threads (also used by TorchForce); None leaves it. Returns the count in force."""
+    import torch
+
+    if n is not None:
+        if int(n) < 1:
+            raise ValueError(f"torch_threads must be a positive integer, got {n}")
+        torch.set_num_threads(int(n))
+    return torch.get_num_threads()

@@ -1,0 +1,155 @@
+"""The OpenMM System of a molecule driven by an exported TorchScript model.
+
+The model file follows the export contract (DESIGN.md): `forward(positions)` takes (n_atoms, 3)
+positions in nm of any float dtype and returns the potential energy in kJ/mol; a JSON document
+`openmlff.json` inside the file (a TorchScript extra file) describes it. The model enters OpenMM
+through openmmtorch.TorchForce (C++, fast) or openmm.PythonForce (Python callback, for
+comparisons and models TorchForce cannot run); both give the same energies and forces.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import openmm
+from openmm import unit
+
+from .. import elements
+
+#: Name of the JSON document inside an exported model file.
+MODEL_METADATA_FILE = "openmlff.json"
+#: Keys every exported model's metadata must have.
+REQUIRED_METADATA_KEYS = ("atomic_numbers", "dtype", "architecture", "cutoff_angstrom")
+#: Ways of attaching the model to the System.
+BACKENDS = ("torchforce", "pythonforce")
+
+
+class ModelFileError(ValueError):
+    """An exported model file is unreadable, lacks its metadata, or does not fit the structure."""
+
+
+def read_model_metadata(path) -> dict:
+    """The `openmlff.json` document stored inside an exported TorchScript model file.
+
+    ModelFileError naming the file if it cannot be loaded, has no metadata, or lacks one of
+    REQUIRED_METADATA_KEYS.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no such model file")
+    extra = {MODEL_METADATA_FILE: ""}
+    try:
+        torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    except Exception as exc:  # torch raises RuntimeError/ValueError for non-TorchScript files
+        raise ModelFileError(f"{path}: not a TorchScript model file ({exc})") from exc
+    raw = extra[MODEL_METADATA_FILE]
+    if not raw:
+        raise ModelFileError(f"{path}: the model file has no '{MODEL_METADATA_FILE}' metadata (TorchScript extra file)")
+    try:
+        metadata = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ModelFileError(f"{path}: '{MODEL_METADATA_FILE}' is not valid JSON ({exc})") from None
+    missing = [k for k in REQUIRED_METADATA_KEYS if k not in metadata]
+    if missing:
+        raise ModelFileError(f"{path}: '{MODEL_METADATA_FILE}' lacks the keys {missing}; required: {list(REQUIRED_METADATA_KEYS)}")
+    return metadata
+
+
+def check_model_atoms(model_path, metadata: dict, atomic_numbers) -> None:
+    """ModelFileError naming the model file unless its metadata's atomic numbers equal the structure's."""
+    model_zs = [int(z) for z in metadata["atomic_numbers"]]
+    zs = [int(z) for z in np.asarray(atomic_numbers).reshape(-1)]
+    if model_zs == zs:
+        return
+    if len(model_zs) != len(zs):
+        detail = f"the model has {len(model_zs)} atoms, the structure {len(zs)}"
+    else:
+        i = next(k for k, (a, b) in enumerate(zip(model_zs, zs)) if a != b)
+        detail = f"first difference at atom {i}: model Z={model_zs[i]}, structure Z={zs[i]}"
+    raise ModelFileError(
+        f"{model_path}: the model's atomic numbers (metadata 'atomic_numbers') do not match the structure: {detail}; "
+        f"model {elements.symbols(model_zs) if model_zs else []}, structure {elements.symbols(zs) if zs else []}")
+
+
+def file_sha256(path) -> str:
+    """SHA-256 of a file's bytes (identifies the exact model a run used)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class TorchModelComputation:
+    """PythonForce computation: energy (kJ/mol) and forces (kJ/mol/nm) of a TorchScript model by autograd.
+
+    Holds only the model path when pickled (OpenMM pickles PythonForce computations for
+    XmlSerializer); the model is loaded on first use.
+    """
+
+    def __init__(self, model_path) -> None:
+        self.model_path = str(model_path)
+        self._model = None
+
+    def __getstate__(self) -> dict:
+        return {"model_path": self.model_path}
+
+    def __setstate__(self, state: dict) -> None:
+        self.model_path = state["model_path"]
+        self._model = None
+
+    @property
+    def model(self):
+        if self._model is None:
+            import torch
+
+            self._model = torch.jit.load(self.model_path, map_location="cpu")
+            self._model.eval()
+        return self._model
+
+    def energy_and_forces(self, positions_nm: np.ndarray) -> tuple[float, np.ndarray]:
+        """Energy in kJ/mol and forces (n_atoms, 3) in kJ/mol/nm at positions in nm."""
+        import torch
+
+        x = torch.tensor(np.asarray(positions_nm, dtype=np.float64), requires_grad=True)
+        energy = self.model(x)
+        (grad,) = torch.autograd.grad(energy, x)
+        return float(energy.detach()), -grad.detach().numpy().astype(np.float64)
+
+    def __call__(self, state: openmm.State) -> tuple[float, np.ndarray]:
+        return self.energy_and_forces(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer))
+
+
+def build_system(atomic_numbers, model_path, backend: str = "torchforce") -> openmm.System:
+    """A non-periodic System: one particle per atom (masses from openmlff.elements, dalton) and the model as its only force.
+
+    backend: 'torchforce' (openmmtorch.TorchForce, outputsForces False) or 'pythonforce'
+    (openmm.PythonForce with forces from torch.autograd). ModelFileError naming the model file if
+    its metadata's atomic numbers differ from `atomic_numbers`.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {list(BACKENDS)}")
+    model_path = Path(model_path)
+    zs = np.asarray(atomic_numbers, dtype=np.int64)
+    metadata = read_model_metadata(model_path)
+    check_model_atoms(model_path, metadata, zs)
+
+    system = openmm.System()
+    for mass in elements.masses(zs):
+        system.addParticle(float(mass))
+    if backend == "torchforce":
+        from .._compat import import_openmmtorch
+
+        force = import_openmmtorch().TorchForce(str(model_path))
+        force.setOutputsForces(False)
+    else:
+        force = openmm.PythonForce(TorchModelComputation(model_path))
+    force.setUsesPeriodicBoundaryConditions(False)
+    force.setName(f"openmlff model ({backend})")
+    system.addForce(force)
+    return system

@@ -1,0 +1,87 @@
+"""The bridge to ASE, both ways.
+
+`ASEReference` wraps any ASE calculator as a ReferenceMethod (ASE already speaks Å and eV), and
+`ReferenceCalculator` wraps any ReferenceMethod as an ASE calculator, so ASE's integrators
+(Langevin in openmlff.data.sampling) and optimisers can drive a reference method.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.calculator import Calculator, all_changes
+
+from .base import (ConvergenceError, ReferenceMethod, ReferenceMethodError, get_reference_method,
+                   import_object)
+
+
+class ASEReference(ReferenceMethod):
+    """Any ASE calculator as a reference method.
+
+    ASE has no total charge or spin on Atoms; by the convention of calculators that read them
+    (tblite's and xtb's ASE calculators), the charge goes in as initial charges and the number
+    of unpaired electrons as initial magnetic moments, both on the first atom. A calculator that
+    ignores them (EMT, Lennard-Jones) takes its charge and spin from its own settings.
+    Pass `supported_elements` when the calculator's element coverage is known, so unsupported
+    structures fail with a clear UnsupportedElementError before the calculator is called.
+    """
+
+    def __init__(self, calculator: Calculator, name: str | None = None,
+                 supported_elements=None, level_of_theory: str | None = None):
+        self.calculator = calculator
+        cls = type(calculator)
+        self.name = name or f"ase:{cls.__module__}:{cls.__name__}"
+        params = getattr(calculator, "parameters", None) or {}
+        described = ", ".join(f"{k}={v}" for k, v in sorted(params.items()))
+        self.level_of_theory = level_of_theory or f"ASE {cls.__name__}" + (f" ({described})" if described else "")
+        self.supported_elements = None if supported_elements is None else frozenset(int(v) for v in supported_elements)
+
+    @classmethod
+    def from_spec(cls, spec: str, **options) -> "ASEReference":
+        """Build from 'ase:module.path:ClassName', the calculator made as ClassName(**options)."""
+        target = spec.strip()[len("ase:"):]
+        calculator_class = import_object(target)
+        if not (isinstance(calculator_class, type) and issubclass(calculator_class, Calculator)):
+            raise ValueError(f"{spec!r} does not name an ASE Calculator class")
+        return cls(calculator_class(**options), name=spec.strip())
+
+    def _calculate(self, z, pos_angstrom, charge, multiplicity):
+        atoms = Atoms(numbers=z, positions=pos_angstrom)
+        if charge:
+            initial = np.zeros(len(z))
+            initial[0] = charge
+            atoms.set_initial_charges(initial)
+        if multiplicity != 1:
+            moments = np.zeros(len(z))
+            moments[0] = multiplicity - 1
+            atoms.set_initial_magnetic_moments(moments)
+        atoms.calc = self.calculator
+        try:
+            energy = atoms.get_potential_energy()
+            forces = atoms.get_forces()
+        except ReferenceMethodError:
+            raise
+        except Exception as exc:  # an arbitrary backend may raise anything; say which and why
+            kind = ConvergenceError if "converge" in str(exc).lower() else ReferenceMethodError
+            raise kind(f"{self.name}: {type(exc).__name__}: {exc}") from exc
+        finally:
+            atoms.calc = None
+        return float(energy), np.array(forces, dtype=np.float64)
+
+
+class ReferenceCalculator(Calculator):
+    """An ASE calculator that asks a ReferenceMethod for energy (eV) and forces (eV/Å)."""
+
+    implemented_properties = ["energy", "free_energy", "forces"]
+
+    def __init__(self, method: str | ReferenceMethod, charge: int = 0, multiplicity: int = 1, **kwargs):
+        super().__init__(**kwargs)
+        self.method = get_reference_method(method)
+        self.charge = int(charge)
+        self.multiplicity = int(multiplicity)
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        energy, forces = self.method.compute(self.atoms.numbers, self.atoms.positions,
+                                             self.charge, self.multiplicity)
+        self.results = {"energy": energy, "free_energy": energy, "forces": forces}

@@ -1,0 +1,377 @@
+"""Training of a Potential on a Dataset: energy + force loss, Adam, warm-up and reduce-on-plateau
+learning rate, EMA of weights, early stopping, a wall-clock budget, a CSV log, a progress bar and
+a checkpoint (written atomically at every epoch) from which an interrupted training resumes.
+
+The checkpoint `model.ckpt` holds everything needed to resume or export: configuration, split,
+energy statistics, raw/EMA/best weights, optimiser and scheduler state, history and elapsed time.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .. import __version__, units
+from ..atomic_io import atomic_torch_save, atomic_write_text
+from ..data.dataset import Dataset
+from ..data.splits import Split, make_split
+from ..models import build_potential, default_hyperparameters, fit_element_energies
+from ..models.potential import Potential
+from .ema import ExponentialMovingAverage
+from .losses import LossWeights, energy_force_mse
+
+CHECKPOINT_NAME = "model.ckpt"
+LOG_NAME = "training_log.csv"
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass
+class TrainingConfig:
+    """Everything that defines a training run. Defaults suit a molecule of ~20 atoms on a CPU."""
+
+    architecture: str = "et"
+    hyperparameters: dict = field(default_factory=dict)  # overrides of the architecture's 'cpu' preset
+    preset: str = "cpu"
+    n_train: int | None = None  # None: every frame not in validation or test
+    n_val: int | None = None  # None: min(50, n_frames // 10), at least 1
+    n_test: int | None = None  # None: min(200, n_frames // 5)
+    seed: int = 0
+    batch_size: int = 16
+    learning_rate: float = 1.0e-3
+    warmup_steps: int = 500
+    lr_factor: float = 0.8
+    lr_patience_epochs: int = 8
+    min_learning_rate: float = 1.0e-6
+    early_stopping_patience_epochs: int = 60
+    max_epochs: int = 100_000
+    time_budget_s: float | None = None  # wall-clock budget of the whole training, resumes included
+    energy_weight: float = 0.05
+    force_weight: float = 0.95
+    ema_decay: float = 0.99
+    dtype: str = "float32"
+    torch_threads: int | None = None
+
+    # Fields that may change when an interrupted run is resumed (they do not change what is learned so far).
+    RESUMABLE_CHANGES = ("time_budget_s", "max_epochs", "torch_threads", "early_stopping_patience_epochs")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainingConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def resolved_hyperparameters(self) -> dict:
+        hp = default_hyperparameters(self.architecture, self.preset)
+        hp.update(self.hyperparameters)
+        return hp
+
+
+@dataclass
+class TrainingResult:
+    checkpoint: Path
+    epochs: int
+    steps: int
+    elapsed_s: float
+    best_epoch: int
+    best_val_force_mae_kcal_per_mol_per_A: float
+    best_val_energy_mae_kcal_per_mol: float
+    stop_reason: str
+
+
+class TrainingError(RuntimeError):
+    """Training cannot start or resume (e.g. the checkpoint belongs to other data or settings)."""
+
+
+def train(dataset: Dataset, out_dir, config: TrainingConfig | None = None, progress: bool = True) -> TrainingResult:
+    """Train (or resume training of) a model on `dataset`; writes out_dir/model.ckpt and out_dir/training_log.csv."""
+    config = config or TrainingConfig()
+    if not dataset.has_labels:
+        raise TrainingError(f"{dataset.source}: the dataset has no energies and forces to train on")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if config.torch_threads:
+        torch.set_num_threads(int(config.torch_threads))
+    ckpt_path = out_dir / CHECKPOINT_NAME
+    state = _load_or_start(dataset, ckpt_path, config)
+    if state["status"] == "finished":
+        return _result(ckpt_path, state)
+    return _Loop(dataset, out_dir, config, state, progress).run()
+
+
+def load_checkpoint(path, weights: str = "best") -> tuple[Potential, dict]:
+    """The Potential stored in a checkpoint (weights 'best', 'ema' or 'raw') and the checkpoint dict."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such checkpoint")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise TrainingError(f"{path}: not an openmlff training checkpoint (format {CHECKPOINT_FORMAT} expected)")
+    key = {"best": "best_state", "ema": "ema_state", "raw": "model_state"}[weights]
+    potential = build_potential(ckpt["architecture"], ckpt["hyperparameters"])
+    potential.to(getattr(torch, ckpt["config"]["dtype"]))
+    potential.load_state_dict(ckpt[key] if ckpt.get(key) is not None else ckpt["ema_state"])
+    potential.eval()
+    return potential, ckpt
+
+
+# ----------------------------------------------------------------------------------------------
+
+def _load_or_start(dataset: Dataset, ckpt_path: Path, config: TrainingConfig) -> dict:
+    fingerprint = dataset.fingerprint()
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        if ckpt.get("data_fingerprint") != fingerprint:
+            raise TrainingError(
+                f"{ckpt_path}: the checkpoint was trained on other data (fingerprint {ckpt.get('data_fingerprint', '?')[:12]}, "
+                f"this dataset {fingerprint[:12]} from {dataset.source}); use another output folder")
+        old = ckpt["config"]
+        new = config.to_dict()
+        changed = [k for k in new if k not in TrainingConfig.RESUMABLE_CHANGES and old.get(k) != new[k]]
+        if changed:
+            raise TrainingError(
+                f"{ckpt_path}: cannot resume, these settings differ from the checkpoint's: "
+                + ", ".join(f"{k} (checkpoint {old.get(k)!r}, now {new[k]!r})" for k in changed))
+        if ckpt["status"] == "finished" and _more_budget(ckpt, config):
+            ckpt["status"] = "running"  # the user asked for more time or epochs: go on
+        ckpt["config"] = new
+        return ckpt
+
+    n_train, n_val, n_test = resolve_split_sizes(dataset.n_frames, config)
+    split = make_split(dataset.n_frames, n_train=n_train, n_val=n_val, n_test=n_test, seed=config.seed)
+    train_idx = split.train
+    element_energy = fit_element_energies(dataset.z, dataset.E[train_idx])
+    force_rms = float(np.sqrt(np.mean(dataset.F[train_idx] ** 2)))
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "status": "new",
+        "config": config.to_dict(),
+        "architecture": config.architecture,
+        "hyperparameters": config.resolved_hyperparameters(),
+        "split": split.to_dict(),
+        "atomic_numbers": dataset.z.tolist(),
+        "element_energy_ev": element_energy,
+        "scale_ev": force_rms,
+        "data_fingerprint": fingerprint,
+        "data_provenance": dict(dataset.provenance, name=dataset.name),
+        "units": {"energy": "eV", "length": "Å", "forces": "eV/Å"},
+        "versions": {"openmlff": __version__, "torch": torch.__version__},
+        "epoch": 0, "step": 0, "elapsed_s": 0.0, "history": [],
+        "best_epoch": 0, "best_val_loss": math.inf, "epochs_since_best": 0,
+        "model_state": None, "ema_state": None, "best_state": None,
+        "optimizer_state": None, "scheduler_state": None, "stop_reason": None,
+    }
+
+
+def resolve_split_sizes(n_frames: int, config: TrainingConfig) -> tuple[int, int, int]:
+    """(n_train, n_val, n_test): given sizes as they are; by default 50 validation and 200 test frames
+    for large sets (fewer for small ones), and every other frame for training."""
+    n_val = config.n_val if config.n_val is not None else max(1, min(50, n_frames // 10))
+    n_test = config.n_test if config.n_test is not None else min(200, n_frames // 5)
+    n_train = config.n_train if config.n_train is not None else n_frames - n_val - n_test
+    if n_train < 1 or n_train + n_val + n_test > n_frames:
+        raise TrainingError(f"cannot split {n_frames} frames into {n_train} training, {n_val} validation "
+                            f"and {n_test} test frames")
+    return n_train, n_val, n_test
+
+
+def _more_budget(ckpt: dict, config: TrainingConfig) -> bool:
+    reason = ckpt.get("stop_reason")
+    if reason == "time budget reached":
+        return config.time_budget_s is None or config.time_budget_s > ckpt["elapsed_s"] + 1.0
+    if reason == "max epochs reached":
+        return config.max_epochs > ckpt["epoch"]
+    return False
+
+
+def _result(ckpt_path: Path, state: dict) -> TrainingResult:
+    best = next((h for h in state["history"] if h["epoch"] == state["best_epoch"]), {})
+    return TrainingResult(
+        checkpoint=ckpt_path, epochs=state["epoch"], steps=state["step"], elapsed_s=state["elapsed_s"],
+        best_epoch=state["best_epoch"],
+        best_val_force_mae_kcal_per_mol_per_A=best.get("val_force_mae_kcal_per_mol_per_A", math.nan),
+        best_val_energy_mae_kcal_per_mol=best.get("val_energy_mae_kcal_per_mol", math.nan),
+        stop_reason=state["stop_reason"] or "")
+
+
+class _Loop:
+    """The epoch loop; holds the tensors of the dataset and the optimisation state."""
+
+    def __init__(self, dataset: Dataset, out_dir: Path, config: TrainingConfig, state: dict, progress: bool):
+        self.cfg = config
+        self.state = state
+        self.out_dir = out_dir
+        self.progress = progress
+        self.dtype = getattr(torch, config.dtype)
+        self.split = Split.from_dict(state["split"])
+        self.weights = LossWeights(config.energy_weight, config.force_weight)
+        self.z = torch.as_tensor(dataset.z, dtype=torch.long)
+        self.R = torch.as_tensor(dataset.R, dtype=self.dtype)
+        self.E = torch.as_tensor(dataset.E, dtype=torch.float64)
+        self.F = torch.as_tensor(dataset.F, dtype=self.dtype)
+
+        torch.manual_seed(config.seed)
+        self.model = build_potential(state["architecture"], state["hyperparameters"]).to(self.dtype)
+        self.model.set_energy_statistics(state["element_energy_ev"], state["scale_ev"])
+        self.ema = ExponentialMovingAverage(self.model, config.ema_decay)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate)
+        self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.optimizer, mode="min", factor=config.lr_factor, patience=config.lr_patience_epochs,
+            min_lr=config.min_learning_rate)
+        if state["model_state"] is not None:
+            self.model.load_state_dict(state["model_state"])
+            self.ema.load_state_dict(state["ema_state"])
+            self.optimizer.load_state_dict(state["optimizer_state"])
+            self.plateau.load_state_dict(state["scheduler_state"])
+        self.started = time.perf_counter()
+        self.elapsed_before = float(state["elapsed_s"])
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self.started
+
+    def budget_left(self) -> bool:
+        return self.cfg.time_budget_s is None or self.elapsed() < self.cfg.time_budget_s
+
+    def run(self) -> TrainingResult:
+        st, cfg = self.state, self.cfg
+        st["status"] = "running"
+        bar = tqdm(total=cfg.max_epochs if cfg.time_budget_s is None else None, initial=st["epoch"],
+                   disable=not self.progress, desc=f"training {st['architecture']}", unit="epoch", dynamic_ncols=True)
+        stop_reason = None
+        while stop_reason is None:
+            if st["epoch"] >= cfg.max_epochs:
+                stop_reason = "max epochs reached"
+                break
+            if not self.budget_left():
+                stop_reason = "time budget reached"
+                break
+            train_loss, train_fmae, complete = self.train_epoch()
+            st["epoch"] += 1
+            val = self.validate()
+            improved = val["val_loss"] < st["best_val_loss"]
+            if improved:
+                st["best_val_loss"] = val["val_loss"]
+                st["best_epoch"] = st["epoch"]
+                st["best_state"] = {k: v.clone() for k, v in self.ema.state_dict().items()}
+                st["epochs_since_best"] = 0
+            else:
+                st["epochs_since_best"] += 1
+            if st["step"] >= cfg.warmup_steps:
+                self.plateau.step(val["val_loss"])
+            lr = self.optimizer.param_groups[0]["lr"]
+            st["history"].append({
+                "epoch": st["epoch"], "step": st["step"], "elapsed_s": round(self.elapsed(), 3), "learning_rate": lr,
+                "train_loss": train_loss, "train_force_mae_kcal_per_mol_per_A": train_fmae,
+                "epoch_complete": complete, **val, "best": improved})
+            bar.update(1)
+            bar.set_postfix_str(
+                f"val F MAE {val['val_force_mae_kcal_per_mol_per_A']:.3f} kcal/mol/Å, "
+                f"E MAE {val['val_energy_mae_kcal_per_mol']:.3f} kcal/mol, lr {lr:.1e}, "
+                f"{self.elapsed():.0f}/{cfg.time_budget_s or float('inf'):.0f} s")
+            if st["epochs_since_best"] >= cfg.early_stopping_patience_epochs:
+                stop_reason = "early stopping: no improvement in validation loss"
+            elif lr <= cfg.min_learning_rate * (1 + 1e-9) and st["step"] >= cfg.warmup_steps:
+                stop_reason = "learning rate reached its minimum"
+            self.save(status="running")
+        bar.close()
+        st["stop_reason"] = stop_reason
+        self.save(status="finished")
+        return _result(self.out_dir / CHECKPOINT_NAME, st)
+
+    def train_epoch(self) -> tuple[float, float, bool]:
+        """One pass over the training frames in a seeded order; stops early if the budget runs out."""
+        st, cfg = self.state, self.cfg
+        self.model.train()
+        order = torch.as_tensor(self.split.train)[
+            torch.randperm(len(self.split.train), generator=torch.Generator().manual_seed(cfg.seed * 100_003 + st["epoch"]))]
+        total_loss, total_fmae, n_seen = 0.0, 0.0, 0
+        for start in range(0, len(order), cfg.batch_size):
+            if not self.budget_left():
+                break
+            idx = order[start:start + cfg.batch_size]
+            self.set_learning_rate()
+            z, pos, batch, n = self.batch(idx)
+            energy, forces = self.model.energy_and_forces(z, pos, batch, n, create_graph=True)
+            f_ref = self.F[idx].reshape(-1, 3)
+            loss = energy_force_mse(energy, self.E[idx], forces, f_ref, self.weights)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.ema.update(self.model)
+            st["step"] += 1
+            total_loss += float(loss.detach()) * n
+            total_fmae += float((forces.detach() - f_ref).abs().mean()) * n
+            n_seen += n
+        complete = n_seen == len(order)
+        scale = units.force_from_ev_per_angstrom(units.REPORT_FORCE_UNIT)
+        return total_loss / max(n_seen, 1), total_fmae / max(n_seen, 1) * scale, complete
+
+    def set_learning_rate(self) -> None:
+        """Linear warm-up from 0 to the learning rate over `warmup_steps`; afterwards the plateau scheduler rules."""
+        if self.state["step"] < self.cfg.warmup_steps:
+            lr = self.cfg.learning_rate * (self.state["step"] + 1) / self.cfg.warmup_steps
+            for g in self.optimizer.param_groups:
+                g["lr"] = lr
+
+    def batch(self, idx: torch.Tensor):
+        n = len(idx)
+        n_atoms = self.z.numel()
+        return (self.z.repeat(n), self.R[idx].reshape(-1, 3),
+                torch.arange(n).repeat_interleave(n_atoms), n)
+
+    def validate(self) -> dict:
+        """Loss and MAEs of the EMA weights on the validation frames (energies kcal/mol, forces kcal/mol/Å)."""
+        model = self.ema.shadow
+        model.eval()
+        idx_all = torch.as_tensor(self.split.val)
+        if len(idx_all) == 0:  # no validation frames: judge on the training frames
+            idx_all = torch.as_tensor(self.split.train)
+        loss_sum, e_abs, f_abs, n_f = 0.0, 0.0, 0.0, 0
+        for start in range(0, len(idx_all), 64):
+            idx = idx_all[start:start + 64]
+            z, pos, batch, n = self.batch(idx)
+            energy, forces = model.energy_and_forces(z, pos, batch, n)
+            f_ref = self.F[idx].reshape(-1, 3)
+            loss_sum += float(energy_force_mse(energy.detach(), self.E[idx], forces.detach(), f_ref, self.weights)) * n
+            e_abs += float((energy.detach() - self.E[idx]).abs().sum())
+            f_abs += float((forces.detach() - f_ref).abs().sum())
+            n_f += f_ref.numel()
+        n_mol = len(idx_all)
+        return {
+            "val_loss": loss_sum / n_mol,
+            "val_energy_mae_kcal_per_mol": e_abs / n_mol * units.ev_to(units.REPORT_ENERGY_UNIT),
+            "val_force_mae_kcal_per_mol_per_A": f_abs / n_f * units.force_from_ev_per_angstrom(units.REPORT_FORCE_UNIT),
+        }
+
+    def save(self, status: str) -> None:
+        st = self.state
+        st["status"] = status
+        st["elapsed_s"] = self.elapsed()
+        st["model_state"] = self.model.state_dict()
+        st["ema_state"] = self.ema.state_dict()
+        st["optimizer_state"] = self.optimizer.state_dict()
+        st["scheduler_state"] = self.plateau.state_dict()
+        if st["best_state"] is None:
+            st["best_state"] = {k: v.clone() for k, v in self.ema.state_dict().items()}
+        atomic_torch_save(self.out_dir / CHECKPOINT_NAME, st)
+        atomic_write_text(self.out_dir / LOG_NAME, history_csv(st["history"]))
+
+
+def history_csv(history: list[dict]) -> str:
+    """The training history as CSV text (one row per epoch, units in the column names)."""
+    if not history:
+        return ""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(history[0].keys()))
+    writer.writeheader()
+    writer.writerows(history)
+    return buf.getvalue()

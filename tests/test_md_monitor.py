@@ -1,0 +1,115 @@
+"""openmlff.md.monitor: the stability criterion of DESIGN.md on real aspirin geometries."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from openmlff import elements
+from openmlff.md import StabilityMonitor, default_temperature_limit_K, load_structure
+
+
+@pytest.fixture(scope="module")
+def aspirin(shared_data):
+    return load_structure(shared_data / "structures" / "aspirin.xyz")
+
+
+@pytest.fixture(scope="module")
+def monitor(aspirin):
+    return StabilityMonitor(aspirin.atomic_numbers, aspirin.positions_angstrom, timestep_fs=0.5,
+                            temperature_limit_K=2000.0)
+
+
+def stretch(positions: np.ndarray, i: int, j: int, by_angstrom: float) -> np.ndarray:
+    """Move atom j along the bond i->j so that the bond is `by_angstrom` longer."""
+    out = positions.copy()
+    direction = out[j] - out[i]
+    out[j] += by_angstrom * direction / np.linalg.norm(direction)
+    return out
+
+
+def test_bonds_and_reference_lengths_come_from_the_starting_structure(monitor, aspirin):
+    bonds = elements.find_bonds(aspirin.atomic_numbers, aspirin.positions_angstrom)
+    np.testing.assert_array_equal(monitor.bonds, bonds)
+    expected = [np.linalg.norm(aspirin.positions_angstrom[j] - aspirin.positions_angstrom[i]) for i, j in bonds]
+    np.testing.assert_allclose(monitor.reference_lengths_angstrom, expected, rtol=1e-12)
+
+
+def test_starting_structure_and_small_deviations_are_stable(monitor, aspirin):
+    pos = aspirin.positions_angstrom
+    assert monitor.check(0, pos, -1000.0, 300.0) is None
+    assert monitor.check(10, stretch(pos, 9, 13, 0.45), -1000.0, 300.0) is None
+    assert monitor.check(10, stretch(pos, 9, 13, -0.45), -1000.0, 300.0) is None
+
+
+def test_a_bond_beyond_the_limit_is_a_collapse_naming_atoms_elements_and_lengths(monitor, aspirin):
+    pos = stretch(aspirin.positions_angstrom, 9, 13, 0.6)  # the carboxylic O-H
+    event = monitor.check(1200, pos, -1000.0, 300.0)
+    assert event is not None and event.reason == "bond_deviation"
+    assert event.step == 1200 and event.time_ps == pytest.approx(0.6)
+    bond = event.broken_bond
+    assert bond.atoms == (9, 13) and bond.elements == ("O", "H")
+    reference = np.linalg.norm(aspirin.positions_angstrom[13] - aspirin.positions_angstrom[9])
+    assert bond.reference_length_angstrom == pytest.approx(reference)
+    assert bond.length_angstrom == pytest.approx(reference + 0.6)
+    assert bond.deviation_angstrom == pytest.approx(0.6)
+    assert event.n_broken_bonds == 1
+    assert event.to_dict()["broken_bond"]["elements"] == ["O", "H"]
+
+
+def test_the_most_deviating_of_several_broken_bonds_is_reported(monitor, aspirin):
+    pos = stretch(aspirin.positions_angstrom, 0, 14, 0.7)   # C-H by 0.7 Å
+    pos = stretch(pos, 4, 18, 1.3)                          # methyl C-H by 1.3 Å
+    event = monitor.check(5, pos, 0.0, 300.0)
+    assert event.broken_bond.atoms == (4, 18) and event.broken_bond.elements == ("C", "H")
+    assert event.n_broken_bonds == 2
+
+
+def test_compression_counts_like_stretching(monitor, aspirin):
+    event = monitor.check(5, stretch(aspirin.positions_angstrom, 1, 15, -0.55), 0.0, 300.0)
+    assert event.broken_bond.atoms == (1, 15)
+    assert event.broken_bond.length_angstrom < event.broken_bond.reference_length_angstrom
+
+
+def test_non_finite_positions_energy_and_hot_frames_are_collapses(monitor, aspirin):
+    pos = aspirin.positions_angstrom.copy()
+    pos[3, 1] = np.nan
+    assert monitor.check(1, pos, 0.0, 300.0).reason == "non_finite_positions"
+    assert "atom 3" in monitor.check(1, pos, 0.0, 300.0).message
+    assert monitor.check(1, aspirin.positions_angstrom, np.inf, 300.0).reason == "non_finite_energy"
+    assert monitor.check(1, aspirin.positions_angstrom, np.nan, 300.0).reason == "non_finite_energy"
+    hot = monitor.check(1, aspirin.positions_angstrom, 0.0, 2500.0)
+    assert hot.reason == "temperature" and hot.broken_bond is None
+    assert monitor.check(1, aspirin.positions_angstrom, 0.0, 1999.0) is None
+
+
+def test_reference_lengths_are_the_mean_over_reference_frames(aspirin, shared_data):
+    frames = np.load(shared_data / "datasets" / "md17_aspirin_15.npz")["R"]  # Å, same atom order
+    monitor = StabilityMonitor(aspirin.atomic_numbers, aspirin.positions_angstrom, 0.5,
+                               reference_positions_angstrom=frames)
+    i, j = monitor.bonds[:, 0], monitor.bonds[:, 1]
+    expected = np.linalg.norm(frames[:, j] - frames[:, i], axis=-1).mean(axis=0)
+    np.testing.assert_allclose(monitor.reference_lengths_angstrom, expected, rtol=1e-12)
+    start = np.linalg.norm(aspirin.positions_angstrom[j] - aspirin.positions_angstrom[i], axis=-1)
+    assert not np.allclose(expected, start)  # the mean really differs from the starting structure
+    with pytest.raises(ValueError, match=r"expected \(n_frames, 21, 3\)"):
+        StabilityMonitor(aspirin.atomic_numbers, aspirin.positions_angstrom, 0.5,
+                         reference_positions_angstrom=frames[:, :20])
+
+
+def test_default_temperature_limit():
+    assert default_temperature_limit_K(300.0) == 2000.0
+    assert default_temperature_limit_K(700.0) == 2800.0
+
+
+def test_a_check_costs_microseconds(monitor, aspirin):
+    pos = aspirin.positions_angstrom
+    monitor.check(0, pos, 0.0, 300.0)
+    n = 2000
+    start = time.perf_counter()
+    for step in range(n):
+        monitor.check(step, pos, 0.0, 300.0)
+    per_check_s = (time.perf_counter() - start) / n
+    assert per_check_s < 200e-6, f"{per_check_s * 1e6:.1f} µs per check"

@@ -1,0 +1,118 @@
+"""Trainer: learns, logs, checkpoints, resumes (also after a real SIGKILL), refuses a mismatched resume."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from openmlff.data import load_dataset
+from openmlff.export import export_checkpoint, load_exported
+from openmlff.training import TrainingConfig, TrainingError, load_checkpoint, train
+
+torch.set_num_threads(1)
+TINY = {"hidden_channels": 16, "num_layers": 1, "num_heads": 2, "num_rbf": 8}
+
+
+@pytest.fixture(scope="module")
+def aspirin(shared_data):
+    return load_dataset(shared_data / "datasets" / "rmd17_aspirin_100.npz")
+
+
+def tiny_config(**kw):
+    base = dict(hyperparameters=TINY, n_train=20, n_val=5, n_test=5, batch_size=5, warmup_steps=4,
+                learning_rate=3e-3, max_epochs=2, torch_threads=1)
+    base.update(kw)
+    return TrainingConfig(**base)
+
+
+def test_training_learns_and_writes_log_and_checkpoint(tmp_path, aspirin):
+    result = train(aspirin, tmp_path, tiny_config(max_epochs=25, ema_decay=0.5, learning_rate=1e-2), progress=False)
+    assert result.epochs == 25 and result.stop_reason == "max epochs reached"
+    with open(tmp_path / "training_log.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 25
+    first, best = float(rows[0]["val_force_mae_kcal_per_mol_per_A"]), result.best_val_force_mae_kcal_per_mol_per_A
+    assert best < 0.75 * first, (first, best)  # the model learned something
+    potential, ckpt = load_checkpoint(tmp_path / "model.ckpt")
+    split = ckpt["split"]
+    assert len(split["train"]) == 20 and len(split["val"]) == 5 and len(split["test"]) == 5
+    assert not set(split["train"]) & set(split["test"])
+    assert ckpt["data_fingerprint"] == aspirin.fingerprint()
+    # exported metadata carries the training provenance
+    _, meta = load_exported(export_checkpoint(tmp_path / "model.ckpt", tmp_path / "model.pt"))
+    assert meta["training"]["data_fingerprint_sha256"] == aspirin.fingerprint()
+    assert meta["training"]["split"] == {"seed": 0, "n_train": 20, "n_val": 5, "n_test": 5}
+    assert meta["training"]["metrics"]["val_force_mae_kcal_per_mol_per_A"] == pytest.approx(best)
+
+
+def test_resume_continues_and_finished_run_is_not_repeated(tmp_path, aspirin):
+    first = train(aspirin, tmp_path, tiny_config(max_epochs=2), progress=False)
+    steps_per_epoch = first.steps // 2
+    again = train(aspirin, tmp_path, tiny_config(max_epochs=2), progress=False)
+    assert again.steps == first.steps  # finished: nothing re-run
+    more = train(aspirin, tmp_path, tiny_config(max_epochs=3), progress=False)
+    assert more.epochs == 3 and more.steps == first.steps + steps_per_epoch
+    _, ckpt = load_checkpoint(tmp_path / "model.ckpt")
+    assert [h["epoch"] for h in ckpt["history"]] == [1, 2, 3]
+
+
+def test_resumed_training_matches_uninterrupted(tmp_path, aspirin):
+    straight = train(aspirin, tmp_path / "a", tiny_config(max_epochs=3), progress=False)
+    train(aspirin, tmp_path / "b", tiny_config(max_epochs=1), progress=False)
+    resumed = train(aspirin, tmp_path / "b", tiny_config(max_epochs=3), progress=False)
+    a, _ = load_checkpoint(straight.checkpoint, weights="raw")
+    b, _ = load_checkpoint(resumed.checkpoint, weights="raw")
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
+        torch.testing.assert_close(pa, pb, msg=name)
+
+
+def test_mismatched_resume_is_refused(tmp_path, aspirin):
+    train(aspirin, tmp_path, tiny_config(max_epochs=1), progress=False)
+    with pytest.raises(TrainingError, match="batch_size"):
+        train(aspirin, tmp_path, tiny_config(max_epochs=2, batch_size=4), progress=False)
+    other = aspirin.subset(np.arange(50))
+    with pytest.raises(TrainingError, match="other data"):
+        train(other, tmp_path, tiny_config(max_epochs=2), progress=False)
+
+
+def test_time_budget_stops_training(tmp_path, aspirin):
+    t0 = time.perf_counter()
+    result = train(aspirin, tmp_path, tiny_config(max_epochs=100_000, time_budget_s=3.0), progress=False)
+    assert result.stop_reason == "time budget reached"
+    assert 3.0 <= result.elapsed_s < 8.0 and time.perf_counter() - t0 < 30
+
+
+def test_killed_training_resumes_from_checkpoint(tmp_path, shared_data):
+    script = textwrap.dedent(f"""
+        import torch
+        torch.set_num_threads(1)
+        from openmlff.data import load_dataset
+        from openmlff.training import TrainingConfig, train
+        ds = load_dataset({str(shared_data / "datasets" / "rmd17_aspirin_100.npz")!r})
+        cfg = TrainingConfig(hyperparameters={TINY!r}, n_train=20, n_val=5, n_test=5, batch_size=5,
+                             warmup_steps=4, max_epochs=1000, torch_threads=1)
+        train(ds, {str(tmp_path)!r}, cfg, progress=False)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    ckpt = tmp_path / "model.ckpt"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if ckpt.exists() and torch.load(ckpt, weights_only=False)["epoch"] >= 2:
+            break
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    epochs_before = torch.load(ckpt, weights_only=False)["epoch"]
+    assert epochs_before >= 2
+    ds = load_dataset(shared_data / "datasets" / "rmd17_aspirin_100.npz")
+    result = train(ds, tmp_path, TrainingConfig(hyperparameters=TINY, n_train=20, n_val=5, n_test=5, batch_size=5,
+                                                warmup_steps=4, max_epochs=epochs_before + 1, torch_threads=1),
+                   progress=False)
+    assert result.epochs == epochs_before + 1
