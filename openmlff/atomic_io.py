@@ -10,11 +10,14 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import IO, Callable
 
 
 def atomic_write(path, write: Callable[[str], None]) -> Path:
-    """Call write(tmp_path) on a temporary file beside `path`, fsync it, then os.replace it onto `path`."""
+    """Call write(tmp_path) on a temporary file beside `path`, fsync it, then os.replace it onto `path`.
+
+    A crash or an exception leaves any existing file at `path` untouched and no temporary behind.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -23,12 +26,24 @@ def atomic_write(path, write: Callable[[str], None]) -> Path:
         write(tmp)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file ordinary permissions
         os.replace(tmp, path)
+        _fsync_directory(path.parent)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return path
+
+
+def atomic_write_stream(path, write: Callable[[IO], None], *, text: bool = False) -> Path:
+    """Like atomic_write, but write(fh) gets an open file (text mode, UTF-8, when text=True)."""
+    def to_path(tmp: str) -> None:
+        with open(tmp, "w" if text else "wb", **({"encoding": "utf-8"} if text else {})) as fh:
+            write(fh)
+    return atomic_write(path, to_path)
 
 
 def atomic_write_bytes(path, data: bytes) -> Path:
@@ -42,14 +57,28 @@ def atomic_write_text(path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def atomic_write_json(path, obj) -> Path:
-    """JSON with sorted keys and numpy scalars/arrays made plain."""
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_plain) + "\n")
+def atomic_write_json(path, obj, sort_keys: bool = False) -> Path:
+    """Indented JSON (keys in insertion order unless sort_keys), numpy scalars/arrays and paths made plain."""
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=sort_keys, default=_plain) + "\n")
 
 
 def atomic_torch_save(path, obj) -> Path:
     import torch
     return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make the rename itself durable (best effort: some file systems refuse directory fsync)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _plain(o):

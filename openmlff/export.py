@@ -105,24 +105,60 @@ def export_checkpoint(checkpoint_path, out_path, weights: str = "best") -> Path:
     return export_potential(potential, ckpt["atomic_numbers"], out_path, metadata)
 
 
+class ModelFileError(ValueError):
+    """An exported model file is unreadable, lacks its metadata, or does not fit the structure."""
+
+
+#: Keys every exported model's metadata must have.
+REQUIRED_METADATA_KEYS = ("atomic_numbers", "dtype", "architecture", "cutoff_angstrom")
+
+
 def load_exported(path) -> tuple[torch.jit.ScriptModule, dict]:
-    """The TorchScript module and its openmlff.json metadata; a clear error if the file is not an openmlff model."""
+    """The TorchScript module and its openmlff.json metadata.
+
+    ModelFileError naming the file if it cannot be loaded, has no metadata, or lacks one of
+    REQUIRED_METADATA_KEYS.
+    """
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such model file")
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no such model file")
     extra = {METADATA_NAME: ""}
     try:
         module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
-    except RuntimeError as exc:
-        raise ValueError(f"{path}: not a TorchScript file ({str(exc).splitlines()[0]})") from None
-    if not extra[METADATA_NAME]:
-        raise ValueError(f"{path}: TorchScript file without the '{METADATA_NAME}' metadata of an openmlff model")
-    return module, json.loads(extra[METADATA_NAME])
+    except Exception as exc:  # torch raises RuntimeError/ValueError for non-TorchScript files
+        raise ModelFileError(f"{path}: not a TorchScript model file ({str(exc).splitlines()[0]})") from None
+    raw = extra[METADATA_NAME]
+    if not raw:
+        raise ModelFileError(f"{path}: the model file has no '{METADATA_NAME}' metadata (TorchScript extra file)")
+    try:
+        metadata = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ModelFileError(f"{path}: '{METADATA_NAME}' is not valid JSON ({exc})") from None
+    missing = [k for k in REQUIRED_METADATA_KEYS if k not in metadata]
+    if missing:
+        raise ModelFileError(f"{path}: '{METADATA_NAME}' lacks the keys {missing}; required: {list(REQUIRED_METADATA_KEYS)}")
+    return module, metadata
 
 
 def read_model_metadata(path) -> dict:
-    """The openmlff.json metadata of an exported model file."""
+    """The openmlff.json metadata of an exported model file (see load_exported for the errors)."""
     return load_exported(path)[1]
+
+
+def check_model_atoms(model_path, metadata: dict, atomic_numbers, structure_name: str = "structure") -> None:
+    """ModelFileError naming the model file unless its metadata's atomic numbers equal the structure's."""
+    model_zs = [int(z) for z in metadata["atomic_numbers"]]
+    zs = [int(z) for z in np.asarray(atomic_numbers).reshape(-1)]
+    if model_zs == zs:
+        return
+    if len(model_zs) != len(zs):
+        detail = f"the model has {len(model_zs)} atoms, {structure_name} {len(zs)}"
+    else:
+        i = next(k for k, (a, b) in enumerate(zip(model_zs, zs)) if a != b)
+        detail = f"first difference at atom {i}: model Z={model_zs[i]}, {structure_name} Z={zs[i]}"
+    raise ModelFileError(
+        f"{model_path}: the model's atomic numbers (metadata 'atomic_numbers') do not match the {structure_name}: {detail}; "
+        f"model {elements.symbols(model_zs) if model_zs else []}, {structure_name} {elements.symbols(zs) if zs else []}")
 
 
 def file_sha256(path) -> str:

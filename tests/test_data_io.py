@@ -23,7 +23,7 @@ from openmlff.data import (
     write_extxyz,
     write_md17_npz,
 )
-from openmlff.data.writers import atomic_write
+from openmlff.atomic_io import atomic_write_stream
 
 KCAL = units.energy_to_ev("kcal/mol")  # eV per kcal/mol
 
@@ -309,7 +309,7 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path):
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError):
-        atomic_write(path, broken, text=True)
+        atomic_write_stream(path, broken, text=True)
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
 

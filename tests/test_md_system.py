@@ -112,7 +112,7 @@ def test_model_for_other_atoms_is_refused_naming_the_model_file(toy_model, aspir
     swapped[[0, 7]] = swapped[[7, 0]]
     with pytest.raises(ModelFileError, match=rf"{toy_model.name}.*first difference at atom 0: model Z=6, structure Z=8"):
         build_system(swapped, toy_model)
-    with pytest.raises(ModelFileError, match="the model has 21 atoms, the structure 3"):
+    with pytest.raises(ModelFileError, match="the model has 21 atoms, structure 3"):
         build_system([8, 1, 1], toy_model)
 
 

@@ -171,5 +171,5 @@ def test_load_exported_rejects_other_files(tmp_path):
     torch.jit.script(torch.nn.Linear(3, 1)).save(str(plain))
     with pytest.raises(ValueError, match="openmlff.json"):
         load_exported(plain)
-    with pytest.raises(FileNotFoundError, match="missing.pt"):
+    with pytest.raises(ValueError, match="missing.pt: no such model file"):
         load_exported(tmp_path / "missing.pt")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .dataset import Dataset
-from .writers import atomic_write
+from ..atomic_io import atomic_write_stream
 
 _SET_NAMES = ("train", "val", "test")
 
@@ -78,7 +78,7 @@ class Split:
     def save(self, path) -> Path:
         """Write the split as JSON (atomically)."""
         text = json.dumps(self.to_dict(), indent=1)
-        return atomic_write(path, lambda fh: fh.write(text + "\n"), text=True)
+        return atomic_write_stream(path, lambda fh: fh.write(text + "\n"), text=True)
 
     @classmethod
     def load(cls, path) -> "Split":

@@ -8,14 +8,13 @@ that `load_dataset(write(ds))` gives back the same numbers (up to the unit conve
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
-from typing import IO, Callable
+from typing import IO
 
 import numpy as np
 
 from .. import elements
+from ..atomic_io import atomic_write_stream
 from ..units import (
     INTERNAL_ENERGY_UNIT,
     INTERNAL_FORCE_UNIT,
@@ -33,29 +32,6 @@ OPENMLFF_FORMAT = "openmlff-dataset"
 OPENMLFF_FORMAT_VERSION = 1
 #: Length unit name written into files: ASCII, understood by openmlff.units and by sGDML ("Ang").
 _ANGSTROM_ASCII = "Ang"
-
-
-def atomic_write(path, write: Callable[[IO], None], *, text: bool = False) -> Path:
-    """Call `write(fh)` on a temporary file beside `path`, then rename it onto `path` atomically.
-
-    A crash or an exception leaves any existing file at `path` untouched and no temporary behind.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w" if text else "wb", **({"encoding": "utf-8"} if text else {})) as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file ordinary permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def save_dataset(ds: Dataset, path) -> Path:
@@ -81,7 +57,7 @@ def save_dataset(ds: Dataset, path) -> Path:
     if ds.F is not None:
         arrays["F"] = ds.F.astype(np.float64)
     arrays[OPENMLFF_META_KEY] = np.array(json.dumps(meta, sort_keys=True))
-    return atomic_write(path, lambda fh: np.savez(fh, **arrays))
+    return atomic_write_stream(path, lambda fh: np.savez(fh, **arrays))
 
 
 def write_md17_npz(ds: Dataset, path, energy_unit: str = "kcal/mol") -> Path:
@@ -105,7 +81,7 @@ def write_md17_npz(ds: Dataset, path, energy_unit: str = "kcal/mol") -> Path:
         "e_unit": np.array(unit),
         "r_unit": np.array(_ANGSTROM_ASCII),
     }
-    return atomic_write(path, lambda fh: np.savez(fh, **arrays))
+    return atomic_write_stream(path, lambda fh: np.savez(fh, **arrays))
 
 
 def write_extxyz(ds: Dataset, path, energy_unit: str = "eV") -> Path:
@@ -137,7 +113,7 @@ def write_extxyz(ds: Dataset, path, energy_unit: str = "eV") -> Path:
                 lines.append(" ".join(cols))
             fh.write("\n".join(lines) + "\n")
 
-    return atomic_write(path, write, text=True)
+    return atomic_write_stream(path, write, text=True)
 
 
 def _require_labels(ds: Dataset, path, what: str) -> None:

@@ -22,6 +22,7 @@ import openmm
 import openmm.app as app
 from openmm import unit
 
+from ..atomic_io import atomic_write_bytes, atomic_write_json
 from ..units import FS_IN_PS, NM_IN_ANGSTROM
 
 #: Columns of state.csv, in order (energies kJ/mol, time ps, temperature K, speed ns/day).
@@ -50,48 +51,6 @@ class StepRecord:
     @property
     def positions_angstrom(self) -> np.ndarray:
         return self.positions_nm * NM_IN_ANGSTROM
-
-
-# --- atomic file writes -------------------------------------------------------------------------
-
-def write_bytes_atomic(path, data: bytes) -> None:
-    """Write `data` to a temporary file beside `path`, fsync it, then rename it over `path`."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_directory(path.parent)
-
-
-def write_json_atomic(path, document: dict) -> None:
-    """Write a JSON document atomically (see write_bytes_atomic), indented, keys in insertion order."""
-    write_bytes_atomic(path, (json.dumps(document, indent=2, default=_json_default) + "\n").encode())
-
-
-def _json_default(obj):
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
-
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # --- DCD trajectory -----------------------------------------------------------------------------
@@ -239,7 +198,7 @@ def truncate_csv_rows(path, n_rows: int, columns) -> None:
     complete = [line for line in lines[1:] if line.endswith("\n")]  # a row cut by a kill has no newline
     if len(complete) < n_rows:
         raise ValueError(f"{path}: holds {len(complete)} rows, but the checkpoint says {n_rows} were written")
-    write_bytes_atomic(path, "".join([lines[0]] + complete[:n_rows]).encode())
+    atomic_write_bytes(path, "".join([lines[0]] + complete[:n_rows]).encode())
 
 
 def read_state_csv(path) -> dict[str, np.ndarray]:
@@ -276,10 +235,10 @@ class Checkpointer:
     def save(self, context: openmm.Context, step: int, info: dict) -> None:
         data = context.createCheckpoint()
         name = f"{_CHECKPOINT_PREFIX}{int(step):012d}.chk"
-        write_bytes_atomic(self.directory / name, data)
+        atomic_write_bytes(self.directory / name, data)
         document = {"step": int(step), **info, "checkpoint_file": name,
                     "checkpoint_sha256": hashlib.sha256(data).hexdigest()}
-        write_json_atomic(self.json_path, document)
+        atomic_write_json(self.json_path, document)
         for old in self.directory.glob(f"{_CHECKPOINT_PREFIX}*.chk"):
             if old.name != name:
                 old.unlink(missing_ok=True)

@@ -34,8 +34,9 @@ from ..units import FS_IN_PS, NM_IN_ANGSTROM
 from . import monitor as _monitor
 from .monitor import CollapseEvent, StabilityMonitor
 from .platforms import select_platform, set_torch_threads
+from ..atomic_io import atomic_write_json
 from .reporters import (
-    Checkpointer, DCDTrajectoryReporter, StateCSVReporter, StepRecord, write_json_atomic,
+    Checkpointer, DCDTrajectoryReporter, StateCSVReporter, StepRecord,
 )
 from .system import BACKENDS, build_system, file_sha256, read_model_metadata
 from .topology import topology_atomic_numbers, topology_from_atomic_numbers, write_topology_pdb
@@ -158,8 +159,15 @@ def run_simulation(
     reference_positions_angstrom (n_frames, n_atoms, 3): frames whose mean bond lengths the monitor
     compares with (default: the starting structure). topology: written as topology.pdb (default:
     one residue from the atomic numbers). on_report: called with each StepRecord after it is written.
-    The monitor stops a collapsed run at once; summary['stable'] tells. See the module docstring
-    for the files written and the resume rules.
+    The monitor stops a collapsed run at once. See the module docstring for the files and the
+    resume rules.
+
+    Summary keys: stable, steps_completed, steps_requested, simulated_time_ps, collapse_step,
+    collapse_time_ps, collapse_reason, collapse_message, first_broken_bond (atoms, elements,
+    reference/current length and deviation in Å) and n_broken_bonds (collapse fields null/0 when
+    stable), frames_written, state_rows_written, ns_per_day and wall_time_s (MD wall time behind
+    the kept steps, summed over sessions: setup and work lost to an interruption excluded),
+    setup_time_s, platform, backend, resumed_from_step, steps_this_session, bonds_monitored.
     """
     config = config or SimulationConfig()
     paths = RunPaths(Path(out_dir))
@@ -203,7 +211,7 @@ def run_simulation(
     record["platform"]["properties_in_effect"] = {
         name: platform.getPropertyValue(context, name) for name in platform.getPropertyNames()}
     if not paths.run_json.is_file():
-        write_json_atomic(paths.run_json, record)
+        atomic_write_json(paths.run_json, record)
 
     run = _Run(config, context, integrator, paths, zs, start_angstrom, reference, topology, on_report)
     try:
@@ -231,6 +239,8 @@ class _Run:
         self.checkpointer = Checkpointer(paths.directory)
         self.trajectory: DCDTrajectoryReporter | None = None
         self.states: StateCSVReporter | None = None
+        self._last_report = (0, time.perf_counter())  # (step, wall clock) of the last report, for the speed column
+        self._last_temperature = float("nan")
         self.md_wall_s = 0.0  # MD time (stepping, reporting, checkpoints) behind the kept steps, all sessions
         self.resumed_from_step: int | None = None
 
@@ -317,8 +327,7 @@ class _Run:
         temperature = 2.0 * kinetic / (self.degrees_of_freedom * _KJ_PER_MOL_PER_K)
         now = time.perf_counter()
         last_step, last_time = self._last_report
-        elapsed = now - last_time
-        speed = (step - last_step) * self.config.timestep_fs * _FS_IN_NS / (elapsed / _SECONDS_PER_DAY) if elapsed > 0 and step > last_step else 0.0
+        speed = _ns_per_day(step - last_step, self.config.timestep_fs, now - last_time)
         self._last_report = (step, now)
         self._last_temperature = temperature
         record = StepRecord(step=step, time_ps=self.monitor.time_ps(step), positions_nm=positions_nm,
@@ -344,7 +353,6 @@ class _Run:
 
     def _finish(self, step: int, event: CollapseEvent | None, session_start_step: int, setup_s: float) -> dict:
         cfg = self.config
-        simulated_ns = step * cfg.timestep_fs * _FS_IN_NS
         summary = {
             "stable": event is None,
             "steps_completed": int(step),
@@ -358,7 +366,7 @@ class _Run:
             "n_broken_bonds": 0 if event is None else event.n_broken_bonds,
             "frames_written": self.trajectory.frames_written,
             "state_rows_written": self.states.rows_written,
-            "ns_per_day": simulated_ns / (self.md_wall_s / _SECONDS_PER_DAY) if self.md_wall_s > 0 else None,
+            "ns_per_day": _ns_per_day(step, cfg.timestep_fs, self.md_wall_s) if step > 0 else None,
             "wall_time_s": self.md_wall_s,
             "setup_time_s": setup_s,
             "platform": self.context.getPlatform().getName(),
@@ -370,13 +378,20 @@ class _Run:
         }
         self.trajectory.flush(sync=True)
         self.states.flush(sync=True)
-        write_json_atomic(self.paths.summary_json, summary)
+        atomic_write_json(self.paths.summary_json, summary)
         return summary
 
     def close(self) -> None:
         for writer in (self.trajectory, self.states):
             if writer is not None:
                 writer.close()
+
+
+def _ns_per_day(steps: int, timestep_fs: float, wall_s: float) -> float:
+    """Simulation speed: `steps` of `timestep_fs` done in `wall_s` seconds, in ns/day (0 when nothing was timed)."""
+    if steps <= 0 or wall_s <= 0:
+        return 0.0
+    return steps * timestep_fs * _FS_IN_NS / (wall_s / _SECONDS_PER_DAY)
 
 
 def _next_multiple(step: int, interval: int) -> int:

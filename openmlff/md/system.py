@@ -9,8 +9,6 @@ comparisons and models TorchForce cannot run); both give the same energies and f
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
@@ -18,71 +16,11 @@ import openmm
 from openmm import unit
 
 from .. import elements
+from ..export import METADATA_NAME as MODEL_METADATA_FILE
+from ..export import ModelFileError, check_model_atoms, file_sha256, read_model_metadata
 
-#: Name of the JSON document inside an exported model file.
-MODEL_METADATA_FILE = "openmlff.json"
-#: Keys every exported model's metadata must have.
-REQUIRED_METADATA_KEYS = ("atomic_numbers", "dtype", "architecture", "cutoff_angstrom")
 #: Ways of attaching the model to the System.
 BACKENDS = ("torchforce", "pythonforce")
-
-
-class ModelFileError(ValueError):
-    """An exported model file is unreadable, lacks its metadata, or does not fit the structure."""
-
-
-def read_model_metadata(path) -> dict:
-    """The `openmlff.json` document stored inside an exported TorchScript model file.
-
-    ModelFileError naming the file if it cannot be loaded, has no metadata, or lacks one of
-    REQUIRED_METADATA_KEYS.
-    """
-    import torch
-
-    path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f"{path}: no such model file")
-    extra = {MODEL_METADATA_FILE: ""}
-    try:
-        torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
-    except Exception as exc:  # torch raises RuntimeError/ValueError for non-TorchScript files
-        raise ModelFileError(f"{path}: not a TorchScript model file ({exc})") from exc
-    raw = extra[MODEL_METADATA_FILE]
-    if not raw:
-        raise ModelFileError(f"{path}: the model file has no '{MODEL_METADATA_FILE}' metadata (TorchScript extra file)")
-    try:
-        metadata = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ModelFileError(f"{path}: '{MODEL_METADATA_FILE}' is not valid JSON ({exc})") from None
-    missing = [k for k in REQUIRED_METADATA_KEYS if k not in metadata]
-    if missing:
-        raise ModelFileError(f"{path}: '{MODEL_METADATA_FILE}' lacks the keys {missing}; required: {list(REQUIRED_METADATA_KEYS)}")
-    return metadata
-
-
-def check_model_atoms(model_path, metadata: dict, atomic_numbers) -> None:
-    """ModelFileError naming the model file unless its metadata's atomic numbers equal the structure's."""
-    model_zs = [int(z) for z in metadata["atomic_numbers"]]
-    zs = [int(z) for z in np.asarray(atomic_numbers).reshape(-1)]
-    if model_zs == zs:
-        return
-    if len(model_zs) != len(zs):
-        detail = f"the model has {len(model_zs)} atoms, the structure {len(zs)}"
-    else:
-        i = next(k for k, (a, b) in enumerate(zip(model_zs, zs)) if a != b)
-        detail = f"first difference at atom {i}: model Z={model_zs[i]}, structure Z={zs[i]}"
-    raise ModelFileError(
-        f"{model_path}: the model's atomic numbers (metadata 'atomic_numbers') do not match the structure: {detail}; "
-        f"model {elements.symbols(model_zs) if model_zs else []}, structure {elements.symbols(zs) if zs else []}")
-
-
-def file_sha256(path) -> str:
-    """SHA-256 of a file's bytes (identifies the exact model a run used)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class TorchModelComputation:

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from .. import units
 from ..data.dataset import Dataset, DatasetError
-from ..export import energies_and_forces, load_exported
+from ..export import check_model_atoms, energies_and_forces, load_exported
 from .force_metrics import DEFAULT_ENERGY_UNIT, DEFAULT_FORCE_UNIT, ForceErrorAccumulator
 
 _KJ_PER_MOL_NM_TO_EV_PER_A = 1.0 / (units.EV_IN_KJ_PER_MOL * units.NM_IN_ANGSTROM)
@@ -24,7 +24,7 @@ _KJ_PER_MOL_NM_TO_EV_PER_A = 1.0 / (units.EV_IN_KJ_PER_MOL * units.NM_IN_ANGSTRO
 def predict_batches(model_path, dataset: Dataset, batch_size: int = 32, progress: bool = False):
     """Yield (indices, energies eV (b,), forces eV/Å (b, n_atoms, 3)) for consecutive batches of frames."""
     module, meta = load_exported(model_path)
-    check_atoms_match(meta, dataset, model_path)
+    check_model_atoms(model_path, meta, dataset.z, structure_name=str(dataset.source))
     bar = tqdm(total=dataset.n_frames, disable=not progress, desc="evaluating", unit="frame", dynamic_ncols=True)
     for start in range(0, dataset.n_frames, batch_size):
         idx = np.arange(start, min(start + batch_size, dataset.n_frames))
@@ -55,19 +55,3 @@ def evaluate_model(model_path, dataset: Dataset, batch_size: int = 32, force_uni
     out["evaluation"] = {"batch_size": batch_size, "wall_time_s": round(wall, 3),
                          "frames_per_s": round(dataset.n_frames / wall, 1) if wall > 0 else None}
     return out
-
-
-def check_atoms_match(metadata: dict, dataset: Dataset, model_path) -> None:
-    """ValueError naming the model and data files if the model was made for other atoms."""
-    model_z = list(metadata.get("atomic_numbers", []))
-    if model_z != dataset.z.tolist():
-        raise ValueError(
-            f"{model_path}: the model is for {len(model_z)} atoms {_formula(model_z)} but {dataset.source} "
-            f"has {dataset.n_atoms} atoms {_formula(dataset.z.tolist())} (same elements in the same order expected)")
-
-
-def _formula(zs) -> str:
-    from .. import elements
-
-    syms = elements.symbols(zs) if zs else []
-    return "".join(f"{s}{syms.count(s)}" for s in sorted(set(syms), key=syms.index))

@@ -15,7 +15,7 @@ Shipped structures (openmlff/resources/structures/, listed in structures.json):
   ``PDBFile`` reads it, ``Modeller.deleteWater()`` drops the 12 crystal waters, and
   ``Modeller.addHydrogens(ForceField("amber14-all.xml"), pH=7.0)`` protonates it: zwitterionic
   termini (NH3+ on Tyr1, the crystal's OXT on Tyr10 as COO-), Asp3 and Glu5 deprotonated, the
-  rest neutral. The net charge, -2 e, is the sum of amber14's nonbonded charges
+  rest neutral; the random start of the hydrogens is seeded, so the build repeats. The net charge, -2 e, is the sum of amber14's nonbonded charges
   (`amber14_net_charge`). `write_builtin_structures` regenerates all shipped files from the
   source files kept beside them (resources/structures/sources/).
 
@@ -277,11 +277,16 @@ def capped_peptide_structure(name: str, atomic_numbers, positions_angstrom, sour
     return Structure(name=name, atomic_numbers=z, positions_angstrom=pos, topology=topology, source=source)
 
 
-def build_chignolin(source_pdb=None, ph: float = 7.0) -> Structure:
+def build_chignolin(source_pdb=None, ph: float = 7.0, seed: int = 5) -> Structure:
     """CLN025 with hydrogens from the 5AWL heavy-atom structure: delete waters, amber14 addHydrogens at `ph`.
 
-    The charge is the sum of amber14's nonbonded charges (-2 at pH 7).
+    addHydrogens starts each hydrogen from a random offset (Python's `random`) and minimises;
+    seeding it (state restored afterwards) and using the Reference platform makes the build
+    repeatable. The charge is the sum of amber14's nonbonded charges (-2 at pH 7).
     """
+    import random
+
+    import openmm
     from openmm import app, unit
 
     source_pdb = Path(source_pdb) if source_pdb is not None else _resource_path("sources/cln025_5awl_noH.pdb")
@@ -289,7 +294,12 @@ def build_chignolin(source_pdb=None, ph: float = 7.0) -> Structure:
     modeller = app.Modeller(pdb.topology, pdb.positions)
     modeller.deleteWater()
     forcefield = app.ForceField("amber14-all.xml")
-    modeller.addHydrogens(forcefield, pH=ph)
+    saved_state = random.getstate()
+    random.seed(seed)
+    try:
+        modeller.addHydrogens(forcefield, pH=ph, platform=openmm.Platform.getPlatformByName("Reference"))
+    finally:
+        random.setstate(saved_state)
     z = np.array([a.element.atomic_number for a in modeller.topology.atoms()], dtype=np.int64)
     positions = np.asarray(modeller.getPositions().value_in_unit(unit.angstrom), dtype=np.float64)
     return Structure(name="chignolin", atomic_numbers=z, positions_angstrom=positions, topology=modeller.topology,

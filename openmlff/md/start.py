@@ -1,0 +1,36 @@
+"""Where a run starts: a frame of a dataset or a structure (built-in name or file), then run_simulation.
+
+A dataset start also gives the monitor its reference bond lengths (the mean over the dataset's
+frames, as DESIGN.md asks); a structure start uses its own topology (residues, bonds) for the
+trajectory and the starting structure as the bond reference.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..data.dataset import Dataset
+from .runner import SimulationConfig, run_simulation
+
+#: At most this many dataset frames are averaged for the reference bond lengths.
+MAX_REFERENCE_FRAMES = 2000
+
+
+def run_from_dataset_frame(model_path, dataset: Dataset, frame: int, out_dir, config: SimulationConfig,
+                           progress: bool = True) -> dict:
+    """MD from frame `frame` of `dataset`; bond references are the mean over (up to 2000 of) its frames."""
+    if not 0 <= frame < dataset.n_frames:
+        raise ValueError(f"{dataset.source}: frame {frame} does not exist (the dataset has {dataset.n_frames} frames, 0-based)")
+    step = max(1, dataset.n_frames // MAX_REFERENCE_FRAMES)
+    reference = dataset.R[::step]
+    return run_simulation(model_path, dataset.z, dataset.R[frame], out_dir, config,
+                          reference_positions_angstrom=reference, progress=progress)
+
+
+def run_from_structure(model_path, structure, out_dir, config: SimulationConfig, progress: bool = True) -> dict:
+    """MD from a built-in structure name ('aspirin', 'ac-ala3-nhme', 'chignolin') or a PDB/XYZ file."""
+    from ..structures import load_structure
+
+    s = load_structure(structure)
+    return run_simulation(model_path, np.asarray(s.atomic_numbers), s.positions_angstrom, out_dir, config,
+                          topology=s.topology, progress=progress)
