@@ -86,6 +86,8 @@ def generate_dataset(structure, out=None, *, config: SamplingConfig | None = Non
     charge = mol.charge if charge is None else int(charge)
     multiplicity = mol.multiplicity if multiplicity is None else int(multiplicity)
     method = get_reference_method(cfg.method)
+    # Refuse an unsupported element or broken start before any MD (clear error, no half-made files).
+    method.check_input(mol.atomic_numbers, mol.positions_angstrom, multiplicity)
     checkpoint = None
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
@@ -219,7 +221,6 @@ class _LangevinRun:
         provenance = {
             **self.method.provenance(),
             "generated_by": "openmlff.data.sampling.generate_dataset",
-            "source_file": str(out) if out is not None else None,
             "structure": self.mol.name, "structure_source": self.mol.source,
             "charge": self.charge, "multiplicity": self.multiplicity,
             "sampler": "ASE Langevin (ase.md.langevin.Langevin, fixcm=False), Maxwell-Boltzmann start",
@@ -232,6 +233,8 @@ class _LangevinRun:
             "original_units": {"positions": "Å", "energy": "eV", "forces": "eV/Å"},
         }
         provenance.pop("checkpoint_every_frames")
+        if out is not None:
+            provenance["source_file"] = str(out)
         return Dataset(z=self.mol.atomic_numbers.copy(), R=np.array(self.frames_R[:cfg.n_frames]),
                        E=np.array(self.frames_E[:cfg.n_frames]), F=np.array(self.frames_F[:cfg.n_frames]),
                        name=f"{self.mol.name}_{self.method.name}_{cfg.temperature_K:g}K",

@@ -1,14 +1,28 @@
-"""Model architectures behind one interface: build_potential(architecture, hyperparameters) -> Potential."""
+"""Model architectures behind one interface: build_potential(architecture, hyperparameters) -> Potential.
+
+An architecture is a pair (config dataclass, network class):
+- the config has defaults sized for CPU training, a `paper()` classmethod giving the original
+  paper's sizes, `to_dict()`, and a `cutoff_angstrom` field;
+- the network is built as `Network(config)`, has a float attribute `cutoff_angstrom`, and maps
+  (z (N,) long, pos (N, 3) in Å, batch (N,) long molecule index) to one raw scalar per atom (N,);
+  it finds its edges with `neighbors.neighbor_pairs` and must be TorchScript-compatible.
+`Potential` turns the per-atom outputs into energies (eV) and forces (eV/Å).
+"""
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import fields
 
 from .et import ETConfig, EquivariantTransformer
 from .potential import Potential, fit_element_energies
 
-#: architecture name -> (config dataclass, network class)
-ARCHITECTURES = {"et": (ETConfig, EquivariantTransformer)}
+#: architecture name -> (module, config class name, network class name), imported on first use
+ARCHITECTURES = {
+    "et": ("openmlff.models.et", "ETConfig", "EquivariantTransformer"),
+    "visnet": ("openmlff.models.visnet", "ViSNetConfig", "ViSNet"),
+    "nequip": ("openmlff.models.nequip", "NequIPConfig", "NequIP"),
+}
 
 
 def default_hyperparameters(architecture: str, preset: str = "cpu") -> dict:
@@ -37,7 +51,9 @@ def _lookup(architecture: str):
     key = architecture.lower()
     if key not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {architecture!r}; available: {sorted(ARCHITECTURES)}")
-    return ARCHITECTURES[key]
+    module_name, config_name, network_name = ARCHITECTURES[key]
+    module = importlib.import_module(module_name)
+    return getattr(module, config_name), getattr(module, network_name)
 
 
 __all__ = ["ARCHITECTURES", "ETConfig", "EquivariantTransformer", "Potential", "build_potential",

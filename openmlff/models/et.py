@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
-from .layers import CosineCutoff, ExpNormalSmearing, all_pairs_neighbors
+from .layers import CosineCutoff, ExpNormalSmearing
+from .neighbors import neighbor_pairs
 
 MAX_Z = 100
 
@@ -28,6 +29,7 @@ class ETConfig:
     num_rbf: int = 32
     cutoff_angstrom: float = 5.0
     trainable_rbf: bool = True
+    neighbor_method: str = "auto"  # all_pairs, cell_list or auto (see models/neighbors.py)
 
     @classmethod
     def paper(cls) -> "ETConfig":
@@ -114,6 +116,7 @@ class EquivariantTransformer(nn.Module):
         super().__init__()
         c = config
         self.cutoff_angstrom = float(c.cutoff_angstrom)
+        self.neighbor_method = c.neighbor_method
         self.hidden = c.hidden_channels
         self.embedding = nn.Embedding(MAX_Z, c.hidden_channels)
         self.rbf = ExpNormalSmearing(c.cutoff_angstrom, c.num_rbf, c.trainable_rbf)
@@ -125,7 +128,7 @@ class EquivariantTransformer(nn.Module):
             nn.Linear(c.hidden_channels, c.hidden_channels // 2), nn.SiLU(), nn.Linear(c.hidden_channels // 2, 1))
 
     def forward(self, z: Tensor, pos: Tensor, batch: Tensor) -> Tensor:
-        i, j, rij = all_pairs_neighbors(pos, batch, self.cutoff_angstrom)
+        i, j, rij = neighbor_pairs(pos, batch, self.cutoff_angstrom, self.neighbor_method)
         r = torch.linalg.vector_norm(rij, dim=-1)
         unit = rij / r.unsqueeze(-1)
         rbf = self.rbf(r)

@@ -1,4 +1,4 @@
-"""Building blocks shared by the architectures: cutoff, radial basis, neighbour search.
+"""Building blocks shared by the architectures: cutoff and radial basis (neighbour search: neighbors.py).
 
 All lengths in Å. Every block is TorchScript-compatible so an exported model carries no Python.
 """
@@ -6,8 +6,6 @@ All lengths in Å. Every block is TorchScript-compatible so an exported model ca
 from __future__ import annotations
 
 import math
-from typing import Tuple
-
 import torch
 from torch import Tensor, nn
 
@@ -48,20 +46,3 @@ class ExpNormalSmearing(nn.Module):
     def forward(self, r: Tensor) -> Tensor:
         r = r.unsqueeze(-1)
         return self.cutoff(r) * torch.exp(-self.betas * (torch.exp(-self.alpha * r) - self.means) ** 2)
-
-
-def all_pairs_neighbors(pos: Tensor, batch: Tensor, cutoff_angstrom: float) -> Tuple[Tensor, Tensor, Tensor]:
-    """Edges (i, j) between distinct atoms of the same molecule closer than the cutoff.
-
-    O(N^2) in the atoms of a batch, which is the fastest choice for molecules of tens of atoms.
-    Returns (receiver i, sender j, vector r_ij = pos[j] - pos[i]) with gradients through pos.
-    """
-    with torch.no_grad():
-        n = pos.size(0)
-        same_molecule = batch.unsqueeze(0) == batch.unsqueeze(1)
-        close = torch.cdist(pos, pos) < cutoff_angstrom
-        not_self = ~torch.eye(n, dtype=torch.bool, device=pos.device)
-        pairs = (same_molecule & close & not_self).nonzero()
-    i = pairs[:, 0]
-    j = pairs[:, 1]
-    return i, j, pos[j] - pos[i]

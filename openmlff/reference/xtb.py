@@ -25,7 +25,7 @@ _TBLITE_NAMES = {"gfn2-xtb": "GFN2-xTB", "gfn1-xtb": "GFN1-xTB"}
 
 @dataclass
 class XTBSettings:
-    """tblite self-consistent-charge settings (tblite's defaults)."""
+    """tblite self-consistent-charge settings (tblite's defaults) and the OpenMP thread count."""
 
     accuracy: float = 1.0
     max_iterations: int = 250
@@ -79,24 +79,29 @@ class XTBReference(ReferenceMethod):
 
 
 _OPENMP_RUNTIMES = ("libgomp.so.1", "libomp.so", "libomp.dylib", "libiomp5.so")
-_openmp_threads_set: int | None = None
+_openmp_runtime = None
 
 
 def _set_openmp_threads(n: int) -> None:
-    """Set the OpenMP thread count of the runtime tblite loaded (once per process and value)."""
-    global _openmp_threads_set
-    if _openmp_threads_set == n:
-        return
-    import ctypes
+    """Set the OpenMP thread count of the runtime tblite loaded, for the calling thread.
 
-    for name in _OPENMP_RUNTIMES:
-        try:
-            runtime = ctypes.CDLL(name)
-        except OSError:
-            continue
-        runtime.omp_set_num_threads(ctypes.c_int(int(n)))
-        break
-    _openmp_threads_set = n
+    OpenMP reads OMP_NUM_THREADS only when it starts, so this calls omp_set_num_threads instead
+    (a no-op where no OpenMP runtime is found).
+    """
+    global _openmp_runtime
+    if _openmp_runtime is None:
+        import ctypes
+
+        for name in _OPENMP_RUNTIMES:
+            try:
+                _openmp_runtime = ctypes.CDLL(name)
+                break
+            except OSError:
+                continue
+        else:
+            _openmp_runtime = False
+    if _openmp_runtime:
+        _openmp_runtime.omp_set_num_threads(int(n))
 
 
 def _discard(message: str) -> None:

@@ -15,9 +15,12 @@ Shipped structures (openmlff/resources/structures/, listed in structures.json):
   ``PDBFile`` reads it, ``Modeller.deleteWater()`` drops the 12 crystal waters, and
   ``Modeller.addHydrogens(ForceField("amber14-all.xml"), pH=7.0)`` protonates it: zwitterionic
   termini (NH3+ on Tyr1, the crystal's OXT on Tyr10 as COO-), Asp3 and Glu5 deprotonated, the
-  rest neutral; the random start of the hydrogens is seeded, so the build repeats. The net charge, -2 e, is the sum of amber14's nonbonded charges
-  (`amber14_net_charge`). `write_builtin_structures` regenerates all shipped files from the
-  source files kept beside them (resources/structures/sources/).
+  rest neutral (the random start of the hydrogens is seeded, so the build repeats exactly).
+  The net charge, -2 e, is the sum of amber14's nonbonded charges (`amber14_net_charge`).
+
+`write_builtin_structures()` regenerates every shipped file from the source files kept beside
+them (resources/structures/sources/: aspirin.xyz, Ac-Ala3-NHMe.xyz, cln025_5awl_noH.pdb, copies
+of the project's shared data), so the package reads nothing outside itself.
 
 Positions are stored in PDB files with 0.001 Å precision, atom order is kept exactly.
 """
