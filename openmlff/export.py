@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-import platform
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ from torch import Tensor, nn
 
 from . import __version__, elements, units
 from .atomic_io import atomic_write
+from .versions import runtime_versions
 from .models.potential import Potential
 
 METADATA_NAME = "openmlff.json"
@@ -71,7 +71,7 @@ def export_potential(potential: Potential, atomic_numbers, path, metadata: dict 
         "parameters": potential.count_parameters(),
         "periodic": False,
         "units": {"positions": "nm", "energy": "kJ/mol", "forces": "kJ/mol/nm"},
-        "versions": package_versions(),
+        "versions": runtime_versions(),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     meta.update(metadata or {})
@@ -168,25 +168,6 @@ def file_sha256(path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def package_versions() -> dict:
-    """Versions of the packages that decide what a model computes and how it runs."""
-    import openmm
-
-    out = {"openmlff": __version__, "torch": torch.__version__, "openmm": openmm.__version__,
-           "numpy": np.__version__, "python": platform.python_version()}
-    try:
-        from importlib.metadata import PackageNotFoundError, version
-        for dist in ("acellera-openmmtorch-cpu", "acellera-openmmtorch-cu12", "acellera-openmmtorch-cu13", "openmmtorch"):
-            try:
-                out["openmmtorch"] = version(dist)
-                break
-            except PackageNotFoundError:
-                continue
-    except ImportError:  # pragma: no cover
-        pass
-    return out
 
 
 def energies_and_forces(module: torch.jit.ScriptModule, positions_nm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

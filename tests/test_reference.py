@@ -201,3 +201,15 @@ def test_labelling_resumes_and_skips_finished_chunks(methanol, tmp_path):
     np.testing.assert_allclose(resumed.dataset.E[2:], first.dataset.E[2:], atol=1e-10)
     with pytest.raises(ValueError, match="different labelling job.*input_sha256"):
         label_conformations("gfn2-xtb", z, frames + 0.01, out, chunk_size=2, n_workers=1, progress=False)
+
+
+def test_labelling_sends_a_picklable_method_object_to_workers(tmp_path):
+    cluster = Octahedron("Cu", 3)
+    frames = _perturbed_frames(cluster.numbers, cluster.positions, 4, seed=3)
+    method = ASEReference(EMT())
+    result = label_conformations(method, cluster.numbers, frames, tmp_path / "emt", chunk_size=2, n_workers=2,
+                                 progress=False)
+    assert result.n_failed == 0 and result.chunks_computed == 2
+    assert result.dataset.provenance["method"] == "ase:ase.calculators.emt:EMT"
+    for k in range(4):
+        assert result.dataset.E[k] == pytest.approx(method.compute(cluster.numbers, frames[k])[0], abs=1e-10)

@@ -35,6 +35,7 @@ from . import monitor as _monitor
 from .monitor import CollapseEvent, StabilityMonitor
 from .platforms import select_platform, set_torch_threads
 from ..atomic_io import atomic_write_json
+from ..versions import runtime_versions
 from .reporters import (
     Checkpointer, DCDTrajectoryReporter, StateCSVReporter, StepRecord,
 )
@@ -433,7 +434,7 @@ def _run_record(model_path: Path, metadata: dict, zs, start_angstrom, reference,
         "platform": {"name": platform_name, "properties_requested": dict(platform_properties)},
         "trajectory": {"file": "trajectory.dcd", "topology": "topology.pdb",
                        "frame_interval_steps": config.report_interval_steps, "first_frame_step": 0},
-        "versions": _versions(),
+        "versions": runtime_versions(),
     }
 
 
@@ -467,25 +468,6 @@ def _check_same_inputs(run_json: Path, record: dict) -> None:
 def _short(value) -> str:
     text = json.dumps(value)
     return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _versions() -> dict:
-    import importlib.metadata as md
-
-    import torch
-
-    import openmlff
-
-    versions = {"openmlff": openmlff.__version__, "openmm": openmm.__version__, "torch": torch.__version__,
-                "numpy": np.__version__, "python": _platform.python_version()}
-    for dist in ("openmmtorch", "openmm-torch", "acellera-openmmtorch-cpu", "acellera-openmmtorch-cu12",
-                 "acellera-openmmtorch-cu13"):
-        try:
-            versions["openmmtorch"] = f"{md.version(dist)} ({dist})"
-            break
-        except md.PackageNotFoundError:
-            continue
-    return versions
 
 
 def _now() -> str:

@@ -18,6 +18,7 @@ from typing import Callable
 import numpy as np
 
 from .. import elements
+from ..versions import package_versions
 
 
 class ReferenceMethodError(RuntimeError):
@@ -159,19 +160,6 @@ def get_reference_method(name: str | ReferenceMethod, **options) -> ReferenceMet
             f"unknown reference method {name!r}; expected one of {available_reference_methods()} "
             "or an ASE calculator as 'ase:module.path:ClassName'")
     return factory(**options)
-
-
-def package_versions(names=("openmlff", "numpy", "ase", "tblite")) -> dict[str, str]:
-    """Installed versions of `names` ('not installed' for missing ones), for dataset provenance."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for package in names:
-        try:
-            out[package] = version(package)
-        except PackageNotFoundError:
-            out[package] = "not installed"
-    return out
 
 
 def import_object(spec: str):

@@ -1,0 +1,89 @@
+"""Collapse diagnosis: tie the first bonds to break in a trajectory to the model's errors on their atoms.
+
+Wang et al. (JCP 159, 035101, 2023) find that light hydrogens with large force-over-mass (FNM)
+errors break bonds first. The diagnosis takes the first broken bonds (openmlff.analysis.stability.
+first_broken_bonds) and the model's atom-wise metrics on its training data (the "atoms" block of
+openmlff.metrics.evaluation.evaluate_model or ForceErrorAccumulator.atom_metrics) and reports, for
+each atom of each bond: element, mass (Da), force MAE and max, FNM MAE and max, and the atom's
+rank among all atoms by FNM MAE and by force MAE (1 = largest error). An atom is "among the worst
+FNM atoms" when its FNM MAE rank is at most ceil(worst_share * n_atoms).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import elements
+
+#: Share of the atoms, by FNM MAE, that count as "the worst FNM atoms".
+DEFAULT_WORST_SHARE = 0.25
+_ATOM_KEYS = ("force_mae", "force_max", "fnm_mae", "fnm_max")
+
+
+def error_ranks(values) -> np.ndarray:
+    """Rank of each value from the largest (1) down; ties share the smallest rank ("competition" ranking)."""
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    return (v[None, :] > v[:, None]).sum(axis=1) + 1
+
+
+def _atom_table(atom_metrics: dict, atomic_numbers) -> dict:
+    missing = [k for k in _ATOM_KEYS if k not in atom_metrics]
+    if missing:
+        raise ValueError(f"atom_metrics lacks {missing}; expected the 'atoms' block of evaluate_model")
+    table = {k: np.asarray(atom_metrics[k], dtype=np.float64).reshape(-1) for k in _ATOM_KEYS}
+    zs = np.asarray(atomic_numbers, dtype=np.int64).reshape(-1)
+    for key, values in table.items():
+        if values.size != zs.size:
+            raise ValueError(f"atom_metrics[{key!r}] has {values.size} atoms, the trajectory {zs.size}")
+    if "z" in atom_metrics and not np.array_equal(np.asarray(atom_metrics["z"]).reshape(-1), zs):
+        raise ValueError("atom_metrics are for other atoms (their 'z' differs from the trajectory's atomic numbers)")
+    return table
+
+
+def atom_error_summary(atom_metrics: dict, atomic_numbers, worst_share: float = DEFAULT_WORST_SHARE) -> list[dict]:
+    """One record per atom: index, element, mass_da, force_mae/max, fnm_mae/max, fnm_mae_rank,
+    force_mae_rank and among_worst_fnm_atoms (see the module docstring), in atom order."""
+    if not 0 < worst_share <= 1:
+        raise ValueError(f"worst_share must be in (0, 1], got {worst_share}")
+    table = _atom_table(atom_metrics, atomic_numbers)
+    zs = np.asarray(atomic_numbers, dtype=np.int64).reshape(-1)
+    masses = elements.masses(zs)
+    fnm_rank = error_ranks(table["fnm_mae"])
+    force_rank = error_ranks(table["force_mae"])
+    n_worst = math.ceil(worst_share * zs.size)
+    return [{
+        "index": i, "element": elements.symbol(int(zs[i])), "mass_da": float(masses[i]),
+        **{k: float(table[k][i]) for k in _ATOM_KEYS},
+        "fnm_mae_rank": int(fnm_rank[i]), "force_mae_rank": int(force_rank[i]),
+        "among_worst_fnm_atoms": bool(fnm_rank[i] <= n_worst),
+    } for i in range(zs.size)]
+
+
+def diagnose_collapse(broken_bonds: list[dict], atom_metrics: dict, atomic_numbers,
+                      worst_share: float = DEFAULT_WORST_SHARE, n_worst_listed: int = 5) -> dict:
+    """The collapse diagnosis: each broken bond (in the order given) with the error records of its atoms.
+
+    Returns {"bonds": [bond entry + "atom_errors": [record of atom i, record of atom j]],
+    "worst_fnm_atoms": the n_worst_listed atoms with the largest FNM MAE, "n_atoms", "worst_share",
+    "worst_rule", "units"}; "broken_bond_atoms_among_worst_fnm" says for how many of the distinct atoms
+    of the broken bonds the rule holds.
+    """
+    records = atom_error_summary(atom_metrics, atomic_numbers, worst_share)
+    n_atoms = len(records)
+    bonds = [dict(bond, atom_errors=[records[a] for a in bond["atoms"]]) for bond in broken_bonds]
+    bond_atoms = sorted({a for bond in broken_bonds for a in bond["atoms"]})
+    worst = sorted(records, key=lambda r: r["fnm_mae_rank"])[:n_worst_listed]
+    return {
+        "bonds": bonds,
+        "worst_fnm_atoms": worst,
+        "n_atoms": n_atoms,
+        "worst_share": worst_share,
+        "worst_rule": f"FNM MAE rank <= ceil({worst_share} * {n_atoms}) = {math.ceil(worst_share * n_atoms)}",
+        "broken_bond_atoms_among_worst_fnm": {
+            "atoms": bond_atoms,
+            "among_worst": int(sum(records[a]["among_worst_fnm_atoms"] for a in bond_atoms)),
+        },
+        "units": dict(atom_metrics.get("units") or {}, mass="Da"),
+    }

@@ -1,0 +1,302 @@
+"""Analyse one MD run directory: bond deviations, h(r) and its error, RDFs, RMSD, Rg, dihedrals, collapse diagnosis.
+
+`analyze_run` reads the run (openmlff.analysis.run_files), finds the reference data (the --data
+file or the model's recorded training data, openmlff.analysis.reference_data), computes the
+observables with the plain functions of `observables` and `stability`, and, for the collapse
+diagnosis, evaluates the model on its training frames (openmlff.metrics.evaluation.evaluate_model)
+to get its atom-wise force and FNM errors. It returns a RunAnalysis: a JSON-ready document and
+tables of time series and curves (column names carry their units); openmlff.report writes them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..metrics.force_metrics import DEFAULT_FORCE_UNIT, jsonable
+from ..units import NM_IN_ANGSTROM
+from . import diagnosis, observables, stability
+from .reference_data import ReferenceData, find_reference_data
+from .run_files import RunData, dataset_trajectory, evenly_spaced_frames, load_run
+
+
+@dataclass
+class AnalysisConfig:
+    """Settings of a run analysis (units in the names).
+
+    bond_deviation_limit_angstrom None: the limit the run's monitor used (run.json). distance_r_max_nm
+    None: 1.5 x the largest interatomic distance of the starting structure, rounded up to 0.1 nm
+    (for h(r) and the RDFs). max_reference_frames: at most about this many evenly spaced reference
+    frames enter h(r) and the reference bond lengths (the monitor's own rule, openmlff.md.start).
+    evaluate_errors: evaluate the model on its training frames for the collapse diagnosis.
+    """
+
+    bond_deviation_limit_angstrom: float | None = None
+    n_first_broken_bonds: int = 5
+    distance_bin_width_nm: float = 0.01
+    distance_r_max_nm: float | None = None
+    rdf_bin_width_nm: float = 0.005
+    max_reference_frames: int = 2000
+    evaluate_errors: bool = True
+    evaluation_batch_size: int = 32
+    worst_atom_share: float = diagnosis.DEFAULT_WORST_SHARE
+    force_unit: str = DEFAULT_FORCE_UNIT
+
+    def __post_init__(self) -> None:
+        for name in ("distance_bin_width_nm", "rdf_bin_width_nm"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"AnalysisConfig.{name} must be positive, got {getattr(self, name)}")
+        if self.bond_deviation_limit_angstrom is not None and not self.bond_deviation_limit_angstrom > 0:
+            raise ValueError(f"AnalysisConfig.bond_deviation_limit_angstrom must be positive, got "
+                             f"{self.bond_deviation_limit_angstrom}")
+        if self.distance_r_max_nm is not None and not self.distance_r_max_nm > 0:
+            raise ValueError(f"AnalysisConfig.distance_r_max_nm must be positive, got {self.distance_r_max_nm}")
+
+
+@dataclass
+class RunAnalysis:
+    """The result: `document` (JSON-ready, written as analysis.json) and `tables` (CSV name -> columns,
+    each column name with its unit in brackets, e.g. 'time [ps]')."""
+
+    document: dict
+    tables: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+
+
+UNITS = {
+    "time": "ps", "trajectory_length": "nm", "bond_length": "Å", "angle": "degree",
+    "h(r)": "1/nm", "h(r) MAE": "dimensionless (integral of |h_sim - h_ref| dr)", "g(r)": "dimensionless",
+    "mass": "Da",
+}
+
+
+def analyze_run(run_dir, data=None, model=None, config: AnalysisConfig | None = None, *,
+                energy_unit: str | None = None, length_unit: str | None = None, progress: bool = False) -> RunAnalysis:
+    """Analyse the run directory `run_dir`.
+
+    data: reference data (path or Dataset); default the model's recorded training data file, when
+    it exists. model: the exported model whose errors the diagnosis reports; default the run's
+    model (run.json). energy_unit/length_unit: units of the data file when it cannot tell them.
+    """
+    config = config or AnalysisConfig()
+    run = load_run(run_dir)
+    model_path, model_metadata, model_info = _model(run, model)
+    reference = find_reference_data(model_metadata, data, energy_unit=energy_unit, length_unit=length_unit)
+    traj = run.trajectory
+    reference_traj = None
+    if reference is not None:
+        frames = evenly_spaced_frames(reference.dataset.n_frames, config.max_reference_frames)
+        reference_traj = dataset_trajectory(reference.dataset, traj.topology, frames)
+
+    times = run.frame_times_ps
+    tables: dict[str, dict[str, np.ndarray]] = {}
+    doc: dict = {"run": _run_section(run), "units": dict(UNITS), "config": asdict(config), "model": model_info,
+                 "reference_data": None if reference is None else reference.describe()}
+
+    bonds_doc, deviations, broken = _bonds(run, reference, reference_traj, config)
+    doc["bonds"] = bonds_doc
+    labels = [stability.bond_label(b, run.atomic_numbers) for b in bonds_doc["bonds"]]
+    tables["bond_deviations.csv"] = {"frame": np.arange(traj.n_frames), "time [ps]": times,
+                                     **{f"{name} deviation [Å]": deviations[:, k] for k, name in enumerate(labels)}}
+
+    rmsd = observables.rmsd_to_first_frame_nm(traj)
+    rg = observables.radius_of_gyration_nm(traj)
+    abs_dev = np.abs(deviations)
+    tables["timeseries.csv"] = {
+        "frame": np.arange(traj.n_frames), "step": run.frame_steps, "time [ps]": times,
+        "rmsd_to_start [nm]": rmsd, "radius_of_gyration [nm]": rg,
+        "max_abs_bond_deviation [Å]": abs_dev.max(axis=1) if abs_dev.size else np.zeros(traj.n_frames),
+        "bonds_beyond_limit": (abs_dev > bonds_doc["limit_angstrom"]).sum(axis=1),
+    }
+    doc["rmsd_to_start_nm"] = {"final": float(rmsd[-1]), "max": float(rmsd.max()), "superposed": True}
+    doc["radius_of_gyration_nm"] = {"start": float(rg[0]), "final": float(rg[-1]), "max": float(rg.max()),
+                                    "mass_weighted": True}
+
+    r_max = config.distance_r_max_nm or _default_r_max_nm(run.start_positions_angstrom)
+    doc["distance_distribution"], tables["distance_distribution.csv"] = _distance_distribution(
+        traj, reference_traj, r_max, config.distance_bin_width_nm)
+    doc["rdf"], tables["rdf.csv"] = _rdfs(traj, reference_traj, r_max, config.rdf_bin_width_nm)
+    dihedrals_doc, dihedral_table = _dihedrals(traj, times)
+    doc["dihedrals"] = dihedrals_doc
+    if dihedral_table is not None:
+        tables["dihedrals.csv"] = dihedral_table
+
+    doc["diagnosis"], atom_table = _diagnosis(run, broken[:config.n_first_broken_bonds], model_path, reference,
+                                              config, progress)
+    if atom_table is not None:
+        tables["atom_errors.csv"] = atom_table
+    return RunAnalysis(document=jsonable(doc), tables=tables)
+
+
+# --- pieces ----------------------------------------------------------------------------------------
+
+def _model(run: RunData, model) -> tuple[Path, dict, dict]:
+    """The model to evaluate, its metadata, and a JSON block saying which file it is and whether it is the run's."""
+    from ..export import file_sha256, read_model_metadata
+
+    recorded_sha = run.record["model"].get("sha256")
+    path = Path(model) if model is not None else run.model_path
+    if model is not None and not path.is_file():
+        raise FileNotFoundError(f"{path}: model file not found")
+    info = {"path": str(path), "given": model is not None, "run_model_path": str(run.model_path)}
+    if path.is_file():
+        sha = file_sha256(path)
+        info.update(sha256=sha, is_run_model=sha == recorded_sha)
+        metadata = read_model_metadata(path)
+    else:
+        info.update(sha256=None, is_run_model=None, missing=True)
+        metadata = run.model_metadata
+    return path, metadata, info
+
+
+def _run_section(run: RunData) -> dict:
+    summary = run.summary or {}
+    keys = ("stable", "steps_completed", "steps_requested", "collapse_step", "collapse_time_ps", "collapse_reason",
+            "first_broken_bond", "n_broken_bonds", "ns_per_day")
+    return {"directory": str(run.directory.resolve()), "frames": run.trajectory.n_frames, "atoms": run.trajectory.n_atoms,
+            "symbols": [a.element.symbol for a in run.trajectory.topology.atoms],
+            "frame_interval_steps": run.frame_interval_steps, "timestep_fs": run.timestep_fs,
+            "last_frame_time_ps": float(run.frame_times_ps[-1]), "finished": run.summary is not None,
+            "temperature_K": run.record["config"].get("temperature_K"),
+            **{k: summary.get(k) for k in keys}}
+
+
+def _array_sha256(array: np.ndarray) -> str:
+    """SHA-256 of float64 bytes, as run.json records the reference positions."""
+    return hashlib.sha256(np.ascontiguousarray(array, dtype=np.float64).tobytes()).hexdigest()
+
+
+def _bonds(run: RunData, reference: ReferenceData | None, reference_traj, config: AnalysisConfig):
+    """Bond section, deviations (n_frames, n_bonds) in Å and all broken bonds in the order they broke."""
+    recorded = run.record.get("reference_positions")
+    reference_R, matches = None, None
+    if recorded is None:
+        how = "the starting structure (as the run's monitor: run.json records no reference positions)"
+        matches = True
+    elif reference is not None:
+        frames = evenly_spaced_frames(reference.dataset.n_frames, config.max_reference_frames)
+        reference_R = reference.dataset.R[frames]
+        matches = _array_sha256(reference_R) == recorded.get("sha256")
+        how = f"mean over {len(frames)} frames of {reference.dataset.source}"
+    else:
+        how = "the starting structure (the run's monitor used reference frames that are not available here)"
+        matches = False
+    bonds, ref_lengths = stability.monitored_bonds(run.atomic_numbers, run.start_positions_angstrom, reference_R)
+    limit = config.bond_deviation_limit_angstrom or float(run.record["config"]["bond_deviation_limit_angstrom"])
+    deviations = stability.bond_length_deviations_angstrom(run.trajectory, bonds, ref_lengths)
+    broken = stability.first_broken_bonds(deviations, bonds, run.atomic_numbers, limit)
+    times = run.frame_times_ps
+    for entry in broken:
+        entry["first_time_ps"] = float(times[entry["first_frame"]])
+        entry["reference_length_angstrom"] = float(ref_lengths[entry["bond"]])
+    monitor_bond = (run.summary or {}).get("first_broken_bond")
+    doc = {
+        "limit_angstrom": limit, "reference_lengths_from": how, "matches_monitor_reference": matches,
+        "n_bonds": len(bonds), "bonds": bonds, "reference_lengths_angstrom": ref_lengths,
+        "max_abs_deviation_angstrom": np.abs(deviations).max(axis=0) if len(bonds) else [],
+        "n_broken": len(broken), "first_broken_bonds": broken,
+        "first_broken_bond_agrees_with_monitor": None if not (monitor_bond and broken) else
+        sorted(monitor_bond["atoms"]) == sorted(broken[0]["atoms"]),
+    }
+    return doc, deviations, broken
+
+
+def _default_r_max_nm(start_positions_angstrom) -> float:
+    pos = np.asarray(start_positions_angstrom, dtype=np.float64)
+    largest_nm = np.linalg.norm(pos[:, None] - pos[None, :], axis=-1).max() / NM_IN_ANGSTROM
+    return math.ceil(1.5 * largest_nm * 10.0) / 10.0  # rounded up to 0.1 nm
+
+
+def _distance_distribution(traj, reference_traj, r_max_nm: float, bin_width_nm: float):
+    r, h = observables.compute_distance_distribution(traj, (0.0, r_max_nm), bin_width_nm)
+    table = {"r [nm]": r, "h_simulation [1/nm]": h}
+    doc = {"definition": "h(r) = (1/P) sum_{i<j} delta(r - r_ij) averaged over frames (Fu et al. 2022); "
+                         "MAE = integral of |h_sim - h_ref| dr",
+           "r_range_nm": [0.0, float(r_max_nm)], "bin_width_nm": bin_width_nm,
+           "share_of_pairs_in_range_simulation": float(h.sum() * bin_width_nm), "mae": None, "reference_frames": None}
+    if reference_traj is not None:
+        _, h_ref = observables.compute_distance_distribution(reference_traj, (0.0, r_max_nm), bin_width_nm)
+        table["h_reference [1/nm]"] = h_ref
+        doc.update(mae=observables.distance_distribution_mae(h, h_ref, bin_width_nm),
+                   reference_frames=reference_traj.n_frames,
+                   share_of_pairs_in_range_reference=float(h_ref.sum() * bin_width_nm))
+    return doc, table
+
+
+def _rdfs(traj, reference_traj, r_max_nm: float, bin_width_nm: float):
+    r, g = observables.compute_element_rdfs(traj, (0.0, r_max_nm), bin_width_nm)
+    table = {"r [nm]": r, **{f"g_simulation {pair}": values for pair, values in g.items()}}
+    if reference_traj is not None:
+        _, g_ref = observables.compute_element_rdfs(reference_traj, (0.0, r_max_nm), bin_width_nm)
+        table.update({f"g_reference {pair}": values for pair, values in g_ref.items()})
+    doc = {"pairs": list(g), "r_range_nm": [0.0, float(r_max_nm)], "bin_width_nm": bin_width_nm,
+           "normalisation": "volume of the sphere of radius r_max (isolated molecule, no box)",
+           "reference": reference_traj is not None}
+    return doc, table
+
+
+def _dihedrals(traj, times):
+    angles = observables.backbone_dihedrals_deg(traj)
+    if not angles["phi_residues"] and not angles["psi_residues"]:
+        return None, None
+    table = {"frame": np.arange(traj.n_frames), "time [ps]": times}
+    for name in ("phi", "psi"):
+        for k, residue in enumerate(angles[f"{name}_residues"]):
+            table[f"{name} {residue} [deg]"] = angles[f"{name}_deg"][:, k]
+    doc = {name: {"residues": angles[f"{name}_residues"], "atoms": angles[f"{name}_atoms"],
+                  "final_deg": angles[f"{name}_deg"][-1]} for name in ("phi", "psi")}
+    return doc, table
+
+
+def _diagnosis(run: RunData, broken: list[dict], model_path: Path, reference: ReferenceData | None,
+               config: AnalysisConfig, progress: bool):
+    """The collapse diagnosis with the model's atom-wise errors on its training frames (when they can be had)."""
+    collapsed = bool(broken) or (run.summary is not None and run.summary.get("stable") is False)
+    base = {"collapsed": collapsed, "bonds": broken}
+    reason = None
+    if not config.evaluate_errors:
+        reason = "not asked for (evaluate_errors=False)"
+    elif reference is None:
+        reason = "no reference data: give --data, or a model whose metadata names an existing training data file"
+    elif not model_path.is_file():
+        reason = f"model file {model_path} not found; give --model"
+    elif not _has_batched_energies(model_path):
+        reason = (f"model file {model_path} has no batched energies() method (openmlff.export.ExportedPotential "
+                  "has one), which evaluate_model needs; give --model")
+    if reason is not None:
+        return dict(base, evaluated=False, reason=reason), None
+
+    from ..metrics.evaluation import evaluate_model
+
+    evaluated_on = reference.training_dataset()
+    result = evaluate_model(model_path, evaluated_on, batch_size=config.evaluation_batch_size,
+                            force_unit=config.force_unit, include_frames=False, progress=progress)
+    diag = diagnosis.diagnose_collapse(broken, result["atoms"], run.atomic_numbers, config.worst_atom_share)
+    doc = dict(base, evaluated=True, model=str(model_path), evaluated_frames=evaluated_on.n_frames,
+               frames_origin=reference.training_frames_origin,
+               global_errors={k: result[k] for k in ("force_mae", "force_rmse", "force_max", "fnm_mae", "fnm_max",
+                                                     "energy_mae")},
+               **{k: v for k, v in diag.items()})
+    records = diagnosis.atom_error_summary(result["atoms"], run.atomic_numbers, config.worst_atom_share)
+    units = result["atoms"]["units"]
+    table = {
+        "atom": np.array([r["index"] for r in records]),
+        "element": np.array([r["element"] for r in records]),
+        "mass [Da]": np.array([r["mass_da"] for r in records]),
+        **{f"{key} [{units['force'] if key.startswith('force') else units['fnm']}]": np.array([r[key] for r in records])
+           for key in ("force_mae", "force_max", "fnm_mae", "fnm_max")},
+        "fnm_mae_rank": np.array([r["fnm_mae_rank"] for r in records]),
+        "force_mae_rank": np.array([r["force_mae_rank"] for r in records]),
+        "in_broken_bond": np.isin(np.arange(len(records)), [a for b in broken for a in b["atoms"]]),
+    }
+    return doc, table
+
+
+def _has_batched_energies(model_path: Path) -> bool:
+    from ..export import load_exported
+
+    module, _ = load_exported(model_path)
+    return hasattr(module, "energies")

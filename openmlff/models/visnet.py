@@ -1,0 +1,304 @@
+"""ViSNet (Wang et al., "Enhancing geometric representations for molecules with equivariant
+vector-scalar interactive message passing", Nature Communications 15, 313, 2024), in plain PyTorch.
+
+Each atom carries scalar features x (hidden) and equivariant features vec (C x hidden), where the
+C components are the real spherical harmonics of degree 1 (C = 3, lmax = 1: vectors) or of degrees
+1 and 2 (C = 8, lmax = 2). Each edge carries invariant features f_ij. A vector-scalar interactive
+message-passing (ViS-MP) layer updates all three:
+
+- node messages: multi-head attention from queries, keys and the edge features, times the cosine
+  cutoff; vector messages are the neighbour's features and the bond's spherical harmonics, scaled
+  by invariants of the scalar message;
+- runtime geometry calculation (RGC), which feeds geometry into the scalars at linear cost:
+  * angles: the dot product (U1 vec_i) . (U2 vec_i) of an atom's own features; since vec_i is a
+    sum over neighbours of terms along the bond directions d_ij, it expands into
+    sum_jk w_j w_k (d_ij . d_ik), i.e. the cosines of the angles j-i-k, without enumerating them;
+  * dihedrals: on each edge, the parts of (W_t vec_i) and (W_s vec_j) perpendicular to the bond
+    (vector rejection) are dotted, which measures the torsion of i's and j's surroundings about
+    the bond i-j; this updates the edge features;
+  * improper angles (optional, `vertex=True`): two rejections of the receiving atom's own features.
+
+Conventions as elsewhere in openmlff.models: lengths in Å, edges (i receiver, j sender) from
+`neighbors.neighbor_pairs` with r_ij = pos[j] - pos[i]; the network returns one raw scalar per
+atom and `Potential` turns it into energies (eV) and forces (eV/Å).
+
+Difference from the reference code: there, vector messages are not multiplied by the cutoff, so
+once the bias of the message projection has been trained away from zero a neighbour entering the
+cutoff sphere makes the energy jump. Here every message, scalar and vector, carries the cosine
+cutoff, so energy and forces are continuous at the cutoff for any weights.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Tuple
+
+import torch
+from torch import Tensor, nn
+
+from .et import MAX_Z, NeighborEmbedding
+from .layers import CosineCutoff, ExpNormalSmearing
+from .neighbors import neighbor_pairs
+
+@dataclass
+class ViSNetConfig:
+    """ViSNet hyperparameters. Defaults are CPU-sized; `ViSNetConfig.paper()` gives the authors' MD17 sizes."""
+
+    hidden_channels: int = 64
+    num_layers: int = 3
+    num_heads: int = 8
+    num_rbf: int = 32
+    lmax: int = 1  # 1: vector features (3 components); 2: also degree-2 harmonics (8 components)
+    cutoff_angstrom: float = 5.0
+    trainable_rbf: bool = False
+    vertex: bool = False  # add the improper-angle term to the edge update (the authors' "vertex" variant)
+    neighbor_method: str = "auto"  # all_pairs, cell_list or auto (see models/neighbors.py)
+
+    def __post_init__(self) -> None:
+        if self.lmax not in (1, 2):
+            raise ValueError(f"ViSNetConfig.lmax must be 1 or 2, got {self.lmax}")
+        if self.hidden_channels % self.num_heads != 0:
+            raise ValueError(f"ViSNetConfig.hidden_channels ({self.hidden_channels}) must be divisible "
+                             f"by num_heads ({self.num_heads})")
+        if self.hidden_channels < 2 or self.num_layers < 1:
+            raise ValueError(f"ViSNetConfig needs hidden_channels >= 2 and num_layers >= 1, got "
+                             f"{self.hidden_channels} and {self.num_layers}")
+
+    @classmethod
+    def paper(cls) -> "ViSNetConfig":
+        """The authors' MD17 model: 256 channels, 9 ViS-MP layers, 8 heads, 32 ExpNormal RBF (fixed),
+        lmax 2, 5 Å cutoff, with the vertex (improper-angle) term, as in the defaults of their
+        ViSNetBlock."""
+        return cls(hidden_channels=256, num_layers=9, num_heads=8, num_rbf=32, lmax=2,
+                   cutoff_angstrom=5.0, trainable_rbf=False, vertex=True)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def spherical_harmonics(unit: Tensor, lmax: int) -> Tensor:
+    """Real spherical harmonics of unit vectors (E, 3) -> (E, 3) for lmax 1, (E, 8) for lmax 2.
+
+    Degree 1 is the vector itself; the five of degree 2 are normalised so that they too have norm 1
+    on unit vectors, which makes the dot product of two such (8,) features rotation-invariant.
+    """
+    x, y, z = unit[:, 0], unit[:, 1], unit[:, 2]
+    if lmax == 1:
+        return unit
+    s3 = math.sqrt(3.0)
+    degree2 = torch.stack([s3 * x * z, s3 * x * y, y * y - 0.5 * (x * x + z * z), s3 * y * z,
+                           0.5 * s3 * (z * z - x * x)], dim=-1)
+    return torch.cat([unit, degree2], dim=-1)
+
+
+def vector_rejection(vec: Tensor, direction: Tensor) -> Tensor:
+    """vec - (vec . d) d per edge and channel: vec (E, C, H) with the component along d (E, C) removed."""
+    d = direction.unsqueeze(-1)
+    return vec - (vec * d).sum(dim=1, keepdim=True) * d
+
+
+def safe_norm(vec: Tensor, eps: float = 1.0e-8) -> Tensor:
+    """Norm over the component axis (N, C, H) -> (N, H), with `eps` under the square root so its
+    gradient stays finite (also the second one, which force training needs) where a feature is zero:
+    on an isolated atom, or where contributions cancel by symmetry."""
+    return torch.sqrt((vec * vec).sum(dim=1) + eps)
+
+
+def _xavier(*layers: nn.Linear) -> None:
+    for lin in layers:
+        nn.init.xavier_uniform_(lin.weight)
+        if lin.bias is not None:
+            nn.init.zeros_(lin.bias)
+
+
+class EdgeEmbedding(nn.Module):
+    """Initial edge features f_ij = (x_i + x_j) * W rbf(r_ij): symmetric in the two atoms."""
+
+    def __init__(self, num_rbf: int, hidden: int):
+        super().__init__()
+        self.proj = nn.Linear(num_rbf, hidden)
+        _xavier(self.proj)
+
+    def forward(self, x: Tensor, i: Tensor, j: Tensor, rbf: Tensor) -> Tensor:
+        return (x[i] + x[j]) * self.proj(rbf)
+
+
+class ViSMessagePassing(nn.Module):
+    """The node part of one ViS-MP layer: returns the updates (dx, dvec) of scalar and vector features."""
+
+    def __init__(self, hidden: int, num_heads: int, cutoff_angstrom: float):
+        super().__init__()
+        self.hidden = hidden
+        self.num_heads = num_heads
+        self.head_dim = hidden // num_heads
+        self.layernorm = nn.LayerNorm(hidden)
+        self.act = nn.SiLU()
+        self.cutoff = CosineCutoff(cutoff_angstrom)
+        self.q_proj = nn.Linear(hidden, hidden)
+        self.k_proj = nn.Linear(hidden, hidden)
+        self.v_proj = nn.Linear(hidden, hidden)
+        self.dk_proj = nn.Linear(hidden, hidden)
+        self.dv_proj = nn.Linear(hidden, hidden)
+        self.s_proj = nn.Linear(hidden, 2 * hidden)
+        self.o_proj = nn.Linear(hidden, 3 * hidden)
+        self.vec_proj = nn.Linear(hidden, 3 * hidden, bias=False)
+        _xavier(self.q_proj, self.k_proj, self.v_proj, self.dk_proj, self.dv_proj, self.s_proj, self.o_proj,
+                self.vec_proj)
+
+    def forward(self, x: Tensor, vec: Tensor, f: Tensor, i: Tensor, j: Tensor, r: Tensor,
+                sh: Tensor) -> Tuple[Tensor, Tensor]:
+        n, h, dh, hid = x.size(0), self.num_heads, self.head_dim, self.hidden
+        x = self.layernorm(x)
+        q = self.q_proj(x).view(n, h, dh)
+        k = self.k_proj(x).view(n, h, dh)
+        v = self.v_proj(x).view(n, h, dh)
+        dk = self.act(self.dk_proj(f)).view(-1, h, dh)
+        dv = self.act(self.dv_proj(f)).view(-1, h, dh)
+        vec1, vec2, vec3 = torch.split(self.vec_proj(vec), hid, dim=-1)
+        vec_dot = (vec1 * vec2).sum(dim=1)  # RGC: angles j-i-k through the atom's own vectors
+
+        cut = self.cutoff(r)
+        attn = self.act((q[i] * k[j] * dk).sum(dim=-1)) * cut.unsqueeze(1)
+        x_msg = (v[j] * dv * attn.unsqueeze(2)).reshape(-1, hid)
+        s1, s2 = torch.split(self.act(self.s_proj(x_msg)), hid, dim=1)
+        vec_msg = (vec[j] * s1.unsqueeze(1) + s2.unsqueeze(1) * sh.unsqueeze(2)) * cut.view(-1, 1, 1)
+
+        x_agg = torch.zeros(n, hid, dtype=x.dtype, device=x.device).index_add_(0, i, x_msg)
+        vec_agg = torch.zeros_like(vec).index_add_(0, i, vec_msg)
+        o1, o2, o3 = torch.split(self.o_proj(x_agg), hid, dim=1)
+        dx = vec_dot * o2 + o3
+        dvec = vec3 * o1.unsqueeze(1) + vec_agg
+        return dx, dvec
+
+
+class EdgeUpdate(nn.Module):
+    """The edge part of a ViS-MP layer: df_ij from the dihedral-like dot product of vector rejections.
+
+    w_ij = Rej_d(W_t vec_i) . Rej_d(W_s vec_j) (d: the bond's spherical harmonics); with `vertex`
+    also t_ij = Rej_d(T_t vec_i) . Rej_d(T_s vec_i), an improper-angle-like term of atom i alone.
+    """
+
+    def __init__(self, hidden: int, vertex: bool):
+        super().__init__()
+        self.hidden = hidden
+        self.vertex = vertex
+        self.act = nn.SiLU()
+        self.w_trg_proj = nn.Linear(hidden, hidden, bias=False)
+        self.w_src_proj = nn.Linear(hidden, hidden, bias=False)
+        self.f_proj = nn.Linear(hidden, 2 * hidden if vertex else hidden)
+        _xavier(self.w_trg_proj, self.w_src_proj, self.f_proj)
+        if vertex:
+            self.t_trg_proj = nn.Linear(hidden, hidden, bias=False)
+            self.t_src_proj = nn.Linear(hidden, hidden, bias=False)
+            _xavier(self.t_trg_proj, self.t_src_proj)
+        else:  # TorchScript needs the attributes; identity maps that the vertex=False branch never calls
+            self.t_trg_proj = nn.Identity()
+            self.t_src_proj = nn.Identity()
+
+    def forward(self, vec: Tensor, f: Tensor, i: Tensor, j: Tensor, sh: Tensor) -> Tensor:
+        # project per atom, then gather per edge: W(vec)[i] == W(vec[i]) at a fraction of the cost
+        w1 = vector_rejection(self.w_trg_proj(vec)[i], sh)
+        w2 = vector_rejection(self.w_src_proj(vec)[j], sh)
+        w_dot = (w1 * w2).sum(dim=1)
+        gates = self.act(self.f_proj(f))
+        if not self.vertex:
+            return gates * w_dot
+        t1 = vector_rejection(self.t_trg_proj(vec)[i], sh)
+        t2 = vector_rejection(self.t_src_proj(vec)[i], sh)
+        t_dot = (t1 * t2).sum(dim=1)
+        g1, g2 = torch.split(gates, self.hidden, dim=-1)
+        return g1 * w_dot + g2 * t_dot
+
+
+class ViSMPBlock(nn.Module):
+    """A full ViS-MP layer: node updates (dx, dvec) and edge update df, all from the same inputs."""
+
+    def __init__(self, hidden: int, num_heads: int, cutoff_angstrom: float, vertex: bool):
+        super().__init__()
+        self.nodes = ViSMessagePassing(hidden, num_heads, cutoff_angstrom)
+        self.edges = EdgeUpdate(hidden, vertex)
+
+    def forward(self, x: Tensor, vec: Tensor, f: Tensor, i: Tensor, j: Tensor, r: Tensor,
+                sh: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        dx, dvec = self.nodes(x, vec, f, i, j, r, sh)
+        return dx, dvec, self.edges(vec, f, i, j, sh)
+
+
+class GatedEquivariantBlock(nn.Module):
+    """PaiNN's gated equivariant block: scalars mix with vector norms; vectors are rescaled by learned gates."""
+
+    def __init__(self, hidden_in: int, hidden_out: int):
+        super().__init__()
+        self.hidden_out = hidden_out
+        self.vec1_proj = nn.Linear(hidden_in, hidden_in, bias=False)
+        self.vec2_proj = nn.Linear(hidden_in, hidden_out, bias=False)
+        self.update = nn.Sequential(nn.Linear(2 * hidden_in, hidden_in), nn.SiLU(), nn.Linear(hidden_in, 2 * hidden_out))
+        self.act = nn.SiLU()
+        _xavier(self.vec1_proj, self.vec2_proj, self.update[0], self.update[2])
+
+    def forward(self, x: Tensor, vec: Tensor) -> Tuple[Tensor, Tensor]:
+        h = torch.cat([x, safe_norm(self.vec1_proj(vec))], dim=-1)
+        x, gate = torch.split(self.update(h), self.hidden_out, dim=-1)
+        return self.act(x), gate.unsqueeze(1) * self.vec2_proj(vec)
+
+
+class EquivariantScalarHead(nn.Module):
+    """Output head: a gated equivariant block, then one invariant scalar per atom from scalars and vector norms.
+
+    The authors' head is two gated blocks whose last vector output is thrown away; computing only
+    the scalar of the second block gives the same function without unused parameters.
+    """
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        half = hidden // 2
+        self.block = GatedEquivariantBlock(hidden, half)
+        self.vec_proj = nn.Linear(half, half, bias=False)
+        self.readout = nn.Sequential(nn.Linear(2 * half, half), nn.SiLU(), nn.Linear(half, 1))
+        _xavier(self.vec_proj, self.readout[0], self.readout[2])
+
+    def forward(self, x: Tensor, vec: Tensor) -> Tensor:
+        x, vec = self.block(x, vec)
+        return self.readout(torch.cat([x, safe_norm(self.vec_proj(vec))], dim=-1)).squeeze(-1)
+
+
+class ViSNet(nn.Module):
+    """ViSNet representation + equivariant scalar head: (z, pos in Å, batch) -> one raw output per atom."""
+
+    def __init__(self, config: ViSNetConfig):
+        super().__init__()
+        c = config
+        self.cutoff_angstrom = float(c.cutoff_angstrom)
+        self.neighbor_method = c.neighbor_method
+        self.hidden = c.hidden_channels
+        self.lmax = c.lmax
+        self.num_components = (c.lmax + 1) ** 2 - 1
+        self.embedding = nn.Embedding(MAX_Z, c.hidden_channels)
+        self.rbf = ExpNormalSmearing(c.cutoff_angstrom, c.num_rbf, c.trainable_rbf)
+        self.neighbor_embedding = NeighborEmbedding(c.hidden_channels, c.num_rbf, c.cutoff_angstrom)
+        self.edge_embedding = EdgeEmbedding(c.num_rbf, c.hidden_channels)
+        # the last layer updates nodes only: edge features after it would feed nothing
+        self.blocks = nn.ModuleList([ViSMPBlock(c.hidden_channels, c.num_heads, c.cutoff_angstrom, c.vertex)
+                                     for _ in range(c.num_layers - 1)])
+        self.last_layer = ViSMessagePassing(c.hidden_channels, c.num_heads, c.cutoff_angstrom)
+        self.out_norm = nn.LayerNorm(c.hidden_channels)
+        self.head = EquivariantScalarHead(c.hidden_channels)
+
+    def forward(self, z: Tensor, pos: Tensor, batch: Tensor) -> Tensor:
+        i, j, rij = neighbor_pairs(pos, batch, self.cutoff_angstrom, self.neighbor_method)
+        r = torch.linalg.vector_norm(rij, dim=-1)
+        sh = spherical_harmonics(rij / r.unsqueeze(-1), self.lmax)
+        rbf = self.rbf(r)
+        x = self.neighbor_embedding(z, self.embedding(z), i, j, r, rbf)
+        f = self.edge_embedding(x, i, j, rbf)
+        vec = torch.zeros(x.size(0), self.num_components, self.hidden, dtype=x.dtype, device=x.device)
+        for block in self.blocks:
+            dx, dvec, df = block(x, vec, f, i, j, r, sh)
+            x = x + dx
+            vec = vec + dvec
+            f = f + df
+        dx, dvec = self.last_layer(x, vec, f, i, j, r, sh)
+        x = x + dx
+        vec = vec + dvec
+        return self.head(self.out_norm(x), vec)
