@@ -51,6 +51,18 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--quiet", action="store_true")
     gen.set_defaults(handler=_data_generate)
 
+    lab = data_sub.add_parser("label", help="label the conformations of a dataset or structure file with a reference method")
+    lab.add_argument("--data", required=True, help="dataset or structure file whose frames are labelled")
+    _unit_options(lab)
+    lab.add_argument("--method", default="gfn2-xtb", help="reference method (default gfn2-xtb)")
+    lab.add_argument("--charge", type=int, default=0, help="net charge in e")
+    lab.add_argument("--out", required=True, help="output dataset file (.npz, openmlff format)")
+    lab.add_argument("--work-dir", default=None, help="folder for resumable chunks (default OUT.chunks)")
+    lab.add_argument("--chunk-size", type=int, default=50, help="frames per chunk (a killed run loses at most one)")
+    lab.add_argument("--workers", type=int, default=2, help="processes (default 2)")
+    lab.add_argument("--quiet", action="store_true")
+    lab.set_defaults(handler=_data_label)
+
     tr = sub.add_parser("train", help="train a model; writes DIR/model.ckpt (resumes an interrupted run)")
     tr.add_argument("--data", required=True)
     _unit_options(tr)
@@ -87,7 +99,27 @@ def build_parser() -> argparse.ArgumentParser:
     me.add_argument("--batch-size", type=int, default=32)
     me.add_argument("--force-unit", default="kcal/mol/Å")
     me.add_argument("--energy-unit", default="kcal/mol")
+    me.add_argument("--n-clusters", type=int, default=None,
+                    help="conformation clusters (default: k in 2..10 with the best silhouette score)")
+    me.add_argument("--cluster-seed", type=int, default=0, help="seed of the k-means clustering")
+    me.add_argument("--csv-dir", default=None,
+                    help="folder for elements.csv, atoms.csv, frames.csv, clusters.csv (default: OUT_STEM_csv beside the JSON)")
+    me.add_argument("--plots", default=None, metavar="DIR", help="also write PNG figures into DIR")
     me.set_defaults(handler=_metrics)
+
+    an = sub.add_parser("analyze", help="analyse an MD run directory: bonds, h(r), RDF, RMSD, Rg, dihedrals, collapse diagnosis")
+    an.add_argument("rundir")
+    an.add_argument("--data", default=None,
+                    help="reference data (default: the training data file named in the model's metadata)")
+    _unit_options(an)
+    an.add_argument("--model", default=None, help="exported model for the diagnosis (default: the run's model, run.json)")
+    an.add_argument("--out", default=None, help="output folder (default RUNDIR/analysis)")
+    an.add_argument("--plots", action="store_true", help="also write PNG figures")
+    an.add_argument("--bond-deviation", type=float, default=None, help="collapse threshold in Å (default: the run's)")
+    an.add_argument("--no-errors", action="store_true", help="skip evaluating the model on its training data")
+    an.add_argument("--batch-size", type=int, default=32, help="frames per batch when evaluating the model")
+    an.add_argument("--quiet", action="store_true")
+    an.set_defaults(handler=_analyze)
 
     si = sub.add_parser("simulate", help="MD with a model in OpenMM; resumes an unfinished run directory")
     si.add_argument("--model", required=True)
@@ -104,13 +136,28 @@ def build_parser() -> argparse.ArgumentParser:
     si.add_argument("--precision", default=None, help="platform precision: single, mixed or double")
     si.add_argument("--backend", default="torchforce", choices=["torchforce", "pythonforce"])
     si.add_argument("--seed", type=int, default=0)
-    si.add_argument("--friction", type=float, default=1.0, help="Langevin friction in 1/ps")
-    si.add_argument("--report-interval", type=int, default=100, help="steps between frames, state rows and checks")
+    si.add_argument("--integrator", default="langevin_middle", choices=["langevin_middle", "nose_hoover", "verlet"],
+                    help="langevin_middle (NVT, default), nose_hoover (NVT) or verlet (NVE)")
+    si.add_argument("--friction", type=float, default=1.0,
+                    help="Langevin friction or Nosé-Hoover collision frequency in 1/ps")
+    si.add_argument("--minimize", action="store_true", help="minimise the energy before drawing velocities")
+    si.add_argument("--report-interval", type=int, default=100,
+                    help="steps between frames and state rows (full checks: energy and forces too)")
+    si.add_argument("--monitor-interval", type=int, default=10,
+                    help="steps between cheap stability checks; must divide --report-interval")
     si.add_argument("--checkpoint-interval", type=int, default=1000, help="steps between checkpoints")
+    si.add_argument("--trajectory-format", default="dcd", choices=["dcd", "xtc", "hdf5"])
     si.add_argument("--bond-deviation", type=float, default=0.5, help="collapse threshold in Å")
+    si.add_argument("--min-distance", type=float, default=0.7,
+                    help="collapse when non-bonded atoms come closer than this, in Å (0 switches it off)")
+    si.add_argument("--temperature-limit", type=float, default=None,
+                    help="collapse above this temperature in K (default max(2000, 4 x --temperature))")
+    si.add_argument("--cuda-graphs", action="store_true", help="TorchForce useCUDAGraphs (CUDA platform only)")
+    si.add_argument("--cuda-graph-warmup", type=int, default=10, help="TorchForce CUDAGraphWarmupSteps")
     si.add_argument("--threads", type=int, default=None, help="torch threads")
     si.add_argument("--quiet", action="store_true")
     si.set_defaults(handler=_simulate)
+    _campaign_parser(sub)
     return p
 
 
@@ -145,6 +192,25 @@ def _data_generate(args) -> int:
     return 0
 
 
+def _data_label(args) -> int:
+    from .data import save_dataset
+    from .reference import label_conformations
+
+    source = _load(args, args.data)
+    work_dir = args.work_dir or f"{args.out}.chunks"
+    result = label_conformations(args.method, source.z, source.R, work_dir, chunk_size=args.chunk_size,
+                                 n_workers=args.workers, charge=args.charge, progress=not args.quiet,
+                                 name=source.name)
+    for failure in result.failures:
+        print(f"frame {failure.index} failed: {failure.message}", file=sys.stderr)
+    if result.dataset is None:
+        raise RuntimeError(f"{args.data}: every frame failed with {args.method}; nothing written")
+    save_dataset(result.dataset, args.out)
+    print(f"wrote {args.out}: {result.dataset.n_frames} of {source.n_frames} frames labelled with {args.method} "
+          f"({len(result.failures)} failed; chunks computed {result.chunks_computed}, reused {result.chunks_reused})")
+    return 0 if not result.failures else 3
+
+
 def _train(args) -> int:
     from .training import TrainingConfig, train
 
@@ -172,18 +238,57 @@ def _export(args) -> int:
 def _metrics(args) -> int:
     from .atomic_io import atomic_write_json
     from .metrics.evaluation import evaluate_model
+    from .report import add_conformation_clusters, write_metrics_plots, write_metrics_tables
 
     dataset = _load(args, args.data)
-    dataset = dataset.subset(_frame_selection(args, dataset.n_frames)) if args.frames != "all" else dataset
+    indices = _frame_selection(args, dataset.n_frames) if args.frames != "all" else None
+    dataset = dataset.subset(indices) if indices is not None else dataset
     result = evaluate_model(args.model, dataset, batch_size=args.batch_size, force_unit=args.force_unit,
                             energy_unit=args.energy_unit, include_frames=True)
     report = metrics_report(result, frames=args.frames)
+    report["frames"]["dataset_frame"] = [int(i) for i in (indices if indices is not None else range(dataset.n_frames))]
+    add_conformation_clusters(report, dataset.R, n_clusters=args.n_clusters, seed=args.cluster_seed)
     atomic_write_json(args.out, report)
+    out = Path(args.out)
+    tables = write_metrics_tables(report, args.csv_dir or out.with_name(f"{out.stem}_csv"))
+    figures = write_metrics_plots(report, args.plots) if args.plots else []
+    print(f"tables: {', '.join(map(str, tables))}" + (f"; figures: {', '.join(map(str, figures))}" if figures else ""))
     g = report["global"]
     u = report["units"]
     print(f"{dataset.n_frames} frames ({args.frames}): force MAE {g['force_mae']:.3f} {u['force']}, "
           f"max {g['force_max']:.3f} {u['force']}, FNM MAE {g['fnm_mae']:.4f} {u['fnm']}, "
           f"energy MAE {g['energy_mae']:.3f} {u['energy']} -> {args.out}")
+    return 0
+
+
+def _analyze(args) -> int:
+    from .analysis import AnalysisConfig, analyze_run
+    from .report import DEFAULT_ANALYSIS_FOLDER, write_run_analysis
+
+    config = AnalysisConfig(bond_deviation_limit_angstrom=args.bond_deviation, evaluate_errors=not args.no_errors,
+                            evaluation_batch_size=args.batch_size)
+    analysis = analyze_run(args.rundir, data=args.data, model=args.model, config=config,
+                           energy_unit=args.file_energy_unit, length_unit=args.file_length_unit, progress=not args.quiet)
+    out = Path(args.out) if args.out else Path(args.rundir) / DEFAULT_ANALYSIS_FOLDER
+    files = write_run_analysis(analysis, out, plots=args.plots)
+    doc = analysis.document
+    bonds, diagnosis = doc["bonds"], doc["diagnosis"]
+    hr = doc["distance_distribution"]["mae"]
+    print(f"{args.rundir}: {doc['run']['frames']} frames to {doc['run']['last_frame_time_ps']:.3f} ps; "
+          f"{bonds['n_broken']} of {bonds['n_bonds']} bonds beyond ±{bonds['limit_angstrom']} Å; "
+          f"h(r) MAE {'n/a (no reference data)' if hr is None else f'{hr:.4f}'}; "
+          f"RMSD to start {doc['rmsd_to_start_nm']['final']:.4f} nm")
+    for bond in diagnosis["bonds"]:
+        text = (f"  broke at {bond['first_time_ps']:.4g} ps: {bond['elements'][0]}{bond['atoms'][0]}-"
+                f"{bond['elements'][1]}{bond['atoms'][1]}")
+        for atom in bond.get("atom_errors", []):
+            text += (f"; {atom['element']}{atom['index']} FNM MAE {atom['fnm_mae']:.3g} {diagnosis['units']['fnm']} "
+                     f"(rank {atom['fnm_mae_rank']}/{diagnosis['n_atoms']}), "
+                     f"force MAE {atom['force_mae']:.3g} {diagnosis['units']['force']}")
+        print(text)
+    if not diagnosis["evaluated"]:
+        print(f"  model errors not evaluated: {diagnosis['reason']}")
+    print(f"wrote {files['json'][0]} and {len(files['tables'])} tables, {len(files['plots'])} figures in {out}")
     return 0
 
 
@@ -225,17 +330,68 @@ def _simulate(args) -> int:
 
     config = SimulationConfig(
         temperature_K=args.temperature, timestep_fs=args.timestep, steps=args.steps, seed=args.seed,
-        friction_per_ps=args.friction, platform=args.platform, platform_precision=args.precision,
-        report_interval_steps=args.report_interval, checkpoint_interval_steps=args.checkpoint_interval,
-        bond_deviation_limit_angstrom=args.bond_deviation, backend=args.backend, torch_threads=args.threads)
+        integrator=args.integrator, friction_per_ps=args.friction, minimize=args.minimize,
+        platform=args.platform, platform_precision=args.precision,
+        cuda_graphs=args.cuda_graphs, cuda_graph_warmup_steps=args.cuda_graph_warmup,
+        report_interval_steps=args.report_interval, monitor_interval_steps=args.monitor_interval,
+        checkpoint_interval_steps=args.checkpoint_interval, trajectory_format=args.trajectory_format,
+        bond_deviation_limit_angstrom=args.bond_deviation,
+        min_nonbonded_distance_angstrom=args.min_distance if args.min_distance > 0 else None,
+        temperature_limit_K=args.temperature_limit, backend=args.backend, torch_threads=args.threads)
     if args.data:
         summary = run_from_dataset_frame(args.model, _load(args, args.data), args.frame, args.out, config,
                                          progress=not args.quiet)
     else:
         summary = run_from_structure(args.model, args.structure, args.out, config, progress=not args.quiet)
     state = "stable" if summary["stable"] else f"COLLAPSED at {summary['collapse_time_ps']} ps ({summary['collapse_reason']})"
-    print(f"{args.out}: {summary['steps_completed']}/{summary['steps_requested']} steps, {state}, "
-          f"{summary['ns_per_day']:.2f} ns/day")
+    speed = "" if summary["ns_per_day"] is None else f", {summary['ns_per_day']:.2f} ns/day"
+    print(f"{args.out}: {summary['steps_completed']}/{summary['steps_requested']} steps, {state}{speed}")
+    return 0
+
+
+def _campaign_parser(sub) -> None:
+    """`campaign run SPEC` and `campaign status DIR` (openmlff.campaign)."""
+    ca = sub.add_parser("campaign", help="stability campaigns: a grid of MD runs in a local pool or on Dask")
+    ca_sub = ca.add_subparsers(dest="campaign_command")
+    run = ca_sub.add_parser("run", help="run (or resume) every unfinished run of a campaign")
+    run.add_argument("spec", help="campaign spec (.toml or .json), or an existing campaign directory")
+    run.add_argument("--out", default=None, help="campaign directory (default: <spec folder>/<spec name>)")
+    run.add_argument("--executor", choices=["local", "dask"], default=None,
+                     help="local process pool (default) or Dask (default when --scheduler is given)")
+    run.add_argument("--scheduler", default=None, help="Dask scheduler address, e.g. tcp://head:8786")
+    run.add_argument("--workers", type=int, default=None, help="runs at a time (default: cores // threads per run)")
+    run.add_argument("--threads-per-run", type=int, default=1, help="torch and OpenMM CPU threads per run (default 1)")
+    run.add_argument("--retry-failed", action="store_true", help="run failed runs again (resuming them)")
+    run.add_argument("--status-interval", type=float, default=60.0, help="seconds between status lines (default 60)")
+    run.add_argument("--quiet", action="store_true")
+    run.set_defaults(handler=_campaign_run)
+    st = ca_sub.add_parser("status", help="counts by state, progress, MD speed and time left of a campaign")
+    st.add_argument("directory")
+    st.add_argument("--json", action="store_true", help="print JSON instead of text")
+    st.set_defaults(handler=_campaign_status)
+
+
+def _campaign_run(args) -> int:
+    from .campaign import FAILED, format_status, run_campaign
+
+    result = run_campaign(args.spec, out=args.out, executor=args.executor, n_workers=args.workers,
+                          scheduler_address=args.scheduler, torch_threads_per_run=args.threads_per_run,
+                          retry_failed=args.retry_failed, progress=not args.quiet,
+                          status_interval_s=args.status_interval)
+    print(format_status(result.status, runs=False))
+    failed = [r for r in result.status["runs"] if r["state"] == FAILED]
+    for r in failed:
+        print(f"  failed: {r['run_id']}: {r['error']}", file=sys.stderr)
+    if failed and not args.retry_failed:
+        print(f"  {len(failed)} failed run(s) are left as they are; --retry-failed runs them again", file=sys.stderr)
+    return 3 if failed else 0
+
+
+def _campaign_status(args) -> int:
+    from .campaign import campaign_status, format_status
+
+    status = campaign_status(args.directory)
+    print(json.dumps(status, indent=2) if args.json else format_status(status))
     return 0
 
 

@@ -88,3 +88,17 @@ def test_simulate_from_builtin_structure(trained, tmp_path):
              "--report-interval", 10, "--quiet")
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["steps_requested"] == 20
+
+
+def test_data_generate_and_label_with_gfn2_xtb(tmp_path, shared_data):
+    out = tmp_path / "aspirin_xtb.npz"
+    openmlff("data", "generate", "--structure", "aspirin", "--method", "gfn2-xtb", "--temperature", 500,
+             "--frames", 3, "--stride", 2, "--equilibration", 4, "--out", out, "--seed", 1, "--quiet")
+    info = json.loads(openmlff("data", "info", out, "--json").stdout)
+    assert info["frames"] == 3 and info["atoms"] == 21
+    assert "GFN2-xTB" in info["level_of_theory"]
+    labelled = tmp_path / "ethanol_xtb.npz"
+    proc = openmlff("data", "label", "--data", shared_data / "datasets" / "md17_ethanol_3.xyz", "--out", labelled,
+                    "--workers", 1, "--chunk-size", 2, "--quiet")
+    assert "3 of 3 frames" in proc.stdout
+    assert json.loads(openmlff("data", "info", labelled, "--json").stdout)["frames"] == 3

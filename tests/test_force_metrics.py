@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
-from ase.io import read
 
+from model_helpers import random_rotation  # tests/ is on sys.path (pytest rootdir insertion)
+from openmlff.structures import load_structure
 from openmlff.metrics import (
     ForceErrorAccumulator,
     assign_clusters,
@@ -23,7 +23,6 @@ from openmlff.metrics import (
     silhouette_score,
 )
 
-ASPIRIN_XYZ = Path("/work/shared/data/structures/aspirin.xyz")
 
 # IUPAC standard atomic weights (Da) of the elements of the tiny example.
 M_H, M_C, M_O = 1.008, 12.011, 15.999
@@ -193,22 +192,15 @@ def test_accumulator_refuses_bad_input():
         ForceErrorAccumulator([1, 0])
 
 
-def _random_rotation(rng) -> np.ndarray:
-    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
-    q *= np.sign(np.diag(r))
-    if np.linalg.det(q) < 0:
-        q[:, 0] *= -1
-    return q
-
-
 def _aspirin() -> np.ndarray:
-    return read(ASPIRIN_XYZ).get_positions()
+    """The built-in aspirin structure (MD17 atom order), positions in Å."""
+    return load_structure("aspirin").positions_angstrom
 
 
 def test_descriptor_invariant_under_rotation_and_translation():
     rng = np.random.default_rng(3)
     R = _aspirin()
-    rotation = _random_rotation(rng)
+    rotation = random_rotation(rng)
     moved = R @ rotation.T + rng.normal(scale=5.0, size=3)
     assert not np.allclose(moved, R)
     d0, d1 = conformation_descriptor(R), conformation_descriptor(moved)
@@ -231,7 +223,7 @@ def _two_groups(rng, n_per_group: int):
     for group, start in ((0, base), (1, other)):
         for _ in range(n_per_group):
             R = start + rng.normal(scale=0.01, size=start.shape)
-            frames.append(R @ _random_rotation(rng).T + rng.normal(size=3))
+            frames.append(R @ random_rotation(rng).T + rng.normal(size=3))
             truth.append(group)
     order = rng.permutation(len(frames))
     return np.array(frames)[order], np.array(truth)[order]

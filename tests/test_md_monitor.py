@@ -8,15 +8,16 @@ import numpy as np
 import pytest
 
 from openmlff import elements
-from openmlff.md import StabilityMonitor, default_temperature_limit_K, load_structure
+from openmlff.md import StabilityMonitor, default_temperature_limit_K
+from openmlff.structures import load_structure
 
 
 @pytest.fixture(scope="module")
-def aspirin(shared_data):
-    return load_structure(shared_data / "structures" / "aspirin.xyz")
+def aspirin():
+    return load_structure("aspirin")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def monitor(aspirin):
     return StabilityMonitor(aspirin.atomic_numbers, aspirin.positions_angstrom, timestep_fs=0.5,
                             temperature_limit_K=2000.0)
@@ -85,6 +86,58 @@ def test_non_finite_positions_energy_and_hot_frames_are_collapses(monitor, aspir
     assert monitor.check(1, aspirin.positions_angstrom, 0.0, 1999.0) is None
 
 
+def test_non_finite_forces_are_a_collapse_and_forces_are_optional(monitor, aspirin):
+    forces = np.ones((21, 3))
+    assert monitor.check(1, aspirin.positions_angstrom, 0.0, 300.0, forces) is None
+    forces[17, 2] = np.inf
+    event = monitor.check(1, aspirin.positions_angstrom, 0.0, 300.0, forces)
+    assert event.reason == "non_finite_forces" and "atom 17 (H)" in event.message
+    assert monitor.check(1, aspirin.positions_angstrom, None, 300.0, None) is None  # energy and forces not evaluated
+
+
+def test_non_bonded_atoms_closer_than_the_limit_are_a_collapse_naming_the_pair(aspirin):
+    # bond deviations allowed up to 10 Å here, so that only the contact criterion can fire
+    monitor = StabilityMonitor(aspirin.atomic_numbers, aspirin.positions_angstrom, 0.5, bond_deviation_limit_angstrom=10.0)
+    pos = aspirin.positions_angstrom.copy()
+    pos[18] = pos[7] + 0.6 * (pos[18] - pos[7]) / np.linalg.norm(pos[18] - pos[7])  # H18 0.6 Å from O7
+    assert monitor.check(3, aspirin.positions_angstrom, 0.0, 300.0) is None
+    event = monitor.check(3, pos, 0.0, 300.0)
+    assert event.reason == "nonbonded_contact"
+    assert event.close_pair.atoms == (7, 18) and event.close_pair.elements == ("O", "H")
+    assert event.close_pair.distance_angstrom == pytest.approx(0.6)
+    assert "O7 and H18" in event.message
+    assert event.to_dict()["close_pair"]["atoms"] == [7, 18]
+    # settable, and None switches it off
+    lenient = StabilityMonitor(aspirin.atomic_numbers, aspirin.positions_angstrom, 0.5, bond_deviation_limit_angstrom=10.0,
+                               min_nonbonded_distance_angstrom=0.5)
+    assert lenient.check(3, pos, 0.0, 300.0) is None
+    off = StabilityMonitor(aspirin.atomic_numbers, aspirin.positions_angstrom, 0.5, bond_deviation_limit_angstrom=10.0,
+                           min_nonbonded_distance_angstrom=None)
+    assert off.check(3, pos, 0.0, 300.0) is None
+
+
+def test_bonded_atoms_do_not_count_as_close_pairs(monitor, aspirin):
+    # a C-H bond compressed to 0.65 Å (within the 0.5 Å bond limit of its ~1.09 Å reference) is no contact
+    pos = stretch(aspirin.positions_angstrom, 0, 14, -0.44)
+    assert np.linalg.norm(pos[14] - pos[0]) < 0.7
+    assert monitor.check(1, pos, 0.0, 300.0) is None
+
+
+def test_the_last_checked_frames_are_kept_oldest_first(aspirin):
+    monitor = StabilityMonitor(aspirin.atomic_numbers, aspirin.positions_angstrom, 0.5, frames_kept=3)
+    for k in range(5):
+        monitor.check(10 * k, stretch(aspirin.positions_angstrom, 9, 13, 0.1 * k), -1.0 * k, 300.0 + k)
+    kept = list(monitor.recent_frames)
+    assert [f.step for f in kept] == [20, 30, 40]
+    assert [f.temperature_K for f in kept] == [302.0, 303.0, 304.0]
+    assert [f.potential_energy_kJ_per_mol for f in kept] == [-2.0, -3.0, -4.0]
+    np.testing.assert_allclose([f.max_bond_deviation_angstrom for f in kept], [0.2, 0.3, 0.4])
+    np.testing.assert_allclose(kept[-1].positions_angstrom, stretch(aspirin.positions_angstrom, 9, 13, 0.4))
+    monitor.check(50, stretch(aspirin.positions_angstrom, 9, 13, 0.8), None, 300.0)  # the collapsed frame is kept too
+    assert [f.step for f in monitor.recent_frames] == [30, 40, 50]
+    assert np.isnan(monitor.recent_frames[-1].potential_energy_kJ_per_mol)
+
+
 def test_reference_lengths_are_the_mean_over_reference_frames(aspirin, shared_data):
     frames = np.load(shared_data / "datasets" / "md17_aspirin_15.npz")["R"]  # Å, same atom order
     monitor = StabilityMonitor(aspirin.atomic_numbers, aspirin.positions_angstrom, 0.5,
@@ -110,6 +163,6 @@ def test_a_check_costs_microseconds(monitor, aspirin):
     n = 2000
     start = time.perf_counter()
     for step in range(n):
-        monitor.check(step, pos, 0.0, 300.0)
+        monitor.check(step, pos, 0.0, 300.0, np.zeros((21, 3)))
     per_check_s = (time.perf_counter() - start) / n
-    assert per_check_s < 200e-6, f"{per_check_s * 1e6:.1f} µs per check"
+    assert per_check_s < 300e-6, f"{per_check_s * 1e6:.1f} µs per check"

@@ -15,8 +15,9 @@ from openmm import unit
 from openmlff import elements
 from openmlff._compat import import_openmmtorch
 from openmlff.md import (
-    ModelFileError, build_system, load_structure, read_model_metadata, select_platform,
+    ModelFileError, build_system, read_model_metadata, select_platform, torchforce_properties,
 )
+from openmlff.structures import load_structure
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from toy_models import write_toy_model  # noqa: E402
@@ -28,8 +29,8 @@ def _one_torch_thread():
 
 
 @pytest.fixture(scope="module")
-def aspirin(shared_data):
-    return load_structure(shared_data / "structures" / "aspirin.xyz")
+def aspirin():
+    return load_structure("aspirin")
 
 
 @pytest.fixture(scope="module")
@@ -143,3 +144,26 @@ def test_float32_model_takes_float64_positions_and_agrees_to_single_precision(to
     np.testing.assert_allclose(forces, f32, rtol=1e-5, atol=1e-2)
     assert e32 == pytest.approx(e64, rel=1e-4)
     np.testing.assert_allclose(f32, f64, rtol=1e-3, atol=1.0)
+
+
+def test_cuda_graph_properties_are_set_on_the_torchforce_and_run_on_cpu(toy_model, aspirin, displaced_positions_nm):
+    properties = torchforce_properties(cuda_graphs=True, cuda_graph_warmup_steps=4)
+    assert properties == {"useCUDAGraphs": "true", "CUDAGraphWarmupSteps": "4"}
+    system = build_system(aspirin.atomic_numbers, toy_model, torch_properties=properties)
+    force = import_openmmtorch().TorchForce.cast(system.getForce(0))
+    assert dict(force.getProperties()) == properties
+    # the properties only act on CUDA; on CPU the force computes as without them
+    plain = openmm_energy_and_forces(build_system(aspirin.atomic_numbers, toy_model), displaced_positions_nm, "CPU")
+    with_graphs = openmm_energy_and_forces(system, displaced_positions_nm, "CPU")
+    assert with_graphs[0] == plain[0]
+    np.testing.assert_array_equal(with_graphs[1], plain[1])
+
+
+def test_torchforce_properties_are_checked(toy_model, aspirin):
+    assert torchforce_properties() == {"useCUDAGraphs": "false", "CUDAGraphWarmupSteps": "10"}
+    with pytest.raises(ValueError, match="cuda_graph_warmup_steps must be a positive integer"):
+        torchforce_properties(True, 0)
+    with pytest.raises(ValueError, match="need the 'torchforce' backend"):
+        build_system(aspirin.atomic_numbers, toy_model, backend="pythonforce", torch_properties=torchforce_properties(True))
+    with pytest.raises(Exception, match="Unknown property 'useCudaGraphs'"):
+        build_system(aspirin.atomic_numbers, toy_model, torch_properties={"useCudaGraphs": "true"})

@@ -32,6 +32,11 @@ from .. import elements
 _CHUNK_FRAMES = 500  # frames per block when histogramming distances (bounds the temporary arrays)
 
 
+def topology_atomic_numbers(topology: mdtraj.Topology) -> np.ndarray:
+    """Atomic numbers of an mdtraj topology's atoms (0 for an atom without element)."""
+    return np.asarray([a.element.atomic_number if a.element is not None else 0 for a in topology.atoms], dtype=np.int64)
+
+
 def all_atom_pairs(n_atoms: int) -> np.ndarray:
     """(n_atoms (n_atoms - 1) / 2, 2) int array of the pairs i < j in np.triu_indices order."""
     i, j = np.triu_indices(int(n_atoms), k=1)
@@ -71,13 +76,14 @@ def distance_distribution_mae(h_per_nm, h_reference_per_nm, bin_width_nm: float)
     a = np.asarray(h_per_nm, dtype=np.float64)
     b = np.asarray(h_reference_per_nm, dtype=np.float64)
     if a.shape != b.shape:
-        raise ValueError(f"h(r) histograms have {a.shape} and {b.shape} bins; compute both on the same r_range and bins")
+        raise ValueError(f"h(r) histograms have {a.shape} and {b.shape} bins; "
+                         "compute both on the same r_range and bins")
     return float(np.abs(a - b).sum() * float(bin_width_nm))
 
 
 def element_pairs(traj: mdtraj.Trajectory) -> dict[str, np.ndarray]:
     """Atom pairs by element pair: {"C-H": (n, 2) indices i != j, ...}, element symbols in alphabetical order."""
-    zs = np.asarray([a.element.atomic_number for a in traj.topology.atoms])
+    zs = topology_atomic_numbers(traj.topology)
     present = sorted(set(zs.tolist()), key=elements.symbol)
     out = {}
     for k, za in enumerate(present):
@@ -120,12 +126,19 @@ def rmsd_to_first_frame_nm(traj: mdtraj.Trajectory, atom_indices=None) -> np.nda
 
 
 def radius_of_gyration_nm(traj: mdtraj.Trajectory, mass_weighted: bool = True) -> np.ndarray:
-    """Radius of gyration (nm) of every frame: sqrt(Σ m_i |r_i - r_c|² / Σ m_i) with r_c the centre of mass
-    (atomic masses in Da from openmlff.elements), or with all m_i = 1 when mass_weighted is False."""
-    masses = None
-    if mass_weighted:
-        masses = elements.masses([a.element.atomic_number for a in traj.topology.atoms])
-    return np.asarray(mdtraj.compute_rg(traj, masses=masses), dtype=np.float64)
+    """Radius of gyration (nm) of every frame: sqrt(Σ m_i |r_i - r_c|² / Σ m_i), r_c = Σ m_i r_i / Σ m_i the centre
+    of mass (atomic masses in Da from openmlff.elements), or with all m_i = 1 when mass_weighted is False.
+
+    Computed here rather than with mdtraj.compute_rg, which centres on the unweighted mean even when
+    given masses (mdtraj 1.11), so its "mass-weighted" value is not the one about the centre of mass.
+    """
+    zs = topology_atomic_numbers(traj.topology)
+    weights = elements.masses(zs) if mass_weighted else np.ones(len(zs))
+    weights = weights / weights.sum()
+    xyz = traj.xyz.astype(np.float64)
+    centre = np.einsum("i,fik->fk", weights, xyz)
+    squared = ((xyz - centre[:, None, :]) ** 2).sum(-1)
+    return np.sqrt(squared @ weights)
 
 
 def backbone_dihedrals_deg(traj: mdtraj.Trajectory) -> dict:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..md.start import MAX_REFERENCE_FRAMES
 from ..metrics.force_metrics import DEFAULT_FORCE_UNIT, jsonable
 from ..units import NM_IN_ANGSTROM
 from . import diagnosis, observables, stability
@@ -40,7 +41,7 @@ class AnalysisConfig:
     distance_bin_width_nm: float = 0.01
     distance_r_max_nm: float | None = None
     rdf_bin_width_nm: float = 0.005
-    max_reference_frames: int = 2000
+    max_reference_frames: int = MAX_REFERENCE_FRAMES
     evaluate_errors: bool = True
     evaluation_batch_size: int = 32
     worst_atom_share: float = diagnosis.DEFAULT_WORST_SHARE
@@ -96,7 +97,7 @@ def analyze_run(run_dir, data=None, model=None, config: AnalysisConfig | None = 
     doc: dict = {"run": _run_section(run), "units": dict(UNITS), "config": asdict(config), "model": model_info,
                  "reference_data": None if reference is None else reference.describe()}
 
-    bonds_doc, deviations, broken = _bonds(run, reference, reference_traj, config)
+    bonds_doc, deviations, broken = _bonds(run, reference, config)
     doc["bonds"] = bonds_doc
     labels = [stability.bond_label(b, run.atomic_numbers) for b in bonds_doc["bonds"]]
     tables["bond_deviations.csv"] = {"frame": np.arange(traj.n_frames), "time [ps]": times,
@@ -107,6 +108,7 @@ def analyze_run(run_dir, data=None, model=None, config: AnalysisConfig | None = 
     abs_dev = np.abs(deviations)
     tables["timeseries.csv"] = {
         "frame": np.arange(traj.n_frames), "step": run.frame_steps, "time [ps]": times,
+        "source": np.where(np.arange(traj.n_frames) < run.n_trajectory_frames, "trajectory", "collapse_frames"),
         "rmsd_to_start [nm]": rmsd, "radius_of_gyration [nm]": rg,
         "max_abs_bond_deviation [Å]": abs_dev.max(axis=1) if abs_dev.size else np.zeros(traj.n_frames),
         "bonds_beyond_limit": (abs_dev > bonds_doc["limit_angstrom"]).sum(axis=1),
@@ -156,7 +158,10 @@ def _run_section(run: RunData) -> dict:
     summary = run.summary or {}
     keys = ("stable", "steps_completed", "steps_requested", "collapse_step", "collapse_time_ps", "collapse_reason",
             "first_broken_bond", "n_broken_bonds", "ns_per_day")
-    return {"directory": str(run.directory.resolve()), "frames": run.trajectory.n_frames, "atoms": run.trajectory.n_atoms,
+    return {"directory": str(run.directory.resolve()), "frames": run.trajectory.n_frames,
+            "frames_from_trajectory": run.n_trajectory_frames,
+            "frames_from_collapse_frames": run.trajectory.n_frames - run.n_trajectory_frames,
+            "atoms": run.trajectory.n_atoms,
             "symbols": [a.element.symbol for a in run.trajectory.topology.atoms],
             "frame_interval_steps": run.frame_interval_steps, "timestep_fs": run.timestep_fs,
             "last_frame_time_ps": float(run.frame_times_ps[-1]), "finished": run.summary is not None,
@@ -169,7 +174,7 @@ def _array_sha256(array: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(array, dtype=np.float64).tobytes()).hexdigest()
 
 
-def _bonds(run: RunData, reference: ReferenceData | None, reference_traj, config: AnalysisConfig):
+def _bonds(run: RunData, reference: ReferenceData | None, config: AnalysisConfig):
     """Bond section, deviations (n_frames, n_bonds) in Å and all broken bonds in the order they broke."""
     recorded = run.record.get("reference_positions")
     reference_R, matches = None, None

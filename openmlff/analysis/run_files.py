@@ -1,9 +1,15 @@
 """Reading an MD run directory (openmlff.md.runner) for analysis, refusing damaged files by name.
 
-A run directory holds run.json (inputs), topology.pdb + trajectory.dcd (frames every
-`frame_interval_steps` steps from step 0) and, once the run has ended, summary.json. mdtraj
-silently drops a cut last frame of a DCD file, so the file's length is checked against its
-header first (`check_dcd_complete`): a truncated or empty trajectory is an error naming it.
+A run directory holds run.json (inputs), a trajectory (frames every `frame_interval_steps`
+steps from step 0; DCD or XTC with topology.pdb beside it, or HDF5 with the topology inside, as
+run.json's "trajectory" block names them) and, once the run has ended, summary.json. A collapse
+found between two trajectory frames (the monitor checks more often than frames are written) is
+only in collapse_frames.dcd, whose steps summary.json lists: `load_run` appends the frames of that
+file that come after the trajectory's last frame, so the analysis sees the collapse.
+mdtraj silently drops a cut last frame of a DCD file, so a DCD file's length is checked against
+its header first (`check_dcd_complete`); for every format the frames read are checked against
+the frames the run says it wrote (summary.json, or checkpoint.json while it runs). A missing,
+empty or truncated trajectory is an error naming the file.
 """
 
 from __future__ import annotations
@@ -18,9 +24,10 @@ import mdtraj
 import numpy as np
 
 from ..data.dataset import Dataset
-from ..md.reporters import read_dcd_layout
+from ..md.trajectory import read_dcd_layout
 from ..md.runner import RunPaths
 from ..units import FS_IN_PS, NM_IN_ANGSTROM
+from .observables import topology_atomic_numbers
 
 
 class RunFileError(ValueError):
@@ -31,24 +38,22 @@ class RunFileError(ValueError):
 class RunData:
     """What an analysis needs from a run directory.
 
-    trajectory: the frames (mdtraj, positions in nm); atomic_numbers (n_atoms,) and
-    start_positions_angstrom (n_atoms, 3) from run.json; frame_interval_steps and timestep_fs
-    give each frame's step and time; summary is summary.json, or None while the run has not ended.
+    trajectory: the frames (mdtraj, positions in nm): the trajectory file's, then the collapse frames
+    after it; frame_steps (n_frames,): the MD step of each; n_trajectory_frames: how many come from
+    the trajectory file. atomic_numbers (n_atoms,) and start_positions_angstrom (n_atoms, 3) are
+    run.json's; summary is summary.json, or None while the run has not ended.
     """
 
     directory: Path
     record: dict
     summary: dict | None
     trajectory: mdtraj.Trajectory
+    frame_steps: np.ndarray
+    n_trajectory_frames: int
     atomic_numbers: np.ndarray
     start_positions_angstrom: np.ndarray
     frame_interval_steps: int
     timestep_fs: float
-
-    @property
-    def frame_steps(self) -> np.ndarray:
-        """MD step of each frame (frame k is step k * frame_interval_steps)."""
-        return np.arange(self.trajectory.n_frames, dtype=np.int64) * self.frame_interval_steps
 
     @property
     def frame_times_ps(self) -> np.ndarray:
@@ -82,7 +87,8 @@ def check_dcd_complete(path) -> int:
         raise RunFileError(f"{path}: not a readable DCD trajectory ({exc})") from None
     body = size - layout.header_bytes
     if body < 0:
-        raise RunFileError(f"{path}: truncated inside the header ({size} bytes, the header needs {layout.header_bytes})")
+        raise RunFileError(f"{path}: truncated inside the header ({size} bytes, "
+                           f"the header needs {layout.header_bytes})")
     complete, extra = divmod(body, layout.frame_bytes)
     if extra or complete < layout.n_frames:
         raise RunFileError(
@@ -94,9 +100,9 @@ def check_dcd_complete(path) -> int:
 
 
 def load_run(run_dir) -> RunData:
-    """Read run.json, summary.json (if the run has ended), topology.pdb and trajectory.dcd of a run directory.
+    """Read run.json, summary.json (if the run has ended), the topology and the trajectory of a run directory.
 
-    RunFileError naming the file when run.json or topology.pdb is missing, the trajectory is
+    RunFileError naming the file when run.json or the topology is missing, the trajectory is
     missing, empty or truncated, or the topology's atoms differ from run.json's atomic numbers.
     """
     paths = RunPaths(Path(run_dir))
@@ -110,30 +116,84 @@ def load_run(run_dir) -> RunData:
         start = np.asarray(record["structure"]["positions_angstrom"], dtype=np.float64)
         interval = int(record["trajectory"]["frame_interval_steps"])
         timestep_fs = float(record["config"]["timestep_fs"])
+        trajectory_path = paths.directory / record["trajectory"]["file"]
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise RunFileError(f"{paths.run_json}: not a run record written by openmlff.md.runner ({exc!r})") from None
-    trajectory_path = paths.directory / record["trajectory"].get("file", paths.trajectory.name)
-    topology_path = paths.directory / record["trajectory"].get("topology", paths.topology_pdb.name)
-    if not topology_path.is_file():
-        raise RunFileError(f"{topology_path}: topology not found; the trajectory {trajectory_path.name} holds no "
-                           "atoms or elements and cannot be read without it")
-    n_frames = check_dcd_complete(trajectory_path)
-    traj = mdtraj.load(str(trajectory_path), top=str(topology_path))
-    if traj.n_frames != n_frames:
-        raise RunFileError(f"{trajectory_path}: mdtraj read {traj.n_frames} frames, the file holds {n_frames}")
-    topology_zs = np.asarray([a.element.atomic_number if a.element is not None else 0 for a in traj.topology.atoms])
-    if not np.array_equal(topology_zs, zs):
-        raise RunFileError(f"{topology_path}: the topology's elements {topology_zs.tolist()} differ from the atomic "
-                           f"numbers in {paths.run_json.name} {zs.tolist()}")
     summary = json.loads(paths.summary_json.read_text()) if paths.summary_json.is_file() else None
-    return RunData(directory=paths.directory, record=record, summary=summary, trajectory=traj, atomic_numbers=zs,
-                   start_positions_angstrom=start, frame_interval_steps=interval, timestep_fs=timestep_fs)
+    traj = read_trajectory(trajectory_path, record["trajectory"].get("topology"))
+    expected = _frames_written(paths.directory, summary)
+    if expected is not None and traj.n_frames < expected:
+        raise RunFileError(f"{trajectory_path}: truncated trajectory: holds {traj.n_frames} frames, the run "
+                           f"wrote {expected} ({'summary.json' if summary else 'checkpoint.json'})")
+    topology_zs = topology_atomic_numbers(traj.topology)
+    if not np.array_equal(topology_zs, zs):
+        raise RunFileError(f"{trajectory_path}: the topology's elements {topology_zs.tolist()} differ from the atomic "
+                           f"numbers in {paths.run_json} {zs.tolist()}")
+    steps = np.arange(traj.n_frames, dtype=np.int64) * interval
+    n_trajectory_frames = traj.n_frames
+    collapse = (summary or {}).get("collapse_frames")
+    if collapse:
+        extra = read_trajectory(paths.directory / collapse["file"], collapse.get("topology"))
+        collapse_steps = np.asarray(collapse["steps"], dtype=np.int64)
+        if extra.n_frames != collapse_steps.size:
+            raise RunFileError(f"{paths.directory / collapse['file']}: holds {extra.n_frames} frames, summary.json "
+                               f"lists {collapse_steps.size} steps for it")
+        later = np.flatnonzero(collapse_steps > steps[-1])
+        if later.size:
+            traj = traj.join(extra[later], check_topology=False)
+            steps = np.concatenate([steps, collapse_steps[later]])
+    return RunData(directory=paths.directory, record=record, summary=summary, trajectory=traj, frame_steps=steps,
+                   n_trajectory_frames=n_trajectory_frames, atomic_numbers=zs, start_positions_angstrom=start,
+                   frame_interval_steps=interval, timestep_fs=timestep_fs)
+
+
+def read_trajectory(path, topology_name: str | None = None) -> mdtraj.Trajectory:
+    """A run's trajectory file with mdtraj: DCD or XTC with the topology file `topology_name` beside it
+    (default topology.pdb), HDF5 (.h5) on its own. RunFileError naming the file if one is missing,
+    empty, truncated (DCD) or unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise RunFileError(f"{path}: trajectory file not found")
+    if os.path.getsize(path) == 0:
+        raise RunFileError(f"{path}: trajectory file is empty (0 bytes)")
+    kwargs = {}
+    if path.suffix.lower() != ".h5":
+        topology_path = path.parent / (topology_name or "topology.pdb")
+        if not topology_path.is_file():
+            raise RunFileError(f"{topology_path}: topology not found; the trajectory {path} holds no atoms or "
+                               "elements and cannot be read without it")
+        kwargs["top"] = str(topology_path)
+    n_frames = check_dcd_complete(path) if path.suffix.lower() == ".dcd" else None
+    try:
+        traj = mdtraj.load(str(path), **kwargs)
+    except Exception as exc:  # mdtraj raises OSError, ValueError and others for damaged files
+        raise RunFileError(f"{path}: cannot read the trajectory ({type(exc).__name__}: {exc})") from None
+    if traj.n_frames == 0:
+        raise RunFileError(f"{path}: the trajectory holds no frames")
+    if n_frames is not None and traj.n_frames != n_frames:
+        raise RunFileError(f"{path}: mdtraj read {traj.n_frames} frames, the file holds {n_frames}")
+    return traj
+
+
+def _frames_written(directory: Path, summary: dict | None) -> int | None:
+    """Frames the run reports to have written: summary.json's count, else the last checkpoint's, else None."""
+    if summary is not None and summary.get("frames_written") is not None:
+        return int(summary["frames_written"])
+    checkpoint = directory / "checkpoint.json"
+    if checkpoint.is_file():
+        try:
+            document = json.loads(checkpoint.read_text())
+        except json.JSONDecodeError:
+            return None
+        frames = document.get("frames_written")
+        return int(frames) if isinstance(frames, int) else None
+    return None
 
 
 def dataset_trajectory(dataset: Dataset, topology: mdtraj.Topology, frames=None) -> mdtraj.Trajectory:
     """The positions of a Dataset (Å) as an mdtraj Trajectory (nm) on `topology`, to analyse reference data
     with the same functions as a simulation. RunFileError naming the dataset if its atoms differ."""
-    zs = np.asarray([a.element.atomic_number if a.element is not None else 0 for a in topology.atoms])
+    zs = topology_atomic_numbers(topology)
     if not np.array_equal(zs, dataset.z):
         raise RunFileError(f"{dataset.source}: the dataset's atomic numbers {dataset.z.tolist()} differ from the "
                            f"trajectory's {zs.tolist()}; expected the same atoms in the same order")

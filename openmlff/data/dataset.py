@@ -102,7 +102,7 @@ class Dataset:
         h = hashlib.sha256()
         for arr in (self.z, self.R, self.E, self.F):
             if arr is not None:
-                h.update(np.ascontiguousarray(arr).tobytes())
+                h.update(np.ascontiguousarray(arr))  # buffer protocol: no copy of the array
         return h.hexdigest()
 
     def summary(self) -> dict:

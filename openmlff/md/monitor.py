@@ -2,28 +2,43 @@
 
 After Fu et al. 2022 ("Forces are not enough"): bonds are found from covalent radii on the
 starting structure; a frame has collapsed when any bond length departs from its reference
-length by more than a limit (0.5 Å), or when the energy or positions are not finite, or when the
-temperature exceeds a limit. Reference lengths are the mean over reference frames (e.g. the
-training data) when given, else the starting structure's. A check is a few vectorised numpy
-operations (microseconds for small molecules), cheap enough for every reported frame.
+length by more than a limit (0.5 Å). Reference lengths are the mean over reference frames (e.g.
+the training data) when given, else the starting structure's. Also a collapse:
+
+* non-finite positions, energy or forces;
+* two atoms that are not bonded closer than a limit (0.7 Å by default: shorter than any
+  covalent bond, H-H in H2 being 0.74 Å, so no sound molecule has such a pair; catches atoms
+  falling onto each other, which a bond criterion misses when neither is bonded to the other);
+* a temperature above a limit (max(2000 K, 4 x the thermostat temperature) by default).
+
+A check is a few vectorised numpy operations and a k-d tree query (tens of µs for small
+molecules). The monitor also keeps the last few checked frames, so that a collapse can be
+looked at more finely than the trajectory's frame interval.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 from .. import elements
 from ..units import FS_IN_PS
 
 DEFAULT_BOND_DEVIATION_LIMIT_ANGSTROM = 0.5
+DEFAULT_MIN_NONBONDED_DISTANCE_ANGSTROM = 0.7
 DEFAULT_TEMPERATURE_LIMIT_K = 2000.0
+#: Checked frames kept for a look at the approach to a collapse.
+DEFAULT_FRAMES_KEPT = 10
 
 # Reasons a collapse is recorded with, in the order they are checked.
 NON_FINITE_POSITIONS = "non_finite_positions"
 NON_FINITE_ENERGY = "non_finite_energy"
+NON_FINITE_FORCES = "non_finite_forces"
 BOND_DEVIATION = "bond_deviation"
+NONBONDED_CONTACT = "nonbonded_contact"
 TEMPERATURE = "temperature"
 #: OpenMM or the model raised during integration (e.g. NaN coordinates caught by OpenMM).
 SIMULATION_ERROR = "simulation_error"
@@ -56,8 +71,21 @@ class BrokenBond:
 
 
 @dataclass(frozen=True)
+class ClosePair:
+    """Two atoms that are not bonded but closer than the limit; indices 0-based, distance in Å."""
+
+    atoms: tuple[int, int]
+    elements: tuple[str, str]
+    distance_angstrom: float
+
+    def to_dict(self) -> dict:
+        return {"atoms": list(self.atoms), "elements": list(self.elements), "distance_angstrom": self.distance_angstrom}
+
+
+@dataclass(frozen=True)
 class CollapseEvent:
-    """Where and why a run collapsed. broken_bond is the most deviating bond (reason 'bond_deviation')."""
+    """Where and why a run collapsed. broken_bond is the most deviating bond (reason 'bond_deviation');
+    close_pair the closest non-bonded pair (reason 'nonbonded_contact')."""
 
     step: int
     time_ps: float
@@ -65,11 +93,25 @@ class CollapseEvent:
     message: str
     broken_bond: BrokenBond | None = None
     n_broken_bonds: int = 0
+    close_pair: ClosePair | None = None
 
     def to_dict(self) -> dict:
         out = asdict(self)
         out["broken_bond"] = None if self.broken_bond is None else self.broken_bond.to_dict()
+        out["close_pair"] = None if self.close_pair is None else self.close_pair.to_dict()
         return out
+
+
+@dataclass(frozen=True)
+class CheckedFrame:
+    """One checked frame: step, positions (n_atoms, 3) in Å, temperature in K, potential energy in
+    kJ/mol (NaN where the check had none), and the largest bond deviation in Å."""
+
+    step: int
+    positions_angstrom: np.ndarray
+    temperature_K: float
+    potential_energy_kJ_per_mol: float
+    max_bond_deviation_angstrom: float
 
 
 class StabilityMonitor:
@@ -77,7 +119,9 @@ class StabilityMonitor:
 
     atomic_numbers (n_atoms,); positions_angstrom (n_atoms, 3): the starting structure, where bonds
     are found; timestep_fs converts steps to ps; reference_positions_angstrom (n_frames, n_atoms, 3)
-    or (n_atoms, 3): frames whose mean bond lengths are the references (default: the starting structure).
+    or (n_atoms, 3): frames whose mean bond lengths are the references (default: the starting
+    structure). min_nonbonded_distance_angstrom None switches that criterion off. `recent_frames`
+    holds the last `frames_kept` checked frames, oldest first.
     """
 
     def __init__(
@@ -88,7 +132,9 @@ class StabilityMonitor:
         reference_positions_angstrom=None,
         bond_deviation_limit_angstrom: float = DEFAULT_BOND_DEVIATION_LIMIT_ANGSTROM,
         temperature_limit_K: float = DEFAULT_TEMPERATURE_LIMIT_K,
+        min_nonbonded_distance_angstrom: float | None = DEFAULT_MIN_NONBONDED_DISTANCE_ANGSTROM,
         bond_tolerance: float = 1.2,
+        frames_kept: int = DEFAULT_FRAMES_KEPT,
     ) -> None:
         self.atomic_numbers = np.asarray(atomic_numbers, dtype=np.int64)
         n = len(self.atomic_numbers)
@@ -98,9 +144,13 @@ class StabilityMonitor:
         self.timestep_fs = float(timestep_fs)
         self.bond_deviation_limit_angstrom = float(bond_deviation_limit_angstrom)
         self.temperature_limit_K = float(temperature_limit_K)
+        self.min_nonbonded_distance_angstrom = (
+            None if min_nonbonded_distance_angstrom is None else float(min_nonbonded_distance_angstrom))
         self.bonds = elements.find_bonds(self.atomic_numbers, start, tolerance=bond_tolerance)
         self._i = self.bonds[:, 0]
         self._j = self.bonds[:, 1]
+        self._bond_codes = np.sort(self._i * n + self._j)  # pair (i < j) -> i * n + j
+        self.recent_frames: deque[CheckedFrame] = deque(maxlen=max(int(frames_kept), 0))
         self._symbols = elements.symbols(self.atomic_numbers)
         if reference_positions_angstrom is None:
             reference = start[None]
@@ -125,37 +175,85 @@ class StabilityMonitor:
         return step * self.timestep_fs * FS_IN_PS
 
     def event(self, step: int, reason: str, message: str, broken_bond: BrokenBond | None = None,
-              n_broken_bonds: int = 0) -> CollapseEvent:
+              n_broken_bonds: int = 0, close_pair: ClosePair | None = None) -> CollapseEvent:
         """A CollapseEvent at `step` (time from the timestep)."""
         return CollapseEvent(step=int(step), time_ps=self.time_ps(step), reason=reason, message=message,
-                             broken_bond=broken_bond, n_broken_bonds=n_broken_bonds)
+                             broken_bond=broken_bond, n_broken_bonds=n_broken_bonds, close_pair=close_pair)
 
-    def check(self, step: int, positions_angstrom, potential_energy_kj: float, temperature_K: float) -> CollapseEvent | None:
-        """None while the frame is sound; else the CollapseEvent (non-finite positions or energy, bond deviation, temperature)."""
+    def check(self, step: int, positions_angstrom, potential_energy_kj: float | None, temperature_K: float,
+              forces_kj_per_mol_nm=None) -> CollapseEvent | None:
+        """None while the frame is sound, else the CollapseEvent; the frame joins `recent_frames` either way.
+
+        Checked in this order: positions finite, energy finite (None: not evaluated at this
+        step), forces finite (None: not evaluated), bond deviations, non-bonded contacts, temperature.
+        """
         pos = np.asarray(positions_angstrom, dtype=np.float64)
-        if not np.isfinite(pos).all():
+        finite = bool(np.isfinite(pos).all())
+        deviation = np.abs(self.bond_lengths(pos) - self.reference_lengths_angstrom) if finite and len(self.bonds) else None
+        self.recent_frames.append(CheckedFrame(
+            step=int(step), positions_angstrom=pos.copy(), temperature_K=float(temperature_K),
+            potential_energy_kJ_per_mol=float("nan") if potential_energy_kj is None else float(potential_energy_kj),
+            max_bond_deviation_angstrom=float(deviation.max()) if deviation is not None else float("nan")))
+        if not finite:
             bad = int(np.argwhere(~np.isfinite(pos))[0][0])
             return self.event(step, NON_FINITE_POSITIONS, f"non-finite position of atom {bad} ({self._symbols[bad]})")
-        if not np.isfinite(potential_energy_kj):
+        if potential_energy_kj is not None and not np.isfinite(potential_energy_kj):
             return self.event(step, NON_FINITE_ENERGY, f"potential energy is {potential_energy_kj} kJ/mol")
-        if len(self.bonds):
-            lengths = self.bond_lengths(pos)
-            deviation = np.abs(lengths - self.reference_lengths_angstrom)
-            worst = int(np.argmax(deviation))
-            if deviation[worst] > self.bond_deviation_limit_angstrom:
-                i, j = int(self._i[worst]), int(self._j[worst])
-                bond = BrokenBond(
-                    atoms=(i, j), elements=(self._symbols[i], self._symbols[j]),
-                    reference_length_angstrom=float(self.reference_lengths_angstrom[worst]),
-                    length_angstrom=float(lengths[worst]))
-                n_broken = int((deviation > self.bond_deviation_limit_angstrom).sum())
-                return self.event(
-                    step, BOND_DEVIATION,
-                    f"bond {bond.elements[0]}{i}-{bond.elements[1]}{j} is {bond.length_angstrom:.3f} Å long, "
-                    f"reference {bond.reference_length_angstrom:.3f} Å (limit ±{self.bond_deviation_limit_angstrom} Å); "
-                    f"{n_broken} bond(s) beyond the limit",
-                    broken_bond=bond, n_broken_bonds=n_broken)
+        if forces_kj_per_mol_nm is not None:
+            forces = np.asarray(forces_kj_per_mol_nm, dtype=np.float64)
+            if not np.isfinite(forces).all():
+                bad = int(np.argwhere(~np.isfinite(forces))[0][0])
+                return self.event(step, NON_FINITE_FORCES,
+                                  f"non-finite force on atom {bad} ({self._symbols[bad]}): {forces[bad].tolist()} kJ/mol/nm")
+        if deviation is not None:
+            event = self._bond_event(step, pos, deviation)
+            if event is not None:
+                return event
+        if self.min_nonbonded_distance_angstrom is not None:
+            event = self._contact_event(step, pos)
+            if event is not None:
+                return event
         if not np.isfinite(temperature_K) or temperature_K > self.temperature_limit_K:
             return self.event(step, TEMPERATURE,
                               f"temperature {temperature_K:.1f} K exceeds the limit {self.temperature_limit_K:.1f} K")
         return None
+
+    def _bond_event(self, step: int, pos: np.ndarray, deviation: np.ndarray) -> CollapseEvent | None:
+        worst = int(np.argmax(deviation))
+        if deviation[worst] <= self.bond_deviation_limit_angstrom:
+            return None
+        i, j = int(self._i[worst]), int(self._j[worst])
+        length = float(np.linalg.norm(pos[j] - pos[i]))
+        bond = BrokenBond(atoms=(i, j), elements=(self._symbols[i], self._symbols[j]),
+                          reference_length_angstrom=float(self.reference_lengths_angstrom[worst]), length_angstrom=length)
+        n_broken = int((deviation > self.bond_deviation_limit_angstrom).sum())
+        return self.event(
+            step, BOND_DEVIATION,
+            f"bond {bond.elements[0]}{i}-{bond.elements[1]}{j} is {bond.length_angstrom:.3f} Å long, "
+            f"reference {bond.reference_length_angstrom:.3f} Å (limit ±{self.bond_deviation_limit_angstrom} Å); "
+            f"{n_broken} bond(s) beyond the limit",
+            broken_bond=bond, n_broken_bonds=n_broken)
+
+    def closest_nonbonded_pair(self, positions_angstrom, within_angstrom: float) -> ClosePair | None:
+        """The closest pair of atoms that are not bonded, if closer than `within_angstrom` (else None)."""
+        pos = np.asarray(positions_angstrom, dtype=np.float64)
+        pairs = cKDTree(pos).query_pairs(within_angstrom, output_type="ndarray")
+        if len(pairs):
+            codes = pairs[:, 0] * len(pos) + pairs[:, 1]
+            pairs = pairs[~np.isin(codes, self._bond_codes, assume_unique=False)]
+        if not len(pairs):
+            return None
+        distances = np.linalg.norm(pos[pairs[:, 1]] - pos[pairs[:, 0]], axis=1)
+        k = int(np.argmin(distances))
+        i, j = int(pairs[k, 0]), int(pairs[k, 1])
+        return ClosePair(atoms=(i, j), elements=(self._symbols[i], self._symbols[j]),
+                         distance_angstrom=float(distances[k]))
+
+    def _contact_event(self, step: int, pos: np.ndarray) -> CollapseEvent | None:
+        pair = self.closest_nonbonded_pair(pos, self.min_nonbonded_distance_angstrom)
+        if pair is None:
+            return None
+        (i, j), (a, b) = pair.atoms, pair.elements
+        return self.event(step, NONBONDED_CONTACT,
+                          f"atoms {a}{i} and {b}{j} are not bonded but {pair.distance_angstrom:.3f} Å apart "
+                          f"(limit {self.min_nonbonded_distance_angstrom} Å)", close_pair=pair)

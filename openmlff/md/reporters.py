@@ -1,4 +1,4 @@
-"""What an MD run writes as it goes: trajectory frames (DCD), state rows (CSV) and checkpoints.
+"""What an MD run writes as it goes: state rows (CSV) and checkpoints (trajectories: trajectory.py).
 
 Shaped like OpenMM's app reporters: small objects with one `report()` method, fed one
 StepRecord per reported step by the runner. Each writer can reopen its file for a resumed run,
@@ -13,28 +13,29 @@ import csv
 import hashlib
 import json
 import os
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import openmm
-import openmm.app as app
-from openmm import unit
 
 from ..atomic_io import atomic_write_bytes, atomic_write_json
-from ..units import FS_IN_PS, NM_IN_ANGSTROM
+from ..units import NM_IN_ANGSTROM
 
-#: Columns of state.csv, in order (energies kJ/mol, time ps, temperature K, speed ns/day).
+#: Columns of state.csv, in order (energies kJ/mol, time ps, temperature K, speed ns/day, time left s).
 STATE_COLUMNS = (
     "step", "time_ps", "potential_energy_kJ_per_mol", "kinetic_energy_kJ_per_mol",
-    "total_energy_kJ_per_mol", "temperature_K", "speed_ns_per_day",
+    "total_energy_kJ_per_mol", "temperature_K", "speed_ns_per_day", "estimated_time_left_s",
 )
 
 
 @dataclass
 class StepRecord:
-    """The state of a run at one reported step: positions in nm, energies in kJ/mol, temperature in K."""
+    """The state of a run at one reported step: positions in nm, energies in kJ/mol, temperature in K.
+
+    speed_ns_per_day: over the steps since the previous report; estimated_time_left_s: the steps
+    still to do at this session's average speed (NaN until a step has been timed).
+    """
 
     step: int
     time_ps: float
@@ -43,6 +44,7 @@ class StepRecord:
     kinetic_energy_kJ_per_mol: float
     temperature_K: float
     speed_ns_per_day: float
+    estimated_time_left_s: float = float("nan")
 
     @property
     def total_energy_kJ_per_mol(self) -> float:
@@ -51,96 +53,6 @@ class StepRecord:
     @property
     def positions_angstrom(self) -> np.ndarray:
         return self.positions_nm * NM_IN_ANGSTROM
-
-
-# --- DCD trajectory -----------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class DCDLayout:
-    """Byte layout of a DCD file as openmm.app.DCDFile writes it (CHARMM flavour, little-endian)."""
-
-    n_frames: int  # the frame count in the header (NSET)
-    n_atoms: int
-    header_bytes: int
-    frame_bytes: int
-
-
-def read_dcd_layout(path) -> DCDLayout:
-    """Header fields of a DCD file: frame count, atom count and the sizes needed to cut it at a frame.
-
-    openmm.app.DCDFile(append=True) takes the frame count from the header (bytes 8-11), so the
-    header and the file length must agree after a truncation.
-    """
-    with open(path, "rb") as fh:
-        head = fh.read(100)
-        if len(head) < 100 or struct.unpack("<i", head[:4])[0] != 84 or head[4:8] != b"CORD":
-            raise ValueError(f"{path}: not a DCD file written by OpenMM (bad header)")
-        n_frames = struct.unpack("<i", head[8:12])[0]
-        has_box = struct.unpack("<i", head[48:52])[0] != 0
-        title_bytes = struct.unpack("<i", head[92:96])[0]
-        fh.seek(104 + title_bytes)
-        n_atoms = struct.unpack("<i", fh.read(4))[0]
-    header_bytes = 104 + title_bytes + 8  # title block, its end marker, then the 4-byte atom count record
-    frame_bytes = (56 if has_box else 0) + 3 * (4 * n_atoms + 8)
-    return DCDLayout(n_frames=n_frames, n_atoms=n_atoms, header_bytes=header_bytes, frame_bytes=frame_bytes)
-
-
-def truncate_dcd(path, n_frames: int) -> None:
-    """Cut a DCD file to its first `n_frames` frames, fixing the header's frame count and last step.
-
-    ValueError naming the file if it holds fewer complete frames than asked for.
-    """
-    layout = read_dcd_layout(path)
-    size = os.path.getsize(path)
-    complete = (size - layout.header_bytes) // layout.frame_bytes
-    if complete < n_frames:
-        raise ValueError(f"{path}: holds {complete} complete frames, but the checkpoint says {n_frames} were written")
-    with open(path, "r+b") as fh:
-        fh.truncate(layout.header_bytes + n_frames * layout.frame_bytes)
-        fh.seek(12)
-        first_step, interval = struct.unpack("<ii", fh.read(8))
-        fh.seek(8)
-        fh.write(struct.pack("<i", n_frames))
-        fh.seek(20)
-        fh.write(struct.pack("<i", first_step + max(n_frames - 1, 0) * interval))
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-class DCDTrajectoryReporter:
-    """Writes positions as DCD frames (frame k is step first_step + k * interval_steps).
-
-    keep_frames=None starts a new file; an integer reopens an existing file cut to that many frames
-    (resume). mdtraj reads the result with the topology PDB: mdtraj.load(dcd, top=pdb).
-    """
-
-    def __init__(self, path, topology: app.Topology, timestep_fs: float, interval_steps: int,
-                 first_step: int = 0, keep_frames: int | None = None) -> None:
-        self.path = Path(path)
-        dt = timestep_fs * FS_IN_PS * unit.picoseconds
-        if keep_frames is None:
-            self._file = open(self.path, "w+b")
-            self._dcd = app.DCDFile(self._file, topology, dt, firstStep=first_step, interval=interval_steps)
-            self.frames_written = 0
-        else:
-            truncate_dcd(self.path, keep_frames)
-            self._file = open(self.path, "r+b")
-            self._dcd = app.DCDFile(self._file, topology, dt, firstStep=first_step, interval=interval_steps, append=True)
-            self.frames_written = keep_frames
-
-    def report(self, record: StepRecord) -> None:
-        """Append one frame (positions must be finite; DCDFile refuses NaN)."""
-        self._dcd.writeModel(record.positions_nm)
-        self.frames_written += 1
-
-    def flush(self, sync: bool = False) -> None:
-        self._file.flush()
-        if sync:
-            os.fsync(self._file.fileno())
-
-    def close(self) -> None:
-        if not self._file.closed:
-            self._file.close()
 
 
 # --- state table --------------------------------------------------------------------------------
@@ -171,6 +83,7 @@ class StateCSVReporter:
             record.step, repr(float(record.time_ps)), repr(float(record.potential_energy_kJ_per_mol)),
             repr(float(record.kinetic_energy_kJ_per_mol)), repr(float(record.total_energy_kJ_per_mol)),
             repr(float(record.temperature_K)), repr(float(record.speed_ns_per_day)),
+            repr(float(record.estimated_time_left_s)),
         ])
         self._file.flush()
         self.rows_written += 1

@@ -1,16 +1,21 @@
-"""Production MD with an exported model: Langevin dynamics in OpenMM, watched by the stability monitor,
-written to a run directory that can be resumed (DESIGN.md "MD run directory").
+"""Production MD with an exported model in OpenMM, watched by the stability monitor, written to a run
+directory that can be resumed after any interruption (DESIGN.md "MD run directory").
 
 The run directory holds:
-  run.json         every input (model SHA-256, atoms, starting positions, config), versions, platform
-  topology.pdb     the topology with the starting positions (CONECT records for bonds)
-  trajectory.dcd   frame k = step k * report_interval_steps, from step 0; mdtraj.load(dcd, top=pdb)
-  state.csv        one row per frame: step, time, energies (kJ/mol), temperature (K), speed (ns/day)
-  checkpoint.json  + checkpoint_step*.chk: the last committed OpenMM checkpoint (atomic)
-  summary.json     written when the run ends: stable or not, collapse step/time/reason/bond, ns/day
+  run.json          every input (model SHA-256, atoms, starting positions, config), versions, platform and
+                    its properties, TorchForce properties, integrator, minimisation, history of extensions
+  topology.pdb      the topology with the starting positions (CONECT records for bonds)
+  trajectory.dcd    (or .xtc, .h5) frame k = state.csv row k = step k * report_interval_steps, from step 0
+                    (a collapse found between two reports is in collapse_frames.dcd, not here)
+  state.csv         step, time, energies (kJ/mol), temperature (K), speed (ns/day), estimated time left (s)
+  checkpoint.json   + checkpoint_step*.chk: the last committed OpenMM checkpoint (atomic)
+  summary.json      written when the run ends: stable or not, collapse step/time/reason/bond, ns/day
+  collapse_frames.dcd  after a collapse: the last checked frames up to it (every monitor_interval_steps),
+                    the collapsed frame last when its positions are finite; steps listed in summary.json
 
 Calling run_simulation again on the same directory resumes from the checkpoint, or returns the
-summary of a finished run; it refuses when an input recorded in run.json has changed.
+summary of a finished run. It refuses when an input recorded in run.json has changed, naming it;
+only `torch_threads` may change, and `steps` may grow, which extends a finished or unfinished run.
 """
 
 from __future__ import annotations
@@ -18,9 +23,8 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-import platform as _platform
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Callable
 
@@ -30,20 +34,25 @@ import openmm.app as app
 from openmm import unit
 
 from .. import elements
-from ..units import FS_IN_PS, NM_IN_ANGSTROM
-from . import monitor as _monitor
-from .monitor import CollapseEvent, StabilityMonitor
-from .platforms import select_platform, set_torch_threads
 from ..atomic_io import atomic_write_json
 from ..versions import runtime_versions
-from .reporters import (
-    Checkpointer, DCDTrajectoryReporter, StateCSVReporter, StepRecord,
-)
-from .system import BACKENDS, build_system, file_sha256, read_model_metadata
-from .topology import topology_atomic_numbers, topology_from_atomic_numbers, write_topology_pdb
+from ..units import FS_IN_PS, NM_IN_ANGSTROM
+from . import monitor as _monitor
+from .integrators import INTEGRATORS, make_integrator
+from .monitor import CollapseEvent, StabilityMonitor
+from .platforms import select_platform, set_torch_threads
+from .reporters import Checkpointer, StateCSVReporter, StepRecord
+from .system import BACKENDS, build_system, file_sha256, read_model_metadata, torchforce_properties
+from .trajectory import TRAJECTORY_FILES, TRAJECTORY_FORMATS, DCDTrajectoryWriter, TrajectoryMark, open_trajectory
 
 #: Config fields that may differ when a run is resumed (they do not change the trajectory).
 RESUMABLE_CHANGES = ("torch_threads",)
+#: Config fields that may grow on resume (extending the run); recorded in run.json's history.
+EXTENSIBLE_FIELDS = ("steps",)
+#: Model evaluations in every new Context before it steps. TorchScript's profiling executor runs a model's first
+#: call through another graph than the later ones, and its forces differ from theirs in the last bits; a resumed
+#: run whose first step used that call would drift from the uninterrupted run (visible ~100 steps later).
+MODEL_WARMUP_EVALUATIONS = 2
 _KJ_PER_MOL_PER_K = unit.MOLAR_GAS_CONSTANT_R.value_in_unit(unit.kilojoule_per_mole / unit.kelvin)
 _FS_IN_NS = 1.0e-6
 _SECONDS_PER_DAY = 86400.0
@@ -57,47 +66,81 @@ class ResumeMismatchError(ValueError):
 class SimulationConfig:
     """Settings of one MD run (units in the names).
 
-    seed: drives both the initial velocities and the Langevin noise; OpenMM reads a seed of 0 as
-    'choose one at random', so OpenMM is given seed + 1. platform: None picks CUDA, OpenCL, then
-    CPU (see select_platform); platform_precision: 'single', 'mixed' (default on GPUs) or 'double'.
-    report_interval_steps: steps between trajectory frames, state rows and monitor checks.
-    temperature_limit_K: None means max(2000 K, 4 x temperature_K). backend: 'torchforce' or
-    'pythonforce'. torch_threads: torch intra-op threads (None leaves torch's default).
+    integrator: 'langevin_middle' (NVT), 'nose_hoover' (NVT) or 'verlet' (NVE; temperature_K then
+    only sets the initial velocities). friction_per_ps: the Langevin friction or the Nosé–Hoover
+    collision frequency. seed: drives the initial velocities and the Langevin noise; OpenMM reads a
+    seed of 0 as 'choose one at random', so OpenMM is given seed + 1. minimize: a local energy
+    minimisation (OpenMM LocalEnergyMinimizer) before the velocities are drawn; recorded in run.json.
+    platform: None picks CUDA, OpenCL, then CPU (see select_platform); platform_precision: 'single',
+    'mixed' (default on GPUs) or 'double'. cuda_graphs / cuda_graph_warmup_steps: TorchForce's
+    'useCUDAGraphs' and 'CUDAGraphWarmupSteps' properties (they act on CUDA only).
+    report_interval_steps: steps between trajectory frames and state rows, where the monitor also
+    checks energy and forces. monitor_interval_steps: steps between the cheap checks (positions and
+    velocities: bonds, contacts, temperature); must divide report_interval_steps.
+    trajectory_format: 'dcd', 'xtc' or 'hdf5'. min_nonbonded_distance_angstrom: None switches that
+    criterion off. temperature_limit_K: None means max(2000 K, 4 x temperature_K).
+    collapse_frames_kept: checked frames written to collapse_frames.dcd after a collapse.
+    backend: 'torchforce' or 'pythonforce'. torch_threads: torch intra-op threads (None leaves
+    torch's default); the only field that may change when a run is resumed.
     """
 
     temperature_K: float = 300.0
     timestep_fs: float = 0.5
     steps: int = 20000
+    integrator: str = "langevin_middle"
     friction_per_ps: float = 1.0
     seed: int = 0
+    minimize: bool = False
     platform: str | None = None
     platform_precision: str | None = None
+    cuda_graphs: bool = False
+    cuda_graph_warmup_steps: int = 10
     report_interval_steps: int = 100
+    monitor_interval_steps: int = 10
     checkpoint_interval_steps: int = 5000
-    minimize: bool = False
-    bond_deviation_limit_angstrom: float = 0.5
+    trajectory_format: str = "dcd"
+    bond_deviation_limit_angstrom: float = _monitor.DEFAULT_BOND_DEVIATION_LIMIT_ANGSTROM
+    min_nonbonded_distance_angstrom: float | None = _monitor.DEFAULT_MIN_NONBONDED_DISTANCE_ANGSTROM
     temperature_limit_K: float | None = None
+    collapse_frames_kept: int = _monitor.DEFAULT_FRAMES_KEPT
     backend: str = "torchforce"
     torch_threads: int | None = None
 
     def __post_init__(self) -> None:
         positive = {"temperature_K": self.temperature_K, "timestep_fs": self.timestep_fs,
                     "report_interval_steps": self.report_interval_steps,
+                    "monitor_interval_steps": self.monitor_interval_steps,
                     "checkpoint_interval_steps": self.checkpoint_interval_steps,
-                    "bond_deviation_limit_angstrom": self.bond_deviation_limit_angstrom}
+                    "bond_deviation_limit_angstrom": self.bond_deviation_limit_angstrom,
+                    "cuda_graph_warmup_steps": self.cuda_graph_warmup_steps}
         for name, value in positive.items():
             if not value > 0:
                 raise ValueError(f"SimulationConfig.{name} must be positive, got {value}")
         if self.steps < 0:
             raise ValueError(f"SimulationConfig.steps must be >= 0, got {self.steps}")
-        if self.friction_per_ps < 0:
-            raise ValueError(f"SimulationConfig.friction_per_ps must be >= 0, got {self.friction_per_ps}")
+        if self.integrator not in INTEGRATORS:
+            raise ValueError(f"SimulationConfig.integrator must be one of {list(INTEGRATORS)}, got {self.integrator!r}")
+        if self.friction_per_ps < 0 or (self.integrator == "nose_hoover" and self.friction_per_ps == 0):
+            raise ValueError(f"SimulationConfig.friction_per_ps must be >= 0 (> 0 for nose_hoover), got {self.friction_per_ps}")
         if not 0 <= self.seed < 2**31 - 1:
             raise ValueError(f"SimulationConfig.seed must be in [0, 2**31 - 2], got {self.seed}")
+        if self.report_interval_steps % self.monitor_interval_steps:
+            raise ValueError(f"SimulationConfig.monitor_interval_steps ({self.monitor_interval_steps}) must divide "
+                             f"report_interval_steps ({self.report_interval_steps})")
+        if self.trajectory_format not in TRAJECTORY_FORMATS:
+            raise ValueError(f"SimulationConfig.trajectory_format must be one of {list(TRAJECTORY_FORMATS)}, "
+                             f"got {self.trajectory_format!r}")
         if self.backend not in BACKENDS:
             raise ValueError(f"SimulationConfig.backend must be one of {list(BACKENDS)}, got {self.backend!r}")
+        if self.cuda_graphs and self.backend != "torchforce":
+            raise ValueError("SimulationConfig.cuda_graphs needs backend 'torchforce'")
         if self.temperature_limit_K is not None and not self.temperature_limit_K > 0:
             raise ValueError(f"SimulationConfig.temperature_limit_K must be positive or None, got {self.temperature_limit_K}")
+        if self.min_nonbonded_distance_angstrom is not None and not self.min_nonbonded_distance_angstrom > 0:
+            raise ValueError("SimulationConfig.min_nonbonded_distance_angstrom must be positive or None, "
+                             f"got {self.min_nonbonded_distance_angstrom}")
+        if self.collapse_frames_kept < 0:
+            raise ValueError(f"SimulationConfig.collapse_frames_kept must be >= 0, got {self.collapse_frames_kept}")
 
     @property
     def resolved_temperature_limit_K(self) -> float:
@@ -109,12 +152,20 @@ class SimulationConfig:
     def openmm_seed(self) -> int:
         return int(self.seed) + 1
 
+    @property
+    def torch_properties(self) -> dict[str, str] | None:
+        """The TorchForce properties this config asks for (None for the PythonForce backend)."""
+        if self.backend != "torchforce":
+            return None
+        return torchforce_properties(self.cuda_graphs, self.cuda_graph_warmup_steps)
+
 
 @dataclass(frozen=True)
 class RunPaths:
     """The files of an MD run directory."""
 
     directory: Path
+    trajectory_format: str = "dcd"
 
     @property
     def run_json(self) -> Path:
@@ -126,7 +177,7 @@ class RunPaths:
 
     @property
     def trajectory(self) -> Path:
-        return self.directory / "trajectory.dcd"
+        return self.directory / TRAJECTORY_FILES[self.trajectory_format]
 
     @property
     def topology_pdb(self) -> Path:
@@ -135,6 +186,10 @@ class RunPaths:
     @property
     def state_csv(self) -> Path:
         return self.directory / "state.csv"
+
+    @property
+    def collapse_frames(self) -> Path:
+        return self.directory / "collapse_frames.dcd"
 
 
 def read_run_summary(out_dir) -> dict | None:
@@ -154,24 +209,26 @@ def run_simulation(
     progress: bool = True,
     on_report: Callable[[StepRecord], None] | None = None,
 ) -> dict:
-    """Run (or resume) Langevin MD of one molecule with an exported model; returns the summary dict.
+    """Run (or resume, or extend) MD of one molecule with an exported model; returns the summary dict.
 
     positions_angstrom (n_atoms, 3): the starting structure, also where the monitor finds bonds;
     reference_positions_angstrom (n_frames, n_atoms, 3): frames whose mean bond lengths the monitor
     compares with (default: the starting structure). topology: written as topology.pdb (default:
-    one residue from the atomic numbers). on_report: called with each StepRecord after it is written.
-    The monitor stops a collapsed run at once. See the module docstring for the files and the
-    resume rules.
+    one residue, bonds from covalent radii). on_report: called with each StepRecord after it is
+    written. The monitor stops a collapsed run at once. See the module docstring for the files and
+    the resume rules.
 
     Summary keys: stable, steps_completed, steps_requested, simulated_time_ps, collapse_step,
     collapse_time_ps, collapse_reason, collapse_message, first_broken_bond (atoms, elements,
-    reference/current length and deviation in Å) and n_broken_bonds (collapse fields null/0 when
-    stable), frames_written, state_rows_written, ns_per_day and wall_time_s (MD wall time behind
-    the kept steps, summed over sessions: setup and work lost to an interruption excluded),
-    setup_time_s, platform, backend, resumed_from_step, steps_this_session, bonds_monitored.
+    reference/current length and deviation in Å), n_broken_bonds, closest_nonbonded_pair (atoms,
+    elements, distance in Å; reason 'nonbonded_contact'), collapse_frames (file, steps, temperatures,
+    energies, largest bond deviations of the frames kept), frames_written, state_rows_written,
+    ns_per_day and wall_time_s (MD wall time behind the kept steps, summed over sessions: setup and
+    work lost to an interruption excluded), setup_time_s, platform, backend, integrator,
+    resumed_from_step, steps_this_session, bonds_monitored, minimization.
     """
     config = config or SimulationConfig()
-    paths = RunPaths(Path(out_dir))
+    paths = RunPaths(Path(out_dir), config.trajectory_format)
     zs = np.asarray(atomic_numbers, dtype=np.int64).reshape(-1)
     elements.check_atomic_numbers(zs)
     start_angstrom = np.asarray(positions_angstrom, dtype=np.float64)
@@ -179,10 +236,7 @@ def run_simulation(
         raise ValueError(f"positions_angstrom must be a finite ({len(zs)}, 3) array for {len(zs)} atoms, "
                          f"got shape {start_angstrom.shape}")
     reference = None if reference_positions_angstrom is None else np.asarray(reference_positions_angstrom, dtype=np.float64)
-    if topology is None:
-        topology = topology_from_atomic_numbers(zs, start_angstrom)
-    elif not np.array_equal(topology_atomic_numbers(topology), zs):
-        raise ValueError("the topology's atoms (elements) do not match atomic_numbers")
+    structure = _structure_for_run(zs, start_angstrom, topology)
 
     model_path = Path(model_path).resolve()
     model_metadata = read_model_metadata(model_path)
@@ -192,9 +246,15 @@ def run_simulation(
 
     paths.directory.mkdir(parents=True, exist_ok=True)
     if paths.run_json.is_file():
-        _check_same_inputs(paths.run_json, record)
+        recorded = json.loads(paths.run_json.read_text())
+        _check_same_inputs(paths.run_json, recorded, record)
         summary = read_run_summary(paths.directory)
-        if summary is not None and _is_finished(summary):
+        if summary is not None and summary.get("collapse_step") is not None:
+            return summary  # a collapsed run is over, whatever its length
+        if config.steps > recorded["config"]["steps"]:
+            _record_extension(paths, recorded, config.steps)
+            summary = None
+        if summary is not None and summary["steps_completed"] >= config.steps:
             return summary
     elif Checkpointer(paths.directory).exists() or paths.summary_json.is_file():
         raise ResumeMismatchError(
@@ -203,82 +263,143 @@ def run_simulation(
 
     set_torch_threads(config.torch_threads)
     setup_start = time.perf_counter()
-    system = build_system(zs, model_path, backend=config.backend)
-    integrator = openmm.LangevinMiddleIntegrator(
-        config.temperature_K * unit.kelvin, config.friction_per_ps / unit.picosecond,
-        config.timestep_fs * FS_IN_PS * unit.picoseconds)
-    integrator.setRandomNumberSeed(config.openmm_seed)
+    system = build_system(zs, model_path, backend=config.backend, torch_properties=config.torch_properties)
+    integrator = make_integrator(config.integrator, config.temperature_K, config.friction_per_ps, config.timestep_fs,
+                                 config.openmm_seed)
     context = openmm.Context(system, integrator, platform, platform_properties)
     record["platform"]["properties_in_effect"] = {
         name: platform.getPropertyValue(context, name) for name in platform.getPropertyNames()}
+    record["torchforce_properties"] = _force_properties(system)
     if not paths.run_json.is_file():
         atomic_write_json(paths.run_json, record)
 
-    run = _Run(config, context, integrator, paths, zs, start_angstrom, reference, topology, on_report)
+    run = _Run(config, context, integrator, paths, zs, start_angstrom, reference, structure, on_report)
     try:
         return run.execute(progress, setup_s=time.perf_counter() - setup_start)
     finally:
         run.close()
 
 
-class _Run:
-    """One session of a run: sets up or restores the Context and reporters, steps, reports, checkpoints."""
+def _structure_for_run(zs: np.ndarray, start_angstrom: np.ndarray, topology: app.Topology | None):
+    """An openmlff.structures.Structure of the run's start: the given topology, or one built from the atoms."""
+    from ..structures.builtin import Structure, structure_from_atoms
 
-    def __init__(self, config, context, integrator, paths, zs, start_angstrom, reference, topology, on_report):
+    if topology is None:
+        return structure_from_atoms("molecule", zs, start_angstrom)
+    atoms = list(topology.atoms())
+    missing = [a.index for a in atoms if a.element is None]
+    if missing:
+        raise ValueError(f"the topology's atoms {missing[:5]} have no element")
+    if len(atoms) != len(zs) or any(a.element.atomic_number != z for a, z in zip(atoms, zs)):
+        raise ValueError("the topology's atoms (elements) do not match atomic_numbers")
+    return Structure(name="molecule", atomic_numbers=zs, positions_angstrom=start_angstrom, topology=topology)
+
+
+def _force_properties(system: openmm.System) -> dict[str, str] | None:
+    """The TorchForce properties as the force in the System reports them (None without a TorchForce)."""
+    from .._compat import import_openmmtorch
+
+    torch_force_class = import_openmmtorch().TorchForce
+    for force in system.getForces():
+        if torch_force_class.isinstance(force):
+            return dict(torch_force_class.cast(force).getProperties())
+    return None
+
+
+class _Run:
+    """One session of a run: sets up or restores the Context and writers, steps, checks, reports, checkpoints."""
+
+    def __init__(self, config: SimulationConfig, context, integrator, paths: RunPaths, zs, start_angstrom, reference,
+                 structure, on_report):
         self.config = config
         self.context = context
         self.integrator = integrator
         self.paths = paths
-        self.topology = topology
+        self.structure = structure
         self.start_angstrom = start_angstrom
         self.on_report = on_report
         self.monitor = StabilityMonitor(
             zs, start_angstrom, config.timestep_fs, reference_positions_angstrom=reference,
             bond_deviation_limit_angstrom=config.bond_deviation_limit_angstrom,
-            temperature_limit_K=config.resolved_temperature_limit_K)
+            temperature_limit_K=config.resolved_temperature_limit_K,
+            min_nonbonded_distance_angstrom=config.min_nonbonded_distance_angstrom,
+            frames_kept=config.collapse_frames_kept)
+        self.masses_dalton = elements.masses(zs)
         self.degrees_of_freedom = 3 * len(zs)  # no constraints, no centre-of-mass motion removal
         self.checkpointer = Checkpointer(paths.directory)
-        self.trajectory: DCDTrajectoryReporter | None = None
+        self.trajectory = None
         self.states: StateCSVReporter | None = None
         self._last_report = (0, time.perf_counter())  # (step, wall clock) of the last report, for the speed column
+        self._session_start = (0, time.perf_counter())  # for the estimated time left
         self._last_temperature = float("nan")
         self.md_wall_s = 0.0  # MD time (stepping, reporting, checkpoints) behind the kept steps, all sessions
         self.resumed_from_step: int | None = None
 
     # -- start or restore -------------------------------------------------------------------------
 
-    def _start_fresh(self) -> CollapseEvent | None:
+    def _open_trajectory(self, resume_at: TrajectoryMark | None):
         cfg = self.config
-        write_topology_pdb(self.topology, self.start_angstrom, self.paths.topology_pdb)
+        return open_trajectory(cfg.trajectory_format, self.paths.trajectory, self.structure.topology, cfg.timestep_fs,
+                               cfg.report_interval_steps, resume_at=resume_at)
+
+    def _start_fresh(self) -> CollapseEvent | None:
+        from ..structures import structure_to_pdb
+
+        cfg = self.config
+        structure_to_pdb(self.structure, self.paths.topology_pdb)
         self.context.setPositions(self.start_angstrom / NM_IN_ANGSTROM)
+        self._warm_up_model()
         if cfg.minimize:
-            openmm.LocalEnergyMinimizer.minimize(self.context)
+            self._minimize()
         self.context.setVelocitiesToTemperature(cfg.temperature_K * unit.kelvin, cfg.openmm_seed)
         self.context.setStepCount(0)
         self.context.setTime(0.0)
-        self.trajectory = DCDTrajectoryReporter(self.paths.trajectory, self.topology, cfg.timestep_fs,
-                                                cfg.report_interval_steps)
+        self.trajectory = self._open_trajectory(None)
         self.states = StateCSVReporter(self.paths.state_csv)
-        self._last_report = (0, time.perf_counter())
+        self._last_report = self._session_start = (0, time.perf_counter())
         event = self._report(0)
         if event is None:
             self._checkpoint(0)
         return event
 
+    def _warm_up_model(self) -> None:
+        """Evaluate the model MODEL_WARMUP_EVALUATIONS times (read-only), so that fresh and resumed runs step alike."""
+        for _ in range(MODEL_WARMUP_EVALUATIONS):
+            self.context.getState(getEnergy=True, getForces=True)
+
+    def _minimize(self) -> None:
+        """LocalEnergyMinimizer from the starting positions; energies and displacement recorded in run.json."""
+        before = self.context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+        t0 = time.perf_counter()
+        openmm.LocalEnergyMinimizer.minimize(self.context)
+        state = self.context.getState(getEnergy=True, getPositions=True)
+        moved = state.getPositions(asNumpy=True).value_in_unit(unit.angstrom) - self.start_angstrom
+        minimization = {
+            "potential_energy_before_kJ_per_mol": before,
+            "potential_energy_after_kJ_per_mol": state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole),
+            "rms_displacement_angstrom": float(np.sqrt((moved ** 2).sum(axis=1).mean())),
+            "max_displacement_angstrom": float(np.linalg.norm(moved, axis=1).max()),
+            "tolerance_kJ_per_mol_per_nm": 10.0,  # LocalEnergyMinimizer's default
+            "wall_time_s": time.perf_counter() - t0,
+        }
+        recorded = json.loads(self.paths.run_json.read_text())
+        recorded["minimization"] = minimization
+        atomic_write_json(self.paths.run_json, recorded)
+
     def _restore(self) -> int:
         document, data = self.checkpointer.load()
         self.context.loadCheckpoint(data)
+        self._warm_up_model()
         step = int(document["step"])
         if self.context.getStepCount() != step:
             raise ValueError(f"{self.checkpointer.json_path}: records step {step}, "
                              f"the OpenMM checkpoint step {self.context.getStepCount()}")
-        self.trajectory = DCDTrajectoryReporter(
-            self.paths.trajectory, self.topology, self.config.timestep_fs, self.config.report_interval_steps,
-            keep_frames=int(document["frames_written"]))
+        self.trajectory = self._open_trajectory(
+            TrajectoryMark(int(document["frames_written"]), document.get("trajectory_bytes")))
         self.states = StateCSVReporter(self.paths.state_csv, keep_rows=int(document["state_rows_written"]))
         self.md_wall_s = float(document.get("md_wall_time_s", 0.0))
         self.resumed_from_step = step
-        self._last_report = (step, time.perf_counter())
+        self._last_report = self._session_start = (step, time.perf_counter())
         return step
 
     # -- the loop ---------------------------------------------------------------------------------
@@ -296,7 +417,7 @@ class _Run:
         bar = tqdm(total=cfg.steps, initial=step, unit="step", desc="MD", disable=not progress, dynamic_ncols=True)
         try:
             while event is None and step < cfg.steps:
-                target = min(_next_multiple(step, cfg.report_interval_steps),
+                target = min(_next_multiple(step, cfg.monitor_interval_steps), _next_multiple(step, cfg.report_interval_steps),
                              _next_multiple(step, cfg.checkpoint_interval_steps), cfg.steps)
                 try:
                     self.integrator.step(target - step)
@@ -309,6 +430,8 @@ class _Run:
                     event = self._report(step)
                     if event is None:
                         bar.set_postfix(T=f"{self._last_temperature:.0f} K", refresh=False)
+                elif step % cfg.monitor_interval_steps == 0:
+                    event = self._check(step)
                 if event is None and (step % cfg.checkpoint_interval_steps == 0 or step == cfg.steps):
                     self.md_wall_s += time.perf_counter() - t0
                     t0 = time.perf_counter()
@@ -320,61 +443,125 @@ class _Run:
             step = event.step
         return self._finish(step, event, session_start_step, setup_s)
 
-    def _report(self, step: int) -> CollapseEvent | None:
-        state = self.context.getState(getPositions=True, getEnergy=True)
+    def _record(self, step: int) -> tuple[StepRecord, np.ndarray]:
+        """The state at `step` with energies and forces (one model evaluation), speed and time left."""
+        state = self.context.getState(getPositions=True, getEnergy=True, getForces=True)
         positions_nm = np.asarray(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer))
+        forces = np.asarray(state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer))
         potential = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
         kinetic = state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
         temperature = 2.0 * kinetic / (self.degrees_of_freedom * _KJ_PER_MOL_PER_K)
         now = time.perf_counter()
         last_step, last_time = self._last_report
+        session_step, session_time = self._session_start
         speed = _ns_per_day(step - last_step, self.config.timestep_fs, now - last_time)
+        done = step - session_step
+        time_left = (self.config.steps - step) * (now - session_time) / done if done > 0 else float("nan")
         self._last_report = (step, now)
         self._last_temperature = temperature
         record = StepRecord(step=step, time_ps=self.monitor.time_ps(step), positions_nm=positions_nm,
                             potential_energy_kJ_per_mol=potential, kinetic_energy_kJ_per_mol=kinetic,
-                            temperature_K=temperature, speed_ns_per_day=speed)
-        event = self.monitor.check(step, record.positions_angstrom, potential, temperature)
-        if np.isfinite(positions_nm).all():
+                            temperature_K=temperature, speed_ns_per_day=speed,
+                            estimated_time_left_s=max(time_left, 0.0))
+        return record, forces
+
+    def _write(self, record: StepRecord) -> None:
+        if np.isfinite(record.positions_nm).all():
             self.trajectory.report(record)
         self.states.report(record)
         if self.on_report is not None:
             self.on_report(record)
+
+    def _report(self, step: int) -> CollapseEvent | None:
+        """Full check (energy and forces too) and a trajectory frame and state row."""
+        record, forces = self._record(step)
+        event = self.monitor.check(step, record.positions_angstrom, record.potential_energy_kJ_per_mol,
+                                   record.temperature_K, forces)
+        self._write(record)
+        return event
+
+    def _check(self, step: int) -> CollapseEvent | None:
+        """Cheap check from positions and velocities (no model evaluation). A collapse found here is not
+        written to the trajectory (which keeps frame k = step k * report_interval_steps); its frame is the
+        last of collapse_frames.dcd, with the potential energy evaluated for the record."""
+        state = self.context.getState(getPositions=True, getVelocities=True)
+        positions = np.asarray(state.getPositions(asNumpy=True).value_in_unit(unit.angstrom))
+        velocities = np.asarray(state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond))
+        kinetic = 0.5 * float(np.sum(self.masses_dalton[:, None] * velocities ** 2))  # kJ/mol
+        temperature = 2.0 * kinetic / (self.degrees_of_freedom * _KJ_PER_MOL_PER_K)
+        event = self.monitor.check(step, positions, None, temperature)
+        if event is not None and self.monitor.recent_frames:
+            try:
+                energy = self.context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+            except openmm.OpenMMException:
+                energy = float("nan")
+            last = self.monitor.recent_frames.pop()
+            self.monitor.recent_frames.append(replace(last, potential_energy_kJ_per_mol=float(energy)))
         return event
 
     def _checkpoint(self, step: int) -> None:
         self.trajectory.flush(sync=True)
         self.states.flush(sync=True)
+        mark = self.trajectory.mark()
         self.checkpointer.save(self.context, step, {
             "time_ps": self.monitor.time_ps(step),
-            "frames_written": self.trajectory.frames_written,
+            "frames_written": mark.frames,
+            "trajectory_bytes": mark.bytes,
             "state_rows_written": self.states.rows_written,
             "md_wall_time_s": self.md_wall_s,
         })
 
+    def _write_collapse_frames(self) -> dict | None:
+        """The monitor's last checked frames as collapse_frames.dcd (finite ones), with their steps and values."""
+        frames = [f for f in self.monitor.recent_frames if np.isfinite(f.positions_angstrom).all()]
+        if not frames:
+            return None
+        writer = DCDTrajectoryWriter(self.paths.collapse_frames, self.structure.topology, self.config.timestep_fs,
+                                     self.config.monitor_interval_steps, first_step=frames[0].step)
+        try:
+            for f in frames:
+                writer.report(StepRecord(step=f.step, time_ps=self.monitor.time_ps(f.step),
+                                         positions_nm=f.positions_angstrom / NM_IN_ANGSTROM,
+                                         potential_energy_kJ_per_mol=f.potential_energy_kJ_per_mol, kinetic_energy_kJ_per_mol=0.0,
+                                         temperature_K=f.temperature_K, speed_ns_per_day=0.0))
+            writer.flush(sync=True)
+        finally:
+            writer.close()
+        return {"file": self.paths.collapse_frames.name, "topology": self.paths.topology_pdb.name,
+                "steps": [f.step for f in frames],
+                "temperature_K": [_finite_or_none(f.temperature_K) for f in frames],
+                "potential_energy_kJ_per_mol": [_finite_or_none(f.potential_energy_kJ_per_mol) for f in frames],
+                "max_bond_deviation_angstrom": [_finite_or_none(f.max_bond_deviation_angstrom) for f in frames]}
+
     def _finish(self, step: int, event: CollapseEvent | None, session_start_step: int, setup_s: float) -> dict:
         cfg = self.config
+        collapse = event.to_dict() if event is not None else {}
         summary = {
             "stable": event is None,
             "steps_completed": int(step),
             "steps_requested": int(cfg.steps),
             "simulated_time_ps": step * cfg.timestep_fs * FS_IN_PS,
-            "collapse_step": None if event is None else event.step,
-            "collapse_time_ps": None if event is None else event.time_ps,
-            "collapse_reason": None if event is None else event.reason,
-            "collapse_message": None if event is None else event.message,
-            "first_broken_bond": None if event is None or event.broken_bond is None else event.broken_bond.to_dict(),
-            "n_broken_bonds": 0 if event is None else event.n_broken_bonds,
+            "collapse_step": collapse.get("step"),
+            "collapse_time_ps": collapse.get("time_ps"),
+            "collapse_reason": collapse.get("reason"),
+            "collapse_message": collapse.get("message"),
+            "first_broken_bond": collapse.get("broken_bond"),
+            "n_broken_bonds": collapse.get("n_broken_bonds", 0),
+            "closest_nonbonded_pair": collapse.get("close_pair"),
+            "collapse_frames": self._write_collapse_frames() if event is not None else None,
             "frames_written": self.trajectory.frames_written,
             "state_rows_written": self.states.rows_written,
+            "trajectory": self.paths.trajectory.name,
             "ns_per_day": _ns_per_day(step, cfg.timestep_fs, self.md_wall_s) if step > 0 else None,
             "wall_time_s": self.md_wall_s,
             "setup_time_s": setup_s,
             "platform": self.context.getPlatform().getName(),
             "backend": cfg.backend,
+            "integrator": cfg.integrator,
             "resumed_from_step": self.resumed_from_step,
             "steps_this_session": int(step - session_start_step),
             "bonds_monitored": int(len(self.monitor.bonds)),
+            "minimization": json.loads(self.paths.run_json.read_text()).get("minimization"),
             "finished_at": _now(),
         }
         self.trajectory.flush(sync=True)
@@ -386,6 +573,10 @@ class _Run:
         for writer in (self.trajectory, self.states):
             if writer is not None:
                 writer.close()
+
+
+def _finite_or_none(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
 
 
 def _ns_per_day(steps: int, timestep_fs: float, wall_s: float) -> float:
@@ -400,11 +591,7 @@ def _next_multiple(step: int, interval: int) -> int:
     return (step // interval + 1) * interval
 
 
-def _is_finished(summary: dict) -> bool:
-    return summary.get("collapse_step") is not None or summary.get("steps_completed") == summary.get("steps_requested")
-
-
-# --- run.json: what was asked for, and checking a resume against it -------------------------------
+# --- run.json: what was asked for, checking a resume against it, extending a run ----------------
 
 def _array_sha256(array: np.ndarray | None) -> str | None:
     if array is None:
@@ -414,6 +601,7 @@ def _array_sha256(array: np.ndarray | None) -> str | None:
 
 def _run_record(model_path: Path, metadata: dict, zs, start_angstrom, reference, config: SimulationConfig,
                 platform_name: str, platform_properties: dict) -> dict:
+    kind = INTEGRATORS[config.integrator]
     return {
         "created": _now(),
         "model": {"path": str(model_path), "sha256": file_sha256(model_path), "metadata": metadata},
@@ -430,11 +618,15 @@ def _run_record(model_path: Path, metadata: dict, zs, start_angstrom, reference,
         "config": asdict(config),
         "temperature_limit_K": config.resolved_temperature_limit_K,
         "openmm_seed": config.openmm_seed,
-        "integrator": "LangevinMiddleIntegrator",
+        "integrator": {"name": config.integrator, "openmm_class": kind.openmm_class, "ensemble": kind.ensemble,
+                       "description": kind.description},
         "platform": {"name": platform_name, "properties_requested": dict(platform_properties)},
-        "trajectory": {"file": "trajectory.dcd", "topology": "topology.pdb",
-                       "frame_interval_steps": config.report_interval_steps, "first_frame_step": 0},
+        "torchforce_properties_requested": config.torch_properties,
+        "trajectory": {"file": TRAJECTORY_FILES[config.trajectory_format], "format": config.trajectory_format,
+                       "topology": "topology.pdb", "frame_interval_steps": config.report_interval_steps,
+                       "first_frame_step": 0},
         "versions": runtime_versions(),
+        "history": [],
     }
 
 
@@ -449,20 +641,33 @@ def _resume_identity(record: dict) -> dict[str, object]:
         "platform properties": record["platform"]["properties_requested"],
     }
     for f in fields(SimulationConfig):
-        if f.name not in RESUMABLE_CHANGES:
+        if f.name not in RESUMABLE_CHANGES + EXTENSIBLE_FIELDS:
             identity[f"config.{f.name}"] = record["config"].get(f.name)
     return identity
 
 
-def _check_same_inputs(run_json: Path, record: dict) -> None:
-    recorded = json.loads(run_json.read_text())
+def _check_same_inputs(run_json: Path, recorded: dict, record: dict) -> None:
     old, new = _resume_identity(recorded), _resume_identity(record)
     changed = [k for k in new if old.get(k) != new[k]]
-    if changed:
-        details = "; ".join(f"{k}: recorded {_short(old.get(k))}, now {_short(new[k])}" for k in changed)
+    details = [f"{k}: recorded {_short(old.get(k))}, now {_short(new[k])}" for k in changed]
+    old_steps, new_steps = recorded["config"]["steps"], record["config"]["steps"]
+    if new_steps < old_steps:
+        details.append(f"config.steps: recorded {old_steps}, now {new_steps} (steps may only grow, to extend a run)")
+    if details:
         raise ResumeMismatchError(
-            f"{run_json.parent}: cannot resume, inputs differ from {run_json.name}: {details}. "
+            f"{run_json.parent}: cannot resume, inputs differ from {run_json.name}: {'; '.join(details)}. "
             "Use a new output directory for a different run.")
+
+
+def _record_extension(paths: RunPaths, recorded: dict, steps: int) -> None:
+    """Raise the run's step count in run.json (with a history entry), then drop the shorter run's summary."""
+    checkpointer = Checkpointer(paths.directory)
+    recorded.setdefault("history", []).append({
+        "time": _now(), "change": "steps", "from": recorded["config"]["steps"], "to": int(steps),
+        "checkpoint_step": json.loads(checkpointer.json_path.read_text())["step"] if checkpointer.exists() else None})
+    recorded["config"]["steps"] = int(steps)
+    atomic_write_json(paths.run_json, recorded)
+    paths.summary_json.unlink(missing_ok=True)
 
 
 def _short(value) -> str:

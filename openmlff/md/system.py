@@ -23,6 +23,15 @@ from ..export import ModelFileError, check_model_atoms, file_sha256, read_model_
 BACKENDS = ("torchforce", "pythonforce")
 
 
+def torchforce_properties(cuda_graphs: bool = False, cuda_graph_warmup_steps: int = 10) -> dict[str, str]:
+    """TorchForce properties (openmm-torch 1.10, TorchForce.setProperty): 'useCUDAGraphs' ('true'/'false') and
+    'CUDAGraphWarmupSteps' (model calls before the graph is captured). They act on the CUDA platform only;
+    elsewhere TorchForce keeps them but runs the model as usual."""
+    if int(cuda_graph_warmup_steps) < 1:
+        raise ValueError(f"cuda_graph_warmup_steps must be a positive integer, got {cuda_graph_warmup_steps}")
+    return {"useCUDAGraphs": "true" if cuda_graphs else "false", "CUDAGraphWarmupSteps": str(int(cuda_graph_warmup_steps))}
+
+
 class TorchModelComputation:
     """PythonForce computation: energy (kJ/mol) and forces (kJ/mol/nm) of a TorchScript model by autograd.
 
@@ -63,15 +72,19 @@ class TorchModelComputation:
         return self.energy_and_forces(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer))
 
 
-def build_system(atomic_numbers, model_path, backend: str = "torchforce") -> openmm.System:
+def build_system(atomic_numbers, model_path, backend: str = "torchforce",
+                 torch_properties: dict[str, str] | None = None) -> openmm.System:
     """A non-periodic System: one particle per atom (masses from openmlff.elements, dalton) and the model as its only force.
 
     backend: 'torchforce' (openmmtorch.TorchForce, outputsForces False) or 'pythonforce'
-    (openmm.PythonForce with forces from torch.autograd). ModelFileError naming the model file if
-    its metadata's atomic numbers differ from `atomic_numbers`.
+    (openmm.PythonForce with forces from torch.autograd). torch_properties: TorchForce properties
+    (see torchforce_properties), set with TorchForce.setProperty; 'torchforce' backend only.
+    ModelFileError naming the model file if its metadata's atomic numbers differ from `atomic_numbers`.
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; expected one of {list(BACKENDS)}")
+    if torch_properties and backend != "torchforce":
+        raise ValueError(f"TorchForce properties {sorted(torch_properties)} need the 'torchforce' backend, not {backend!r}")
     model_path = Path(model_path)
     zs = np.asarray(atomic_numbers, dtype=np.int64)
     metadata = read_model_metadata(model_path)
@@ -85,6 +98,8 @@ def build_system(atomic_numbers, model_path, backend: str = "torchforce") -> ope
 
         force = import_openmmtorch().TorchForce(str(model_path))
         force.setOutputsForces(False)
+        for name, value in (torch_properties or {}).items():
+            force.setProperty(str(name), str(value))
     else:
         force = openmm.PythonForce(TorchModelComputation(model_path))
     force.setUsesPeriodicBoundaryConditions(False)

@@ -96,10 +96,13 @@ class EquivariantAttention(nn.Module):
 
         dk = self.act(self.dk_proj(rbf)).view(-1, h, dh)
         dv = self.act(self.dv_proj(rbf)).view(-1, h, 3 * dh)
-        attn = self.act((q[i] * k[j] * dk).sum(dim=-1)) * self.cutoff(r).unsqueeze(1)
+        smooth = self.cutoff(r)
+        attn = self.act((q[i] * k[j] * dk).sum(dim=-1)) * smooth.unsqueeze(1)
         x_msg, v1, v2 = torch.split(v[j] * dv, dh, dim=2)
         x_msg = (x_msg * attn.unsqueeze(2)).reshape(-1, hid)
-        vec_msg = vec[j] * v1.reshape(-1, 1, hid) + v2.reshape(-1, 1, hid) * unit.unsqueeze(2)
+        # Unlike TorchMD-Net, the vector message also carries the cutoff: with trained (non-zero)
+        # biases in dv_proj it would otherwise jump when a neighbour crosses the cutoff.
+        vec_msg = (vec[j] * v1.reshape(-1, 1, hid) + v2.reshape(-1, 1, hid) * unit.unsqueeze(2)) * smooth.view(-1, 1, 1)
 
         x_agg = torch.zeros(n, hid, dtype=x.dtype, device=x.device).index_add_(0, i, x_msg)
         vec_agg = torch.zeros_like(vec).index_add_(0, i, vec_msg)

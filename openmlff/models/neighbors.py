@@ -8,10 +8,12 @@ All lengths in Å. Everything here is TorchScript-compatible (models are exporte
 torch.jit.script), which is why constants are passed as arguments rather than read as globals.
 
 Both methods return the same pairs in the same order (sorted by receiver, then sender), so a
-model gives bitwise the same result with either. To make that hold in every dtype, the pair
-selection is done in float64 on detached positions and both methods compute the candidate
-vectors with one expression (`_pair_vectors`); only the returned r_ij is in the dtype of `pos`
-and carries gradients (to `pos`, and to `box` when it requires them, e.g. for a virial).
+model gives bitwise the same result with either. To make that hold in every dtype, pairs are
+selected in float64 on detached positions (wrapped into the box if there is one), both methods
+computing the distance that decides with the same expression; the returned r_ij is then computed
+from the given positions in the dtype of `pos` and carries gradients (to `pos`, and to `box`
+when it requires them, e.g. for a virial). In float32 a returned |r_ij| may exceed the cutoff by
+rounding; the cutoff functions of the models are zero there.
 
 Periodic boundaries: `box` holds the box vectors a, b, c as rows (Å), in OpenMM's form (lower
 triangular: a = (ax, 0, 0), b = (bx, by, 0), c = (cx, cy, cz)); orthorhombic and triclinic boxes
@@ -35,7 +37,7 @@ NEIGHBOR_METHODS: Tuple[str, str, str] = ("all_pairs", "cell_list", "auto")
 
 def _padded(cutoff_angstrom: float) -> float:
     """The cutoff made 1e-6 (relative) longer: the cell edge, and all_pairs' candidate radius, so that
-    float64 rounding in binning can never drop a pair that the exact filter in `_select` keeps."""
+    float64 rounding in binning can never drop a pair that the exact distance filter keeps."""
     return cutoff_angstrom * (1.0 + 1.0e-6)
 
 
@@ -72,32 +74,33 @@ def check_box(box: Tensor, cutoff_angstrom: float) -> Tensor:
     return b
 
 
-def _displacement(pos_i: Tensor, pos_j: Tensor, images: Optional[Tensor], box: Optional[Tensor]) -> Tensor:
-    """r_ij = pos_j - pos_i + images @ box: the vector from atom i to the chosen periodic image of atom j.
-
-    The one expression for pair vectors, used in the float64 selection of both methods and for the
-    returned vectors, so that both methods keep and return bitwise the same pairs.
-    """
-    r = pos_j - pos_i
-    if images is not None and box is not None:
-        r = r + images.to(box.dtype) @ box
-    return r
+def _lattice(images: Tensor, box: Tensor) -> Tensor:
+    """images @ box, written out (n_a a + n_b b + n_c c) so that it gives bitwise the same rows whatever
+    the number of rows (a matrix product may change its summation order with the size)."""
+    n = images.to(box.dtype)
+    return n[:, 0:1] * box[0] + n[:, 1:2] * box[1] + n[:, 2:3] * box[2]
 
 
-def _within(pos_i: Tensor, pos_j: Tensor, images: Optional[Tensor], box: Optional[Tensor],
-            cutoff_angstrom: float) -> Tensor:
-    """Indices of the candidate pairs with |r_ij| < cutoff."""
-    r = _displacement(pos_i, pos_j, images, box)
+def _wrap(p: Tensor, box: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """Positions moved into the periodic cell: (wrapped positions, fractional coordinates in [0, 1],
+    integer box vectors taken off each atom)."""
+    frac = p @ torch.linalg.inv(box)
+    taken_off = torch.floor(frac)
+    return p - _lattice(taken_off, box), frac - taken_off, taken_off.to(torch.long)
+
+
+def _within(r: Tensor, cutoff_angstrom: float) -> Tensor:
+    """Indices of the rows of r (n, 3) with |r| < cutoff."""
     return (torch.linalg.vector_norm(r, dim=1) < cutoff_angstrom).nonzero().squeeze(1)
 
 
-def _finish(pos: Tensor, i: Tensor, j: Tensor, images: Optional[Tensor],
-            box: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
-    """(i, j, r_ij) with r_ij in pos's dtype, differentiable in pos (and in box)."""
-    b: Optional[Tensor] = None
-    if box is not None:
-        b = box.to(pos.dtype)
-    return i, j, _displacement(pos.index_select(0, i), pos.index_select(0, j), images, b)
+def _pair_vectors(pos: Tensor, i: Tensor, j: Tensor, images: Optional[Tensor],
+                  box: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
+    """(i, j, r_ij = pos[j] - pos[i] + images @ box) in pos's dtype, differentiable in pos (and in box)."""
+    r = pos.index_select(0, j) - pos.index_select(0, i)
+    if images is not None and box is not None:
+        r = r + _lattice(images, box.to(pos.dtype))
+    return i, j, r
 
 
 def all_pairs(pos: Tensor, batch: Tensor, cutoff_angstrom: float,
@@ -110,31 +113,27 @@ def all_pairs(pos: Tensor, batch: Tensor, cutoff_angstrom: float,
     n = pos.size(0)
     with torch.no_grad():
         p = pos.detach().to(torch.float64)
-        same_molecule = batch.unsqueeze(0) == batch.unsqueeze(1)
-        same_molecule.fill_diagonal_(False)
+        allowed = batch.unsqueeze(0) == batch.unsqueeze(1)
+        allowed.fill_diagonal_(False)
         images: Optional[Tensor] = None
-        b: Optional[Tensor] = None
         if box is None:
             dist = torch.cdist(p, p, compute_mode="donot_use_mm_for_euclid_dist")
-            candidates = (same_molecule & (dist < _padded(cutoff_angstrom))).nonzero()
+            candidates = (allowed & (dist < _padded(cutoff_angstrom))).nonzero()  # row-major: sorted by (i, j)
+            i, j = candidates[:, 0], candidates[:, 1]
+            kept = _within(p.index_select(0, j) - p.index_select(0, i), cutoff_angstrom)
+            i, j = i.index_select(0, kept), j.index_select(0, kept)
         else:
             b = check_box(box, cutoff_angstrom)
-            d = p.unsqueeze(0) - p.unsqueeze(1)  # d[i, j] = p[j] - p[i]
-            # Minimum image in a lower-triangular box: remove c by z, then b by y, then a by x. Exact for
-            # every pair within the cutoff, because the cutoff is at most half of cz, by and ax.
-            shifts = torch.zeros(n, n, 3, dtype=torch.float64, device=pos.device)
-            for axis in (2, 1, 0):
-                k = -torch.round(d[:, :, axis] / b[axis, axis])
-                d = d + k.unsqueeze(-1) * b[axis]
-                shifts[:, :, axis] = k
-            candidates = (same_molecule & (torch.linalg.vector_norm(d, dim=-1) < _padded(cutoff_angstrom))).nonzero()
-            images = shifts[candidates[:, 0], candidates[:, 1]].to(torch.long)
-        i, j = candidates[:, 0], candidates[:, 1]  # row-major order: sorted by (i, j)
-        kept = _within(p.index_select(0, i), p.index_select(0, j), images, b, cutoff_angstrom)
-        i, j = i.index_select(0, kept), j.index_select(0, kept)
-        if images is not None:
-            images = images.index_select(0, kept)
-    return _finish(pos, i, j, images, box)
+            wrapped, frac, taken_off = _wrap(p, b)
+            # A pair within the cutoff (at most half of every box height) is less than half a box away along
+            # each box vector: rounding the fractional difference finds its image, in any box shape.
+            shift = -torch.round(frac.unsqueeze(0) - frac.unsqueeze(1)).reshape(-1, 3)  # [i, j]: j's image
+            r = (wrapped.unsqueeze(0) - wrapped.unsqueeze(1)).reshape(-1, 3) + _lattice(shift, b)
+            kept = (allowed.reshape(-1) & (torch.linalg.vector_norm(r, dim=1) < cutoff_angstrom)).nonzero().squeeze(1)
+            i, j = torch.div(kept, n, rounding_mode="floor"), torch.remainder(kept, n)
+            images = (shift.index_select(0, kept).to(torch.long) - taken_off.index_select(0, j)
+                      + taken_off.index_select(0, i))
+    return _pair_vectors(pos, i, j, images, box)
 
 
 def cell_list(pos: Tensor, batch: Tensor, cutoff_angstrom: float,
@@ -157,19 +156,18 @@ def cell_list(pos: Tensor, batch: Tensor, cutoff_angstrom: float,
         p = pos.detach().to(torch.float64)
         n_molecules = int(batch.max()) + 1 if n > 0 else 1
         edge = _padded(cutoff_angstrom)
-        b: Optional[Tensor] = None
-        wrap_count = torch.zeros(n, 3, dtype=torch.long, device=device)  # box vectors taken off to wrap each atom in
+        b = torch.zeros(3, 3, dtype=torch.float64, device=device)
+        taken_off = torch.zeros(n, 3, dtype=torch.long, device=device)
         if box is None:
             origin = torch.full((n_molecules, 3), float("inf"), dtype=torch.float64, device=device).scatter_reduce(
                 0, batch.unsqueeze(1).expand(-1, 3), p, "amin", include_self=True)
             # +1 leaves an empty layer of cells on each side: neighbour keys never run into another row or molecule.
             cell = torch.floor((p - origin.index_select(0, batch)) / edge).to(torch.long) + 1
             dims = cell.max(dim=0).values + 2 if n > 0 else torch.ones(3, dtype=torch.long, device=device)
+            wrapped = p
         else:
             b = check_box(box, cutoff_angstrom)
-            frac = p @ torch.linalg.inv(b)
-            wrap_count = torch.floor(frac).to(torch.long)
-            frac = frac - wrap_count.to(torch.float64)
+            wrapped, frac, taken_off = _wrap(p, b)
             dims = torch.clamp(torch.floor(box_heights(b) / edge), min=1.0).to(torch.long)
             cell = torch.minimum(torch.floor(frac * dims.to(torch.float64)).to(torch.long), dims - 1)
         dx, dy, dz = int(dims[0]), int(dims[1]), int(dims[2])
@@ -183,43 +181,41 @@ def cell_list(pos: Tensor, batch: Tensor, cutoff_angstrom: float,
         steps = torch.tensor([-1, 0, 1], dtype=torch.long, device=device)
         offsets = torch.cartesian_prod(steps, steps, steps)[13:]
         around = cell.unsqueeze(1) + offsets.unsqueeze(0)
-        image_of_cell = torch.zeros_like(around)
+        cell_image = torch.zeros_like(around)  # which periodic copy of the wrapped cell the neighbour cell is
         if box is not None:
-            image_of_cell = torch.div(around, dims, rounding_mode="floor")
-            around = around - image_of_cell * dims
+            cell_image = torch.div(around, dims, rounding_mode="floor")
+            around = around - cell_image * dims
         neighbour_key = ((batch.unsqueeze(1) * dx + around[:, :, 0]) * dy + around[:, :, 1]) * dz + around[:, :, 2]
         first = torch.searchsorted(sorted_key, neighbour_key)
         end = torch.searchsorted(sorted_key, neighbour_key, right=True)
         first[:, 0] = rank + 1  # in its own cell an atom pairs only with the atoms after it
-        first, end = first.reshape(-1), end.reshape(-1)
+        first, end, cell_image = first.reshape(-1), end.reshape(-1), cell_image.reshape(-1, 3)
         counts = end - first
 
-        # Expand each (atom, cell) slot into one candidate per atom of the cell: j by its place in sorted order.
+        # One candidate per (atom, cell) slot and atom of the cell; j by its place in sorted order.
         total = int(counts.sum())
+        slot = torch.repeat_interleave(torch.arange(n * 14, device=device), counts, output_size=total)
+        i = torch.div(slot, 14, rounding_mode="floor")
         slot_start = torch.cumsum(counts, 0) - counts
-        i = torch.repeat_interleave(torch.arange(n, device=device).repeat_interleave(14), counts, output_size=total)
-        j_sorted = torch.arange(total, device=device) + torch.repeat_interleave(first - slot_start, counts,
-                                                                               output_size=total)
+        j_sorted = torch.arange(total, device=device) + (first - slot_start).index_select(0, slot)
+        r = wrapped.index_select(0, order).index_select(0, j_sorted) - wrapped.index_select(0, i)
+        if box is not None:
+            r = r + _lattice(cell_image, b).index_select(0, slot)
+        kept = _within(r, cutoff_angstrom)
+        i, j = i.index_select(0, kept), order.index_select(0, j_sorted.index_select(0, kept))
         images: Optional[Tensor] = None
         if box is not None:
-            # j's wrapped copy lies image_of_cell boxes away in the neighbour cell; the atoms themselves were
-            # given wrap_count boxes away from their wrapped copies.
-            images = (torch.repeat_interleave(image_of_cell.reshape(-1, 3), counts, dim=0, output_size=total)
-                      - wrap_count.index_select(0, order).index_select(0, j_sorted) + wrap_count.index_select(0, i))
-        kept = _within(p.index_select(0, i), p.index_select(0, order).index_select(0, j_sorted), images, b,
-                       cutoff_angstrom)
-        i, j = i.index_select(0, kept), order.index_select(0, j_sorted.index_select(0, kept))
-        if images is not None:
-            images = images.index_select(0, kept)
-            not_self = (i != j).nonzero().squeeze(1)  # an atom's own image is never within half a box height
-            i, j, images = i.index_select(0, not_self), j.index_select(0, not_self), images.index_select(0, not_self)
-            images = torch.cat([images, -images])
+            found = (cell_image.index_select(0, slot.index_select(0, kept)) - taken_off.index_select(0, j)
+                     + taken_off.index_select(0, i))
+            others = (i != j).nonzero().squeeze(1)  # an atom's own images are never within half a box height
+            i, j = i.index_select(0, others), j.index_select(0, others)
+            images = torch.cat([found.index_select(0, others), -found.index_select(0, others)])
         i, j = torch.cat([i, j]), torch.cat([j, i])
         by_pair = torch.argsort(i * n + j)
         i, j = i.index_select(0, by_pair), j.index_select(0, by_pair)
         if images is not None:
             images = images.index_select(0, by_pair)
-    return _finish(pos, i, j, images, box)
+    return _pair_vectors(pos, i, j, images, box)
 
 
 def neighbor_pairs(pos: Tensor, batch: Tensor, cutoff_angstrom: float, method: str = "auto",

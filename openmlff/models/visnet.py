@@ -22,10 +22,16 @@ Conventions as elsewhere in openmlff.models: lengths in Å, edges (i receiver, j
 `neighbors.neighbor_pairs` with r_ij = pos[j] - pos[i]; the network returns one raw scalar per
 atom and `Potential` turns it into energies (eV) and forces (eV/Å).
 
-Difference from the reference code: there, vector messages are not multiplied by the cutoff, so
-once the bias of the message projection has been trained away from zero a neighbour entering the
-cutoff sphere makes the energy jump. Here every message, scalar and vector, carries the cosine
-cutoff, so energy and forces are continuous at the cutoff for any weights.
+Differences from the authors' code (microsoft/ViSNet; also torch_geometric.nn.models.ViSNet), both deliberate:
+- there, vector messages are not multiplied by the cutoff, so once the bias of the message
+  projection has been trained away from zero a neighbour entering the cutoff sphere makes the
+  energy jump. Here every message, scalar and vector, carries the cosine cutoff, so energy and
+  forces are continuous at the cutoff for any weights;
+- there, with lmax 2 the vector rejection removes the component along the stacked 8-component
+  harmonics, whose norm is sqrt(2), and the dihedral term then reduces exactly to a plain dot
+  product. Here the rejection is taken within each degree (see `rejection_dot`); for lmax 1 the
+  two agree.
+The authors' vector layer norm is left out: its default ("none") is the identity.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from torch import Tensor, nn
 from .et import MAX_Z, NeighborEmbedding
 from .layers import CosineCutoff, ExpNormalSmearing
 from .neighbors import neighbor_pairs
+
 
 @dataclass
 class ViSNetConfig:
@@ -80,8 +87,9 @@ class ViSNetConfig:
 def spherical_harmonics(unit: Tensor, lmax: int) -> Tensor:
     """Real spherical harmonics of unit vectors (E, 3) -> (E, 3) for lmax 1, (E, 8) for lmax 2.
 
-    Degree 1 is the vector itself; the five of degree 2 are normalised so that they too have norm 1
-    on unit vectors, which makes the dot product of two such (8,) features rotation-invariant.
+    Degree 1 is the vector itself; the five of degree 2 are scaled so that they too have norm 1 on
+    unit vectors (what `rejection_dot` relies on). Each degree's block rotates by an orthogonal
+    matrix, so dot products within a block are invariant.
     """
     x, y, z = unit[:, 0], unit[:, 1], unit[:, 2]
     if lmax == 1:
@@ -92,10 +100,22 @@ def spherical_harmonics(unit: Tensor, lmax: int) -> Tensor:
     return torch.cat([unit, degree2], dim=-1)
 
 
-def vector_rejection(vec: Tensor, direction: Tensor) -> Tensor:
-    """vec - (vec . d) d per edge and channel: vec (E, C, H) with the component along d (E, C) removed."""
-    d = direction.unsqueeze(-1)
-    return vec - (vec * d).sum(dim=1, keepdim=True) * d
+def rejection_dot(a: Tensor, b: Tensor, sh: Tensor, lmax: int) -> Tensor:
+    """Dot product of the vector rejections of a and b from the bond, per edge and channel:
+    sum_l (a_l - (a_l . d_l) d_l) . (b_l - (b_l . d_l) d_l) = a . b - sum_l (a_l . d_l)(b_l . d_l).
+
+    a, b: (E, C, H) features; sh: (E, C) the bond's spherical harmonics; the rejection is taken in
+    each degree's block l (3 components for l = 1, 5 for l = 2), where d_l has unit norm. Expanding
+    the product avoids building the rejected tensors.
+    """
+    out = (a * b).sum(dim=1)
+    start = 0
+    for degree in range(1, lmax + 1):
+        stop = start + 2 * degree + 1
+        d = sh[:, start:stop].unsqueeze(-1)
+        out = out - (a[:, start:stop] * d).sum(dim=1) * (b[:, start:stop] * d).sum(dim=1)
+        start = stop
+    return out
 
 
 def safe_norm(vec: Tensor, eps: float = 1.0e-8) -> Tensor:
@@ -161,8 +181,8 @@ class ViSMessagePassing(nn.Module):
         cut = self.cutoff(r)
         attn = self.act((q[i] * k[j] * dk).sum(dim=-1)) * cut.unsqueeze(1)
         x_msg = (v[j] * dv * attn.unsqueeze(2)).reshape(-1, hid)
-        s1, s2 = torch.split(self.act(self.s_proj(x_msg)), hid, dim=1)
-        vec_msg = (vec[j] * s1.unsqueeze(1) + s2.unsqueeze(1) * sh.unsqueeze(2)) * cut.view(-1, 1, 1)
+        s1, s2 = torch.split(self.act(self.s_proj(x_msg)) * cut.unsqueeze(1), hid, dim=1)
+        vec_msg = vec[j] * s1.unsqueeze(1) + s2.unsqueeze(1) * sh.unsqueeze(2)
 
         x_agg = torch.zeros(n, hid, dtype=x.dtype, device=x.device).index_add_(0, i, x_msg)
         vec_agg = torch.zeros_like(vec).index_add_(0, i, vec_msg)
@@ -175,14 +195,16 @@ class ViSMessagePassing(nn.Module):
 class EdgeUpdate(nn.Module):
     """The edge part of a ViS-MP layer: df_ij from the dihedral-like dot product of vector rejections.
 
-    w_ij = Rej_d(W_t vec_i) . Rej_d(W_s vec_j) (d: the bond's spherical harmonics); with `vertex`
-    also t_ij = Rej_d(T_t vec_i) . Rej_d(T_s vec_i), an improper-angle-like term of atom i alone.
+    w_ij = Rej_d(W_t vec_i) . Rej_d(W_s vec_j) (d: the bond's spherical harmonics; see
+    `rejection_dot`); with `vertex` also t_ij = Rej_d(T_t vec_i) . Rej_d(T_s vec_i), an
+    improper-angle-like term of atom i alone.
     """
 
-    def __init__(self, hidden: int, vertex: bool):
+    def __init__(self, hidden: int, vertex: bool, lmax: int):
         super().__init__()
         self.hidden = hidden
         self.vertex = vertex
+        self.lmax = lmax
         self.act = nn.SiLU()
         self.w_trg_proj = nn.Linear(hidden, hidden, bias=False)
         self.w_src_proj = nn.Linear(hidden, hidden, bias=False)
@@ -198,15 +220,11 @@ class EdgeUpdate(nn.Module):
 
     def forward(self, vec: Tensor, f: Tensor, i: Tensor, j: Tensor, sh: Tensor) -> Tensor:
         # project per atom, then gather per edge: W(vec)[i] == W(vec[i]) at a fraction of the cost
-        w1 = vector_rejection(self.w_trg_proj(vec)[i], sh)
-        w2 = vector_rejection(self.w_src_proj(vec)[j], sh)
-        w_dot = (w1 * w2).sum(dim=1)
+        w_dot = rejection_dot(self.w_trg_proj(vec)[i], self.w_src_proj(vec)[j], sh, self.lmax)
         gates = self.act(self.f_proj(f))
         if not self.vertex:
             return gates * w_dot
-        t1 = vector_rejection(self.t_trg_proj(vec)[i], sh)
-        t2 = vector_rejection(self.t_src_proj(vec)[i], sh)
-        t_dot = (t1 * t2).sum(dim=1)
+        t_dot = rejection_dot(self.t_trg_proj(vec)[i], self.t_src_proj(vec)[i], sh, self.lmax)
         g1, g2 = torch.split(gates, self.hidden, dim=-1)
         return g1 * w_dot + g2 * t_dot
 
@@ -214,10 +232,10 @@ class EdgeUpdate(nn.Module):
 class ViSMPBlock(nn.Module):
     """A full ViS-MP layer: node updates (dx, dvec) and edge update df, all from the same inputs."""
 
-    def __init__(self, hidden: int, num_heads: int, cutoff_angstrom: float, vertex: bool):
+    def __init__(self, hidden: int, num_heads: int, cutoff_angstrom: float, vertex: bool, lmax: int):
         super().__init__()
         self.nodes = ViSMessagePassing(hidden, num_heads, cutoff_angstrom)
-        self.edges = EdgeUpdate(hidden, vertex)
+        self.edges = EdgeUpdate(hidden, vertex, lmax)
 
     def forward(self, x: Tensor, vec: Tensor, f: Tensor, i: Tensor, j: Tensor, r: Tensor,
                 sh: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
@@ -279,7 +297,7 @@ class ViSNet(nn.Module):
         self.neighbor_embedding = NeighborEmbedding(c.hidden_channels, c.num_rbf, c.cutoff_angstrom)
         self.edge_embedding = EdgeEmbedding(c.num_rbf, c.hidden_channels)
         # the last layer updates nodes only: edge features after it would feed nothing
-        self.blocks = nn.ModuleList([ViSMPBlock(c.hidden_channels, c.num_heads, c.cutoff_angstrom, c.vertex)
+        self.blocks = nn.ModuleList([ViSMPBlock(c.hidden_channels, c.num_heads, c.cutoff_angstrom, c.vertex, c.lmax)
                                      for _ in range(c.num_layers - 1)])
         self.last_layer = ViSMessagePassing(c.hidden_channels, c.num_heads, c.cutoff_angstrom)
         self.out_norm = nn.LayerNorm(c.hidden_channels)

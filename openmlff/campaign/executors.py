@@ -1,0 +1,252 @@
+"""Running a campaign: one task per run still to do, in a local process pool or on a Dask cluster.
+
+    run_campaign("campaign.toml")                                     # local pool sized to the machine
+    run_campaign("campaign.toml", executor="dask")                    # a Dask LocalCluster on this machine
+    run_campaign("campaign.toml", scheduler_address="tcp://head:8786")  # any running Dask cluster
+
+Each task is `worker.execute_run`: it runs openmlff.md.run_simulation in runs/<run_id>/, so a
+campaign that is killed and started again resumes every interrupted run from its checkpoint and
+never repeats a finished one; a failure is written to that run's error.json and the others go on.
+Finished and failed runs are not submitted again (failed ones only with retry_failed=True).
+
+Local pool: concurrent.futures.ProcessPoolExecutor (spawned processes), usable cores //
+torch_threads_per_run workers. Dask: `distributed.Client(scheduler_address)`; tasks are submitted
+with pure=False and collected as they complete. Give each Dask worker process one thread
+(threads_per_worker=1, or `--nthreads 1`): a run sets torch's thread count for its whole process.
+The campaign directory must be on a file system every worker sees.
+
+Clusters behind SLURM or PBS: dask-jobqueue (`pip install dask-jobqueue`) starts Dask workers as
+batch jobs. Keep the cluster object alive in the Python process that runs the campaign:
+
+    from dask_jobqueue import SLURMCluster            # or PBSCluster, same arguments
+    from openmlff.campaign import run_campaign
+
+    cluster = SLURMCluster(cores=8, processes=8, memory="32GB", walltime="12:00:00",
+                           job_extra_directives=["--partition=cpu"])  # 8 single-thread workers per job
+    cluster.scale(jobs=4)                                            # 32 runs at a time
+    run_campaign("campaign.toml", scheduler_address=cluster.scheduler_address)
+
+or start a scheduler (`dask scheduler`) and workers (`dask worker tcp://head:8786 --nworkers 8
+--nthreads 1`) inside batch jobs yourself and run `openmlff campaign run campaign.toml --scheduler
+tcp://head:8786`. For GPUs, one worker per GPU (`processes=1` per GPU job, CUDA_VISIBLE_DEVICES
+set by the batch system).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue
+import time
+import traceback
+import uuid
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from .spec import CampaignSpec, RunSpec
+from .state import (
+    CAMPAIGN_FILE, FAILED, INTERRUPTED, PENDING, RUN_STATES, RUNNING, CampaignDirectory, campaign_status,
+    format_duration, run_state,
+)
+from .worker import execute_run, record_failure
+
+EXECUTORS = ("local", "dask")
+
+
+@dataclass
+class CampaignResult:
+    """What one `run_campaign` call did: runs submitted, their outcomes by state, and the status after it."""
+
+    directory: Path
+    submitted: int
+    outcomes: dict[str, int]
+    status: dict
+
+
+def usable_cores() -> int:
+    """Cores this process may use (its CPU affinity, which batch systems set), else os.cpu_count()."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def default_workers(torch_threads_per_run: int = 1) -> int:
+    """Runs at a time in the local pool: usable cores // torch threads per run (at least 1)."""
+    return max(1, usable_cores() // max(1, int(torch_threads_per_run)))
+
+
+def campaign_directory(spec_or_dir, out=None) -> tuple[CampaignSpec | None, CampaignDirectory]:
+    """(the spec given, or None for an existing campaign directory; the campaign directory).
+
+    A spec file's campaign lives in `out`, by default <the spec file's folder>/<spec name>.
+    """
+    if isinstance(spec_or_dir, CampaignSpec):
+        spec = spec_or_dir
+    else:
+        path = Path(spec_or_dir).expanduser()
+        if path.is_dir():
+            if not (path / CAMPAIGN_FILE).is_file():
+                raise FileNotFoundError(f"{path}: a folder without {CAMPAIGN_FILE}; give a campaign spec file "
+                                        "(.toml or .json) or an existing campaign directory")
+            if out is not None and Path(out).expanduser().resolve() != path.resolve():
+                raise ValueError(f"{path} is a campaign directory; --out {out} would name another")
+            return None, CampaignDirectory(path)
+        spec = CampaignSpec.from_file(path)
+    if out is None:
+        if spec.source is None:
+            raise ValueError("a CampaignSpec that was not read from a file needs an output directory (out)")
+        out = Path(spec.source).parent / spec.name
+    return spec, CampaignDirectory(out)
+
+
+def run_campaign(spec_or_dir, out=None, executor: str | None = None, n_workers: int | None = None,
+                 scheduler_address: str | None = None, torch_threads_per_run: int = 1, retry_failed: bool = False,
+                 progress: bool = True, status_interval_s: float = 60.0) -> CampaignResult:
+    """Run every run of a campaign that is not done yet; returns when all submitted runs have ended.
+
+    spec_or_dir: a spec file, a CampaignSpec, or an existing campaign directory (its recorded spec).
+    out: the campaign directory (see campaign_directory). executor: 'local' (default) or 'dask'
+    (default when scheduler_address is given; without one, a LocalCluster of n_workers processes).
+    n_workers: runs at a time (default: default_workers); with a scheduler address the cluster
+    decides. torch_threads_per_run: torch (and OpenMM CPU) threads per run unless md.torch_threads
+    says otherwise. retry_failed: also run the failed runs again (resuming them where possible).
+    progress: a tqdm bar over runs and, every status_interval_s, a status line.
+    """
+    executor = executor or ("dask" if scheduler_address else "local")
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {list(EXECUTORS)}, got {executor!r}")
+    if scheduler_address and executor != "dask":
+        raise ValueError("a scheduler address needs executor 'dask'")
+    if n_workers is not None and n_workers < 1:
+        raise ValueError(f"n_workers must be a positive integer, got {n_workers}")
+    spec, where = campaign_directory(spec_or_dir, out)
+    where.directory.mkdir(parents=True, exist_ok=True)
+    lock = where.lock()
+    try:
+        spec = where.adopt(spec) if spec is not None else where.spec()
+        runs = spec.expand()
+        wanted = (PENDING, INTERRUPTED, RUNNING) + ((FAILED,) if retry_failed else ())
+        to_do = [run for run in runs if run_state(where.run_dir(run.run_id), spec.steps) in wanted]
+        outcomes = {}
+        if to_do:
+            workers = n_workers or default_workers(torch_threads_per_run)
+            backend = (_DaskBackend(scheduler_address, workers, len(to_do)) if executor == "dask"
+                       else _LocalBackend(min(workers, len(to_do))))
+            try:
+                where.record_session({"executor": executor, "workers": backend.workers, "scheduler": backend.address,
+                                      "runs_submitted": len(to_do), "torch_threads_per_run": torch_threads_per_run})
+                outcomes = _collect(where, spec, to_do, backend, torch_threads_per_run, progress, status_interval_s)
+            finally:
+                backend.close()
+    finally:
+        lock.release()
+    return CampaignResult(where.directory, len(to_do), outcomes, campaign_status(where.directory))
+
+
+def _collect(where: CampaignDirectory, spec: CampaignSpec, to_do: list[RunSpec], backend, threads: int,
+             progress: bool, status_interval_s: float) -> dict[str, int]:
+    """Submit every run, then take the outcomes as they complete; a task that raised is recorded as failed."""
+    from tqdm.auto import tqdm
+
+    done: queue.Queue = queue.Queue()
+    futures = {}
+    for run in to_do:
+        future = backend.submit(run, str(where.run_dir(run.run_id)), threads)
+        futures[future] = run
+        future.add_done_callback(done.put)
+    outcomes: Counter = Counter()
+    say = tqdm.write if progress else (lambda _msg: None)
+    say(f"[campaign {spec.name}] {len(to_do)} of {len(spec.expand())} runs to do, {backend.workers} at a time "
+        f"({backend.describe()}); directory {where.directory}")
+    next_status = time.monotonic() + status_interval_s
+    with tqdm(total=len(to_do), unit="run", desc=f"campaign {spec.name}", disable=not progress,
+              dynamic_ncols=True) as bar:
+        for _ in range(len(futures)):
+            while True:
+                try:
+                    future = done.get(timeout=max(0.1, next_status - time.monotonic()))
+                    break
+                except queue.Empty:
+                    if progress:
+                        say(_status_line(where))
+                    next_status = time.monotonic() + status_interval_s
+            run = futures[future]
+            outcome = _outcome(future, run, where.run_dir(run.run_id))
+            outcomes[outcome["state"]] += 1
+            if outcome["state"] == FAILED:
+                say(f"[campaign {spec.name}] {run.run_id} failed: {outcome['error'].splitlines()[0][:300]}")
+            bar.update(1)
+            bar.set_postfix({state: n for state, n in sorted(outcomes.items())}, refresh=False)
+            if progress and time.monotonic() >= next_status:
+                say(_status_line(where))
+                next_status = time.monotonic() + status_interval_s
+    return {state: outcomes[state] for state in RUN_STATES if outcomes[state]}
+
+
+def _outcome(future, run: RunSpec, run_dir: Path) -> dict:
+    """The task's outcome; a task that raised (a worker that died, a cancelled task) is written to error.json."""
+    try:
+        return future.result()
+    except BaseException as exc:  # noqa: BLE001 - includes CancelledError; recorded, never re-raised
+        trace = "".join(traceback.format_exception(exc))
+        record_failure(run_dir, run.run_id, exc, "the task did not return (its worker died or it was cancelled); "
+                       "the run resumes from its checkpoint with --retry-failed\n" + trace)
+        return {"run_id": run.run_id, "state": FAILED, "error": f"{type(exc).__name__}: {exc}"}
+
+
+def _status_line(where: CampaignDirectory) -> str:
+    status = campaign_status(where.directory)
+    counts = ", ".join(f"{state} {n}" for state, n in status["counts"].items() if n)
+    return (f"[campaign {status['campaign']} {time.strftime('%H:%M:%S')}] {counts}; "
+            f"{100 * status['progress']:.1f}% of steps; time left {format_duration(status['estimated_time_left_s'])}")
+
+
+class _LocalBackend:
+    """A ProcessPoolExecutor of spawned processes (nothing inherited from a parent that loaded torch)."""
+
+    address = None
+
+    def __init__(self, n_workers: int) -> None:
+        self.workers = n_workers
+        self.pool = ProcessPoolExecutor(max_workers=n_workers, mp_context=multiprocessing.get_context("spawn"))
+
+    def describe(self) -> str:
+        return "local process pool"
+
+    def submit(self, run: RunSpec, run_dir: str, threads: int):
+        return self.pool.submit(execute_run, run, run_dir, threads)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _DaskBackend:
+    """A distributed.Client on a running scheduler, or on a LocalCluster of single-thread worker processes."""
+
+    def __init__(self, address: str | None, n_workers: int, n_runs: int) -> None:
+        from distributed import Client, LocalCluster
+
+        self.cluster = None
+        if address:
+            self.client = Client(address)
+        else:
+            self.cluster = LocalCluster(n_workers=min(n_workers, n_runs), threads_per_worker=1, processes=True,
+                                        dashboard_address=None)
+            self.client = Client(self.cluster)
+        self.address = self.client.scheduler.address
+        self.workers = sum(self.client.nthreads().values()) or n_workers
+
+    def describe(self) -> str:
+        return f"Dask scheduler {self.address}"
+
+    def submit(self, run: RunSpec, run_dir: str, threads: int):
+        return self.client.submit(execute_run, run, run_dir, threads, pure=False,
+                                  key=f"openmlff-{run.run_id}-{uuid.uuid4().hex[:8]}")
+
+    def close(self) -> None:
+        self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()

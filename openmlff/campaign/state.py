@@ -1,0 +1,383 @@
+"""The campaign directory and the state of its runs, read from disk.
+
+    DIR/campaign.json       the normalised spec, its SHA-256, its history, the executor sessions
+    DIR/.lock               held (flock) by the `campaign run` working in DIR
+    DIR/runs/<run_id>/      an ordinary MD run directory (openmlff.md.runner), plus
+        .lock               held by the process running it
+        attempts.jsonl      one line when an attempt starts and one when it ends (host, pid, the
+                            checkpoint step it resumed from, outcome)
+        error.json          the error and traceback of an attempt that failed
+
+The state of a run is derived from those files alone, so a killed executor leaves nothing stale:
+  pending              no run.json yet
+  running              a process holds the run's lock (flock: exact on one host, and across hosts
+                       where the shared file system supports it)
+  interrupted          run.json but no summary.json (or a stable summary shorter than md.steps, after
+                       md.steps was raised), and nobody running it: the next `campaign run` resumes it
+  finished-stable      summary.json, stable for all of md.steps
+  finished-collapsed   summary.json with a collapse
+  failed               error.json: retried only by `campaign run --retry-failed`
+
+A spec given again for an existing directory must equal the recorded one up to additions
+(spec.GROWABLE_FIELDS); anything else is refused, naming the field.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import fcntl
+import json
+import os
+import socket
+import statistics
+from pathlib import Path
+
+from ..atomic_io import atomic_write_json
+from .spec import GROWABLE_FIELDS, CampaignSpec, CampaignSpecError, spec_changes
+
+CAMPAIGN_FILE = "campaign.json"
+CAMPAIGN_FORMAT = "openmlff-campaign/1"
+RUNS_FOLDER = "runs"
+LOCK_FILE = ".lock"
+ERROR_FILE = "error.json"
+ATTEMPTS_FILE = "attempts.jsonl"
+
+PENDING, RUNNING, INTERRUPTED = "pending", "running", "interrupted"
+FINISHED_STABLE, FINISHED_COLLAPSED, FAILED = "finished-stable", "finished-collapsed", "failed"
+RUN_STATES = (PENDING, RUNNING, INTERRUPTED, FINISHED_STABLE, FINISHED_COLLAPSED, FAILED)
+FINISHED_STATES = (FINISHED_STABLE, FINISHED_COLLAPSED)
+_FS_IN_NS = 1.0e-6
+_SECONDS_PER_DAY = 86400.0
+
+
+class CampaignBusyError(RuntimeError):
+    """Another `campaign run` holds the campaign directory."""
+
+
+# --- locks ------------------------------------------------------------------------------------------
+
+class FileLock:
+    """An exclusive flock on a file (created if missing), released on close or when the process dies.
+
+    On a file system without flock support the lock is taken as held (nothing better can be done).
+    """
+
+    def __init__(self, path) -> None:
+        self.path = Path(path)
+        self._fd: int | None = None
+
+    def acquire(self, blocking: bool = True) -> bool:
+        """Take the lock; False when not blocking and another process (or file handle) holds it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        except OSError:
+            pass  # no flock on this file system
+        self._fd = fd
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{socket.gethostname()} {os.getpid()}\n".encode())
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
+
+    def holder(self) -> str:
+        """'host pid' of the last holder, as written into the file."""
+        try:
+            return self.path.read_text().strip() or "unknown"
+        except OSError:
+            return "unknown"
+
+    def __enter__(self) -> "FileLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def is_locked(path) -> bool:
+    """Whether some process holds the flock on `path` (False when the file does not exist)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # also releases the lock if it was taken here
+    return False
+
+
+# --- the directory ------------------------------------------------------------------------------------
+
+class CampaignDirectory:
+    """A campaign's folder: campaign.json, the lock and runs/<run_id>/."""
+
+    def __init__(self, directory) -> None:
+        self.directory = Path(directory).expanduser().resolve()
+
+    @property
+    def campaign_json(self) -> Path:
+        return self.directory / CAMPAIGN_FILE
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.directory / RUNS_FOLDER / run_id
+
+    def exists(self) -> bool:
+        return self.campaign_json.is_file()
+
+    def read(self) -> dict:
+        if not self.exists():
+            raise FileNotFoundError(f"{self.directory}: not a campaign directory (no {CAMPAIGN_FILE})")
+        return json.loads(self.campaign_json.read_text())
+
+    def spec(self) -> CampaignSpec:
+        """The spec in force, as recorded in campaign.json."""
+        return CampaignSpec.from_dict(self.read()["spec"], source=str(self.campaign_json))
+
+    def lock(self) -> FileLock:
+        """Take the campaign lock (held by one `campaign run` at a time); CampaignBusyError if another holds it."""
+        lock = FileLock(self.directory / LOCK_FILE)
+        if not lock.acquire(blocking=False):
+            raise CampaignBusyError(f"{self.directory}: another `openmlff campaign run` is working in this "
+                                    f"directory (host and pid: {lock.holder()}); wait for it or stop it first")
+        return lock
+
+    def adopt(self, spec: CampaignSpec) -> CampaignSpec:
+        """Record `spec` for this directory: a new campaign, the same one, or the recorded one plus additions.
+
+        CampaignSpecError naming every changed field when `spec` changes more than GROWABLE_FIELDS allow.
+        """
+        now = _now()
+        entry = {"spec_sha256": spec.sha256(), "spec_file": spec.source, "at": now}
+        if not self.exists():
+            self.directory.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(self.campaign_json, {
+                "format": CAMPAIGN_FORMAT, "name": spec.name, "created": now, "spec_sha256": spec.sha256(),
+                "spec_file": spec.source, "spec": spec.to_dict(), "history": [entry], "sessions": []})
+            return spec
+        document = self.read()
+        if document["spec_sha256"] == spec.sha256():
+            return spec
+        recorded = CampaignSpec.from_dict(document["spec"], source=str(self.campaign_json))
+        changes = spec_changes(recorded, spec)
+        if changes:
+            raise CampaignSpecError(
+                f"{spec.source or 'the spec'}: changes the campaign recorded in {self.campaign_json}: "
+                f"{'; '.join(changes)}. An existing campaign takes only additions (to {', '.join(GROWABLE_FIELDS)}: "
+                "new entries, or a larger number); use another output directory for a different campaign")
+        document.update(spec=spec.to_dict(), spec_sha256=spec.sha256(), spec_file=spec.source)
+        document["history"].append(entry)
+        atomic_write_json(self.campaign_json, document)
+        return spec
+
+    def record_session(self, session: dict) -> None:
+        """Append an executor session (when, where, which executor, how many workers) to campaign.json."""
+        document = self.read()
+        document.setdefault("sessions", []).append({"started": _now(), "host": socket.gethostname(),
+                                                    "pid": os.getpid(), **session})
+        atomic_write_json(self.campaign_json, document)
+
+
+# --- one run ----------------------------------------------------------------------------------------
+
+def run_state(run_dir, steps: int | None = None) -> str:
+    """The state of one run directory (see the module docstring); `steps`: the campaign's md.steps."""
+    run_dir = Path(run_dir)
+    finished = finished_state(run_dir, steps)
+    if finished is not None:
+        return finished
+    if (run_dir / ERROR_FILE).is_file():
+        return FAILED
+    if is_locked(run_dir / LOCK_FILE):
+        return RUNNING
+    if (run_dir / "run.json").is_file():
+        return INTERRUPTED
+    return PENDING
+
+
+def finished_state(run_dir, steps: int | None = None) -> str | None:
+    """FINISHED_COLLAPSED or FINISHED_STABLE from a run's summary.json, None while it has more to do."""
+    summary = _read_json(Path(run_dir) / "summary.json")
+    if summary is None:
+        return None
+    if summary.get("collapse_step") is not None:
+        return FINISHED_COLLAPSED
+    if steps is None or summary.get("steps_completed", 0) >= steps:
+        return FINISHED_STABLE
+    return None
+
+
+def read_attempts(run_dir) -> list[dict]:
+    """The lines of a run's attempts.jsonl (a line cut by a kill is skipped)."""
+    path = Path(run_dir) / ATTEMPTS_FILE
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+def append_attempt(run_dir, event: dict) -> None:
+    """Append one event line to a run's attempts.jsonl (flushed and synced: it is the run's history)."""
+    line = json.dumps({"at": _now(), "host": socket.gethostname(), "pid": os.getpid(), **event}) + "\n"
+    with open(Path(run_dir) / ATTEMPTS_FILE, "a+b") as fh:
+        if fh.tell() > 0:  # a line cut by a kill must not swallow this one
+            fh.seek(-1, os.SEEK_END)
+            if fh.read(1) != b"\n":
+                line = "\n" + line
+        fh.write(line.encode())
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _last_state_row(path: Path) -> dict | None:
+    """The last complete row of a state.csv as {column: float}, reading only the file's tail."""
+    try:
+        with open(path, "rb") as fh:
+            header = fh.readline()
+            fh.seek(0, os.SEEK_END)
+            start = max(len(header), fh.tell() - 4096)
+            fh.seek(start)
+            pieces = fh.read().decode(errors="replace").split("\n")
+    except OSError:
+        return None
+    if len(pieces) < 2 or (len(pieces) == 2 and start > len(header)):
+        return None  # no complete row (the last piece follows the last newline)
+    try:
+        names = next(csv.reader([header.decode()]))
+        values = next(csv.reader([pieces[-2]]))
+        return {n: float(v) for n, v in zip(names, values)}
+    except (ValueError, StopIteration):
+        return None
+
+
+def _run_progress(run_dir: Path, state: str) -> dict:
+    """Steps simulated, speed and fate of one run, from its summary or its state.csv tail."""
+    info: dict = {"steps_simulated": 0, "ns_per_day": None, "collapse_time_ps": None, "collapse_reason": None,
+                  "error": None}
+    summary = _read_json(run_dir / "summary.json")
+    if summary is not None and state in FINISHED_STATES:
+        info.update(steps_simulated=int(summary.get("steps_completed", 0)), ns_per_day=summary.get("ns_per_day"),
+                    collapse_time_ps=summary.get("collapse_time_ps"), collapse_reason=summary.get("collapse_reason"))
+        return info
+    row = _last_state_row(run_dir / "state.csv")
+    if row is not None:
+        info["steps_simulated"] = int(row.get("step", 0))
+        speed = row.get("speed_ns_per_day")
+        info["ns_per_day"] = speed if speed and speed > 0 else None
+    if state == FAILED:
+        error = _read_json(run_dir / ERROR_FILE) or {}
+        info["error"] = f"{error.get('error_type', 'Error')}: {error.get('message', '?')}"
+    return info
+
+
+# --- the whole campaign -----------------------------------------------------------------------------
+
+def campaign_status(directory) -> dict:
+    """Counts by state, progress in steps, MD speed and estimated time left, and one row per run.
+
+    steps_done counts a finished run in full (a collapsed run has nothing left to do) and an
+    unfinished one by the last step in its state.csv. The time left assumes the runs still to do
+    (pending, running, interrupted) go at the median speed measured so far, as many at once as the
+    last session had workers; None until some speed was measured.
+    """
+    where = CampaignDirectory(directory)
+    document = where.read()
+    spec = where.spec()
+    steps, timestep_fs = spec.steps, spec.timestep_fs
+    rows = []
+    for run in spec.expand():
+        run_dir = where.run_dir(run.run_id)
+        state = run_state(run_dir, steps)
+        rows.append({"run_id": run.run_id, "model": run.model, "start": run.start, "temperature_K": run.temperature_K,
+                     "seed": run.seed, "state": state, "steps_total": steps,
+                     **_run_progress(run_dir, state)})
+    counts = {state: sum(r["state"] == state for r in rows) for state in RUN_STATES}
+    done = sum(steps if r["state"] in FINISHED_STATES else min(r["steps_simulated"], steps) for r in rows)
+    total = steps * len(rows)
+    speeds = [r["ns_per_day"] for r in rows if r["ns_per_day"]]
+    ns_per_day = statistics.median(speeds) if speeds else None
+    sessions = document.get("sessions") or []
+    workers = int(sessions[-1].get("workers") or 1) if sessions else 1
+    to_do = [steps - min(r["steps_simulated"], steps) for r in rows if r["state"] in (PENDING, RUNNING, INTERRUPTED)]
+    time_left = None
+    if ns_per_day and to_do:
+        steps_per_s = ns_per_day / (timestep_fs * _FS_IN_NS) / _SECONDS_PER_DAY
+        at_once = min(workers, len(to_do))
+        time_left = max(sum(to_do) / (steps_per_s * at_once), max(to_do) / steps_per_s)
+    elif not to_do:
+        time_left = 0.0
+    return {
+        "campaign": spec.name, "directory": str(where.directory), "spec_sha256": document["spec_sha256"],
+        "n_runs": len(rows), "counts": counts, "steps_per_run": steps, "timestep_fs": timestep_fs,
+        "steps_done": int(done), "steps_total": int(total), "progress": done / total if total else 1.0,
+        "ns_per_day_per_run": ns_per_day, "workers": workers, "estimated_time_left_s": time_left,
+        "executor_active": is_locked(where.directory / LOCK_FILE),
+        "last_session": sessions[-1] if sessions else None, "runs": rows,
+    }
+
+
+def format_status(status: dict, runs: bool = True) -> str:
+    """A printable report of campaign_status: counts, progress, speed, time left, and (runs=True) a table."""
+    counts = " | ".join(f"{state} {n}" for state, n in status["counts"].items())
+    speed = status["ns_per_day_per_run"]
+    lines = [
+        f"campaign {status['campaign']} ({status['directory']}): {status['n_runs']} runs, "
+        f"{'an executor is working on it' if status['executor_active'] else 'no executor running'}",
+        f"  {counts}",
+        f"  progress {100 * status['progress']:.1f}% ({status['steps_done']}/{status['steps_total']} steps); "
+        f"MD speed {'-' if speed is None else f'{speed:.3g} ns/day'} per run; "
+        f"time left {format_duration(status['estimated_time_left_s'])} at {status['workers']} at once",
+    ]
+    if runs and status["runs"]:
+        width = max(len(r["run_id"]) for r in status["runs"])
+        lines.append(f"  {'run':<{width}}  {'state':<18}  {'steps':>15}  fate")
+        for r in status["runs"]:
+            if r["state"] == FINISHED_COLLAPSED:
+                fate = f"collapsed at {r['collapse_time_ps']:.4g} ps ({r['collapse_reason']})"
+            elif r["state"] == FAILED:
+                fate = (r["error"] or "").splitlines()[0][:100] if r["error"] else ""
+            else:
+                fate = ""
+            steps = f"{r['steps_simulated']}/{r['steps_total']}"
+            lines.append(f"  {r['run_id']:<{width}}  {r['state']:<18}  {steps:>15}  {fate}".rstrip())
+    return "\n".join(lines)
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
+    seconds = float(seconds)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(Path(path).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

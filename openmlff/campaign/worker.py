@@ -1,0 +1,124 @@
+"""One campaign run, as executed in a worker process (local pool or Dask worker).
+
+`execute_run` takes the run's lock (so a run is never done by two processes at once, even when a
+killed campaign's Dask tasks are still going), logs the attempt, builds the start (dataset frame or
+structure) and the bond reference, and calls openmlff.md.run_simulation in the run's directory,
+which resumes from its checkpoint or returns a finished run's summary at once. Any exception is
+written to error.json with its traceback and returned as a failed outcome: it never propagates,
+so one bad run does not stop the others.
+
+This module imports OpenMM and torch only inside execute_run, after OPENMM_CPU_THREADS is set,
+so the CPU platform of each worker uses as many threads as the run is given.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import socket
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic_io import atomic_write_json
+from .spec import DatasetFrames, RunSpec
+from .state import (
+    ERROR_FILE, FAILED, FINISHED_COLLAPSED, FINISHED_STABLE, LOCK_FILE, FileLock, append_attempt, finished_state,
+)
+
+
+def execute_run(run: RunSpec, run_dir: str, torch_threads: int | None = 1) -> dict:
+    """Run (or resume) one campaign run in `run_dir`; returns {'run_id', 'state', 'summary' | 'error'}, never raises."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    threads = run.md.get("torch_threads") or torch_threads
+    if threads is not None:
+        os.environ.setdefault("OPENMM_CPU_THREADS", str(int(threads)))
+    with FileLock(run_dir / LOCK_FILE):
+        if finished_state(run_dir, run.steps) is not None:
+            return {"run_id": run.run_id, "state": finished_state(run_dir), "summary": read_run_summary(run_dir)}
+        (run_dir / ERROR_FILE).unlink(missing_ok=True)
+        checkpoint = _checkpoint_step(run_dir)
+        append_attempt(run_dir, {"event": "start", "run_id": run.run_id, "new_run": not (run_dir / "run.json").is_file(),
+                                 "resume_from_step": checkpoint})
+        try:
+            from ..md.runner import run_simulation
+
+            z, positions, topology, reference = start_inputs(run)
+            summary = run_simulation(run.model_path, z, positions, run_dir, run.simulation_config(torch_threads),
+                                     topology=topology, reference_positions_angstrom=reference, progress=False)
+        except Exception as exc:  # noqa: BLE001 - every failure is recorded, none stops the campaign
+            error = record_failure(run_dir, run.run_id, exc, traceback.format_exc())
+            append_attempt(run_dir, {"event": "failed", "error": error["message"][:500]})
+            return {"run_id": run.run_id, "state": FAILED, "error": f"{error['error_type']}: {error['message']}"}
+        state = FINISHED_COLLAPSED if summary.get("collapse_step") is not None else FINISHED_STABLE
+        append_attempt(run_dir, {"event": "finished", "state": state, "steps_completed": summary.get("steps_completed"),
+                                 "steps_this_session": summary.get("steps_this_session")})
+        return {"run_id": run.run_id, "state": state, "summary": summary}
+
+
+def record_failure(run_dir, run_id: str, exc: BaseException, trace: str) -> dict:
+    """Write error.json (type, message, traceback, where) for a failed run; returns what was written."""
+    error = {"run_id": run_id, "error_type": type(exc).__name__, "message": str(exc) or repr(exc),
+             "traceback": trace, "host": socket.gethostname(), "pid": os.getpid()}
+    atomic_write_json(Path(run_dir) / ERROR_FILE, error)
+    return error
+
+
+def start_inputs(run: RunSpec):
+    """(atomic numbers, starting positions in Å, topology or None, reference frames in Å or None) of a run.
+
+    Reference: the given frames; by default every frame of the starts' dataset (dataset starts) or
+    the starting structure (structure starts; also reference = "start"). At most
+    openmlff.md.start.MAX_REFERENCE_FRAMES frames are kept, evenly strided.
+    """
+    from ..md.start import MAX_REFERENCE_FRAMES
+
+    if run.frame is not None:
+        dataset = load_frames_dataset(run.data)
+        if not 0 <= run.frame < dataset.n_frames:
+            raise ValueError(f"{run.data.data}: frame {run.frame} does not exist (the dataset has "
+                             f"{dataset.n_frames} frames, 0-based)")
+        z, positions, topology = dataset.z, dataset.R[run.frame], None
+        reference = dataset.R if run.reference is None else None
+    else:
+        from ..structures import load_structure
+
+        structure = load_structure(run.structure)
+        z, positions, topology = structure.atomic_numbers, structure.positions_angstrom, structure.topology
+        reference = None
+    if isinstance(run.reference, DatasetFrames):
+        ref_data = load_frames_dataset(run.reference)
+        if not np.array_equal(ref_data.z, z):
+            raise ValueError(f"{run.reference.data}: the reference data's atoms ({ref_data.n_atoms}) are not the "
+                             f"start's atoms ({len(z)}) in the same order")
+        frames = run.reference.frames
+        reference = ref_data.R if frames is None else ref_data.R[np.asarray(frames, dtype=np.int64)]
+    if reference is not None:
+        reference = reference[::max(1, len(reference) // MAX_REFERENCE_FRAMES)]
+    return z, positions, topology, reference
+
+
+@functools.lru_cache(maxsize=4)
+def load_frames_dataset(frames: DatasetFrames):
+    """The dataset of `frames` (cached per process), checked against the split's data fingerprint."""
+    from ..data import load_dataset
+
+    dataset = load_dataset(frames.data, energy_unit=frames.energy_unit, length_unit=frames.length_unit)
+    if frames.data_fingerprint is not None and dataset.fingerprint() != frames.data_fingerprint:
+        raise ValueError(f"{frames.data}: these are not the data the split in {frames.checkpoint} was drawn for "
+                         "(dataset fingerprints differ)")
+    return dataset
+
+
+def read_run_summary(run_dir: Path) -> dict:
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def _checkpoint_step(run_dir: Path) -> int | None:
+    try:
+        return int(json.loads((run_dir / "checkpoint.json").read_text())["step"])
+    except (FileNotFoundError, ValueError, KeyError):
+        return None

@@ -1,0 +1,126 @@
+"""Stability of a set of MD runs (one model, or one starting conformation) from their summary.json files.
+
+Each run ends either with a collapse at collapse_time_ps (DESIGN.md "Stability criterion") or
+stable after simulated_time_ps. Over a horizon H (ps), the time of run k is
+
+    T_k = collapse_time_ps            if it collapsed at or before H   (an event)
+    T_k = min(simulated_time_ps, H)   otherwise                        (censored: it lasted at least T_k)
+
+A run that collapsed after H counts as stable within the horizon; a stable run shorter than H is
+censored at its own length (n_censored_before_horizon says how many; they count as stable).
+
+    share_stable               = (runs without a collapse within H) / n_runs
+    median_time_to_collapse_ps = median_k T_k   (censored runs at their censoring time: a lower bound
+                                                 of the true median, equal to H once half the runs are stable;
+                                                 median_is_lower_bound says so)
+    mean_time_to_collapse_ps   = mean_k T_k     (the mean restricted to the horizon)
+    km_median_time_to_collapse_ps: the Kaplan-Meier median, the first event time t with
+        S(t) = Π_{t_i <= t} (1 - d_i / n_i) <= 1/2 (d_i collapses at t_i, n_i runs still at risk);
+        None when S stays above 1/2 (more than half survive). It uses censoring properly when runs
+        have different lengths; with all runs censored at H it is the ceil(n/2)-th smallest T_k (the
+        lower median) whenever it is defined.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+
+_TIME_TOLERANCE = 1e-9  # relative; simulated times are step * dt and may differ from H by rounding
+
+
+def _named(summaries) -> list[tuple[str, Mapping]]:
+    if isinstance(summaries, Mapping):
+        return [(str(k), v) for k, v in summaries.items()]
+    return [(f"run {k}", s) for k, s in enumerate(summaries)]
+
+
+def _time(summary: Mapping, key: str, name: str) -> float:
+    value = summary.get(key)
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value < 0:
+        raise ValueError(f"{name}: summary.json field {key!r} must be a finite time >= 0 in ps, got {value!r}")
+    return float(value)
+
+
+def run_outcome(summary: Mapping, horizon_ps: float, name: str = "run") -> tuple[bool, float, bool]:
+    """(collapsed within the horizon, T in ps, censored before the horizon) of one run's summary.json dict.
+
+    T as in the module docstring. ValueError naming the run and field when "stable" is missing or a
+    collapsed run has no collapse_time_ps / a stable one no simulated_time_ps.
+    """
+    if not isinstance(summary, Mapping) or not isinstance(summary.get("stable"), bool):
+        raise ValueError(f"{name}: expected a summary.json dict with a boolean 'stable' field")
+    horizon = float(horizon_ps)
+    if summary["stable"] is False:
+        t = _time(summary, "collapse_time_ps", name)
+        if t <= horizon * (1 + _TIME_TOLERANCE):
+            return True, t, False
+        return False, horizon, False
+    t = _time(summary, "simulated_time_ps", name)
+    short = t < horizon * (1 - _TIME_TOLERANCE)
+    return False, min(t, horizon), short
+
+
+def kaplan_meier(times_ps, collapsed) -> tuple[np.ndarray, np.ndarray]:
+    """Kaplan-Meier survival S(t) just after each distinct event time: (event times ps, S) (empty without events)."""
+    t = np.asarray(times_ps, dtype=np.float64)
+    e = np.asarray(collapsed, dtype=bool)
+    event_times = np.unique(t[e])
+    at_risk = np.array([(t >= u).sum() for u in event_times], dtype=np.float64)
+    deaths = np.array([((t == u) & e).sum() for u in event_times], dtype=np.float64)
+    return event_times, np.cumprod(1.0 - deaths / at_risk)
+
+
+def stability_of_runs(summaries: Iterable[Mapping] | Mapping[str, Mapping], horizon_ps: float) -> dict:
+    """Stability of a set of runs from their summary.json dicts (a list, or {run_id: summary}).
+
+    Returns a JSON-ready dict: n_runs, n_collapsed, n_stable, share_stable, horizon_ps,
+    median_time_to_collapse_ps, median_is_lower_bound, mean_time_to_collapse_ps,
+    km_median_time_to_collapse_ps (None when undefined), n_censored_before_horizon, and per run
+    (input order) run_ids, times_ps, collapsed; plus collapse_reasons {reason: count} and
+    first_broken_bonds {"C-H": count} (element pairs, sorted) of the runs that collapsed within
+    the horizon. Definitions in the module docstring.
+    """
+    horizon = float(horizon_ps)
+    if not math.isfinite(horizon) or horizon <= 0:
+        raise ValueError(f"horizon_ps must be a positive time in ps, got {horizon_ps!r}")
+    named = _named(summaries)
+    if not named:
+        raise ValueError("no runs: stability needs at least one summary.json")
+    outcomes = [run_outcome(s, horizon, name) for name, s in named]
+    collapsed = np.array([o[0] for o in outcomes])
+    times = np.array([o[1] for o in outcomes])
+    n_runs, n_collapsed = len(outcomes), int(collapsed.sum())
+    event_times, survival = kaplan_meier(times, collapsed)
+    below = np.flatnonzero(survival <= 0.5)
+    reasons = Counter(str(s.get("collapse_reason")) for (_, s), c in zip(named, collapsed) if c)
+    bonds = Counter()
+    for (_, s), c in zip(named, collapsed):
+        bond = s.get("first_broken_bond") if c else None
+        if bond and bond.get("elements"):
+            bonds["-".join(sorted(bond["elements"]))] += 1
+    return {
+        "n_runs": n_runs, "n_collapsed": n_collapsed, "n_stable": n_runs - n_collapsed,
+        "share_stable": (n_runs - n_collapsed) / n_runs, "horizon_ps": horizon,
+        "median_time_to_collapse_ps": float(np.median(times)),
+        "median_is_lower_bound": bool(2 * (n_runs - n_collapsed) >= n_runs),
+        "mean_time_to_collapse_ps": float(times.mean()),
+        "km_median_time_to_collapse_ps": float(event_times[below[0]]) if below.size else None,
+        "n_censored_before_horizon": int(sum(o[2] for o in outcomes)),
+        "run_ids": [name for name, _ in named], "times_ps": times.tolist(), "collapsed": collapsed.tolist(),
+        "collapse_reasons": dict(sorted(reasons.items())), "first_broken_bonds": dict(sorted(bonds.items())),
+    }
+
+
+def start_runs(entries: Iterable[tuple[str, Mapping]], horizon_ps: float) -> list[tuple[str, bool, float]]:
+    """(start_id, collapsed within the horizon, T in ps) per run from (start_id, summary.json dict) pairs:
+    the `runs` input of openmlff.metrics.correlation.conformation_level_correlation."""
+    out = []
+    for k, (start, summary) in enumerate(entries):
+        collapsed, time_ps, _ = run_outcome(summary, horizon_ps, f"run {k} (start {start!r})")
+        out.append((str(start), collapsed, time_ps))
+    return out

@@ -1,0 +1,126 @@
+"""Writing the correlation of force metrics with MD stability (`openmlff correlate DIR`) to JSON and CSV.
+
+The correlation document is a dict with any of these keys (the writer writes what is present):
+
+    units                  {"force", "fnm", "energy"} of the metrics
+    horizon_ps             the horizon of the stability measures
+    model_metrics          {model: {metric: value}}; metric_units {metric: unit}
+    stability_per_model    {model: openmlff.metrics.run_stability.stability_of_runs(...)}
+    stability_per_start    {model: openmlff.metrics.correlation.per_start_outcomes(...)}
+    model_level            openmlff.metrics.correlation.model_level_correlation(...)
+    conformation_level     {model: openmlff.metrics.correlation.conformation_level_correlation(...)}
+    (anything else JSON-able, e.g. settings or the metric-set info)
+
+openmlff.metrics.correlation.campaign_correlation builds the whole document from a campaign's runs.
+Files: correlation.json (the whole document, NaN written as null), model_level.csv,
+conformation_level.csv (one block of rows per model, a "model" column first),
+stability_per_model.csv and stability_per_start.csv. CSV rows carry the units in metric_unit /
+stability_unit columns and in the column names; the notes that explain the tables (sign
+conventions, interval method) are in correlation.json next to the rows.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic_io import atomic_write_json
+from ..metrics.force_metrics import jsonable
+from .tables import write_table
+
+CORRELATION_JSON = "correlation.json"
+MODEL_LEVEL_CSV = "model_level.csv"
+CONFORMATION_LEVEL_CSV = "conformation_level.csv"
+STABILITY_CSV = "stability_per_model.csv"
+STABILITY_PER_START_CSV = "stability_per_start.csv"
+
+RANK_COLUMNS = ("n", "spearman_rho", "spearman_ci_low", "spearman_ci_high", "spearman_p", "kendall_tau",
+                "kendall_ci_low", "kendall_ci_high", "kendall_p", "n_bootstrap_valid")
+MODEL_LEVEL_COLUMNS = ("metric", "metric_unit", "stability_measure", "stability_unit") + RANK_COLUMNS
+CONFORMATION_LEVEL_COLUMNS = ("model", "metric", "metric_unit", "stability_measure", "stability_unit", "n_starts",
+                              "n_runs", "n_collapsed", "roc_auc", "roc_auc_ci_low", "roc_auc_ci_high") + RANK_COLUMNS
+#: stability_per_model.csv: column name -> key of the stability dict.
+STABILITY_COLUMNS = {
+    "n_runs": "n_runs", "n_collapsed": "n_collapsed", "share_stable": "share_stable",
+    "median_time_to_collapse [ps]": "median_time_to_collapse_ps", "median_is_lower_bound": "median_is_lower_bound",
+    "mean_time_to_collapse [ps]": "mean_time_to_collapse_ps",
+    "km_median_time_to_collapse [ps]": "km_median_time_to_collapse_ps", "horizon [ps]": "horizon_ps",
+}
+
+
+def json_safe(obj):
+    """jsonable(obj) with non-finite floats (NaN, inf) made None: strict JSON has no NaN."""
+    obj = jsonable(obj)
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def _nan_for_none(value):
+    return math.nan if value is None else value
+
+
+def _columns(rows: list[dict], names, extra: dict | None = None) -> dict[str, list]:
+    """Table columns from row dicts (None as NaN, so numeric columns read back as numbers)."""
+    columns = {name: [_nan_for_none(row.get(name)) for row in rows] for name in names}
+    return {**(extra or {}), **columns}
+
+
+def write_correlation_tables(result: dict, out_dir) -> dict[str, Path]:
+    """Write the correlation document `result` (module docstring) into out_dir; returns {file name: path}."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = {}
+    model_level = result.get("model_level")
+    if model_level:
+        written[MODEL_LEVEL_CSV] = write_table(out_dir / MODEL_LEVEL_CSV, _columns(model_level["rows"], MODEL_LEVEL_COLUMNS))
+    conformation = result.get("conformation_level") or {}
+    rows = [dict(row, model=model) for model, table in conformation.items() for row in table["rows"]]
+    if rows:
+        written[CONFORMATION_LEVEL_CSV] = write_table(out_dir / CONFORMATION_LEVEL_CSV,
+                                                      _columns(rows, CONFORMATION_LEVEL_COLUMNS))
+    stability = result.get("stability_per_model") or {}
+    if stability:
+        columns = {"model": list(stability)}
+        columns.update({name: [_nan_for_none(s.get(key)) for s in stability.values()]
+                        for name, key in STABILITY_COLUMNS.items()})
+        written[STABILITY_CSV] = write_table(out_dir / STABILITY_CSV, columns)
+    per_start = [(model, start, entry) for model, starts in (result.get("stability_per_start") or {}).items()
+                 for start, entry in starts.items()]
+    if per_start:
+        written[STABILITY_PER_START_CSV] = write_table(out_dir / STABILITY_PER_START_CSV, {
+            "model": [m for m, _, _ in per_start], "start": [s for _, s, _ in per_start],
+            "n_runs": [e["n_runs"] for _, _, e in per_start], "n_collapsed": [e["n_collapsed"] for _, _, e in per_start],
+            "collapse_rate": [e["collapse_rate"] for _, _, e in per_start],
+            "mean_time_to_collapse [ps]": [e["mean_time_to_collapse_ps"] for _, _, e in per_start]})
+    document = dict(result, files=sorted([CORRELATION_JSON, *written]))
+    written[CORRELATION_JSON] = atomic_write_json(out_dir / CORRELATION_JSON, json_safe(document))
+    return written
+
+
+def read_correlation(out_dir) -> dict:
+    """correlation.json of a folder written by write_correlation_tables (null where the value was NaN)."""
+    path = Path(out_dir) / CORRELATION_JSON
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found; write it with `openmlff correlate` first")
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def rows_as_arrays(rows: list[dict], names) -> dict[str, np.ndarray]:
+    """Columns of row dicts as arrays (float where numeric, None as NaN), e.g. to compare with a CSV read back."""
+    out = {}
+    for name in names:
+        values = [_nan_for_none(row.get(name)) for row in rows]
+        try:
+            out[name] = np.asarray(values, dtype=np.float64)
+        except (TypeError, ValueError):
+            out[name] = np.asarray(values, dtype=str)
+    return out
