@@ -1,8 +1,10 @@
 """TorchScript export of a trained Potential, speaking OpenMM's units, with its metadata inside.
 
 Contract (DESIGN.md): `forward(positions)` takes an (n_atoms, 3) tensor in nm of any float dtype
-and returns the potential energy in kJ/mol as a scalar tensor. `energies(positions)` does the same
-for a batch (n_frames, n_atoms, 3) -> (n_frames,), for fast evaluation. The JSON document
+and returns the potential energy in kJ/mol as a scalar tensor; periodic models take
+`forward(positions, box_vectors)` with OpenMM's box vectors (3, 3) in nm as rows (the same file
+works without a box for an isolated molecule). `energies(positions)` does the same for a batch
+(n_frames, n_atoms, 3) -> (n_frames,), for fast evaluation. The JSON document
 `openmlff.json`, stored as a TorchScript extra file, says what the model is and what it was
 trained on. The same file runs in TorchForce, in PythonForce and in plain torch.
 """
@@ -13,6 +15,7 @@ import datetime
 import hashlib
 import json
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -40,23 +43,29 @@ class ExportedPotential(nn.Module):
         self.nm_to_angstrom = units.NM_IN_ANGSTROM
         self.ev_to_kj_per_mol = units.EV_IN_KJ_PER_MOL
 
-    def forward(self, positions: Tensor) -> Tensor:
+    def forward(self, positions: Tensor, box_vectors: Optional[Tensor] = None) -> Tensor:
         pos = positions.to(self.dtype_probe.dtype) * self.nm_to_angstrom
         batch = torch.zeros(self.n_atoms, dtype=torch.long, device=pos.device)
-        return self.potential(self.atomic_numbers, pos, batch, 1)[0] * self.ev_to_kj_per_mol
+        return self.potential(self.atomic_numbers, pos, batch, 1, self._box_angstrom(box_vectors))[0] * self.ev_to_kj_per_mol
 
     @torch.jit.export
-    def energies(self, positions: Tensor) -> Tensor:
-        """Energies (n_frames,) in kJ/mol of a batch of positions (n_frames, n_atoms, 3) in nm."""
+    def energies(self, positions: Tensor, box_vectors: Optional[Tensor] = None) -> Tensor:
+        """Energies (n_frames,) in kJ/mol of a batch of positions (n_frames, n_atoms, 3) in nm (one box for all)."""
         n_frames = positions.size(0)
         pos = positions.to(self.dtype_probe.dtype).reshape(-1, 3) * self.nm_to_angstrom
         z = self.atomic_numbers.repeat(n_frames)
         batch = torch.arange(n_frames, device=pos.device).repeat_interleave(self.n_atoms)
-        return self.potential(z, pos, batch, n_frames) * self.ev_to_kj_per_mol
+        return self.potential(z, pos, batch, n_frames, self._box_angstrom(box_vectors)) * self.ev_to_kj_per_mol
+
+    def _box_angstrom(self, box_vectors: Optional[Tensor]) -> Optional[Tensor]:
+        if box_vectors is None:
+            return None
+        return box_vectors.to(self.dtype_probe.dtype) * self.nm_to_angstrom
 
 
-def export_potential(potential: Potential, atomic_numbers, path, metadata: dict | None = None) -> Path:
-    """Script `potential` for one molecule and save it with its metadata; returns the path."""
+def export_potential(potential: Potential, atomic_numbers, path, metadata: dict | None = None,
+                     periodic: bool = False) -> Path:
+    """Script `potential` for one molecule (or a periodic system when `periodic`) and save it with its metadata."""
     path = Path(path)
     module = torch.jit.script(ExportedPotential(potential.eval(), atomic_numbers))
     dtype = str(next(potential.parameters()).dtype).replace("torch.", "")
@@ -69,7 +78,7 @@ def export_potential(potential: Potential, atomic_numbers, path, metadata: dict 
         "cutoff_angstrom": potential.cutoff_angstrom,
         "dtype": dtype,
         "parameters": potential.count_parameters(),
-        "periodic": False,
+        "periodic": bool(periodic),
         "units": {"positions": "nm", "energy": "kJ/mol", "forces": "kJ/mol/nm"},
         "versions": runtime_versions(),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

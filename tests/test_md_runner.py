@@ -221,6 +221,18 @@ def test_more_steps_extend_a_finished_run_as_if_it_had_run_through(aspirin, mode
     del short
 
 
+def test_a_resumed_context_warms_the_model_up_before_stepping(aspirin, models, tmp_path):
+    """TorchScript runs a model's first call through another graph, whose forces differ in the last bits. Without
+    the runner's warm-up evaluations this resume (from step 160, seen in a killed run) drifted from the uninterrupted
+    run: float64 positions at step 400 differed (found by the random-kill test; MODEL_WARMUP_EVALUATIONS = 0 fails)."""
+    cfg = config(steps=400, report_interval_steps=10, checkpoint_interval_steps=40)
+    final_positions(models, aspirin, tmp_path / "resumed", replace(cfg, steps=160))
+    resumed, resumed_end = final_positions(models, aspirin, tmp_path / "resumed", cfg)
+    assert resumed["resumed_from_step"] == 160
+    _, reference_end = final_positions(models, aspirin, tmp_path / "straight", cfg)
+    np.testing.assert_array_equal(resumed_end, reference_end)
+
+
 def test_blowup_model_collapses_and_the_summary_names_the_bond_and_keeps_the_last_frames(aspirin, models, tmp_path):
     out = tmp_path / "run"
     # the released spring energy heats the molecule past 2000 K about when the bond breaks: a high temperature

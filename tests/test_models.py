@@ -90,3 +90,33 @@ def test_load_exported_rejects_other_files(tmp_path):
         load_exported(plain)
     with pytest.raises(ValueError, match="missing.pt: no such model file"):
         load_exported(tmp_path / "missing.pt")
+
+
+def test_periodic_export_runs_in_torchforce_with_a_box(tmp_path):
+    """A periodic export takes OpenMM's box: a water pair split across the box face interacts as if whole."""
+    pot = trained_like_potential("et", torch.float64)
+    z = np.array([8, 1, 1, 8, 1, 1])
+    box_angstrom = np.diag([12.0, 11.0, 13.0])
+    waters = np.array([[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [-0.24, 0.93, 0.0],
+                       [2.8, 0.3, 0.1], [3.5, 0.9, 0.0], [3.1, -0.6, 0.0]]) + [10.6, 5.0, 6.0]
+    wrapped = waters - np.floor(waters / np.diag(box_angstrom)) * np.diag(box_angstrom)
+    assert not np.allclose(wrapped, waters)  # the second water really sits across the face
+    path = export_potential(pot, z, tmp_path / "periodic.pt", periodic=True)
+    assert load_exported(path)[1]["periodic"] is True
+    box_t = torch.as_tensor(box_angstrom)
+    e_eager = pot(torch.as_tensor(z), torch.as_tensor(waters), torch.zeros(6, dtype=torch.long), 1, box_t)[0].item()
+
+    system = openmm.System()
+    for _ in z:
+        system.addParticle(1.0)
+    system.setDefaultPeriodicBoxVectors(*(openmm.Vec3(*row) * 0.1 for row in box_angstrom))
+    force = import_openmmtorch().TorchForce(str(path))
+    force.setUsesPeriodicBoundaryConditions(True)
+    system.addForce(force)
+    context = openmm.Context(system, openmm.VerletIntegrator(0.0005), openmm.Platform.getPlatformByName("Reference"))
+    context.setPositions(wrapped / 10.0)
+    e_mm = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(openmm.unit.kilojoule_per_mole)
+    assert abs(e_mm - e_eager * EV_IN_KJ_PER_MOL) < 1e-6
+    # without the box, the two halves would be far apart: a different energy
+    e_open = pot(torch.as_tensor(z), torch.as_tensor(wrapped), torch.zeros(6, dtype=torch.long), 1)[0].item()
+    assert abs(e_open - e_eager) > 1e-4

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from typing import Optional
+
 import torch
 from torch import Tensor, nn
 
-from .layers import CosineCutoff, ExpNormalSmearing
+from .layers import CosineCutoff, ExpNormalSmearing, aggregate_and_update, aggregate_scalars
 from .neighbors import neighbor_pairs
 
 MAX_Z = 100
@@ -104,12 +106,8 @@ class EquivariantAttention(nn.Module):
         # biases in dv_proj it would otherwise jump when a neighbour crosses the cutoff.
         vec_msg = (vec[j] * v1.reshape(-1, 1, hid) + v2.reshape(-1, 1, hid) * unit.unsqueeze(2)) * smooth.view(-1, 1, 1)
 
-        x_agg = torch.zeros(n, hid, dtype=x.dtype, device=x.device).index_add_(0, i, x_msg)
-        vec_agg = torch.zeros_like(vec).index_add_(0, i, vec_msg)
-        o1, o2, o3 = torch.split(self.o_proj(x_agg), hid, dim=1)
-        dx = vec_dot * o2 + o3
-        dvec = vec3 * o1.unsqueeze(1) + vec_agg
-        return dx, dvec
+        o = self.o_proj(aggregate_scalars(x_msg, i, n))
+        return aggregate_and_update(vec_msg, i, vec, vec_dot, vec3, o)
 
 
 class EquivariantTransformer(nn.Module):
@@ -130,8 +128,8 @@ class EquivariantTransformer(nn.Module):
         self.head = nn.Sequential(
             nn.Linear(c.hidden_channels, c.hidden_channels // 2), nn.SiLU(), nn.Linear(c.hidden_channels // 2, 1))
 
-    def forward(self, z: Tensor, pos: Tensor, batch: Tensor) -> Tensor:
-        i, j, rij = neighbor_pairs(pos, batch, self.cutoff_angstrom, self.neighbor_method)
+    def forward(self, z: Tensor, pos: Tensor, batch: Tensor, box: Optional[Tensor] = None) -> Tensor:
+        i, j, rij = neighbor_pairs(pos, batch, self.cutoff_angstrom, self.neighbor_method, box)
         r = torch.linalg.vector_norm(rij, dim=-1)
         unit = rij / r.unsqueeze(-1)
         rbf = self.rbf(r)

@@ -6,6 +6,8 @@ All lengths in Å. Every block is TorchScript-compatible so an exported model ca
 from __future__ import annotations
 
 import math
+from typing import Tuple
+
 import torch
 from torch import Tensor, nn
 
@@ -46,3 +48,21 @@ class ExpNormalSmearing(nn.Module):
     def forward(self, r: Tensor) -> Tensor:
         r = r.unsqueeze(-1)
         return self.cutoff(r) * torch.exp(-self.betas * (torch.exp(-self.alpha * r) - self.means) ** 2)
+
+
+def aggregate_and_update(vec_msg: Tensor, receivers: Tensor, vec: Tensor, vec_dot: Tensor, vec3: Tensor,
+                         o: Tensor) -> Tuple[Tensor, Tensor]:
+    """The node update shared by ET and ViSNet: sum vector messages per receiver, mix scalars and vectors.
+
+    With o = (o1, o2, o3) = W_o sum_j x_msg (each model applies its own W_o to `aggregate_scalars`):
+    dx = vec_dot * o2 + o3 and dvec = vec3 * o1 + sum_j vec_msg.
+    """
+    hid = vec.size(-1)
+    vec_agg = torch.zeros_like(vec).index_add_(0, receivers, vec_msg)
+    o1, o2, o3 = torch.split(o, hid, dim=1)
+    return vec_dot * o2 + o3, vec3 * o1.unsqueeze(1) + vec_agg
+
+
+def aggregate_scalars(x_msg: Tensor, receivers: Tensor, n_atoms: int) -> Tensor:
+    """Sum of scalar messages (E, hidden) per receiving atom -> (n_atoms, hidden)."""
+    return torch.zeros(n_atoms, x_msg.size(1), dtype=x_msg.dtype, device=x_msg.device).index_add_(0, receivers, x_msg)

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Callable, List
+from typing import Callable, List, Optional
 
 import numpy as np
 import torch
@@ -351,8 +351,8 @@ class NequIP(nn.Module):
         with torch.no_grad():
             self.head.weight.zero_()  # a fresh model predicts zero: see the module docstring
 
-    def forward(self, z: Tensor, pos: Tensor, batch: Tensor) -> Tensor:
-        i, j, rij = neighbor_pairs(pos, batch, self.cutoff_angstrom, self.neighbor_method)
+    def forward(self, z: Tensor, pos: Tensor, batch: Tensor, box: Optional[Tensor] = None) -> Tensor:
+        i, j, rij = neighbor_pairs(pos, batch, self.cutoff_angstrom, self.neighbor_method, box)
         r = torch.linalg.vector_norm(rij, dim=-1)
         sh = self.spherical_harmonics(rij)
         edge_radial = self.bessel(r) * self.envelope(r).unsqueeze(-1)

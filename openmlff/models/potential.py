@@ -10,7 +10,7 @@ are large (aspirin: -17 600 eV, where float32 resolves only 2 meV).
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
@@ -39,16 +39,17 @@ class Potential(nn.Module):
         self.element_energy_ev.copy_(torch.as_tensor(element_energy_ev, dtype=torch.float64))
         self.scale_ev.fill_(float(scale_ev))
 
-    def forward(self, z: Tensor, pos: Tensor, batch: Tensor, n_molecules: int) -> Tensor:
-        y = self.network(z, pos, batch)
+    def forward(self, z: Tensor, pos: Tensor, batch: Tensor, n_molecules: int, box: Optional[Tensor] = None) -> Tensor:
+        """Energies (n_molecules,) in eV; `box`: periodic box vectors (3, 3) in Å as rows, or None."""
+        y = self.network(z, pos, batch, box)
         atomic = (self.scale_ev.to(y.dtype) * y).to(torch.float64) + self.element_energy_ev[z]
         return torch.zeros(n_molecules, dtype=torch.float64, device=y.device).index_add_(0, batch, atomic)
 
     def energy_and_forces(self, z: Tensor, pos: Tensor, batch: Tensor, n_molecules: int,
-                          create_graph: bool = False) -> Tuple[Tensor, Tensor]:
+                          create_graph: bool = False, box: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
         """Energies (n_molecules,) in eV (float64) and forces (n_atoms, 3) in eV/Å = -dE/dpos (dtype of pos)."""
         pos = pos.detach().requires_grad_(True)
-        energy = self.forward(z, pos, batch, n_molecules)
+        energy = self.forward(z, pos, batch, n_molecules, box)
         (grad,) = torch.autograd.grad(energy.sum(), pos, create_graph=create_graph)
         return energy, -grad
 

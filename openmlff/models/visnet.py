@@ -38,13 +38,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from .et import MAX_Z, NeighborEmbedding
-from .layers import CosineCutoff, ExpNormalSmearing
+from .layers import CosineCutoff, ExpNormalSmearing, aggregate_and_update, aggregate_scalars
 from .neighbors import neighbor_pairs
 
 
@@ -184,12 +184,8 @@ class ViSMessagePassing(nn.Module):
         s1, s2 = torch.split(self.act(self.s_proj(x_msg)) * cut.unsqueeze(1), hid, dim=1)
         vec_msg = vec[j] * s1.unsqueeze(1) + s2.unsqueeze(1) * sh.unsqueeze(2)
 
-        x_agg = torch.zeros(n, hid, dtype=x.dtype, device=x.device).index_add_(0, i, x_msg)
-        vec_agg = torch.zeros_like(vec).index_add_(0, i, vec_msg)
-        o1, o2, o3 = torch.split(self.o_proj(x_agg), hid, dim=1)
-        dx = vec_dot * o2 + o3
-        dvec = vec3 * o1.unsqueeze(1) + vec_agg
-        return dx, dvec
+        o = self.o_proj(aggregate_scalars(x_msg, i, n))
+        return aggregate_and_update(vec_msg, i, vec, vec_dot, vec3, o)
 
 
 class EdgeUpdate(nn.Module):
@@ -303,8 +299,8 @@ class ViSNet(nn.Module):
         self.out_norm = nn.LayerNorm(c.hidden_channels)
         self.head = EquivariantScalarHead(c.hidden_channels)
 
-    def forward(self, z: Tensor, pos: Tensor, batch: Tensor) -> Tensor:
-        i, j, rij = neighbor_pairs(pos, batch, self.cutoff_angstrom, self.neighbor_method)
+    def forward(self, z: Tensor, pos: Tensor, batch: Tensor, box: Optional[Tensor] = None) -> Tensor:
+        i, j, rij = neighbor_pairs(pos, batch, self.cutoff_angstrom, self.neighbor_method, box)
         r = torch.linalg.vector_norm(rij, dim=-1)
         sh = spherical_harmonics(rij / r.unsqueeze(-1), self.lmax)
         rbf = self.rbf(r)
