@@ -158,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     si.add_argument("--quiet", action="store_true")
     si.set_defaults(handler=_simulate)
     _campaign_parser(sub)
+    _correlate_parser(sub)
     return p
 
 
@@ -346,6 +347,27 @@ def _simulate(args) -> int:
     state = "stable" if summary["stable"] else f"COLLAPSED at {summary['collapse_time_ps']} ps ({summary['collapse_reason']})"
     speed = "" if summary["ns_per_day"] is None else f", {summary['ns_per_day']:.2f} ns/day"
     print(f"{args.out}: {summary['steps_completed']}/{summary['steps_requested']} steps, {state}{speed}")
+    return 0
+
+
+def _correlate_parser(sub) -> None:
+    co = sub.add_parser("correlate", help="correlate each force metric with MD stability over a campaign's runs")
+    co.add_argument("campaign_dir")
+    co.add_argument("--out", default=None, help="output folder (default CAMPAIGN_DIR/correlation)")
+    co.add_argument("--data", default=None, help="the models' reference data (default: each model's training file)")
+    co.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the intervals")
+    co.add_argument("--n-clusters", type=int, default=None, help="conformation clusters (default: silhouette rule)")
+    co.add_argument("--quiet", action="store_true")
+    co.set_defaults(handler=_correlate)
+
+
+def _correlate(args) -> int:
+    from .campaign.correlate import correlate_campaign
+
+    doc = correlate_campaign(args.campaign_dir, args.out, data=args.data, n_bootstrap=args.bootstrap,
+                             n_clusters=args.n_clusters, progress=not args.quiet)
+    out = args.out or str(Path(args.campaign_dir) / "correlation")
+    print(f"{doc['n_runs']} runs correlated; tables and report.html in {out}")
     return 0
 
 

@@ -7,7 +7,7 @@ import mdtraj
 import numpy as np
 import pytest
 
-from openmlff.md import StepRecord, TrajectoryMark, open_trajectory
+from openmlff.md import StepRecord, TrajectoryMark, open_trajectory, read_dcd_frames
 from openmlff.structures import load_structure, structure_to_pdb
 
 FORMATS = ["dcd", "xtc", "hdf5"]
@@ -51,18 +51,18 @@ def test_writer_reopened_at_a_mark_drops_later_frames_and_appends(aspirin, tmp_p
         writer.report(record(k, xs[k]))
     writer.flush(sync=True)
     mark = writer.mark()
-    assert mark.frames == 3 and mark.bytes == path.stat().st_size > 0
+    assert mark.frames == 3 and mark.bytes == (writer.partial_path if fmt == "hdf5" else path).stat().st_size > 0
     for k in (3, 4):  # written after the checkpoint: lost to the kill
         writer.report(record(k, xs[k] + 1.0))
     writer.close()
-    if fmt != "hdf5":
-        with open(path, "ab") as fh:  # a frame cut in the middle by the kill
-            fh.write(b"\x00" * 37)
+    with open(writer.partial_path if fmt == "hdf5" else path, "ab") as fh:  # a frame cut in the middle by the kill
+        fh.write(b"\x00" * 37)
 
     writer = open_trajectory(fmt, path, aspirin.topology, 0.5, 10, resume_at=mark)
     assert writer.frames_written == 3
     for k in range(3, 9):
         writer.report(record(k, xs[k]))
+    writer.finish()
     writer.close()
     traj = load(path, aspirin, tmp_path)
     assert traj.n_frames == 9
@@ -80,25 +80,50 @@ def test_writer_refuses_a_file_shorter_than_the_mark(aspirin, tmp_path, fmt):
     for k, x in enumerate(frames(aspirin, 2)):
         writer.report(record(k, x))
     writer.close()
-    size = path.stat().st_size
-    with pytest.raises(ValueError, match=path.name + ".*(holds 2 |holds .* bytes)"):
+    size = path.stat().st_size if fmt != "hdf5" else writer.partial_path.stat().st_size
+    with pytest.raises(ValueError, match=r"t(_partial)?\.(dcd|xtc): holds (2 complete frames|\d+ bytes), but the checkpoint says"):
         open_trajectory(fmt, path, aspirin.topology, 0.5, 10, resume_at=TrajectoryMark(3, size + 100))
 
 
-def test_hdf5_frames_carry_time_energies_and_temperature(aspirin, tmp_path):
+def test_hdf5_is_written_at_the_end_from_a_partial_dcd_and_rebuilt_to_extend(aspirin, tmp_path):
     pytest.importorskip("tables", reason="mdtraj's HDF5 format needs PyTables (pip install tables)")
-    from mdtraj.formats import HDF5TrajectoryFile
-
     path = tmp_path / "t.h5"
+    xs = frames(aspirin, 6)
     writer = open_trajectory("hdf5", path, aspirin.topology, 0.5, 10)
-    for k, x in enumerate(frames(aspirin, 4)):
+    for k in range(4):
+        writer.report(record(k, xs[k]))
+    writer.flush(sync=True)
+    assert not path.exists() and writer.partial_path.name == "t_partial.dcd"
+    partial = mdtraj.load(str(writer.partial_path), top=str(structure_to_pdb(aspirin, tmp_path / "top.pdb")))
+    assert partial.n_frames == 4  # readable while the run goes on
+    mark = writer.mark()
+    writer.finish()
+    writer.close()
+    assert path.exists() and not writer.partial_path.exists()
+    traj = mdtraj.load(str(path))
+    assert traj.n_frames == 4 and traj.topology.n_bonds == 21
+    # extending the finished run: the partial file is rebuilt from the HDF5 file, frames appended after it
+    writer = open_trajectory("hdf5", path, aspirin.topology, 0.5, 10, resume_at=mark)
+    for k in (4, 5):
+        writer.report(record(k, xs[k]))
+    writer.finish()
+    writer.close()
+    traj = mdtraj.load(str(path))
+    np.testing.assert_allclose(traj.xyz, np.asarray(xs, dtype=np.float32), atol=1e-6)
+    np.testing.assert_allclose(traj.time, 10 * np.arange(6) * 0.5e-3, atol=1e-6)
+
+
+def test_dcd_frames_read_directly_equal_mdtraj_s(aspirin, tmp_path):
+    path = tmp_path / "t.dcd"
+    xs = frames(aspirin, 5)
+    writer = open_trajectory("dcd", path, aspirin.topology, 0.5, 10)
+    for k, x in enumerate(xs):
         writer.report(record(k, x))
     writer.close()
-    with HDF5TrajectoryFile(str(path)) as h5:
-        data = h5.read()
-        assert h5.topology.n_atoms == 21 and h5.topology.n_bonds == 21
-    np.testing.assert_allclose(data.potentialEnergy, [0, -1, -2, -3])
-    np.testing.assert_allclose(data.temperature, [300, 301, 302, 303])
+    expected = load(path, aspirin, tmp_path).xyz * 10.0  # Å
+    np.testing.assert_allclose(read_dcd_frames(path), expected, rtol=1e-6)
+    np.testing.assert_allclose(read_dcd_frames(path, 3, 10), expected[3:], rtol=1e-6)
+    assert read_dcd_frames(path, 5).shape == (0, 21, 3)
 
 
 def test_unknown_format_is_refused(aspirin, tmp_path):

@@ -77,6 +77,14 @@ def find_reference_data(model_metadata: dict, data=None, *, energy_unit: str | N
 
 def training_frames(model_metadata: dict, dataset: Dataset) -> tuple[np.ndarray | None, str, bool | None]:
     """(training frame indices or None, where they came from, whether `dataset` is the model's training data)."""
+    splits, origin, same = model_splits(model_metadata, dataset)
+    return (None if splits is None else splits["train"]), origin, same
+
+
+def model_splits(model_metadata: dict, dataset: Dataset) -> tuple[dict | None, str, bool | None]:
+    """({"train", "val", "test"}: frame indices, or None; where they came from; whether `dataset` is the
+    model's training data). The split is read from the training checkpoint when it still exists, else
+    recomputed with make_split from the seed and sizes in the model metadata."""
     training = model_metadata.get("training") or {}
     recorded = training.get("data_fingerprint_sha256")
     if recorded is None:
@@ -85,19 +93,20 @@ def training_frames(model_metadata: dict, dataset: Dataset) -> tuple[np.ndarray 
         return None, "all frames: these data are not the model's training data (fingerprints differ)", False
     checkpoint = training.get("checkpoint")
     if checkpoint and Path(checkpoint).is_file():
-        frames = _checkpoint_training_frames(Path(checkpoint), recorded)
-        if frames is not None:
-            return frames, f"the split stored in the training checkpoint {checkpoint}", True
+        splits = _checkpoint_splits(Path(checkpoint), recorded)
+        if splits is not None:
+            return splits, f"the split stored in the training checkpoint {checkpoint}", True
     split = training.get("split") or {}
     if all(k in split for k in ("seed", "n_train", "n_val", "n_test")):
         recomputed = make_split(dataset.n_frames, split["n_train"], split["n_val"], split["n_test"], seed=split["seed"])
-        return (recomputed.train, f"recomputed with make_split(seed={split['seed']}, n_train={split['n_train']}, "
+        return ({"train": recomputed.train, "val": recomputed.val, "test": recomputed.test},
+                f"recomputed with make_split(seed={split['seed']}, n_train={split['n_train']}, "
                 f"n_val={split['n_val']}, n_test={split['n_test']}) from the model metadata", True)
     return None, "all frames: the model metadata records no split", True
 
 
-def _checkpoint_training_frames(path: Path, fingerprint: str) -> np.ndarray | None:
-    """The training indices stored in a training checkpoint trained on data with `fingerprint`, else None."""
+def _checkpoint_splits(path: Path, fingerprint: str) -> dict | None:
+    """The split stored in a training checkpoint trained on data with `fingerprint`, else None."""
     import torch
 
     try:
@@ -106,4 +115,4 @@ def _checkpoint_training_frames(path: Path, fingerprint: str) -> np.ndarray | No
         return None
     if not isinstance(ckpt, dict) or ckpt.get("data_fingerprint") != fingerprint or "split" not in ckpt:
         return None
-    return np.asarray(ckpt["split"]["train"], dtype=np.int64)
+    return {name: np.asarray(ckpt["split"][name], dtype=np.int64) for name in ("train", "val", "test")}

@@ -25,17 +25,18 @@ from .system import (
 )
 from .trajectory import (
     TRAJECTORY_FILES, TRAJECTORY_FORMATS, DCDTrajectoryWriter, HDF5TrajectoryWriter, TrajectoryMark,
-    TrajectoryWriter, XTCTrajectoryWriter, open_trajectory, read_dcd_layout, truncate_dcd,
+    TrajectoryWriter, XTCTrajectoryWriter, hdf5_partial_path, open_trajectory, read_dcd_frames, read_dcd_layout,
+    truncate_dcd,
 )
 
 __all__ = [
     "BACKENDS", "INTEGRATORS", "MODEL_METADATA_FILE", "STATE_COLUMNS", "TRAJECTORY_FILES", "TRAJECTORY_FORMATS",
-    "BrokenBond", "CheckedFrame", "ExportedModelCalculator", "Checkpointer", "ClosePair", "CollapseEvent", "DCDTrajectoryWriter",
-    "HDF5TrajectoryWriter", "ModelFileError", "PlatformError", "ResumeMismatchError", "RunPaths", "SimulationConfig",
-    "StabilityMonitor", "StateCSVReporter", "StepRecord", "TorchModelComputation", "TrajectoryMark",
-    "TrajectoryWriter", "XTCTrajectoryWriter",
-    "available_platforms", "build_system", "check_model_atoms", "default_temperature_limit_K", "file_sha256",
-    "make_integrator", "open_trajectory", "read_dcd_layout", "read_model_metadata", "read_run_summary",
+    "BrokenBond", "CheckedFrame", "Checkpointer", "ClosePair", "CollapseEvent", "DCDTrajectoryWriter",
+    "ExportedModelCalculator", "HDF5TrajectoryWriter", "ModelFileError", "PlatformError", "ResumeMismatchError",
+    "RunPaths", "SimulationConfig", "StabilityMonitor", "StateCSVReporter", "StepRecord", "TorchModelComputation",
+    "TrajectoryMark", "TrajectoryWriter", "XTCTrajectoryWriter", "available_platforms", "build_system",
+    "check_model_atoms", "default_temperature_limit_K", "file_sha256", "hdf5_partial_path", "make_integrator",
+    "open_trajectory", "read_dcd_frames", "read_dcd_layout", "read_model_metadata", "read_run_summary",
     "read_state_csv", "run_simulation", "select_platform", "set_torch_threads", "torchforce_properties",
     "truncate_dcd",
 ]

@@ -6,7 +6,8 @@ The run directory holds:
                     its properties, TorchForce properties, integrator, minimisation, history of extensions
   topology.pdb      the topology with the starting positions (CONECT records for bonds)
   trajectory.dcd    (or .xtc, .h5) frame k = state.csv row k = step k * report_interval_steps, from step 0
-                    (a collapse found between two reports is in collapse_frames.dcd, not here)
+                    (a collapse found between two reports is in collapse_frames.dcd, not here); an HDF5
+                    trajectory is written when the run ends, its frames are in trajectory_partial.dcd until then
   state.csv         step, time, energies (kJ/mol), temperature (K), speed (ns/day), estimated time left (s)
   checkpoint.json   + checkpoint_step*.chk: the last committed OpenMM checkpoint (atomic)
   summary.json      written when the run ends: stable or not, collapse step/time/reason/bond, ns/day
@@ -43,7 +44,9 @@ from .monitor import CollapseEvent, StabilityMonitor
 from .platforms import select_platform, set_torch_threads
 from .reporters import Checkpointer, StateCSVReporter, StepRecord
 from .system import BACKENDS, build_system, file_sha256, read_model_metadata, torchforce_properties
-from .trajectory import TRAJECTORY_FILES, TRAJECTORY_FORMATS, DCDTrajectoryWriter, TrajectoryMark, open_trajectory
+from .trajectory import (
+    TRAJECTORY_FILES, TRAJECTORY_FORMATS, DCDTrajectoryWriter, TrajectoryMark, hdf5_partial_path, open_trajectory,
+)
 
 #: Config fields that may differ when a run is resumed (they do not change the trajectory).
 RESUMABLE_CHANGES = ("torch_threads",)
@@ -565,6 +568,7 @@ class _Run:
             "finished_at": _now(),
         }
         self.trajectory.flush(sync=True)
+        self.trajectory.finish()
         self.states.flush(sync=True)
         atomic_write_json(self.paths.summary_json, summary)
         return summary
@@ -624,7 +628,9 @@ def _run_record(model_path: Path, metadata: dict, zs, start_angstrom, reference,
         "torchforce_properties_requested": config.torch_properties,
         "trajectory": {"file": TRAJECTORY_FILES[config.trajectory_format], "format": config.trajectory_format,
                        "topology": "topology.pdb", "frame_interval_steps": config.report_interval_steps,
-                       "first_frame_step": 0},
+                       "first_frame_step": 0,
+                       **({"partial_file": hdf5_partial_path(TRAJECTORY_FILES["hdf5"]).name}
+                          if config.trajectory_format == "hdf5" else {})},
         "versions": runtime_versions(),
         "history": [],
     }

@@ -11,14 +11,12 @@ format allows cutting by bytes), so the file ends up with every frame exactly on
   DCD   fixed-size frames (openmm.app.DCDFile); cut by frame count, header count fixed.
   XTC   compressed frames of varying size (openmm.app.XTCFile, 0.001 nm precision); cut at the
         byte size recorded at the checkpoint, then the frame count is checked.
-  HDF5  mdtraj.formats.HDF5TrajectoryFile (needs PyTables, `tables`). HDF5 is not made to survive
-        a kill during a write (here 1 of 20 files killed at random moments of continuous writing,
-        flushed every 20 frames, was unreadable; flushing every frame costs ~3 ms a frame), so
-        frames are held in memory and reach the file in one write + flush at each checkpoint
-        and at the end: the file is touched only for those few milliseconds, and frames after
-        the last checkpoint, which a resume drops anyway, are never written before a kill. A
-        file holding more frames than the checkpoint is rewritten with the first ones (atomic
-        replace); a damaged one stops the resume with an error that says so.
+  HDF5  mdtraj.formats.HDF5TrajectoryFile (needs PyTables, `tables`), written when the run ends.
+        HDF5 does not survive a kill during a write: files killed at random moments of
+        continuous writing were unreadable 1 time in 20 when flushed every 20 frames, and a run
+        killed during a batch append at a checkpoint left an unreadable file. So frames go to a
+        DCD file beside it while the run goes on (trajectory_partial.dcd, cut back like any DCD
+        on resume), turned into the HDF5 file at the end (atomic rename).
 """
 
 from __future__ import annotations
@@ -84,6 +82,9 @@ class TrajectoryWriter:
 
     def close(self) -> None:
         pass
+
+    def finish(self) -> None:
+        """Called once when the run ends, before summary.json: formats written at the end write here."""
 
     def _write(self, record: StepRecord) -> None:
         raise NotImplementedError
@@ -157,6 +158,24 @@ def truncate_dcd(path, n_frames: int) -> None:
         os.fsync(fh.fileno())
 
 
+def read_dcd_frames(path, start: int = 0, count: int | None = None) -> np.ndarray:
+    """Positions in Å (n, n_atoms, 3) float32 of complete frames start.. of a DCD file written by OpenMM.
+
+    Read directly (mdtraj's DCD reader prints to stdout from C on every file it opens).
+    """
+    layout = read_dcd_layout(path)
+    complete = (os.path.getsize(path) - layout.header_bytes) // layout.frame_bytes
+    count = complete - start if count is None else min(count, complete - start)
+    if count <= 0:
+        return np.zeros((0, layout.n_atoms, 3), dtype=np.float32)
+    box = layout.frame_bytes - 3 * (4 * layout.n_atoms + 8)
+    raw = np.fromfile(path, dtype=np.uint8, count=count * layout.frame_bytes,
+                      offset=layout.header_bytes + start * layout.frame_bytes)
+    frames = raw.reshape(count, layout.frame_bytes)[:, box:].reshape(count, 3, 4 * layout.n_atoms + 8)
+    xyz = frames[:, :, 4:-4].copy().view("<f4").reshape(count, 3, layout.n_atoms)
+    return np.ascontiguousarray(xyz.transpose(0, 2, 1))
+
+
 class DCDTrajectoryWriter(TrajectoryWriter):
     """DCD frames through openmm.app.DCDFile (frame k is step first_step + k * interval_steps)."""
 
@@ -226,7 +245,7 @@ class XTCTrajectoryWriter(TrajectoryWriter):
         self._xtc.writeModel(record.positions_nm)
 
 
-# --- HDF5 -----------------------------------------------------------------------------------------
+# --- HDF5 ---------------------------------------------------------------------------------------
 
 def _hdf5_file_class():
     try:
@@ -238,79 +257,94 @@ def _hdf5_file_class():
     return HDF5TrajectoryFile
 
 
-class HDF5TrajectoryWriter(TrajectoryWriter):
-    """mdtraj HDF5 frames with the topology inside, and per frame time (ps), energies (kJ/mol) and temperature (K).
+def hdf5_partial_path(path) -> Path:
+    """Where an HDF5 trajectory's frames are kept while the run goes on: trajectory.h5 -> trajectory_partial.dcd."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}_partial.dcd")
 
-    Frames reach the file at `flush` (each checkpoint) and `close`; see the module docstring.
+
+class HDF5TrajectoryWriter(TrajectoryWriter):
+    """mdtraj HDF5 trajectory (topology and each frame's time in ps inside), written when the run ends.
+
+    While the run goes on, frames go to a DCD file beside it (`hdf5_partial_path`: trajectory_partial.dcd,
+    readable with topology.pdb), which is as safe to kill as any DCD; `finish` turns it into the HDF5 file
+    (written under a temporary name, then renamed) and removes it. Extending a finished run rebuilds the
+    partial file from the HDF5 file first.
     """
 
     format = "hdf5"
 
     def __init__(self, path, topology, timestep_fs, interval_steps, first_step=0, resume_at=None) -> None:
-        import mdtraj
-
         super().__init__(path, topology, timestep_fs, interval_steps, first_step, resume_at)
-        self._pending: list[tuple] = []
-        file_class = _hdf5_file_class()
-        if resume_at is None:
-            self._h5 = file_class(str(self.path), "w")
-            self._h5.topology = mdtraj.Topology.from_openmm(topology)
-            self._h5.flush()
-            return
-        try:
-            with file_class(str(self.path), "r") as h5:
-                frames = h5.read(n_frames=resume_at.frames) if resume_at.frames else None
-                total = len(h5)
-        except Exception as exc:  # PyTables raises several types for a damaged file
-            raise ValueError(f"{self.path}: cannot read the HDF5 trajectory to resume it ({exc}); the file was "
-                             "damaged by the interruption: start the run again in a new directory") from exc
-        if total < resume_at.frames:
-            raise ValueError(f"{self.path}: holds {total} frames, but the checkpoint says {resume_at.frames} were written")
-        if total > resume_at.frames:
-            atomic_write(self.path, lambda tmp: _write_hdf5_copy(file_class, tmp, topology, frames))
-        self._h5 = file_class(str(self.path), "a")
-        self.frames_written = resume_at.frames
+        self._file_class = _hdf5_file_class()
+        self.partial_path = hdf5_partial_path(self.path)
+        if resume_at is not None and not self.partial_path.exists():
+            if not self.path.exists():
+                raise ValueError(f"{self.path}: neither the HDF5 trajectory nor {self.partial_path.name} exists, but "
+                                 f"the checkpoint says {resume_at.frames} frames were written")
+            self._rebuild_partial(resume_at.frames)
+        self._frames = DCDTrajectoryWriter(self.partial_path, topology, timestep_fs, interval_steps, first_step,
+                                           None if resume_at is None else TrajectoryMark(resume_at.frames))
+        self.frames_written = self._frames.frames_written
 
     def report(self, record: StepRecord) -> None:
-        """Hold the frame (positions in nm, time in ps, energies in kJ/mol, temperature in K) until the next flush."""
-        self._pending.append((np.asarray(record.positions_nm, dtype=np.float32), record.time_ps,
-                              record.potential_energy_kJ_per_mol, record.kinetic_energy_kJ_per_mol, record.temperature_K))
-        self.frames_written += 1
-
-    def flush(self, sync: bool = False) -> None:
-        """Write the held frames in one append, then flush the HDF5 file (and fsync it with sync)."""
-        if self._pending:
-            positions, times, potential, kinetic, temperature = zip(*self._pending)
-            self._h5.write(coordinates=np.stack(positions), time=np.asarray(times, dtype=np.float32),
-                           potentialEnergy=np.asarray(potential, dtype=np.float32),
-                           kineticEnergy=np.asarray(kinetic, dtype=np.float32),
-                           temperature=np.asarray(temperature, dtype=np.float32))
-            self._pending = []
-        self._h5.flush()
-        super().flush(sync)
+        self._frames.report(record)
+        self.frames_written = self._frames.frames_written
 
     def mark(self) -> TrajectoryMark:
-        if self._pending:
-            raise RuntimeError(f"{self.path}: flush the HDF5 trajectory before taking its mark")
-        return super().mark()
+        return self._frames.mark()
+
+    def flush(self, sync: bool = False) -> None:
+        self._frames.flush(sync)
 
     def close(self) -> None:
-        if self._h5._open:  # mdtraj's HDF5TrajectoryFile has no public 'is open' flag
-            self.flush()
-            self._h5.close()
+        self._frames.close()
+
+    def finish(self) -> None:
+        """Write the HDF5 file from the partial DCD (atomically), then remove the partial file."""
+        self._frames.flush(sync=True)
+        self._frames.close()
+
+        def write(tmp: str) -> None:
+            import mdtraj
+
+            with _new_hdf5(self._file_class, tmp) as h5:
+                h5.topology = mdtraj.Topology.from_openmm(self.topology)
+                k = 0
+                while True:
+                    xyz_angstrom = read_dcd_frames(self.partial_path, k, _CHUNK_FRAMES)
+                    if len(xyz_angstrom) == 0:
+                        break
+                    steps = self.first_step + self.interval_steps * np.arange(k, k + len(xyz_angstrom))
+                    h5.write(coordinates=xyz_angstrom / np.float32(10.0),
+                             time=(steps * self.timestep_fs * FS_IN_PS).astype(np.float32))
+                    k += len(xyz_angstrom)
+
+        atomic_write(self.path, write)
+        self.partial_path.unlink()
+
+    def _rebuild_partial(self, n_frames: int) -> None:
+        """The partial DCD from the first n_frames of the HDF5 file (a finished run being extended)."""
+        def write(tmp: str) -> None:
+            with self._file_class(str(self.path), "r") as h5:
+                if len(h5) < n_frames:
+                    raise ValueError(f"{self.path}: holds {len(h5)} frames, but the checkpoint says {n_frames} were written")
+                coordinates = h5.read(n_frames=n_frames).coordinates
+            writer = DCDTrajectoryWriter(tmp, self.topology, self.timestep_fs, self.interval_steps, self.first_step)
+            for xyz_nm in coordinates:
+                writer._dcd.writeModel(xyz_nm)
+            writer.close()
+
+        atomic_write(self.partial_path, write)
 
 
-def _write_hdf5_copy(file_class, path: str, topology: app.Topology, frames) -> None:
-    """Write a new HDF5 trajectory holding `frames` (an mdtraj HDF5 Frames tuple, or None for none)."""
+#: Frames read from the partial DCD at a time when the HDF5 file is written.
+_CHUNK_FRAMES = 10_000
+
+
+def _new_hdf5(file_class, path: str):
     import warnings
-
-    import mdtraj
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The .h5 extension is recommended")  # a temporary file's name
-        h5 = file_class(path, "w")
-    with h5:
-        h5.topology = mdtraj.Topology.from_openmm(topology)
-        if frames is not None:
-            h5.write(coordinates=frames.coordinates, time=frames.time, potentialEnergy=frames.potentialEnergy,
-                     kineticEnergy=frames.kineticEnergy, temperature=frames.temperature)
+        return file_class(path, "w")

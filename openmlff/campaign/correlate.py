@@ -1,0 +1,105 @@
+"""Which force metric predicts a collapse? The correlation of a campaign's models and starts with its MD runs.
+
+For every model of a finished (or partly finished) campaign: evaluate the model on its own
+training, validation and test frames (the split recorded with the model), gather the metric sets
+(global, element-wise, share of bad frames), and for every starting conformation the metrics of
+its cluster, its neighbourhood and its own frame in the training data. Then relate them to the
+runs' fates (metrics.correlation.campaign_correlation), write correlation.json and CSV tables,
+and one self-contained HTML page with the collapse diagnoses.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..analysis.diagnosis import atom_error_summary
+from ..analysis.reference_data import find_reference_data, model_splits
+from ..export import read_model_metadata
+from ..md.runner import read_run_summary
+from ..metrics.correlation import DEFAULT_N_BOOTSTRAP, campaign_correlation
+from ..metrics.evaluation import evaluate_model
+from ..metrics.metric_sets import model_metric_sets, start_conformation_metrics
+from ..report.campaign_page import diagnosis_entry, write_correlation_report
+from ..report.correlation_outputs import write_correlation_tables
+from .spec import DatasetFrames
+from .state import CampaignDirectory
+
+
+def correlate_campaign(campaign_dir, out_dir=None, *, data=None, n_bootstrap: int = DEFAULT_N_BOOTSTRAP,
+                       n_clusters: int | None = None, progress: bool = True) -> dict:
+    """Correlate metrics with stability for the campaign in `campaign_dir`; returns the correlation document.
+
+    data: the models' reference data (default: each model's recorded training file). Writes into
+    out_dir (default CAMPAIGN/correlation): correlation.json, model_level.csv,
+    conformation_level.csv, stability tables, and report.html.
+    """
+    where = CampaignDirectory(campaign_dir)
+    spec = where.spec()
+    out = Path(out_dir) if out_dir else where.directory / "correlation"
+    horizon_ps = spec.steps * spec.timestep_fs * 1e-3
+    several_temperatures = len(spec.temperatures_K) > 1
+
+    runs, start_frames = [], {}
+    for run in spec.expand():
+        summary = read_run_summary(where.run_dir(run.run_id))
+        if summary is None:
+            continue
+        label = f"{run.model}@{run.temperature_K:g}K" if several_temperatures else run.model
+        runs.append({"run_id": run.run_id, "model": label, "start": run.start, "summary": summary,
+                     "model_file": run.model_path})
+        if run.frame is not None:
+            start_frames[run.start] = (run.data, run.frame)
+    if not runs:
+        raise ValueError(f"{where.directory}: no finished runs yet (no summary.json); run the campaign first")
+
+    start_positions = _start_positions(start_frames)
+    evaluations, start_metrics, start_units, atom_records = {}, {}, {}, {}
+    for model, model_file in spec.models.items():
+        say = print if progress else (lambda *a, **k: None)
+        say(f"[correlate] evaluating {model} ({model_file}) on its training, validation and test frames")
+        meta = read_model_metadata(model_file)
+        reference = find_reference_data(meta, data)
+        if reference is None:
+            raise ValueError(f"{model_file}: its training data file is not recorded or not found; pass data=")
+        dataset = reference.dataset
+        splits, _, _ = model_splits(meta, dataset)
+        splits = splits or {"all": np.arange(dataset.n_frames)}
+        evaluations[model] = {name: evaluate_model(model_file, dataset.subset(idx), include_frames=True)
+                              for name, idx in splits.items() if len(idx)}
+        train_name = "train" if "train" in evaluations[model] else next(iter(evaluations[model]))
+        train_eval, train_idx = evaluations[model][train_name], splits[train_name]
+        atom_records[model] = atom_error_summary(train_eval["atoms"], dataset.z)
+        starts = {start: start_positions[start] for start in start_frames}
+        if starts:
+            metrics, info = start_conformation_metrics(train_eval, dataset.R[train_idx], starts, n_clusters=n_clusters)
+            start_metrics[model] = metrics
+            start_units = info["metric_units"]
+    model_metrics, info = model_metric_sets(evaluations)
+    if several_temperatures:  # every model@T shares the model's metrics
+        model_metrics = {r["model"]: model_metrics[r["model"].split("@")[0]] for r in runs}
+        start_metrics = {r["model"]: start_metrics[r["model"].split("@")[0]] for r in runs if start_metrics}
+
+    document = campaign_correlation(runs, horizon_ps, model_metrics=model_metrics, start_metrics=start_metrics or None,
+                                    metric_units=info["metric_units"], start_metric_units=start_units,
+                                    units=info["units"], n_bootstrap=n_bootstrap)
+    write_correlation_tables(document, out)
+    diagnoses = [diagnosis_entry(r["run_id"], r["summary"], model=r["model"], start=r["start"],
+                                 atom_records=atom_records[r["model"].split("@")[0]])
+                 for r in runs if not r["summary"].get("stable", True)]
+    write_correlation_report(out / "report.html", document, title=f"openmlff campaign {spec.name}: metrics vs stability",
+                             diagnoses=diagnoses)
+    return document
+
+
+def _start_positions(start_frames: dict) -> dict:
+    """Start id -> positions (Å) of its frame in the campaign's start dataset (each file read once)."""
+    from ..data import load_dataset
+
+    loaded, out = {}, {}
+    for start, (frames, frame) in start_frames.items():
+        if frames.data not in loaded:
+            loaded[frames.data] = load_dataset(frames.data, energy_unit=frames.energy_unit, length_unit=frames.length_unit)
+        out[start] = loaded[frames.data].R[int(frame)]
+    return out
