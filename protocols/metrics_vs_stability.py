@@ -89,8 +89,8 @@ def main(argv=None) -> int:
     starts = [int(f) for f in np.random.default_rng(0).choice(test_frames, size=args.starts, replace=False)]
 
     steps = int(round(args.length_ps * 1000 / 0.5))
-    spec = {"name": "aspirin_metrics_vs_stability", "models": models,
-            "starts": {"data": str(data_path), "frames": sorted(starts)}, "seeds": list(range(args.seeds)),
+    spec = {"name": "aspirin_metrics_vs_stability", "models": {k: str(Path(v).resolve()) for k, v in models.items()},
+            "starts": {"data": str(Path(data_path).resolve()), "frames": sorted(starts)}, "seeds": list(range(args.seeds)),
             "temperatures_K": [args.temperature],
             "md": {"steps": steps, "timestep_fs": 0.5, "report_interval_steps": 100, "checkpoint_interval_steps": 2000}}
     spec_path = out / "campaign.json"
@@ -99,7 +99,7 @@ def main(argv=None) -> int:
     say(f"[2/4] campaign: {len(models)} models x {len(starts)} starts x {args.seeds} seeds = {n_runs} runs of "
         f"{args.length_ps:g} ps at {args.temperature:g} K")
     run_campaign(spec_path, out=out / "campaign", executor="dask" if args.scheduler else "local",
-                 scheduler_address=args.scheduler, n_workers=args.workers, progress=True)
+                 scheduler_address=args.scheduler, n_workers=args.workers, retry_failed=True, progress=True)
 
     say("[3/4] correlating metrics with stability")
     doc = correlate_campaign(out / "campaign", out / "correlation")

@@ -24,6 +24,10 @@ def available_platforms() -> list[str]:
     return [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())]
 
 
+#: OpenMM CPU-platform threads unless the caller names them (see select_platform).
+DEFAULT_CPU_THREADS = "1"
+
+
 def select_platform(
     name: str | None = None,
     precision: str | None = None,
@@ -63,6 +67,11 @@ def select_platform(
                 f"platform {chosen} has no precision setting (asked for {precision!r}); "
                 "CPU computes in mixed precision and Reference in double; only CUDA and OpenCL take one")
         props["Precision"] = precision
+    if chosen == "CPU":
+        # The model runs in torch with its own threads; OpenMM's CPU platform only integrates. One
+        # OpenMM thread costs nothing here and makes its Langevin noise independent of how threads
+        # are scheduled, so a resumed run equals an uninterrupted one even on a loaded machine.
+        props["Threads"] = DEFAULT_CPU_THREADS
     for key, value in (properties or {}).items():
         if key not in supported:
             raise PlatformError(f"platform {chosen} has no property {key!r}; its properties: {supported}")
