@@ -14,3 +14,28 @@ def shared_data() -> Path:
     if not path.is_dir():
         pytest.skip(f"shared data folder {path} not found (tests that read real datasets need it)")
     return path
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tests share a 2-core machine: one torch thread each (TorchForce uses torch's threads too)."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def aspirin():
+    """The built-in aspirin structure (MD17 atom order). Test modules that need the dataset override this."""
+    from openmlff.structures import load_structure
+
+    return load_structure("aspirin")
+
+
+@pytest.fixture(scope="session")
+def toy_model(aspirin, tmp_path_factory):
+    """A stable harmonic TorchScript model of aspirin that obeys the export contract (tests/toy_models.py)."""
+    from toy_models import write_toy_model
+
+    return write_toy_model(tmp_path_factory.mktemp("models") / "toy64.pt", aspirin.atomic_numbers,
+                           aspirin.positions_angstrom)

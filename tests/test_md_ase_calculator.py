@@ -15,26 +15,10 @@ from ase.md.langevin import Langevin
 from openmm import unit
 
 from openmlff.md import ExportedModelCalculator, ModelFileError, build_system, select_platform
-from openmlff.structures import load_structure
 from openmlff.units import EV_IN_KJ_PER_MOL
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from toy_models import write_toy_model  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="module")
-def aspirin():
-    return load_structure("aspirin")
-
-
-@pytest.fixture(scope="module")
-def toy_model(aspirin, tmp_path_factory):
-    return write_toy_model(tmp_path_factory.mktemp("models") / "toy.pt", aspirin.atomic_numbers, aspirin.positions_angstrom)
 
 
 def test_energies_and_forces_equal_torchforce_in_ase_units(toy_model, aspirin):

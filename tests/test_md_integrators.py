@@ -14,25 +14,9 @@ import pytest
 import torch
 
 from openmlff.md import INTEGRATORS, SimulationConfig, make_integrator, read_state_csv, run_simulation
-from openmlff.structures import load_structure
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from toy_models import write_toy_model  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="module")
-def aspirin():
-    return load_structure("aspirin")
-
-
-@pytest.fixture(scope="module")
-def toy_model(aspirin, tmp_path_factory):
-    return write_toy_model(tmp_path_factory.mktemp("models") / "toy.pt", aspirin.atomic_numbers, aspirin.positions_angstrom)
 
 
 def config(**changes) -> SimulationConfig:

@@ -9,12 +9,6 @@ import pytest
 
 from openmlff import elements
 from openmlff.md import StabilityMonitor, default_temperature_limit_K
-from openmlff.structures import load_structure
-
-
-@pytest.fixture(scope="module")
-def aspirin():
-    return load_structure("aspirin")
 
 
 @pytest.fixture

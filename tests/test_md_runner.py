@@ -24,7 +24,6 @@ from openmlff import elements
 from openmlff.md import (
     STATE_COLUMNS, PlatformError, ResumeMismatchError, SimulationConfig, file_sha256, read_state_csv, run_simulation,
 )
-from openmlff.structures import load_structure
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from toy_models import write_toy_model  # noqa: E402
@@ -32,16 +31,6 @@ from toy_models import write_toy_model  # noqa: E402
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: The stretched bond of the blow-up model: aspirin's C0-H14 (an aromatic C-H).
 STRETCHED_BOND = (0, 14)
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="module")
-def aspirin():
-    return load_structure("aspirin")
 
 
 @pytest.fixture(scope="module")

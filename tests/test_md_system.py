@@ -17,25 +17,9 @@ from openmlff._compat import import_openmmtorch
 from openmlff.md import (
     ModelFileError, build_system, read_model_metadata, select_platform, torchforce_properties,
 )
-from openmlff.structures import load_structure
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from toy_models import write_toy_model  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="module")
-def aspirin():
-    return load_structure("aspirin")
-
-
-@pytest.fixture(scope="module")
-def toy_model(aspirin, tmp_path_factory):
-    return write_toy_model(tmp_path_factory.mktemp("models") / "toy64.pt", aspirin.atomic_numbers, aspirin.positions_angstrom)
 
 
 @pytest.fixture(scope="module")

@@ -14,11 +14,6 @@ FORMATS = ["dcd", "xtc", "hdf5"]
 SUFFIX = {"dcd": ".dcd", "xtc": ".xtc", "hdf5": ".h5"}
 
 
-@pytest.fixture(scope="module")
-def aspirin():
-    return load_structure("aspirin")
-
-
 def frames(aspirin, n: int) -> list[np.ndarray]:
     """n distinct frames in nm."""
     rng = np.random.default_rng(3)
