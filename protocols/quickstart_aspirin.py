@@ -3,8 +3,8 @@
 1. train ET on the CPU within a time budget (frames split seeded into train / validation / test),
 2. export it to TorchScript (nm in, kJ/mol out, metadata inside),
 3. measure the force metrics on the held-out test frames (kcal/mol/Å),
-4. run Langevin MD at 500 K with a 0.5 fs step from held-out test conformations, in parallel,
-   each watched by the bond-deviation stability monitor,
+4. run Langevin MD at 500 K with a 0.5 fs step from held-out test conformations, in parallel
+   (a one-model stability campaign), each watched by the bond-deviation stability monitor,
 5. write results.json and summary.txt: which runs held, for how long, and the metrics.
 
 Everything lands in one results folder; running the script again resumes what was interrupted
@@ -19,7 +19,6 @@ import json
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -48,9 +47,11 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import torch
 
+    from openmlff.campaign import CampaignDirectory, CampaignSpec, DatasetFrames, run_campaign
     from openmlff.data import load_dataset
     from openmlff.data.shipped import shipped_dataset_path
     from openmlff.export import export_checkpoint
+    from openmlff.md import read_run_summary
     from openmlff.metrics.evaluation import evaluate_model
     from openmlff.training import TrainingConfig, train
 
@@ -86,33 +87,27 @@ def main(argv=None) -> int:
         f"energy MAE {g['energy_mae']:.3f} kcal/mol")
 
     n_starts = max(4, args.starts)
-    starts = test_idx[:n_starts]
+    starts = [int(f) for f in test_idx[:n_starts]]
     say(f"[4/5] MD at {args.temperature:g} K, {args.timestep:g} fs, {args.md_steps} steps "
         f"({args.md_steps * args.timestep / 1000:g} ps) from {n_starts} test conformations, {args.workers} at a time")
-    reference = dataset.R[train_idx]  # bond reference lengths: mean over the training frames
-    jobs = {}
-    runs = []
+    # A campaign of one model: the runs go to a process pool, each resumes from its own checkpoint, and the
+    # bond reference lengths are the mean over the training frames.
+    spec = CampaignSpec(
+        name="md", models={"et": str(Path(model_path).resolve())},
+        starts=DatasetFrames(data=str(data_path), frames=tuple(starts)),
+        reference=DatasetFrames(data=str(data_path), frames=tuple(int(i) for i in train_idx)),
+        seeds=[args.seed], temperatures_K=[args.temperature],
+        md={"timestep_fs": args.timestep, "steps": args.md_steps, "platform": args.platform,
+            "report_interval_steps": 100, "checkpoint_interval_steps": 2000})
     t_md = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=args.workers) as pool:
-        for k, frame in enumerate(starts):
-            run_dir = out / "md" / f"start{k:02d}_frame{int(frame):04d}"
-            jobs[pool.submit(_run_md, str(model_path), dataset.z, dataset.R[frame], reference, str(run_dir), args, k)] = (k, frame, run_dir)
-        pending = set(jobs)
-        while pending:
-            done = {f for f in pending if f.done()}
-            for fut in done:
-                k, frame, run_dir = jobs[fut]
-                summary = fut.result()
-                runs.append({"start": k, "frame": int(frame), "run_dir": str(run_dir), **summary})
-                state = "stable" if summary["stable"] else f"collapsed at {summary['collapse_time_ps']:.3f} ps"
-                say(f"      run {k} (frame {frame}): {state}, {summary['steps_completed']} steps, "
-                    f"{summary['ns_per_day']:.2f} ns/day")
-            pending -= done
-            if pending:
-                say("      progress: " + ", ".join(
-                    f"run {jobs[f][0]} {_steps_done(jobs[f][2])}/{args.md_steps}" for f in sorted(pending, key=lambda f: jobs[f][0])))
-                _wait_any(pending, 30.0)
-    runs.sort(key=lambda r: r["start"])
+    campaign = run_campaign(spec, out=out / "md", n_workers=args.workers, progress=True, status_interval_s=30.0)
+    runs = []
+    for k, run in enumerate(spec.expand()):
+        run_dir = CampaignDirectory(campaign.directory).run_dir(run.run_id)
+        summary = read_run_summary(run_dir)
+        if summary is None:
+            raise RuntimeError(f"{run_dir}: the run did not finish (see its error.json)")
+        runs.append({"start": k, "frame": run.frame, "run_dir": str(run_dir), **summary})
 
     say("[5/5] writing results")
     results = _results(args, dataset, data_path, result, model_path, metrics, runs, time.perf_counter() - t_start,
@@ -123,35 +118,6 @@ def main(argv=None) -> int:
     print(text, flush=True)
     say(f"done in {time.perf_counter() - t_start:.0f} s; results in {out}/")
     return 0
-
-
-def _run_md(model_path, z, start, reference, run_dir, args, k):
-    """One MD run in a worker process (1 torch thread, so runs share the cores)."""
-    from openmlff.md import SimulationConfig, run_simulation
-
-    config = SimulationConfig(temperature_K=args.temperature, timestep_fs=args.timestep, steps=args.md_steps,
-                              seed=args.seed + k, platform=args.platform, report_interval_steps=100,
-                              checkpoint_interval_steps=2000, torch_threads=1)
-    return run_simulation(model_path, z, start, run_dir, config, reference_positions_angstrom=reference, progress=False)
-
-
-def _steps_done(run_dir: Path) -> int:
-    path = run_dir / "state.csv"
-    if not path.exists():
-        return 0
-    lines = path.read_text().strip().splitlines()
-    if len(lines) < 2:
-        return 0
-    try:
-        return int(float(lines[-1].split(",")[0]))
-    except ValueError:
-        return 0
-
-
-def _wait_any(futures, timeout: float) -> None:
-    from concurrent.futures import FIRST_COMPLETED, wait
-
-    wait(futures, timeout=timeout, return_when=FIRST_COMPLETED)
 
 
 def _results(args, dataset, data_path, result, model_path, metrics, runs, wall_s, md_wall_s) -> dict:
