@@ -15,7 +15,6 @@ Run it with `bash protocols/quickstart.sh` (installs what it needs first).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
