@@ -57,7 +57,23 @@ class StepRecord:
 
 # --- state table --------------------------------------------------------------------------------
 
-class StateCSVReporter:
+class FileBacked:
+    """flush/close for a writer that keeps one open file in `self._file`."""
+
+    _file = None
+
+    def flush(self, sync: bool = False) -> None:
+        """Push what was written to the operating system; with sync, to the disk."""
+        self._file.flush()
+        if sync:
+            os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+
+
+class StateCSVReporter(FileBacked):
     """Writes one row of STATE_COLUMNS per report to a CSV file, flushed at once (safe to tail).
 
     keep_rows=None starts a new file; an integer reopens an existing file cut to its header and
@@ -87,15 +103,6 @@ class StateCSVReporter:
         ])
         self._file.flush()
         self.rows_written += 1
-
-    def flush(self, sync: bool = False) -> None:
-        self._file.flush()
-        if sync:
-            os.fsync(self._file.fileno())
-
-    def close(self) -> None:
-        if not self._file.closed:
-            self._file.close()
 
 
 def truncate_csv_rows(path, n_rows: int, columns) -> None:

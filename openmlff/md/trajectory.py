@@ -32,7 +32,7 @@ from openmm import unit
 
 from ..atomic_io import atomic_write
 from ..units import FS_IN_PS
-from .reporters import StepRecord
+from .reporters import FileBacked, StepRecord
 
 #: Trajectory format -> file name in the run directory.
 TRAJECTORY_FILES = {"dcd": "trajectory.dcd", "xtc": "trajectory.xtc", "hdf5": "trajectory.h5"}
@@ -176,7 +176,7 @@ def read_dcd_frames(path, start: int = 0, count: int | None = None) -> np.ndarra
     return np.ascontiguousarray(xyz.transpose(0, 2, 1))
 
 
-class DCDTrajectoryWriter(TrajectoryWriter):
+class DCDTrajectoryWriter(FileBacked, TrajectoryWriter):
     """DCD frames through openmm.app.DCDFile (frame k is step first_step + k * interval_steps)."""
 
     format = "dcd"
@@ -195,15 +195,6 @@ class DCDTrajectoryWriter(TrajectoryWriter):
 
     def _write(self, record: StepRecord) -> None:
         self._dcd.writeModel(record.positions_nm)
-
-    def flush(self, sync: bool = False) -> None:
-        self._file.flush()
-        if sync:
-            os.fsync(self._file.fileno())
-
-    def close(self) -> None:
-        if not self._file.closed:
-            self._file.close()
 
 
 # --- XTC ------------------------------------------------------------------------------------------
