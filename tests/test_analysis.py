@@ -37,11 +37,6 @@ from untrained_model import write_untrained_et  # noqa: E402
 STRETCHED_BOND = (0, 14)
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    torch.set_num_threads(1)
-
-
 def molecule(symbols, xyz_nm) -> mdtraj.Trajectory:
     """A one-residue mdtraj Trajectory of the given atoms and frames (positions in nm)."""
     top = mdtraj.Topology()

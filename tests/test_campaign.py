@@ -15,7 +15,6 @@ from pathlib import Path
 import mdtraj
 import numpy as np
 import pytest
-import torch
 
 from openmlff.campaign import (
     FAILED, FINISHED_COLLAPSED, FINISHED_STABLE, INTERRUPTED, PENDING, RUNNING, CampaignDirectory, CampaignSpec,
@@ -32,11 +31,6 @@ from toy_models import write_toy_model  # noqa: E402
 REPO_ROOT = Path(__file__).resolve().parents[1]
 STRETCHED_BOND = (0, 14)  # aspirin C0-H14: the blow-up model breaks it within a few fs
 REPORT_INTERVAL = 20
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import openmm
 import pytest
-import torch
 from ase import Atoms, units
 from ase.md.langevin import Langevin
 from openmm import unit

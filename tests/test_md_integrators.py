@@ -11,7 +11,6 @@ from pathlib import Path
 import mdtraj
 import numpy as np
 import pytest
-import torch
 
 from openmlff.md import INTEGRATORS, SimulationConfig, make_integrator, read_state_csv, run_simulation
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from openmlff.cli import main as cli_main
 from openmlff.data import Dataset, load_dataset
@@ -26,11 +25,6 @@ from untrained_model import write_untrained_et  # noqa: E402
 FORCE = "kcal/mol/Å"
 FNM = "(kcal/mol/Å)/Da"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
