@@ -184,11 +184,6 @@ def test_diagnosis_ranks_by_hand():
 # --- real runs ---------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def aspirin():
-    return load_structure("aspirin")
-
-
-@pytest.fixture(scope="module")
 def reference_path(shared_data) -> Path:
     return shared_data / "datasets" / "rmd17_aspirin_100.npz"
 

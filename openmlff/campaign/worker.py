@@ -74,7 +74,7 @@ def start_inputs(run: RunSpec):
     the starting structure (structure starts; also reference = "start"). At most
     openmlff.md.start.MAX_REFERENCE_FRAMES frames are kept, evenly strided.
     """
-    from ..md.start import MAX_REFERENCE_FRAMES
+    from ..md.start import reference_frames
 
     if run.frame is not None:
         dataset = load_frames_dataset(run.data)
@@ -97,7 +97,7 @@ def start_inputs(run: RunSpec):
         frames = run.reference.frames
         reference = ref_data.R if frames is None else ref_data.R[np.asarray(frames, dtype=np.int64)]
     if reference is not None:
-        reference = reference[::max(1, len(reference) // MAX_REFERENCE_FRAMES)]
+        reference = reference_frames(reference)
     return z, positions, topology, reference
 
 

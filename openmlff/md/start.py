@@ -16,15 +16,18 @@ from .runner import SimulationConfig, run_simulation
 MAX_REFERENCE_FRAMES = 2000
 
 
+def reference_frames(positions_angstrom: np.ndarray) -> np.ndarray:
+    """At most MAX_REFERENCE_FRAMES of the frames (n, n_atoms, 3), evenly strided: enough for mean bond lengths."""
+    return positions_angstrom[::max(1, len(positions_angstrom) // MAX_REFERENCE_FRAMES)]
+
+
 def run_from_dataset_frame(model_path, dataset: Dataset, frame: int, out_dir, config: SimulationConfig,
                            progress: bool = True) -> dict:
     """MD from frame `frame` of `dataset`; bond references are the mean over (up to 2000 of) its frames."""
     if not 0 <= frame < dataset.n_frames:
         raise ValueError(f"{dataset.source}: frame {frame} does not exist (the dataset has {dataset.n_frames} frames, 0-based)")
-    step = max(1, dataset.n_frames // MAX_REFERENCE_FRAMES)
-    reference = dataset.R[::step]
     return run_simulation(model_path, dataset.z, dataset.R[frame], out_dir, config,
-                          reference_positions_angstrom=reference, progress=progress)
+                          reference_positions_angstrom=reference_frames(dataset.R), progress=progress)
 
 
 def run_from_structure(model_path, structure, out_dir, config: SimulationConfig, progress: bool = True) -> dict:
