@@ -39,8 +39,10 @@ def train_and_measure(architecture: str, out: str, time_budget: float, threads: 
     config = TrainingConfig(architecture=architecture, seed=seed, time_budget_s=time_budget, torch_threads=threads)
     result = train(dataset, run_dir, config, progress=False)
     model = export_checkpoint(result.checkpoint, run_dir / "model.pt")
-    split = torch.load(result.checkpoint, map_location="cpu", weights_only=False)["split"]
-    metrics = evaluate_model(model, dataset.subset(split["test"]), include_frames=False)
+    from openmlff.training.checkpoint import read_checkpoint
+
+    split = read_checkpoint(result.checkpoint).split
+    metrics = evaluate_model(model, dataset.subset(split.test), include_frames=False)
     row = {
         "architecture": architecture, "parameters": read_model_metadata(model)["parameters"],
         "training_s": round(result.elapsed_s, 1), "epochs": result.epochs, "stop_reason": result.stop_reason,

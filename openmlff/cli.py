@@ -13,6 +13,8 @@ import json
 import sys
 from pathlib import Path
 
+from .errors import InputError, OpenMLFFError, StateError, describe_os_error
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
@@ -20,10 +22,16 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(args, "handler"):
         parser.print_help()
         return 2
+    from .threads import configure_process
+
+    configure_process()  # OMP_WAIT_POLICY before torch's OpenMP starts (openmlff.threads)
     try:
         return int(args.handler(args) or 0)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+    except OpenMLFFError as exc:  # a user error: one line; anything else is a bug and keeps its traceback
         print(f"openmlff {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # the file system's word, with the path
+        print(f"openmlff {args.command}: error: {describe_os_error(exc)}", file=sys.stderr)
         return 1
 
 
@@ -77,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--n-test", type=int, default=None)
     tr.add_argument("--batch-size", type=int, default=None)
     tr.add_argument("--lr", type=float, default=None, help="peak learning rate")
-    tr.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    tr.add_argument("--threads", type=int, default=None,
+                    help="torch threads (default: openmlff.threads' choice: 1 unless a batch holds thousands of atoms)")
     tr.add_argument("--hyperparameters", default=None, help='JSON object overriding the preset, e.g. \'{"num_layers": 4}\'')
     tr.add_argument("--quiet", action="store_true")
     tr.set_defaults(handler=_train)
@@ -97,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="'all', or 'train'/'val'/'test' (the split stored in --checkpoint), or a range 'START:STOP'")
     me.add_argument("--checkpoint", default=None, help="training checkpoint whose split --frames refers to")
     me.add_argument("--batch-size", type=int, default=32)
+    me.add_argument("--threads", type=int, default=None, help="torch threads (default: openmlff.threads' choice)")
     me.add_argument("--force-unit", default="kcal/mol/Å")
     me.add_argument("--energy-unit", default="kcal/mol")
     me.add_argument("--n-clusters", type=int, default=None,
@@ -118,8 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--bond-deviation", type=float, default=None, help="collapse threshold in Å (default: the run's)")
     an.add_argument("--no-errors", action="store_true", help="skip evaluating the model on its training data")
     an.add_argument("--batch-size", type=int, default=32, help="frames per batch when evaluating the model")
+    an.add_argument("--threads", type=int, default=None, help="torch threads (default: openmlff.threads' choice)")
     an.add_argument("--quiet", action="store_true")
     an.set_defaults(handler=_analyze)
+
+    from .md.runner import SimulationConfig  # the defaults of simulate's options
 
     si = sub.add_parser("simulate", help="MD with a model in OpenMM; resumes an unfinished run directory")
     si.add_argument("--model", required=True)
@@ -145,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="steps between frames and state rows (full checks: energy and forces too)")
     si.add_argument("--monitor-interval", type=int, default=10,
                     help="steps between cheap stability checks; must divide --report-interval")
-    si.add_argument("--checkpoint-interval", type=int, default=1000, help="steps between checkpoints")
+    si.add_argument("--checkpoint-interval", type=int, default=SimulationConfig.checkpoint_interval_steps,
+                    help="steps between checkpoints (also every checkpoint_interval_s of wall time)")
     si.add_argument("--trajectory-format", default="dcd", choices=["dcd", "xtc", "hdf5"])
     si.add_argument("--bond-deviation", type=float, default=0.5, help="collapse threshold in Å")
     si.add_argument("--min-distance", type=float, default=0.7,
@@ -154,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="collapse above this temperature in K (default max(2000, 4 x --temperature))")
     si.add_argument("--cuda-graphs", action="store_true", help="TorchForce useCUDAGraphs (CUDA platform only)")
     si.add_argument("--cuda-graph-warmup", type=int, default=10, help="TorchForce CUDAGraphWarmupSteps")
-    si.add_argument("--threads", type=int, default=None, help="torch threads")
+    si.add_argument("--threads", type=int, default=None,
+                    help="torch threads (default: openmlff.threads' choice: 1 for molecules below 2000 atoms)")
     si.add_argument("--quiet", action="store_true")
     si.set_defaults(handler=_simulate)
     _campaign_parser(sub)
@@ -205,7 +220,7 @@ def _data_label(args) -> int:
     for failure in result.failures:
         print(f"frame {failure.index} failed: {failure.message}", file=sys.stderr)
     if result.dataset is None:
-        raise RuntimeError(f"{args.data}: every frame failed with {args.method}; nothing written")
+        raise StateError(f"{args.data}: every frame failed with {args.method}; nothing written")
     save_dataset(result.dataset, args.out)
     print(f"wrote {args.out}: {result.dataset.n_frames} of {source.n_frames} frames labelled with {args.method} "
           f"({len(result.failures)} failed; chunks computed {result.chunks_computed}, reused {result.chunks_reused})")
@@ -241,7 +256,10 @@ def _metrics(args) -> int:
     from .metrics.evaluation import evaluate_model
     from .report import add_conformation_clusters, write_metrics_plots, write_metrics_tables
 
+    from .threads import set_threads
+
     dataset = _load(args, args.data)
+    set_threads(args.threads, atoms_per_call=args.batch_size * dataset.n_atoms)
     indices = _frame_selection(args, dataset.n_frames) if args.frames != "all" else None
     dataset = dataset.subset(indices) if indices is not None else dataset
     result = evaluate_model(args.model, dataset, batch_size=args.batch_size, force_unit=args.force_unit,
@@ -265,6 +283,9 @@ def _metrics(args) -> int:
 def _analyze(args) -> int:
     from .analysis import AnalysisConfig, analyze_run
     from .report import DEFAULT_ANALYSIS_FOLDER, write_run_analysis
+    from .threads import set_threads
+
+    set_threads(args.threads)
 
     config = AnalysisConfig(bond_deviation_limit_angstrom=args.bond_deviation, evaluate_errors=not args.no_errors,
                             evaluation_batch_size=args.batch_size)
@@ -314,15 +335,15 @@ def _frame_selection(args, n_frames: int):
     sel = args.frames
     if sel in ("train", "val", "test"):
         if not args.checkpoint:
-            raise ValueError(f"--frames {sel} needs --checkpoint (the training checkpoint that holds the split)")
-        import torch
+            raise InputError(f"--frames {sel} needs --checkpoint (the training checkpoint that holds the split)")
+        from .training.checkpoint import read_split
 
-        ckpt = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
-        return np.asarray(ckpt["split"][sel])
+        split, _ = read_split(args.checkpoint)
+        return np.asarray(getattr(split, sel))
     if ":" in sel:
         start, _, stop = sel.partition(":")
         return np.arange(n_frames)[slice(int(start) if start else None, int(stop) if stop else None)]
-    raise ValueError(f"--frames: expected all, train, val, test or START:STOP, got {sel!r}")
+    raise InputError(f"--frames: expected all, train, val, test or START:STOP, got {sel!r}")
 
 
 def _simulate(args) -> int:

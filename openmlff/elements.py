@@ -12,6 +12,8 @@ from ase.data import atomic_numbers as _ase_numbers
 from ase.data import chemical_symbols as _ase_symbols
 from ase.data import covalent_radii as _ase_covalent_radii
 
+from .errors import InputError
+
 #: Highest atomic number openmlff accepts (ASE knows masses and radii up to here).
 MAX_ATOMIC_NUMBER = 94
 
@@ -31,7 +33,7 @@ def atomic_number(sym: str) -> int:
     """Atomic number of a chemical symbol ('C' -> 6); ValueError if unknown."""
     key = sym.strip().capitalize()
     if key not in _ase_numbers or _ase_numbers[key] == 0:
-        raise ValueError(f"unknown chemical symbol {sym!r}")
+        raise InputError(f"unknown chemical symbol {sym!r}")
     return int(_ase_numbers[key])
 
 
@@ -54,7 +56,7 @@ def check_atomic_numbers(zs) -> None:
     zs = np.asarray(zs)
     bad = zs[(zs < 1) | (zs > MAX_ATOMIC_NUMBER)] if zs.size else zs
     if bad.size:
-        raise ValueError(f"unknown atomic numbers {sorted(set(bad.tolist()))}; expected 1..{MAX_ATOMIC_NUMBER}")
+        raise InputError(f"unknown atomic numbers {sorted(set(bad.tolist()))}; expected 1..{MAX_ATOMIC_NUMBER}")
 
 
 def find_bonds(zs, positions_angstrom: np.ndarray, tolerance: float = 1.2) -> np.ndarray:

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from . import __version__, elements, units
 from .atomic_io import atomic_write
+from .errors import InputError
 from .versions import runtime_versions
 from .models.potential import Potential
 
@@ -114,7 +115,7 @@ def export_checkpoint(checkpoint_path, out_path, weights: str = "best") -> Path:
     return export_potential(potential, ckpt["atomic_numbers"], out_path, metadata)
 
 
-class ModelFileError(ValueError):
+class ModelFileError(InputError):
     """An exported model file is unreadable, lacks its metadata, or does not fit the structure."""
 
 

@@ -7,6 +7,8 @@ literature. Conversion factors follow CODATA 2018.
 
 from __future__ import annotations
 
+from .errors import InputError
+
 EV_IN_KJ_PER_MOL = 96.48533212331002  # 1 eV = 96.485 kJ/mol (e * N_A / 1000)
 KCAL_IN_KJ = 4.184  # thermochemical calorie
 EV_IN_KCAL_PER_MOL = EV_IN_KJ_PER_MOL / KCAL_IN_KJ  # 23.0605...
@@ -50,7 +52,7 @@ def canonical_energy_unit(name: str) -> str:
     """Canonical spelling of an energy unit ('kcal_mol' -> 'kcal/mol'); ValueError if unknown."""
     key = name.strip().lower()
     if key not in _ENERGY_ALIASES:
-        raise ValueError(f"unknown energy unit {name!r}; expected one of {sorted(_ENERGY_IN_EV)}")
+        raise InputError(f"unknown energy unit {name!r}; expected one of {sorted(_ENERGY_IN_EV)}")
     return _ENERGY_ALIASES[key]
 
 
@@ -58,7 +60,7 @@ def canonical_length_unit(name: str) -> str:
     """Canonical spelling of a length unit ('angstrom' -> 'Å'); ValueError if unknown."""
     key = name.strip().lower()
     if key not in _LENGTH_ALIASES:
-        raise ValueError(f"unknown length unit {name!r}; expected one of {sorted(_LENGTH_IN_ANGSTROM)}")
+        raise InputError(f"unknown length unit {name!r}; expected one of {sorted(_LENGTH_IN_ANGSTROM)}")
     return _LENGTH_ALIASES[key]
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -44,7 +43,8 @@ def parse_args(argv=None):
     p.add_argument("--temperature", type=float, default=500.0)
     p.add_argument("--workers", type=int, default=None, help="MD runs at a time (default: cores)")
     p.add_argument("--scheduler", default=None, help="Dask scheduler address (default: local process pool)")
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads for training")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads for training (default: openmlff.threads' choice for the work, 1 for aspirin)")
     p.add_argument("--add-model", action="append", default=[], metavar="LABEL=MODEL.pt",
                    help="also put this exported model in the campaign (trained on the same data and split)")
     p.add_argument("--quick", action="store_true", help="ET and NequIP, budgets 20 and 90 s, 8 starts, 1 seed, 2 ps")
@@ -61,7 +61,7 @@ def say(msg: str) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    import torch
+    from openmlff.threads import set_threads  # first: openmlff sets OMP_WAIT_POLICY before torch starts OpenMP
 
     from openmlff.campaign import run_campaign
     from openmlff.campaign.correlate import correlate_campaign
@@ -72,16 +72,16 @@ def main(argv=None) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(args.threads)
     data_path = shipped_dataset_path()
     dataset = load_dataset(data_path)
+    threads = set_threads(args.threads, atoms_per_call=TrainingConfig.batch_size * dataset.n_atoms)
 
     models = {}
     for architecture in args.architectures:
         for budget in args.budgets:
             label = f"{architecture}_{budget:g}s"
             say(f"[1/4] training {label}")
-            config = TrainingConfig(architecture=architecture, seed=0, time_budget_s=budget, torch_threads=args.threads)
+            config = TrainingConfig(architecture=architecture, seed=0, time_budget_s=budget, torch_threads=threads)
             result = train(dataset, out / "models" / label, config, progress=True)
             models[label] = str(export_checkpoint(result.checkpoint, out / "models" / label / "model.pt"))
             say(f"      {label}: {result.epochs} epochs, best validation force MAE "
@@ -92,7 +92,9 @@ def main(argv=None) -> int:
             raise SystemExit(f"--add-model {item!r}: expected LABEL=PATH of an exported model file")
         models[label] = path
     checkpoint = out / "models" / next(iter(models)) / "model.ckpt"
-    test_frames = torch.load(checkpoint, map_location="cpu", weights_only=False)["split"]["test"]
+    from openmlff.training.checkpoint import read_checkpoint
+
+    test_frames = read_checkpoint(checkpoint).split.test
     starts = [int(f) for f in np.random.default_rng(0).choice(test_frames, size=args.starts, replace=False)]
 
     steps = int(round(args.length_ps * 1000 / 0.5))

@@ -32,7 +32,8 @@ def parse_args(argv=None):
     p.add_argument("--temperature", type=float, default=500.0, help="K")
     p.add_argument("--timestep", type=float, default=0.5, help="fs")
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="MD runs at a time")
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads for training")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads for training (default: openmlff.threads' choice for the work, 1 for aspirin)")
     p.add_argument("--platform", default=None, help="OpenMM platform (default: fastest available)")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
@@ -44,7 +45,7 @@ def say(msg: str) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    import torch
+    from openmlff.threads import set_threads  # first: openmlff sets OMP_WAIT_POLICY before torch starts OpenMP
 
     from openmlff.campaign import CampaignDirectory, CampaignSpec, DatasetFrames, run_campaign
     from openmlff.data import load_dataset
@@ -57,15 +58,14 @@ def main(argv=None) -> int:
     t_start = time.perf_counter()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(args.threads)
-
     data_path = shipped_dataset_path()
     dataset = load_dataset(data_path)
+    threads = set_threads(args.threads, atoms_per_call=TrainingConfig.batch_size * dataset.n_atoms)
     say(f"data: {dataset.n_frames} frames of {dataset.name} ({dataset.n_atoms} atoms) from {data_path.name}, "
         f"{dataset.provenance.get('level_of_theory', 'level of theory unknown')}")
 
-    say(f"[1/5] training ET on the CPU, budget {args.time_budget:.0f} s ({args.threads} threads)")
-    config = TrainingConfig(architecture="et", seed=args.seed, time_budget_s=args.time_budget, torch_threads=args.threads)
+    say(f"[1/5] training ET on the CPU, budget {args.time_budget:.0f} s ({threads} thread(s))")
+    config = TrainingConfig(architecture="et", seed=args.seed, time_budget_s=args.time_budget, torch_threads=threads)
     result = train(dataset, out / "training", config, progress=True)
     say(f"      {result.epochs} epochs in {result.elapsed_s:.0f} s ({result.stop_reason}); best validation force MAE "
         f"{result.best_val_force_mae_kcal_per_mol_per_A:.3f} kcal/mol/Å")
@@ -75,9 +75,10 @@ def main(argv=None) -> int:
     say(f"      {model_path}")
 
     say("[3/5] force metrics on the held-out test frames")
-    ckpt = torch.load(result.checkpoint, map_location="cpu", weights_only=False)
-    test_idx = np.asarray(ckpt["split"]["test"])
-    train_idx = np.asarray(ckpt["split"]["train"])
+    from openmlff.training.checkpoint import read_checkpoint
+
+    split = read_checkpoint(result.checkpoint).split
+    test_idx, train_idx = split.test, split.train
     metrics = evaluate_model(model_path, dataset.subset(test_idx), include_frames=True)
     _write_json(out / "metrics_test.json", metrics)
     g = metrics

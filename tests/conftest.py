@@ -7,13 +7,14 @@ from pathlib import Path
 import pytest
 
 
+#: Real data files the tests read, copied into the repository with their provenance (tests/data/PROVENANCE.md).
+TEST_DATA = Path(__file__).resolve().parent / "data"
+
+
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """The read-only shared data folder (/work/shared/data beside the repository); see its PROVENANCE.md."""
-    path = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-    if not path.is_dir():
-        pytest.skip(f"shared data folder {path} not found (tests that read real datasets need it)")
-    return path
+def test_data() -> Path:
+    """The test data folder inside the repository (datasets/, structures/; see its PROVENANCE.md)."""
+    return TEST_DATA
 
 
 @pytest.fixture(autouse=True)

@@ -184,8 +184,8 @@ def test_diagnosis_ranks_by_hand():
 # --- real runs ---------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def reference_path(shared_data) -> Path:
-    return shared_data / "datasets" / "rmd17_aspirin_100.npz"
+def reference_path(test_data) -> Path:
+    return test_data / "datasets" / "rmd17_aspirin_100.npz"
 
 
 @pytest.fixture(scope="module")
@@ -303,7 +303,8 @@ def test_model_training_frames_from_metadata(runs, reference_path, tmp_path):
     np.testing.assert_array_equal(ref.training_frames, make_split(100, 60, 20, 20, seed=3).train)
     assert "recomputed" in ref.training_frames_origin
     # A checkpoint trained on these data: its stored split wins.
-    torch.save({"data_fingerprint": data.fingerprint(), "split": {"train": [5, 1, 7], "val": [], "test": []}},
+    torch.save({"format": 1, "architecture": "et", "hyperparameters": {}, "config": {},
+                "data_fingerprint": data.fingerprint(), "split": {"train": [5, 1, 7], "val": [], "test": []}},
                tmp_path / "model.ckpt")
     ref = find_reference_data(meta)
     assert ref.training_frames.tolist() == [5, 1, 7] and "checkpoint" in ref.training_frames_origin
@@ -383,8 +384,8 @@ def test_empty_trajectory_missing_topology_and_missing_run_json_are_refused(dama
         load_run(damaged_copy)
 
 
-def test_reference_data_of_other_atoms_is_refused_naming_the_file(runs, shared_data):
-    other = shared_data / "datasets" / "md22_Ac-Ala3-NHMe_5.npz"
+def test_reference_data_of_other_atoms_is_refused_naming_the_file(runs, test_data):
+    other = test_data / "datasets" / "md22_Ac-Ala3-NHMe_5.npz"
     with pytest.raises(RunFileError, match=r"md22_Ac-Ala3-NHMe_5\.npz: the dataset's atomic numbers"):
         analyze_run(runs["stable"], data=other, config=AnalysisConfig(evaluate_errors=False))
 

@@ -29,10 +29,10 @@ VARIANTS = list(SMALL)
 
 
 @pytest.fixture(scope="module")
-def aspirin(shared_data):
+def aspirin(test_data):
     from openmlff.data import load_dataset
 
-    return load_dataset(shared_data / "datasets" / "rmd17_aspirin_100.npz")
+    return load_dataset(test_data / "datasets" / "rmd17_aspirin_100.npz")
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

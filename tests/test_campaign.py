@@ -20,7 +20,6 @@ from openmlff.campaign import (
     FAILED, FINISHED_COLLAPSED, FINISHED_STABLE, INTERRUPTED, PENDING, RUNNING, CampaignDirectory, CampaignSpec,
     CampaignSpecError, campaign_status, execute_run, format_status, read_attempts, run_campaign, run_state,
 )
-from openmlff.campaign.state import FileLock
 from openmlff.cli import main as cli_main
 from openmlff.data import load_dataset, make_split
 from openmlff.md import read_state_csv
@@ -34,8 +33,8 @@ REPORT_INTERVAL = 20
 
 
 @pytest.fixture(scope="module")
-def aspirin_data(shared_data) -> Path:
-    return shared_data / "datasets" / "rmd17_aspirin_100.npz"
+def aspirin_data(test_data) -> Path:
+    return test_data / "datasets" / "rmd17_aspirin_100.npz"
 
 
 @pytest.fixture(scope="module")
@@ -322,27 +321,34 @@ def test_dask_campaign_does_every_run_once(tmp_path, models, aspirin_data, dask_
 
 
 def test_failed_runs_are_recorded_and_retried_only_when_asked(tmp_path, models, aspirin_data, dask_cluster):
-    missing = tmp_path / "not_yet.pt"
-    spec_path = write_spec(tmp_path, {"good": models["stable"], "missing": missing}, aspirin_data,
+    """A missing model is refused before any run starts; a run that fails (a model of other atoms, a frame that
+    does not exist) is recorded with its traceback, left alone, and run again only with retry_failed."""
+    swapped = tmp_path / "swapped.pt"
+    spec_path = write_spec(tmp_path, {"good": models["stable"], "swapped": swapped}, aspirin_data,
                            frames=(3, 1000), seeds=(0,), steps=100, name="failing")
     address = dask_cluster.scheduler_address
+    with pytest.raises(CampaignSpecError, match="field 'models.swapped'.*swapped.pt: no such model file"):
+        run_campaign(spec_path, scheduler_address=address, progress=False)
+    assert not (tmp_path / "failing").exists()  # refused before anything was written
+    z, positions = _aspirin_frame0(aspirin_data)
+    write_toy_model(swapped, z[::-1], positions[::-1])  # a readable model of the atoms in another order
     result = run_campaign(spec_path, scheduler_address=address, progress=False)
     assert result.outcomes == {FINISHED_STABLE: 1, FAILED: 3}
     folder = CampaignDirectory(result.directory)
     errors = {r["run_id"]: r["error"] for r in result.status["runs"] if r["state"] == FAILED}
     assert "frame 1000 does not exist (the dataset has 100 frames" in errors["good__frame1000__T500__s0"]
-    assert "not_yet.pt" in errors["missing__frame0003__T500__s0"]
-    error = json.loads((folder.run_dir("missing__frame0003__T500__s0") / "error.json").read_text())
+    assert "swapped.pt" in errors["swapped__frame0003__T500__s0"] and "atomic numbers" in errors["swapped__frame0003__T500__s0"]
+    error = json.loads((folder.run_dir("swapped__frame0003__T500__s0") / "error.json").read_text())
     assert "Traceback" in error["traceback"] and error["error_type"]
     check_run_done_once(folder.run_dir("good__frame0003__T500__s0"))
 
-    write_toy_model(missing, *_aspirin_frame0(aspirin_data))  # the model appears
+    write_toy_model(swapped, z, positions)  # the model is fixed
     assert run_campaign(spec_path, scheduler_address=address, progress=False).submitted == 0  # failed: left alone
     retried = run_campaign(spec_path, scheduler_address=address, retry_failed=True, progress=False)
     assert retried.submitted == 3 and retried.outcomes == {FINISHED_STABLE: 1, FAILED: 2}
-    assert not (folder.run_dir("missing__frame0003__T500__s0") / "error.json").exists()
-    check_run_done_once(folder.run_dir("missing__frame0003__T500__s0"), starts=2, new_runs=2)  # failed, then done
-    assert run_state(folder.run_dir("missing__frame1000__T500__s0")) == FAILED
+    assert not (folder.run_dir("swapped__frame0003__T500__s0") / "error.json").exists()
+    check_run_done_once(folder.run_dir("swapped__frame0003__T500__s0"), starts=2, new_runs=2)  # failed, then done
+    assert run_state(folder.run_dir("swapped__frame1000__T500__s0")) == FAILED
 
 
 def _aspirin_frame0(path: Path):
@@ -374,24 +380,35 @@ platform = "Reference"
     assert mdtraj.load(str(run_dir / "topology.pdb")).topology.residue(0).name == "AIN"  # the built-in topology
 
 
-def test_a_run_held_by_another_process_waits_for_it(tmp_path, models, aspirin_data):
-    """A run's lock (held here, as by a task of a killed campaign still going on a Dask worker) makes a second
-    execution wait, then find the run finished or resume it: never two writers in one run directory."""
-    import threading
+def hold_lock(folder):
+    """A process holding openmlff's lock of `folder` (as a task of a killed campaign still going would) until its
+    stdin closes."""
+    code = ("import sys; from openmlff.locks import FolderLock; lock = FolderLock(sys.argv[1]).acquire(); "
+            "print('held', flush=True); sys.stdin.read()")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
 
+
+def test_a_run_held_by_another_process_is_refused_at_once(tmp_path, models, aspirin_data):
+    """A run's lock held by another process makes a second execution return at once, naming the holder, with
+    nothing started and no error recorded; once the holder is gone the run is done: never two writers."""
     spec = CampaignSpec.from_file(write_spec(tmp_path, {"stable": models["stable"]}, aspirin_data, frames=(3,),
                                              seeds=(0,), steps=60))
     run = spec.expand()[0]
     run_dir = tmp_path / "runs" / run.run_id
-    holder = FileLock(run_dir / ".lock")
-    assert holder.acquire(blocking=False)
-    assert run_state(run_dir) == RUNNING
-    outcome = {}
-    worker = threading.Thread(target=lambda: outcome.update(execute_run(run, str(run_dir), 1)))
-    worker.start()
-    worker.join(timeout=1.0)
-    assert worker.is_alive() and read_attempts(run_dir) == []  # waiting for the lock, nothing started
-    holder.release()
-    worker.join(timeout=60)
+    holder = hold_lock(run_dir)
+    try:
+        assert run_state(run_dir) == RUNNING
+        started = time.monotonic()
+        outcome = execute_run(run, str(run_dir), 1)
+        assert time.monotonic() - started < 10
+        assert outcome["state"] == RUNNING and f"PID {holder.pid}" in outcome["error"]
+        assert read_attempts(run_dir) == [] and not (run_dir / "error.json").exists()
+    finally:
+        holder.stdin.close()
+        holder.wait()
+    outcome = execute_run(run, str(run_dir), 1)  # the holder is dead: its lock is taken over
     assert outcome["state"] == FINISHED_STABLE
     check_run_done_once(run_dir)

@@ -19,10 +19,10 @@ def openmlff(*args, check=True):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, shared_data):
+def trained(tmp_path_factory, test_data):
     """A tiny ET trained for two epochs and exported, through the CLI."""
     root = tmp_path_factory.mktemp("cli")
-    data = shared_data / "datasets" / "rmd17_aspirin_100.npz"
+    data = test_data / "datasets" / "rmd17_aspirin_100.npz"
     openmlff("train", "--data", data, "--model", "et", "--out", root / "train", "--max-epochs", 2, "--seed", 3,
              "--n-train", 20, "--n-val", 5, "--n-test", 10, "--batch-size", 5, "--threads", 1,
              "--hyperparameters", TINY, "--quiet")
@@ -31,15 +31,15 @@ def trained(tmp_path_factory, shared_data):
     return root, data
 
 
-def test_data_info_reports_frames_atoms_units(shared_data):
-    out = openmlff("data", "info", shared_data / "datasets" / "rmd17_aspirin_100.npz").stdout
+def test_data_info_reports_frames_atoms_units(test_data):
+    out = openmlff("data", "info", test_data / "datasets" / "rmd17_aspirin_100.npz").stdout
     assert "100" in out and "21" in out and "kcal/mol" in out
-    info = json.loads(openmlff("data", "info", shared_data / "datasets" / "md17_ethanol_3.xyz", "--json").stdout)
+    info = json.loads(openmlff("data", "info", test_data / "datasets" / "md17_ethanol_3.xyz", "--json").stdout)
     assert info["frames"] == 3 and info["atoms"] == 9
 
 
-def test_malformed_file_is_refused_with_file_and_field(shared_data):
-    bad = shared_data / "datasets" / "rmd17_benzene_10_malformed.npz"
+def test_malformed_file_is_refused_with_file_and_field(test_data):
+    bad = test_data / "datasets" / "rmd17_benzene_10_malformed.npz"
     proc = openmlff("data", "info", bad, check=False)
     assert proc.returncode == 1
     assert "rmd17_benzene_10_malformed.npz" in proc.stderr and "nuclear_charges" in proc.stderr
@@ -90,7 +90,7 @@ def test_simulate_from_builtin_structure(trained, tmp_path):
     assert summary["steps_requested"] == 20
 
 
-def test_data_generate_and_label_with_gfn2_xtb(tmp_path, shared_data):
+def test_data_generate_and_label_with_gfn2_xtb(tmp_path, test_data):
     out = tmp_path / "aspirin_xtb.npz"
     openmlff("data", "generate", "--structure", "aspirin", "--method", "gfn2-xtb", "--temperature", 500,
              "--frames", 3, "--stride", 2, "--equilibration", 4, "--out", out, "--seed", 1, "--quiet")
@@ -98,7 +98,7 @@ def test_data_generate_and_label_with_gfn2_xtb(tmp_path, shared_data):
     assert info["frames"] == 3 and info["atoms"] == 21
     assert "GFN2-xTB" in info["level_of_theory"]
     labelled = tmp_path / "ethanol_xtb.npz"
-    proc = openmlff("data", "label", "--data", shared_data / "datasets" / "md17_ethanol_3.xyz", "--out", labelled,
+    proc = openmlff("data", "label", "--data", test_data / "datasets" / "md17_ethanol_3.xyz", "--out", labelled,
                     "--workers", 1, "--chunk-size", 2, "--quiet")
     assert "3 of 3 frames" in proc.stdout
     assert json.loads(openmlff("data", "info", labelled, "--json").stdout)["frames"] == 3

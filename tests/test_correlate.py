@@ -14,16 +14,17 @@ from openmlff.cli import main as cli_main
 from openmlff.data import load_dataset
 from openmlff.export import export_checkpoint
 from openmlff.training import TrainingConfig, train
+from openmlff.training.checkpoint import read_checkpoint
 
 TINY = {"hidden_channels": 16, "num_layers": 1, "num_heads": 2, "num_rbf": 8}
 
 
 @pytest.fixture(scope="module")
-def campaign(tmp_path_factory, shared_data):
+def campaign(tmp_path_factory, test_data):
     """Two ET models (1 and 6 epochs) on 100 rMD17 aspirin frames, 3 test starts x 1 seed each, 300 steps at 500 K."""
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("correlate")
-    data_path = shared_data / "datasets" / "rmd17_aspirin_100.npz"
+    data_path = test_data / "datasets" / "rmd17_aspirin_100.npz"
     data = load_dataset(data_path)
     models = {}
     for label, epochs in (("et_1epoch", 1), ("et_6epochs", 6)):
@@ -31,7 +32,7 @@ def campaign(tmp_path_factory, shared_data):
                                 learning_rate=5e-3, max_epochs=epochs, torch_threads=1)
         result = train(data, root / label, config, progress=False)
         models[label] = str(export_checkpoint(result.checkpoint, root / label / "model.pt"))
-    test_frames = torch.load(root / "et_1epoch" / "model.ckpt", weights_only=False)["split"]["test"][:3]
+    test_frames = read_checkpoint(root / "et_1epoch" / "model.ckpt").split.test[:3]
     spec = {"name": "quality", "models": models, "starts": {"data": str(data_path), "frames": [int(f) for f in test_frames]},
             "seeds": [0], "temperatures_K": [500],
             "md": {"steps": 300, "timestep_fs": 0.5, "report_interval_steps": 50, "checkpoint_interval_steps": 150,

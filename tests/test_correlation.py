@@ -295,10 +295,10 @@ def test_conformation_level_roc_on_synthetic_starts():
 # --- metric sets from evaluations -------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def aspirin(shared_data):
+def aspirin(test_data):
     from openmlff.data import load_dataset
 
-    return load_dataset(shared_data / "datasets" / "rmd17_aspirin_100.npz")
+    return load_dataset(test_data / "datasets" / "rmd17_aspirin_100.npz")
 
 
 def _evaluation(data, noise_scale: float, h_scale: float, seed: int) -> dict:

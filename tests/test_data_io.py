@@ -1,4 +1,4 @@
-"""Dataset readers and writers against the real MD17 / rMD17 / MD22 files in shared/data/datasets."""
+"""Dataset readers and writers against the real MD17 / rMD17 / MD22 files in tests/data/datasets."""
 
 from __future__ import annotations
 
@@ -29,8 +29,8 @@ KCAL = units.energy_to_ev("kcal/mol")  # eV per kcal/mol
 
 
 @pytest.fixture(scope="module")
-def datasets(shared_data):
-    return shared_data / "datasets"
+def datasets(test_data):
+    return test_data / "datasets"
 
 
 def _load_quietly(path, **kwargs) -> Dataset:
@@ -41,7 +41,9 @@ def _load_quietly(path, **kwargs) -> Dataset:
 
 @pytest.fixture(scope="module")
 def rmd17_extxyz(datasets) -> Dataset:
-    return _load_quietly(datasets / "rmd17_aspirin_1200.extxyz")
+    from openmlff.data.shipped import shipped_dataset_path
+
+    return _load_quietly(shipped_dataset_path())  # ships inside the package, not copied into tests/data
 
 
 def _assert_same_numbers(a: Dataset, b: Dataset, rtol: float = 1e-12) -> None:
@@ -290,8 +292,8 @@ def test_extxyz_round_trip(sample, tmp_path, energy_unit, recwarn):
     _assert_same_numbers(back, sample, rtol=1e-14)
 
 
-def test_unlabelled_structure_reads_and_round_trips(shared_data, tmp_path):
-    ds = load_dataset(shared_data / "structures" / "aspirin.xyz")
+def test_unlabelled_structure_reads_and_round_trips(test_data, tmp_path):
+    ds = load_dataset(test_data / "structures" / "aspirin.xyz")
     assert (ds.n_frames, ds.n_atoms, ds.E, ds.F) == (1, 21, None, None)
     back = load_dataset(save_dataset(ds, tmp_path / "s.npz"))
     np.testing.assert_array_equal(back.R, ds.R)

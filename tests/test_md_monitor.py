@@ -132,8 +132,8 @@ def test_the_last_checked_frames_are_kept_oldest_first(aspirin):
     assert np.isnan(monitor.recent_frames[-1].potential_energy_kJ_per_mol)
 
 
-def test_reference_lengths_are_the_mean_over_reference_frames(aspirin, shared_data):
-    frames = np.load(shared_data / "datasets" / "md17_aspirin_15.npz")["R"]  # Å, same atom order
+def test_reference_lengths_are_the_mean_over_reference_frames(aspirin, test_data):
+    frames = np.load(test_data / "datasets" / "md17_aspirin_15.npz")["R"]  # Å, same atom order
     monitor = StabilityMonitor(aspirin.atomic_numbers, aspirin.positions_angstrom, 0.5,
                                reference_positions_angstrom=frames)
     i, j = monitor.bonds[:, 0], monitor.bonds[:, 1]

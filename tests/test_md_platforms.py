@@ -1,11 +1,11 @@
-"""openmlff.md.platforms: platform choice, precision and property errors, torch threads."""
+"""openmlff.md.platforms: platform choice, precision and property errors."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from openmlff.md import PlatformError, available_platforms, select_platform, set_torch_threads
+from openmlff.md import PlatformError, available_platforms, select_platform
 from openmlff.md.platforms import AUTOMATIC_PLATFORM_ORDER
 
 
@@ -52,14 +52,3 @@ def test_extra_platform_properties_are_checked_against_the_platform():
     assert properties == {"Threads": "1"}
     with pytest.raises(PlatformError, match="no property 'DeviceIndex'"):
         select_platform("CPU", properties={"DeviceIndex": "0"})
-
-
-def test_set_torch_threads():
-    before = torch.get_num_threads()
-    try:
-        assert set_torch_threads(1) == 1 == torch.get_num_threads()
-        assert set_torch_threads(None) == 1
-        with pytest.raises(ValueError):
-            set_torch_threads(0)
-    finally:
-        torch.set_num_threads(before)

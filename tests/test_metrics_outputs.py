@@ -28,8 +28,8 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def data_path(shared_data) -> Path:
-    return shared_data / "datasets" / "rmd17_aspirin_100.npz"
+def data_path(test_data) -> Path:
+    return test_data / "datasets" / "rmd17_aspirin_100.npz"
 
 
 @pytest.fixture(scope="module")
@@ -91,8 +91,8 @@ def test_default_table_folder_and_cluster_rule(model, data_path, tmp_path):
     assert not (tmp_path / "run1" / "element_errors.png").exists()  # figures only with --plots
 
 
-def test_dataset_of_other_atoms_is_refused_naming_both_files(model, shared_data, capsys):
-    other = shared_data / "datasets" / "md22_Ac-Ala3-NHMe_5.npz"
+def test_dataset_of_other_atoms_is_refused_naming_both_files(model, test_data, capsys):
+    other = test_data / "datasets" / "md22_Ac-Ala3-NHMe_5.npz"
     with pytest.raises(ModelFileError, match=r"et\.pt: the model's atomic numbers") as error:
         evaluate_model(model, load_dataset(other))
     assert "md22_Ac-Ala3-NHMe_5.npz" in str(error.value)

@@ -114,10 +114,10 @@ def test_random_clouds_match_brute_force(n, seed):
     assert_matches_reference(both_methods(pos, batch), reference_pairs(pos, batch, CUTOFF))
 
 
-def test_real_molecules_match_brute_force(aspirin, chignolin, shared_data):
+def test_real_molecules_match_brute_force(aspirin, chignolin, test_data):
     import openmm.app
 
-    pdb = openmm.app.PDBFile(str(shared_data / "structures" / "cln025_capped.pdb"))
+    pdb = openmm.app.PDBFile(str(test_data / "structures" / "cln025_capped.pdb"))
     capped = np.array(pdb.getPositions(asNumpy=True).value_in_unit(openmm.unit.angstrom))
     for pos in (aspirin[1], chignolin[1], capped):
         batch = np.zeros(len(pos), dtype=int)

@@ -71,8 +71,8 @@ def test_overlapping_or_out_of_range_sets_are_refused():
         Split(train=np.array([0, 9]), val=np.array([1]), test=np.array([2]), seed=0, n_frames=5)
 
 
-def test_subsets_of_a_real_dataset(shared_data):
-    ds = load_dataset(shared_data / "datasets" / "rmd17_aspirin_100.npz")
+def test_subsets_of_a_real_dataset(test_data):
+    ds = load_dataset(test_data / "datasets" / "rmd17_aspirin_100.npz")
     split = make_split(ds.n_frames, 70, 10, seed=0)
     train, val, test = split.subsets(ds)
     assert (train.n_frames, val.n_frames, test.n_frames) == (70, 10, 20)

@@ -13,8 +13,7 @@ from openmlff.structures import (amber14_net_charge, build_chignolin, list_struc
                                  one_letter_sequence, structure_to_pdb)
 from openmlff.structures.builtin import STRUCTURES_DIR, assign_capped_peptide
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-needs_shared = pytest.mark.skipif(not SHARED.exists(), reason="shared data folder not present")
+SHARED = Path(__file__).resolve().parent / "data"  # copies of the shared data files (see data/PROVENANCE.md)
 
 
 def test_builtin_names():
@@ -23,7 +22,6 @@ def test_builtin_names():
         load_structure("no-such-molecule")
 
 
-@needs_shared
 def test_aspirin_has_md17_atom_order():
     s = load_structure("aspirin")
     md17 = np.load(SHARED / "datasets" / "md17_aspirin_15.npz")
@@ -36,7 +34,6 @@ def test_aspirin_has_md17_atom_order():
     assert traj.n_atoms == 21 and traj.topology.n_bonds == 21
 
 
-@needs_shared
 def test_ac_ala3_nhme_has_md22_order_and_backbone_dihedrals():
     s = load_structure("ac-ala3-nhme")
     md22 = np.load(SHARED / "datasets" / "md22_Ac-Ala3-NHMe_5.npz")
@@ -68,7 +65,6 @@ def test_shipped_chignolin():
     np.testing.assert_array_equal(s.bonds(), elements.find_bonds(s.atomic_numbers, s.positions_angstrom))
 
 
-@needs_shared
 def test_chignolin_rebuilt_from_5awl_matches_the_shipped_file():
     built = build_chignolin(SHARED / "structures" / "cln025_5awl_noH.pdb")
     assert built.n_atoms == 166
@@ -82,7 +78,6 @@ def test_chignolin_rebuilt_from_5awl_matches_the_shipped_file():
     assert [a.name for a in built.topology.atoms()] == [a.name for a in shipped.topology.atoms()]
 
 
-@needs_shared
 def test_structures_load_from_files(tmp_path):
     xyz = load_structure(SHARED / "structures" / "Ac-Ala3-NHMe.xyz")
     assert xyz.n_atoms == 42 and xyz.charge == 0 and len(xyz.bonds()) == 41

@@ -15,14 +15,15 @@ import torch
 from openmlff.data import load_dataset
 from openmlff.export import export_checkpoint, load_exported
 from openmlff.training import TrainingConfig, TrainingError, load_checkpoint, train
+from openmlff.training.checkpoint import read_checkpoint
 
 torch.set_num_threads(1)
 TINY = {"hidden_channels": 16, "num_layers": 1, "num_heads": 2, "num_rbf": 8}
 
 
 @pytest.fixture(scope="module")
-def aspirin(shared_data):
-    return load_dataset(shared_data / "datasets" / "rmd17_aspirin_100.npz")
+def aspirin(test_data):
+    return load_dataset(test_data / "datasets" / "rmd17_aspirin_100.npz")
 
 
 def tiny_config(**kw):
@@ -89,13 +90,13 @@ def test_time_budget_stops_training(tmp_path, aspirin):
     assert 3.0 <= result.elapsed_s < 8.0 and time.perf_counter() - t0 < 30
 
 
-def test_killed_training_resumes_from_checkpoint(tmp_path, shared_data):
+def test_killed_training_resumes_from_checkpoint(tmp_path, test_data):
     script = textwrap.dedent(f"""
         import torch
         torch.set_num_threads(1)
         from openmlff.data import load_dataset
         from openmlff.training import TrainingConfig, train
-        ds = load_dataset({str(shared_data / "datasets" / "rmd17_aspirin_100.npz")!r})
+        ds = load_dataset({str(test_data / "datasets" / "rmd17_aspirin_100.npz")!r})
         cfg = TrainingConfig(hyperparameters={TINY!r}, n_train=20, n_val=5, n_test=5, batch_size=5,
                              warmup_steps=4, max_epochs=1000, torch_threads=1)
         train(ds, {str(tmp_path)!r}, cfg, progress=False)
@@ -104,14 +105,14 @@ def test_killed_training_resumes_from_checkpoint(tmp_path, shared_data):
     ckpt = tmp_path / "model.ckpt"
     deadline = time.time() + 120
     while time.time() < deadline:
-        if ckpt.exists() and torch.load(ckpt, weights_only=False)["epoch"] >= 2:
+        if ckpt.exists() and read_checkpoint(ckpt).state["epoch"] >= 2:
             break
         time.sleep(0.2)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    epochs_before = torch.load(ckpt, weights_only=False)["epoch"]
+    epochs_before = read_checkpoint(ckpt).state["epoch"]
     assert epochs_before >= 2
-    ds = load_dataset(shared_data / "datasets" / "rmd17_aspirin_100.npz")
+    ds = load_dataset(test_data / "datasets" / "rmd17_aspirin_100.npz")
     result = train(ds, tmp_path, TrainingConfig(hyperparameters=TINY, n_train=20, n_val=5, n_test=5, batch_size=5,
                                                 warmup_steps=4, max_epochs=epochs_before + 1, torch_threads=1),
                    progress=False)

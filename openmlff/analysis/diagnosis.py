@@ -16,6 +16,7 @@ import math
 import numpy as np
 
 from .. import elements
+from ..errors import InputError
 
 #: Share of the atoms, by FNM MAE, that count as "the worst FNM atoms".
 DEFAULT_WORST_SHARE = 0.25
@@ -31,14 +32,14 @@ def error_ranks(values) -> np.ndarray:
 def _atom_table(atom_metrics: dict, atomic_numbers) -> dict:
     missing = [k for k in _ATOM_KEYS if k not in atom_metrics]
     if missing:
-        raise ValueError(f"atom_metrics lacks {missing}; expected the 'atoms' block of evaluate_model")
+        raise InputError(f"atom_metrics lacks {missing}; expected the 'atoms' block of evaluate_model")
     table = {k: np.asarray(atom_metrics[k], dtype=np.float64).reshape(-1) for k in _ATOM_KEYS}
     zs = np.asarray(atomic_numbers, dtype=np.int64).reshape(-1)
     for key, values in table.items():
         if values.size != zs.size:
-            raise ValueError(f"atom_metrics[{key!r}] has {values.size} atoms, the trajectory {zs.size}")
+            raise InputError(f"atom_metrics[{key!r}] has {values.size} atoms, the trajectory {zs.size}")
     if "z" in atom_metrics and not np.array_equal(np.asarray(atom_metrics["z"]).reshape(-1), zs):
-        raise ValueError("atom_metrics are for other atoms (their 'z' differs from the trajectory's atomic numbers)")
+        raise InputError("atom_metrics are for other atoms (their 'z' differs from the trajectory's atomic numbers)")
     return table
 
 
@@ -46,7 +47,7 @@ def atom_error_summary(atom_metrics: dict, atomic_numbers, worst_share: float = 
     """One record per atom: index, element, mass_da, force_mae/max, fnm_mae/max, fnm_mae_rank,
     force_mae_rank and among_worst_fnm_atoms (see the module docstring), in atom order."""
     if not 0 < worst_share <= 1:
-        raise ValueError(f"worst_share must be in (0, 1], got {worst_share}")
+        raise InputError(f"worst_share must be in (0, 1], got {worst_share}")
     table = _atom_table(atom_metrics, atomic_numbers)
     zs = np.asarray(atomic_numbers, dtype=np.int64).reshape(-1)
     masses = elements.masses(zs)

@@ -28,6 +28,7 @@ import mdtraj
 import numpy as np
 
 from .. import elements
+from ..errors import InputError
 
 _CHUNK_FRAMES = 500  # frames per block when histogramming distances (bounds the temporary arrays)
 
@@ -46,7 +47,7 @@ def all_atom_pairs(n_atoms: int) -> np.ndarray:
 def _bin_edges_nm(r_range_nm, bin_width_nm: float) -> np.ndarray:
     lo, hi = (float(v) for v in r_range_nm)
     if not (hi > lo >= 0 and bin_width_nm > 0):
-        raise ValueError(f"r_range_nm {tuple(r_range_nm)} must be (lo, hi) with 0 <= lo < hi, and bin_width_nm "
+        raise InputError(f"r_range_nm {tuple(r_range_nm)} must be (lo, hi) with 0 <= lo < hi, and bin_width_nm "
                          f"({bin_width_nm}) positive")
     n_bins = max(1, int(round((hi - lo) / bin_width_nm)))
     return np.linspace(lo, lo + n_bins * bin_width_nm, n_bins + 1)
@@ -58,7 +59,7 @@ def compute_distance_distribution(traj: mdtraj.Trajectory, r_range_nm=(0.0, 1.0)
     Σ h_per_nm * bin_width_nm is the share of all pairs of all frames inside r_range_nm.
     """
     if traj.n_frames == 0 or traj.n_atoms < 2:
-        raise ValueError(f"the distance distribution needs at least one frame and two atoms, got "
+        raise InputError(f"the distance distribution needs at least one frame and two atoms, got "
                          f"{traj.n_frames} frames of {traj.n_atoms} atoms")
     edges = _bin_edges_nm(r_range_nm, bin_width_nm)
     pairs = all_atom_pairs(traj.n_atoms)
@@ -76,7 +77,7 @@ def distance_distribution_mae(h_per_nm, h_reference_per_nm, bin_width_nm: float)
     a = np.asarray(h_per_nm, dtype=np.float64)
     b = np.asarray(h_reference_per_nm, dtype=np.float64)
     if a.shape != b.shape:
-        raise ValueError(f"h(r) histograms have {a.shape} and {b.shape} bins; "
+        raise InputError(f"h(r) histograms have {a.shape} and {b.shape} bins; "
                          "compute both on the same r_range and bins")
     return float(np.abs(a - b).sum() * float(bin_width_nm))
 

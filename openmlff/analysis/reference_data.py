@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data import Dataset, load_dataset, make_split
+from ..errors import InputError
 
 
 @dataclass
@@ -106,13 +107,17 @@ def model_splits(model_metadata: dict, dataset: Dataset) -> tuple[dict | None, s
 
 
 def _checkpoint_splits(path: Path, fingerprint: str) -> dict | None:
-    """The split stored in a training checkpoint trained on data with `fingerprint`, else None."""
-    import torch
+    """The split stored in a training checkpoint trained on data with `fingerprint`, else None.
+
+    Read with openmlff.training.checkpoint (weights only): a crafted file named in a model's metadata
+    is refused like any other unreadable checkpoint, and the recomputed split is used instead.
+    """
+    from ..training.checkpoint import read_checkpoint
 
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception:  # an unreadable checkpoint leaves the recomputed split
+        state = read_checkpoint(path).state
+    except (InputError, OSError):
         return None
-    if not isinstance(ckpt, dict) or ckpt.get("data_fingerprint") != fingerprint or "split" not in ckpt:
+    if state.get("data_fingerprint") != fingerprint or not isinstance(state.get("split"), dict):
         return None
-    return {name: np.asarray(ckpt["split"][name], dtype=np.int64) for name in ("train", "val", "test")}
+    return {name: np.asarray(state["split"].get(name, []), dtype=np.int64) for name in ("train", "val", "test")}

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import InputError
 from ..md.start import MAX_REFERENCE_FRAMES
 from ..metrics.force_metrics import DEFAULT_FORCE_UNIT, jsonable
 from ..units import NM_IN_ANGSTROM
@@ -50,12 +51,12 @@ class AnalysisConfig:
     def __post_init__(self) -> None:
         for name in ("distance_bin_width_nm", "rdf_bin_width_nm"):
             if not getattr(self, name) > 0:
-                raise ValueError(f"AnalysisConfig.{name} must be positive, got {getattr(self, name)}")
+                raise InputError(f"AnalysisConfig.{name} must be positive, got {getattr(self, name)}")
         if self.bond_deviation_limit_angstrom is not None and not self.bond_deviation_limit_angstrom > 0:
-            raise ValueError(f"AnalysisConfig.bond_deviation_limit_angstrom must be positive, got "
+            raise InputError(f"AnalysisConfig.bond_deviation_limit_angstrom must be positive, got "
                              f"{self.bond_deviation_limit_angstrom}")
         if self.distance_r_max_nm is not None and not self.distance_r_max_nm > 0:
-            raise ValueError(f"AnalysisConfig.distance_r_max_nm must be positive, got {self.distance_r_max_nm}")
+            raise InputError(f"AnalysisConfig.distance_r_max_nm must be positive, got {self.distance_r_max_nm}")
 
 
 @dataclass

@@ -24,13 +24,14 @@ import mdtraj
 import numpy as np
 
 from ..data.dataset import Dataset
+from ..errors import InputError
 from ..md.trajectory import read_dcd_layout
-from ..md.runner import RunPaths
+from ..md.rundir import RunDirectory
 from ..units import FS_IN_PS, NM_IN_ANGSTROM
 from .observables import topology_atomic_numbers
 
 
-class RunFileError(ValueError):
+class RunFileError(InputError):
     """A file of a run directory is missing, empty, truncated or does not fit the run; the message names it."""
 
 
@@ -105,7 +106,7 @@ def load_run(run_dir) -> RunData:
     RunFileError naming the file when run.json or the topology is missing, the trajectory is
     missing, empty or truncated, or the topology's atoms differ from run.json's atomic numbers.
     """
-    paths = RunPaths(Path(run_dir))
+    paths = RunDirectory(Path(run_dir))
     if not paths.directory.is_dir():
         raise RunFileError(f"{paths.directory}: run directory not found")
     if not paths.run_json.is_file():
@@ -158,7 +159,7 @@ def read_trajectory(path, topology_name: str | None = None) -> mdtraj.Trajectory
         raise RunFileError(f"{path}: trajectory file is empty (0 bytes)")
     kwargs = {}
     if path.suffix.lower() != ".h5":
-        topology_path = path.parent / (topology_name or "topology.pdb")
+        topology_path = path.parent / topology_name if topology_name else RunDirectory(path.parent).topology_pdb
         if not topology_path.is_file():
             raise RunFileError(f"{topology_path}: topology not found; the trajectory {path} holds no atoms or "
                                "elements and cannot be read without it")
@@ -179,7 +180,7 @@ def _frames_written(directory: Path, summary: dict | None) -> int | None:
     """Frames the run reports to have written: summary.json's count, else the last checkpoint's, else None."""
     if summary is not None and summary.get("frames_written") is not None:
         return int(summary["frames_written"])
-    checkpoint = directory / "checkpoint.json"
+    checkpoint = RunDirectory(directory).checkpoint_json
     if checkpoint.is_file():
         try:
             document = json.loads(checkpoint.read_text())

@@ -15,6 +15,7 @@ import mdtraj
 import numpy as np
 
 from .. import elements
+from ..errors import InputError
 from ..md.monitor import StabilityMonitor
 from ..units import NM_IN_ANGSTROM
 
@@ -36,7 +37,7 @@ def bond_length_deviations_angstrom(traj: mdtraj.Trajectory, bonds, reference_le
     bonds = np.asarray(bonds, dtype=np.int64).reshape(-1, 2)
     reference = np.asarray(reference_lengths_angstrom, dtype=np.float64).reshape(-1)
     if reference.size != len(bonds):
-        raise ValueError(f"{reference.size} reference lengths for {len(bonds)} bonds; expected one per bond")
+        raise InputError(f"{reference.size} reference lengths for {len(bonds)} bonds; expected one per bond")
     if len(bonds) == 0:
         return np.zeros((traj.n_frames, 0))
     lengths = mdtraj.compute_distances(traj, bonds, periodic=False).astype(np.float64) * NM_IN_ANGSTROM

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..analysis.diagnosis import atom_error_summary
 from ..analysis.reference_data import find_reference_data, model_splits
+from ..errors import InputError
 from ..export import read_model_metadata
 from ..md.runner import read_run_summary
 from ..metrics.correlation import DEFAULT_N_BOOTSTRAP, campaign_correlation
@@ -52,7 +53,7 @@ def correlate_campaign(campaign_dir, out_dir=None, *, data=None, n_bootstrap: in
         if run.frame is not None:
             start_frames[run.start] = (run.data, run.frame)
     if not runs:
-        raise ValueError(f"{where.directory}: no finished runs yet (no summary.json); run the campaign first")
+        raise InputError(f"{where.directory}: no finished runs yet (no summary.json); run the campaign first")
 
     start_positions = _start_positions(start_frames)
     evaluations, start_metrics, start_units, atom_records = {}, {}, {}, {}
@@ -62,7 +63,7 @@ def correlate_campaign(campaign_dir, out_dir=None, *, data=None, n_bootstrap: in
         meta = read_model_metadata(model_file)
         reference = find_reference_data(meta, data)
         if reference is None:
-            raise ValueError(f"{model_file}: its training data file is not recorded or not found; pass data=")
+            raise InputError(f"{model_file}: its training data file is not recorded or not found; pass data=")
         dataset = reference.dataset
         splits, _, _ = model_splits(meta, dataset)
         splits = splits or {"all": np.arange(dataset.n_frames)}

@@ -45,6 +45,9 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import InputError
+from ..processes import die_with_parent
+from ..threads import usable_cpus
 from .spec import CampaignSpec, RunSpec
 from .state import (
     CAMPAIGN_FILE, FAILED, INTERRUPTED, PENDING, RUN_STATES, RUNNING, CampaignDirectory, campaign_status,
@@ -65,17 +68,9 @@ class CampaignResult:
     status: dict
 
 
-def usable_cores() -> int:
-    """Cores this process may use (its CPU affinity, which batch systems set), else os.cpu_count()."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
 def default_workers(torch_threads_per_run: int = 1) -> int:
     """Runs at a time in the local pool: usable cores // torch threads per run (at least 1)."""
-    return max(1, usable_cores() // max(1, int(torch_threads_per_run)))
+    return max(1, usable_cpus() // max(1, int(torch_threads_per_run)))
 
 
 def campaign_directory(spec_or_dir, out=None) -> tuple[CampaignSpec | None, CampaignDirectory]:
@@ -92,12 +87,12 @@ def campaign_directory(spec_or_dir, out=None) -> tuple[CampaignSpec | None, Camp
                 raise FileNotFoundError(f"{path}: a folder without {CAMPAIGN_FILE}; give a campaign spec file "
                                         "(.toml or .json) or an existing campaign directory")
             if out is not None and Path(out).expanduser().resolve() != path.resolve():
-                raise ValueError(f"{path} is a campaign directory; --out {out} would name another")
+                raise InputError(f"{path} is a campaign directory; --out {out} would name another")
             return None, CampaignDirectory(path)
         spec = CampaignSpec.from_file(path)
     if out is None:
         if spec.source is None:
-            raise ValueError("a CampaignSpec that was not read from a file needs an output directory (out)")
+            raise InputError("a CampaignSpec that was not read from a file needs an output directory (out)")
         out = Path(spec.source).parent / spec.name
     return spec, CampaignDirectory(out)
 
@@ -117,16 +112,19 @@ def run_campaign(spec_or_dir, out=None, executor: str | None = None, n_workers: 
     """
     executor = executor or ("dask" if scheduler_address else "local")
     if executor not in EXECUTORS:
-        raise ValueError(f"executor must be one of {list(EXECUTORS)}, got {executor!r}")
+        raise InputError(f"executor must be one of {list(EXECUTORS)}, got {executor!r}")
     if scheduler_address and executor != "dask":
-        raise ValueError("a scheduler address needs executor 'dask'")
+        raise InputError("a scheduler address needs executor 'dask'")
     if n_workers is not None and n_workers < 1:
-        raise ValueError(f"n_workers must be a positive integer, got {n_workers}")
+        raise InputError(f"n_workers must be a positive integer, got {n_workers}")
     spec, where = campaign_directory(spec_or_dir, out)
+    if not where.exists():
+        spec.check_models()  # a new campaign with a bad model is refused before anything is written
     where.directory.mkdir(parents=True, exist_ok=True)
     lock = where.lock()
     try:
         spec = where.adopt(spec) if spec is not None else where.spec()
+        spec.check_models()  # before any run starts (after the recorded spec has had its say on changes)
         runs = spec.expand()
         wanted = (PENDING, INTERRUPTED, RUNNING) + ((FAILED,) if retry_failed else ())
         to_do = [run for run in runs if run_state(where.run_dir(run.run_id), spec.steps) in wanted]
@@ -205,13 +203,15 @@ def _status_line(where: CampaignDirectory) -> str:
 
 
 class _LocalBackend:
-    """A ProcessPoolExecutor of spawned processes (nothing inherited from a parent that loaded torch)."""
+    """A ProcessPoolExecutor of spawned processes (nothing inherited from a parent that loaded torch) that die
+    with the campaign process (openmlff.processes), so a killed campaign leaves no run going on."""
 
     address = None
 
     def __init__(self, n_workers: int) -> None:
         self.workers = n_workers
-        self.pool = ProcessPoolExecutor(max_workers=n_workers, mp_context=multiprocessing.get_context("spawn"))
+        self.pool = ProcessPoolExecutor(max_workers=n_workers, mp_context=multiprocessing.get_context("spawn"),
+                                        initializer=die_with_parent, initargs=(os.getpid(),))
 
     def describe(self) -> str:
         return "local process pool"

@@ -48,6 +48,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import InputError
+
 SPEC_SUFFIXES = (".toml", ".json")
 SPLIT_SETS = ("train", "val", "test")
 #: Grid fields kept out of the `md` table.
@@ -58,7 +60,7 @@ _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _TOP_LEVEL = ("name", "models", "starts", "seeds", "temperatures_K", "md", "reference")
 
 
-class CampaignSpecError(ValueError):
+class CampaignSpecError(InputError):
     """A campaign spec is malformed; the message names the spec file, the field and what was expected."""
 
 
@@ -184,6 +186,21 @@ class CampaignSpec:
 
     def sha256(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+
+    def check_models(self) -> None:
+        """Refuse a missing or unreadable model file (CampaignSpecError naming the spec and the field): called
+        before a campaign runs, so a bad model fails once, not run by run."""
+        from ..export import read_model_metadata
+
+        where = self.source or "the campaign spec"
+        for label, path in self.models.items():
+            if not Path(path).is_file():
+                raise CampaignSpecError(f"{where}: field 'models.{label}': {path}: no such model file (expected an "
+                                        "exported TorchScript model, .pt)")
+            try:
+                read_model_metadata(path)
+            except InputError as exc:
+                raise CampaignSpecError(f"{where}: field 'models.{label}': {exc}") from None
 
     # -- the grid ----------------------------------------------------------------------------------
 
@@ -440,25 +457,16 @@ class _Parser:
 
     def read_split(self, checkpoint: str, subset: str, where: str) -> tuple[np.ndarray, str | None]:
         """The sorted frame indices of `subset` in a training checkpoint or split .json, and the data fingerprint."""
-        from ..data.splits import Split
+        from ..training.checkpoint import read_split
 
         path = Path(checkpoint)
         if not path.is_file():
             raise self.error(where, f"{path} does not exist")
-        if path.suffix.lower() == ".json":
-            try:
-                return np.sort(getattr(Split.load(path), subset)), None
-            except ValueError as exc:
-                raise self.error(where, str(exc)) from None
-        import torch
-
         try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same message
-            raise self.error(where, f"{path} is not a readable training checkpoint: {exc}") from None
-        if not isinstance(ckpt, dict) or "split" not in ckpt:
-            raise self.error(where, f"{path} holds no split (expected an openmlff training checkpoint)")
-        return np.sort(np.asarray(ckpt["split"][subset], dtype=np.int64)), ckpt.get("data_fingerprint")
+            split, fingerprint = read_split(path)
+        except InputError as exc:
+            raise self.error(where, str(exc)) from None
+        return np.sort(np.asarray(getattr(split, subset), dtype=np.int64)), fingerprint
 
     def md(self, raw) -> dict:
         from ..md.runner import SimulationConfig

@@ -1,9 +1,9 @@
 """The campaign directory and the state of its runs, read from disk.
 
     DIR/campaign.json       the normalised spec, its SHA-256, its history, the executor sessions
-    DIR/.lock               held (flock) by the `campaign run` working in DIR
+    DIR/.lock, .lock.holder held by the `campaign run` working in DIR (openmlff.locks: flock via filelock)
     DIR/runs/<run_id>/      an ordinary MD run directory (openmlff.md.runner), plus
-        .lock               held by the process running it
+        .lock, .lock.holder held by the process running it (openmlff.md.rundir)
         attempts.jsonl      one line when an attempt starts and one when it ends (host, pid, the
                             checkpoint step it resumed from, outcome)
         error.json          the error and traceback of an attempt that failed
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import csv
 import datetime
-import fcntl
 import json
 import os
 import socket
@@ -34,12 +33,12 @@ import statistics
 from pathlib import Path
 
 from ..atomic_io import atomic_write_json
+from ..locks import BusyError, FolderLock, is_locked
 from .spec import GROWABLE_FIELDS, CampaignSpec, CampaignSpecError, spec_changes
 
 CAMPAIGN_FILE = "campaign.json"
 CAMPAIGN_FORMAT = "openmlff-campaign/1"
 RUNS_FOLDER = "runs"
-LOCK_FILE = ".lock"
 ERROR_FILE = "error.json"
 ATTEMPTS_FILE = "attempts.jsonl"
 
@@ -51,73 +50,8 @@ _FS_IN_NS = 1.0e-6
 _SECONDS_PER_DAY = 86400.0
 
 
-class CampaignBusyError(RuntimeError):
+class CampaignBusyError(BusyError):
     """Another `campaign run` holds the campaign directory."""
-
-
-# --- locks ------------------------------------------------------------------------------------------
-
-class FileLock:
-    """An exclusive flock on a file (created if missing), released on close or when the process dies.
-
-    On a file system without flock support the lock is taken as held (nothing better can be done).
-    """
-
-    def __init__(self, path) -> None:
-        self.path = Path(path)
-        self._fd: int | None = None
-
-    def acquire(self, blocking: bool = True) -> bool:
-        """Take the lock; False when not blocking and another process (or file handle) holds it."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        except BlockingIOError:
-            os.close(fd)
-            return False
-        except OSError:
-            pass  # no flock on this file system
-        self._fd = fd
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{socket.gethostname()} {os.getpid()}\n".encode())
-        return True
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing the descriptor drops the flock
-            self._fd = None
-
-    def holder(self) -> str:
-        """'host pid' of the last holder, as written into the file."""
-        try:
-            return self.path.read_text().strip() or "unknown"
-        except OSError:
-            return "unknown"
-
-    def __enter__(self) -> "FileLock":
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.release()
-
-
-def is_locked(path) -> bool:
-    """Whether some process holds the flock on `path` (False when the file does not exist)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(fd)  # also releases the lock if it was taken here
-    return False
 
 
 # --- the directory ------------------------------------------------------------------------------------
@@ -147,13 +81,9 @@ class CampaignDirectory:
         """The spec in force, as recorded in campaign.json."""
         return CampaignSpec.from_dict(self.read()["spec"], source=str(self.campaign_json))
 
-    def lock(self) -> FileLock:
-        """Take the campaign lock (held by one `campaign run` at a time); CampaignBusyError if another holds it."""
-        lock = FileLock(self.directory / LOCK_FILE)
-        if not lock.acquire(blocking=False):
-            raise CampaignBusyError(f"{self.directory}: another `openmlff campaign run` is working in this "
-                                    f"directory (host and pid: {lock.holder()}); wait for it or stop it first")
-        return lock
+    def lock(self) -> FolderLock:
+        """Take the campaign lock (held by one `campaign run` at a time); CampaignBusyError names the holder."""
+        return FolderLock(self.directory, "campaign directory (`openmlff campaign run`)", CampaignBusyError).acquire()
 
     def adopt(self, spec: CampaignSpec) -> CampaignSpec:
         """Record `spec` for this directory: a new campaign, the same one, or the recorded one plus additions.
@@ -201,7 +131,7 @@ def run_state(run_dir, steps: int | None = None) -> str:
         return finished
     if (run_dir / ERROR_FILE).is_file():
         return FAILED
-    if is_locked(run_dir / LOCK_FILE):
+    if is_locked(run_dir):
         return RUNNING
     if (run_dir / "run.json").is_file():
         return INTERRUPTED
@@ -329,7 +259,7 @@ def campaign_status(directory) -> dict:
         "n_runs": len(rows), "counts": counts, "steps_per_run": steps, "timestep_fs": timestep_fs,
         "steps_done": int(done), "steps_total": int(total), "progress": done / total if total else 1.0,
         "ns_per_day_per_run": ns_per_day, "workers": workers, "estimated_time_left_s": time_left,
-        "executor_active": is_locked(where.directory / LOCK_FILE),
+        "executor_active": is_locked(where.directory),
         "last_session": sessions[-1] if sessions else None, "runs": rows,
     }
 

@@ -23,9 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic_io import atomic_write_json
+from ..errors import InputError
+from ..md.rundir import RunDirectory
 from .spec import DatasetFrames, RunSpec
 from .state import (
-    ERROR_FILE, FAILED, FINISHED_COLLAPSED, FINISHED_STABLE, LOCK_FILE, FileLock, append_attempt, finished_state,
+    ERROR_FILE, FAILED, FINISHED_COLLAPSED, FINISHED_STABLE, RUNNING, append_attempt, finished_state,
 )
 
 
@@ -36,13 +38,19 @@ def execute_run(run: RunSpec, run_dir: str, torch_threads: int | None = 1) -> di
     threads = run.md.get("torch_threads") or torch_threads
     if threads is not None:
         os.environ.setdefault("OPENMM_CPU_THREADS", str(int(threads)))
-    with FileLock(run_dir / LOCK_FILE):
+    from ..md.rundir import RunBusyError, RunDirectory  # imports OpenMM: after OPENMM_CPU_THREADS is set
+
+    run_files = RunDirectory(run_dir)
+    try:
+        lock = run_files.lock().acquire()
+    except RunBusyError as exc:  # another process (an orphan of a killed campaign, a second campaign) runs it
+        return {"run_id": run.run_id, "state": RUNNING, "error": str(exc)}
+    try:
         if finished_state(run_dir, run.steps) is not None:
-            return {"run_id": run.run_id, "state": finished_state(run_dir), "summary": read_run_summary(run_dir)}
+            return {"run_id": run.run_id, "state": finished_state(run_dir), "summary": run_files.read_summary()}
         (run_dir / ERROR_FILE).unlink(missing_ok=True)
-        checkpoint = _checkpoint_step(run_dir)
-        append_attempt(run_dir, {"event": "start", "run_id": run.run_id, "new_run": not (run_dir / "run.json").is_file(),
-                                 "resume_from_step": checkpoint})
+        append_attempt(run_dir, {"event": "start", "run_id": run.run_id, "new_run": not run_files.run_json.is_file(),
+                                 "resume_from_step": run_files.checkpoint_step()})
         try:
             from ..md.runner import run_simulation
 
@@ -57,6 +65,8 @@ def execute_run(run: RunSpec, run_dir: str, torch_threads: int | None = 1) -> di
         append_attempt(run_dir, {"event": "finished", "state": state, "steps_completed": summary.get("steps_completed"),
                                  "steps_this_session": summary.get("steps_this_session")})
         return {"run_id": run.run_id, "state": state, "summary": summary}
+    finally:
+        lock.release()
 
 
 def record_failure(run_dir, run_id: str, exc: BaseException, trace: str) -> dict:
@@ -79,7 +89,7 @@ def start_inputs(run: RunSpec):
     if run.frame is not None:
         dataset = load_frames_dataset(run.data)
         if not 0 <= run.frame < dataset.n_frames:
-            raise ValueError(f"{run.data.data}: frame {run.frame} does not exist (the dataset has "
+            raise InputError(f"{run.data.data}: frame {run.frame} does not exist (the dataset has "
                              f"{dataset.n_frames} frames, 0-based)")
         z, positions, topology = dataset.z, dataset.R[run.frame], None
         reference = dataset.R if run.reference is None else None
@@ -92,7 +102,7 @@ def start_inputs(run: RunSpec):
     if isinstance(run.reference, DatasetFrames):
         ref_data = load_frames_dataset(run.reference)
         if not np.array_equal(ref_data.z, z):
-            raise ValueError(f"{run.reference.data}: the reference data's atoms ({ref_data.n_atoms}) are not the "
+            raise InputError(f"{run.reference.data}: the reference data's atoms ({ref_data.n_atoms}) are not the "
                              f"start's atoms ({len(z)}) in the same order")
         frames = run.reference.frames
         reference = ref_data.R if frames is None else ref_data.R[np.asarray(frames, dtype=np.int64)]
@@ -108,17 +118,6 @@ def load_frames_dataset(frames: DatasetFrames):
 
     dataset = load_dataset(frames.data, energy_unit=frames.energy_unit, length_unit=frames.length_unit)
     if frames.data_fingerprint is not None and dataset.fingerprint() != frames.data_fingerprint:
-        raise ValueError(f"{frames.data}: these are not the data the split in {frames.checkpoint} was drawn for "
+        raise InputError(f"{frames.data}: these are not the data the split in {frames.checkpoint} was drawn for "
                          "(dataset fingerprints differ)")
     return dataset
-
-
-def read_run_summary(run_dir: Path) -> dict:
-    return json.loads((run_dir / "summary.json").read_text())
-
-
-def _checkpoint_step(run_dir: Path) -> int | None:
-    try:
-        return int(json.loads((run_dir / "checkpoint.json").read_text())["step"])
-    except (FileNotFoundError, ValueError, KeyError):
-        return None

@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from .. import elements
+from ..errors import InputError
 
 
-class DatasetError(ValueError):
+class DatasetError(InputError):
     """A dataset file or array is malformed; the message names the file, the field and the problem."""
 
 
@@ -137,8 +138,13 @@ def provenance_json(prov: dict) -> str:
 
 
 def ensure_path(path) -> Path:
-    """Path object for a str/Path; FileNotFoundError naming it if it does not exist."""
+    """Path object for a str/Path; FileNotFoundError naming it if it does not exist, DatasetError for a
+    folder or an empty file."""
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{p}: no such file")
+    if p.is_dir():
+        raise DatasetError(f"{p}: is a folder; expected a dataset file (npz, extended XYZ or XYZ)")
+    if p.stat().st_size == 0:
+        raise DatasetError(f"{p}: is empty (0 bytes); expected a dataset file (npz, extended XYZ or XYZ)")
     return p

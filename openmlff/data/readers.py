@@ -266,8 +266,8 @@ def _is_number(text: str) -> bool:
 def _read_npz(path: Path) -> _RawData:
     try:
         npz = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise DatasetError(f"{path}: not a readable npz file ({exc})") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DatasetError(f"{path}: not a readable npz file ({type(exc).__name__}: {exc})") from None
     if not isinstance(npz, np.lib.npyio.NpzFile):
         raise DatasetError(f"{path}: holds a single array, expected an npz archive with named fields")
     with npz:
@@ -388,6 +388,9 @@ def _read_extxyz(path: Path) -> _RawData:
     try:
         frames = ase.io.read(path, index=":", format="extxyz")
     except Exception as exc:  # ASE raises many kinds for malformed text
+        short = _extxyz_short_frame(path)
+        if short is not None:
+            raise DatasetError(short) from None
         raise DatasetError(f"{path}: cannot be read as extended XYZ ({type(exc).__name__}: {exc})") from None
     if not frames:
         raise DatasetError(f"{path}: holds no frames")
@@ -415,6 +418,36 @@ def _read_extxyz(path: Path) -> _RawData:
                    z=z, R=R, E=E, F=None if F is None else np.asarray(F, dtype=np.float64))
     raw.energy_unit, raw.length_unit = _extxyz_units(path, frames)
     return raw
+
+
+def _extxyz_short_frame(path: Path) -> str | None:
+    """The message for the first frame whose atom lines disagree with its header's atom count, if there is one.
+
+    An (extended) XYZ frame is a count line, a comment line and that many atom lines; a frame with fewer
+    makes the next frame's count line an atom line, so the frame is the one before the first count line
+    that does not parse where a count is due.
+    """
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    i = frame = 0
+    while i < len(lines):
+        if not lines[i].strip():
+            i += 1
+            continue
+        try:
+            n = int(lines[i].split()[0]) if len(lines[i].split()) == 1 else None
+        except ValueError:
+            n = None
+        if n is None:
+            return None  # not a count line where one is due: some other malformation
+        atom_lines = lines[i + 2:i + 2 + n]
+        counted = next((k for k, line in enumerate(atom_lines) if len(line.split()) == 1 and line.strip().isdigit()),
+                       len(atom_lines))
+        if counted != n:
+            return (f"{path}: frame {frame} (line {i + 1}) announces {n} atoms in its header but has {counted} atom "
+                    f"lines; expected {n} lines 'symbol x y z ...' after the comment line")
+        i += 2 + n
+        frame += 1
+    return None
 
 
 def _extxyz_energy(atoms, results: dict) -> tuple[str | None, float | None]:

@@ -24,6 +24,7 @@ from typing import Callable
 import numpy as np
 
 from ..atomic_io import atomic_write
+from ..errors import InputError, StateError
 from ..reference import ReferenceCalculator, ReferenceMethodError, get_reference_method, package_versions
 from .dataset import Dataset
 
@@ -33,7 +34,7 @@ _RESUME_KEYS = ("method", "temperature_K", "stride_steps", "equilibration_steps"
                 "friction_per_fs", "seed")
 
 
-class SamplingError(RuntimeError):
+class SamplingError(StateError):
     """Reference MD could not go on (the reference method failed at some step)."""
 
 
@@ -54,12 +55,12 @@ class SamplingConfig:
     def validate(self) -> "SamplingConfig":
         for name in ("n_frames", "stride_steps", "checkpoint_every_frames"):
             if getattr(self, name) < 1:
-                raise ValueError(f"sampling setting {name} must be >= 1, got {getattr(self, name)}")
+                raise InputError(f"sampling setting {name} must be >= 1, got {getattr(self, name)}")
         if self.equilibration_steps < 0:
-            raise ValueError(f"equilibration_steps must be >= 0, got {self.equilibration_steps}")
+            raise InputError(f"equilibration_steps must be >= 0, got {self.equilibration_steps}")
         for name in ("temperature_K", "timestep_fs", "friction_per_fs"):
             if not getattr(self, name) > 0:
-                raise ValueError(f"sampling setting {name} must be > 0, got {getattr(self, name)}")
+                raise InputError(f"sampling setting {name} must be > 0, got {getattr(self, name)}")
         return self
 
     @property
@@ -201,7 +202,7 @@ class _LangevinRun:
             differing = [k for k in now if saved.get(k) != now[k]]
             if differing:
                 details = "; ".join(f"{k}: {saved.get(k)!r} in checkpoint, {now[k]!r} now" for k in differing)
-                raise ValueError(f"{path}: checkpoint of a different sampling run ({details}); "
+                raise InputError(f"{path}: checkpoint of a different sampling run ({details}); "
                                  "delete it or choose another output path")
             self.rng.bit_generator.state = json.loads(str(data["rng_state"]))
             self.atoms.set_positions(data["positions"])

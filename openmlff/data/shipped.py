@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import InputError
+
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
 
 #: name -> file under openmlff/resources/datasets (units in the sidecar <file>.units.json)
@@ -15,5 +17,5 @@ SHIPPED_DATASETS = {
 def shipped_dataset_path(name: str = "rmd17_aspirin_1200") -> Path:
     """Path of a dataset shipped with openmlff (default: 1200 rMD17 aspirin frames, PBE/def2-SVP)."""
     if name not in SHIPPED_DATASETS:
-        raise ValueError(f"no shipped dataset {name!r}; available: {sorted(SHIPPED_DATASETS)}")
+        raise InputError(f"no shipped dataset {name!r}; available: {sorted(SHIPPED_DATASETS)}")
     return RESOURCES / "datasets" / SHIPPED_DATASETS[name]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import InputError
 from .dataset import Dataset
 from ..atomic_io import atomic_write_stream
 
@@ -35,20 +36,20 @@ class Split:
         for name in _SET_NAMES:
             arr = np.asarray(getattr(self, name))
             if arr.size and (arr.dtype.kind not in "iu" or arr.ndim != 1):
-                raise ValueError(f"split set '{name}' must be a 1-D array of integer frame indices, "
+                raise InputError(f"split set '{name}' must be a 1-D array of integer frame indices, "
                                  f"got dtype {arr.dtype} and shape {arr.shape}")
             setattr(self, name, np.sort(arr.astype(np.int64).reshape(-1)))
         self.seed = int(self.seed)
         everything = np.concatenate([self.train, self.val, self.test])
         if everything.size and everything.min() < 0:
-            raise ValueError(f"split holds a negative frame index ({int(everything.min())})")
+            raise InputError(f"split holds a negative frame index ({int(everything.min())})")
         if self.n_frames is not None:
             self.n_frames = int(self.n_frames)
             if everything.size and everything.max() >= self.n_frames:
-                raise ValueError(f"split holds frame index {int(everything.max())} but the dataset has "
+                raise InputError(f"split holds frame index {int(everything.max())} but the dataset has "
                                  f"{self.n_frames} frames")
         if np.unique(everything).size != everything.size:
-            raise ValueError("split sets 'train', 'val' and 'test' must be disjoint and hold no index twice")
+            raise InputError("split sets 'train', 'val' and 'test' must be disjoint and hold no index twice")
 
     @property
     def sizes(self) -> dict[str, int]:
@@ -57,7 +58,7 @@ class Split:
     def subsets(self, ds: Dataset) -> tuple[Dataset, Dataset, Dataset]:
         """The training, validation and test Datasets of `ds`; ValueError if the split was drawn for another size."""
         if self.n_frames is not None and self.n_frames != ds.n_frames:
-            raise ValueError(f"split was drawn for {self.n_frames} frames but dataset {ds.name!r} has {ds.n_frames}")
+            raise InputError(f"split was drawn for {self.n_frames} frames but dataset {ds.name!r} has {ds.n_frames}")
         return ds.subset(self.train), ds.subset(self.val), ds.subset(self.test)
 
     def to_dict(self) -> dict:
@@ -71,7 +72,7 @@ class Split:
         """Inverse of to_dict; ValueError naming the missing keys."""
         missing = [k for k in (*_SET_NAMES, "seed") if k not in doc]
         if missing:
-            raise ValueError(f"split dict lacks keys {missing}; expected train, val, test, seed (and n_frames)")
+            raise InputError(f"split dict lacks keys {missing}; expected train, val, test, seed (and n_frames)")
         return cls(**{name: np.asarray(doc[name], dtype=np.int64) for name in _SET_NAMES},
                    seed=doc["seed"], n_frames=doc.get("n_frames"))
 
@@ -87,7 +88,7 @@ class Split:
         try:
             return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
         except (ValueError, TypeError) as exc:  # JSONDecodeError is a ValueError
-            raise ValueError(f"{path}: not a split file: {exc}") from None
+            raise InputError(f"{path}: not a split file: {exc}") from None
 
 
 def make_split(n_frames: int, n_train: int | None = None, n_val: int | None = None, n_test: int | None = None,
@@ -100,15 +101,15 @@ def make_split(n_frames: int, n_train: int | None = None, n_val: int | None = No
     The same arguments always give the same split. ValueError if the sizes exceed n_frames.
     """
     if int(n_frames) != n_frames or n_frames < 1:
-        raise ValueError(f"n_frames must be a positive integer, got {n_frames!r}")
+        raise InputError(f"n_frames must be a positive integer, got {n_frames!r}")
     n_frames = int(n_frames)
     fractions = tuple(float(f) for f in fractions)
     if len(fractions) != 3 or any(f < 0 or f > 1 for f in fractions) or sum(fractions) > 1 + 1e-9:
-        raise ValueError(f"fractions must be three numbers in [0, 1] summing to at most 1, got {fractions}")
+        raise InputError(f"fractions must be three numbers in [0, 1] summing to at most 1, got {fractions}")
     given = dict(zip(_SET_NAMES, (n_train, n_val, n_test)))
     for name, size in given.items():
         if size is not None and (int(size) != size or size < 0):
-            raise ValueError(f"n_{name} must be a non-negative integer, got {size!r}")
+            raise InputError(f"n_{name} must be a non-negative integer, got {size!r}")
     sizes, origin = {}, {}
     for name, fraction in zip(_SET_NAMES, fractions):
         if given[name] is not None:
@@ -120,7 +121,7 @@ def make_split(n_frames: int, n_train: int | None = None, n_val: int | None = No
     if sizes["test"] < 0 or sum(sizes.values()) > n_frames:
         shown = [k for k in _SET_NAMES if origin[k] != "the remaining frames"]
         parts = ", ".join(f"n_{k}={sizes[k]} ({origin[k]})" for k in shown)
-        raise ValueError(f"split sizes {parts} need more than the {n_frames} frames available")
+        raise InputError(f"split sizes {parts} need more than the {n_frames} frames available")
     order = np.random.default_rng(seed).permutation(n_frames)
     a, b, c = sizes["train"], sizes["val"], sizes["test"]
     return Split(train=order[:a], val=order[a:a + b], test=order[a + b:a + b + c], seed=seed, n_frames=n_frames)

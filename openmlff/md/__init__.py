@@ -14,10 +14,11 @@ from .integrators import INTEGRATORS, make_integrator
 from .monitor import (
     BrokenBond, CheckedFrame, ClosePair, CollapseEvent, StabilityMonitor, default_temperature_limit_K,
 )
-from .platforms import PlatformError, available_platforms, select_platform, set_torch_threads
+from .platforms import PlatformError, available_platforms, select_platform
 from .reporters import STATE_COLUMNS, Checkpointer, StateCSVReporter, StepRecord, read_state_csv
+from .rundir import RunBusyError, RunDirectory
 from .runner import (
-    ResumeMismatchError, RunPaths, SimulationConfig, read_run_summary, run_simulation,
+    ResumeMismatchError, SimulationConfig, read_run_summary, run_simulation,
 )
 from .system import (
     BACKENDS, MODEL_METADATA_FILE, ModelFileError, TorchModelComputation, build_system, check_model_atoms,
@@ -33,10 +34,10 @@ __all__ = [
     "BACKENDS", "INTEGRATORS", "MODEL_METADATA_FILE", "STATE_COLUMNS", "TRAJECTORY_FILES", "TRAJECTORY_FORMATS",
     "BrokenBond", "CheckedFrame", "Checkpointer", "ClosePair", "CollapseEvent", "DCDTrajectoryWriter",
     "ExportedModelCalculator", "HDF5TrajectoryWriter", "ModelFileError", "PlatformError", "ResumeMismatchError",
-    "RunPaths", "SimulationConfig", "StabilityMonitor", "StateCSVReporter", "StepRecord", "TorchModelComputation",
+    "RunBusyError", "RunDirectory", "SimulationConfig", "StabilityMonitor", "StateCSVReporter", "StepRecord", "TorchModelComputation",
     "TrajectoryMark", "TrajectoryWriter", "XTCTrajectoryWriter", "available_platforms", "build_system",
     "check_model_atoms", "default_temperature_limit_K", "file_sha256", "hdf5_partial_path", "make_integrator",
     "open_trajectory", "read_dcd_frames", "read_dcd_layout", "read_model_metadata", "read_run_summary",
-    "read_state_csv", "run_simulation", "select_platform", "set_torch_threads", "torchforce_properties",
+    "read_state_csv", "run_simulation", "select_platform", "torchforce_properties",
     "truncate_dcd",
 ]

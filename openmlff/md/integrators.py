@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import openmm
 from openmm import unit
 
+from ..errors import InputError
 from ..units import FS_IN_PS
 
 
@@ -45,7 +46,7 @@ def make_integrator(name: str, temperature_K: float, coupling_per_ps: float, tim
     which OpenMM reads as 'pick one at random'). coupling_per_ps: the Langevin friction or the Nosé–Hoover
     collision frequency; unused by Verlet."""
     if name not in INTEGRATORS:
-        raise ValueError(f"unknown integrator {name!r}; expected one of {list(INTEGRATORS)}")
+        raise InputError(f"unknown integrator {name!r}; expected one of {list(INTEGRATORS)}")
     dt = timestep_fs * FS_IN_PS * unit.picoseconds
     temperature = temperature_K * unit.kelvin
     if name == "langevin_middle":

@@ -25,6 +25,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from .. import elements
+from ..errors import InputError
 from ..units import FS_IN_PS
 
 DEFAULT_BOND_DEVIATION_LIMIT_ANGSTROM = 0.5
@@ -140,7 +141,7 @@ class StabilityMonitor:
         n = len(self.atomic_numbers)
         start = np.asarray(positions_angstrom, dtype=np.float64)
         if start.shape != (n, 3):
-            raise ValueError(f"positions_angstrom has shape {start.shape}, expected ({n}, 3) for {n} atoms")
+            raise InputError(f"positions_angstrom has shape {start.shape}, expected ({n}, 3) for {n} atoms")
         self.timestep_fs = float(timestep_fs)
         self.bond_deviation_limit_angstrom = float(bond_deviation_limit_angstrom)
         self.temperature_limit_K = float(temperature_limit_K)
@@ -159,10 +160,10 @@ class StabilityMonitor:
             if reference.ndim == 2:
                 reference = reference[None]
             if reference.ndim != 3 or reference.shape[1:] != (n, 3) or reference.shape[0] == 0:
-                raise ValueError(
+                raise InputError(
                     f"reference_positions_angstrom has shape {reference.shape}, expected (n_frames, {n}, 3)")
             if not np.isfinite(reference).all():
-                raise ValueError("reference_positions_angstrom has non-finite values")
+                raise InputError("reference_positions_angstrom has non-finite values")
         self.reference_lengths_angstrom = self.bond_lengths(reference).mean(axis=0)
 
     def bond_lengths(self, positions_angstrom: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Choosing the OpenMM platform (CUDA, OpenCL, CPU, Reference) and the torch thread count.
+"""Choosing the OpenMM platform (CUDA, OpenCL, CPU, Reference); torch threads are openmlff.threads'.
 
 Automatic choice takes the fastest platform this OpenMM build has: CUDA, then OpenCL, then CPU.
 Reference (slow, double precision, useful for exact comparisons) is used only when named.
@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import openmm
 
+from ..errors import InputError
+
 #: Platforms tried, in order, when none is named.
 AUTOMATIC_PLATFORM_ORDER = ("CUDA", "OpenCL", "CPU")
 #: Precision used on platforms that have a 'Precision' property when none is asked for.
@@ -15,7 +17,7 @@ DEFAULT_GPU_PRECISION = "mixed"
 PRECISIONS = ("single", "mixed", "double")
 
 
-class PlatformError(ValueError):
+class PlatformError(InputError):
     """A requested platform or platform property is not available; the message lists what is."""
 
 
@@ -77,14 +79,3 @@ def select_platform(
             raise PlatformError(f"platform {chosen} has no property {key!r}; its properties: {supported}")
         props[key] = str(value)
     return platform, props
-
-
-def set_torch_threads(n: int | None) -> int:
-    """Set the number of torch intra-op threads (also used by TorchForce); None leaves it. Returns the count in force."""
-    import torch
-
-    if n is not None:
-        if int(n) < 1:
-            raise ValueError(f"torch_threads must be a positive integer, got {n}")
-        torch.set_num_threads(int(n))
-    return torch.get_num_threads()

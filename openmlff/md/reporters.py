@@ -15,12 +15,17 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import openmm
 
 from ..atomic_io import atomic_write_bytes, atomic_write_json
+from ..errors import InputError
 from ..units import NM_IN_ANGSTROM
+
+if TYPE_CHECKING:
+    from .rundir import RunDirectory
 
 #: Columns of state.csv, in order (energies kJ/mol, time ps, temperature K, speed ns/day, time left s).
 STATE_COLUMNS = (
@@ -114,10 +119,10 @@ def truncate_csv_rows(path, n_rows: int, columns) -> None:
     with open(path, newline="") as fh:
         lines = fh.read().splitlines(keepends=True)
     if not lines or next(csv.reader([lines[0]])) != list(columns):
-        raise ValueError(f"{path}: header is not {list(columns)}")
+        raise InputError(f"{path}: header is not {list(columns)}")
     complete = [line for line in lines[1:] if line.endswith("\n")]  # a row cut by a kill has no newline
     if len(complete) < n_rows:
-        raise ValueError(f"{path}: holds {len(complete)} rows, but the checkpoint says {n_rows} were written")
+        raise InputError(f"{path}: holds {len(complete)} rows, but the checkpoint says {n_rows} were written")
     atomic_write_bytes(path, "".join([lines[0]] + complete[:n_rows]).encode())
 
 
@@ -135,8 +140,6 @@ def read_state_csv(path) -> dict[str, np.ndarray]:
 
 # --- checkpoints --------------------------------------------------------------------------------
 
-CHECKPOINT_JSON = "checkpoint.json"
-_CHECKPOINT_PREFIX = "checkpoint_step"
 
 
 class Checkpointer:
@@ -145,22 +148,24 @@ class Checkpointer:
     `save` writes context.createCheckpoint() (positions, velocities, integrator RNG state, step
     count) to a file named after the step, then commits by replacing checkpoint.json, which names
     that file, its SHA-256 and the caller's bookkeeping (step, frames and rows written); older
-    checkpoint files are then removed. A kill at any moment leaves the previous commit intact.
+    checkpoint files are then removed. A kill at any moment leaves the previous commit intact, and so
+    does a full disk: the failed write leaves no partial file, and the OSError goes to the caller.
     """
 
-    def __init__(self, directory) -> None:
-        self.directory = Path(directory)
-        self.json_path = self.directory / CHECKPOINT_JSON
+    def __init__(self, run: RunDirectory) -> None:
+        self.run = run
+        self.directory = run.directory
+        self.json_path = run.checkpoint_json
 
     def save(self, context: openmm.Context, step: int, info: dict) -> None:
         data = context.createCheckpoint()
-        name = f"{_CHECKPOINT_PREFIX}{int(step):012d}.chk"
-        atomic_write_bytes(self.directory / name, data)
-        document = {"step": int(step), **info, "checkpoint_file": name,
+        path = self.run.checkpoint_file(step)
+        atomic_write_bytes(path, data)
+        document = {"step": int(step), **info, "checkpoint_file": path.name,
                     "checkpoint_sha256": hashlib.sha256(data).hexdigest()}
         atomic_write_json(self.json_path, document)
-        for old in self.directory.glob(f"{_CHECKPOINT_PREFIX}*.chk"):
-            if old.name != name:
+        for old in self.run.checkpoint_files():
+            if old.name != path.name:
                 old.unlink(missing_ok=True)
 
     def exists(self) -> bool:
@@ -171,8 +176,8 @@ class Checkpointer:
         document = json.loads(self.json_path.read_text())
         chk = self.directory / document["checkpoint_file"]
         if not chk.is_file():
-            raise ValueError(f"{self.json_path}: names {chk.name}, which does not exist")
+            raise InputError(f"{self.json_path}: names {chk.name}, which does not exist")
         data = chk.read_bytes()
         if hashlib.sha256(data).hexdigest() != document["checkpoint_sha256"]:
-            raise ValueError(f"{chk}: SHA-256 differs from the one recorded in {self.json_path}")
+            raise InputError(f"{chk}: SHA-256 differs from the one recorded in {self.json_path}")
         return document, data

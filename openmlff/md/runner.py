@@ -36,12 +36,15 @@ from openmm import unit
 
 from .. import elements
 from ..atomic_io import atomic_write_json
+from ..errors import InputError
+from ..threads import set_threads
 from ..versions import runtime_versions
 from ..units import FS_IN_PS, NM_IN_ANGSTROM
 from . import monitor as _monitor
 from .integrators import INTEGRATORS, make_integrator
 from .monitor import CollapseEvent, StabilityMonitor
-from .platforms import select_platform, set_torch_threads
+from .platforms import select_platform
+from .rundir import RunDirectory
 from .reporters import Checkpointer, StateCSVReporter, StepRecord
 from .system import BACKENDS, build_system, file_sha256, read_model_metadata, torchforce_properties
 from .trajectory import (
@@ -49,7 +52,11 @@ from .trajectory import (
 )
 
 #: Config fields that may differ when a run is resumed (they do not change the trajectory).
-RESUMABLE_CHANGES = ("torch_threads",)
+RESUMABLE_CHANGES = ("torch_threads", "checkpoint_interval_steps", "checkpoint_interval_s")
+#: Checkpoints: every this many steps, and at the first monitor check after this many seconds of wall
+#: time since the last one, whichever comes first; so a killed run loses at most a few minutes.
+DEFAULT_CHECKPOINT_INTERVAL_STEPS = 1000
+DEFAULT_CHECKPOINT_INTERVAL_S = 180.0
 #: Config fields that may grow on resume (extending the run); recorded in run.json's history.
 EXTENSIBLE_FIELDS = ("steps",)
 #: Model evaluations in every new Context before it steps. TorchScript's profiling executor runs a model's first
@@ -61,7 +68,7 @@ _FS_IN_NS = 1.0e-6
 _SECONDS_PER_DAY = 86400.0
 
 
-class ResumeMismatchError(ValueError):
+class ResumeMismatchError(InputError):
     """A run directory was started with other inputs than the ones given now; the message names them."""
 
 
@@ -83,8 +90,8 @@ class SimulationConfig:
     trajectory_format: 'dcd', 'xtc' or 'hdf5'. min_nonbonded_distance_angstrom: None switches that
     criterion off. temperature_limit_K: None means max(2000 K, 4 x temperature_K).
     collapse_frames_kept: checked frames written to collapse_frames.dcd after a collapse.
-    backend: 'torchforce' or 'pythonforce'. torch_threads: torch intra-op threads (None leaves
-    torch's default); the only field that may change when a run is resumed.
+    backend: 'torchforce' or 'pythonforce'. torch_threads: torch intra-op threads (None: openmlff.threads.default_threads
+    for the molecule); the only field that may change when a run is resumed.
     """
 
     temperature_K: float = 300.0
@@ -100,7 +107,8 @@ class SimulationConfig:
     cuda_graph_warmup_steps: int = 10
     report_interval_steps: int = 100
     monitor_interval_steps: int = 10
-    checkpoint_interval_steps: int = 5000
+    checkpoint_interval_steps: int = DEFAULT_CHECKPOINT_INTERVAL_STEPS
+    checkpoint_interval_s: float = DEFAULT_CHECKPOINT_INTERVAL_S
     trajectory_format: str = "dcd"
     bond_deviation_limit_angstrom: float = _monitor.DEFAULT_BOND_DEVIATION_LIMIT_ANGSTROM
     min_nonbonded_distance_angstrom: float | None = _monitor.DEFAULT_MIN_NONBONDED_DISTANCE_ANGSTROM
@@ -114,36 +122,37 @@ class SimulationConfig:
                     "report_interval_steps": self.report_interval_steps,
                     "monitor_interval_steps": self.monitor_interval_steps,
                     "checkpoint_interval_steps": self.checkpoint_interval_steps,
+                    "checkpoint_interval_s": self.checkpoint_interval_s,
                     "bond_deviation_limit_angstrom": self.bond_deviation_limit_angstrom,
                     "cuda_graph_warmup_steps": self.cuda_graph_warmup_steps}
         for name, value in positive.items():
             if not value > 0:
-                raise ValueError(f"SimulationConfig.{name} must be positive, got {value}")
+                raise InputError(f"SimulationConfig.{name} must be positive, got {value}")
         if self.steps < 0:
-            raise ValueError(f"SimulationConfig.steps must be >= 0, got {self.steps}")
+            raise InputError(f"SimulationConfig.steps must be >= 0, got {self.steps}")
         if self.integrator not in INTEGRATORS:
-            raise ValueError(f"SimulationConfig.integrator must be one of {list(INTEGRATORS)}, got {self.integrator!r}")
+            raise InputError(f"SimulationConfig.integrator must be one of {list(INTEGRATORS)}, got {self.integrator!r}")
         if self.friction_per_ps < 0 or (self.integrator == "nose_hoover" and self.friction_per_ps == 0):
-            raise ValueError(f"SimulationConfig.friction_per_ps must be >= 0 (> 0 for nose_hoover), got {self.friction_per_ps}")
+            raise InputError(f"SimulationConfig.friction_per_ps must be >= 0 (> 0 for nose_hoover), got {self.friction_per_ps}")
         if not 0 <= self.seed < 2**31 - 1:
-            raise ValueError(f"SimulationConfig.seed must be in [0, 2**31 - 2], got {self.seed}")
+            raise InputError(f"SimulationConfig.seed must be in [0, 2**31 - 2], got {self.seed}")
         if self.report_interval_steps % self.monitor_interval_steps:
-            raise ValueError(f"SimulationConfig.monitor_interval_steps ({self.monitor_interval_steps}) must divide "
+            raise InputError(f"SimulationConfig.monitor_interval_steps ({self.monitor_interval_steps}) must divide "
                              f"report_interval_steps ({self.report_interval_steps})")
         if self.trajectory_format not in TRAJECTORY_FORMATS:
-            raise ValueError(f"SimulationConfig.trajectory_format must be one of {list(TRAJECTORY_FORMATS)}, "
+            raise InputError(f"SimulationConfig.trajectory_format must be one of {list(TRAJECTORY_FORMATS)}, "
                              f"got {self.trajectory_format!r}")
         if self.backend not in BACKENDS:
-            raise ValueError(f"SimulationConfig.backend must be one of {list(BACKENDS)}, got {self.backend!r}")
+            raise InputError(f"SimulationConfig.backend must be one of {list(BACKENDS)}, got {self.backend!r}")
         if self.cuda_graphs and self.backend != "torchforce":
-            raise ValueError("SimulationConfig.cuda_graphs needs backend 'torchforce'")
+            raise InputError("SimulationConfig.cuda_graphs needs backend 'torchforce'")
         if self.temperature_limit_K is not None and not self.temperature_limit_K > 0:
-            raise ValueError(f"SimulationConfig.temperature_limit_K must be positive or None, got {self.temperature_limit_K}")
+            raise InputError(f"SimulationConfig.temperature_limit_K must be positive or None, got {self.temperature_limit_K}")
         if self.min_nonbonded_distance_angstrom is not None and not self.min_nonbonded_distance_angstrom > 0:
-            raise ValueError("SimulationConfig.min_nonbonded_distance_angstrom must be positive or None, "
+            raise InputError("SimulationConfig.min_nonbonded_distance_angstrom must be positive or None, "
                              f"got {self.min_nonbonded_distance_angstrom}")
         if self.collapse_frames_kept < 0:
-            raise ValueError(f"SimulationConfig.collapse_frames_kept must be >= 0, got {self.collapse_frames_kept}")
+            raise InputError(f"SimulationConfig.collapse_frames_kept must be >= 0, got {self.collapse_frames_kept}")
 
     @property
     def resolved_temperature_limit_K(self) -> float:
@@ -163,42 +172,9 @@ class SimulationConfig:
         return torchforce_properties(self.cuda_graphs, self.cuda_graph_warmup_steps)
 
 
-@dataclass(frozen=True)
-class RunPaths:
-    """The files of an MD run directory."""
-
-    directory: Path
-    trajectory_format: str = "dcd"
-
-    @property
-    def run_json(self) -> Path:
-        return self.directory / "run.json"
-
-    @property
-    def summary_json(self) -> Path:
-        return self.directory / "summary.json"
-
-    @property
-    def trajectory(self) -> Path:
-        return self.directory / TRAJECTORY_FILES[self.trajectory_format]
-
-    @property
-    def topology_pdb(self) -> Path:
-        return self.directory / "topology.pdb"
-
-    @property
-    def state_csv(self) -> Path:
-        return self.directory / "state.csv"
-
-    @property
-    def collapse_frames(self) -> Path:
-        return self.directory / "collapse_frames.dcd"
-
-
 def read_run_summary(out_dir) -> dict | None:
     """summary.json of a run directory, or None while the run has not ended."""
-    path = RunPaths(Path(out_dir)).summary_json
-    return json.loads(path.read_text()) if path.is_file() else None
+    return RunDirectory(out_dir).read_summary()
 
 
 def run_simulation(
@@ -231,12 +207,12 @@ def run_simulation(
     resumed_from_step, steps_this_session, bonds_monitored, minimization.
     """
     config = config or SimulationConfig()
-    paths = RunPaths(Path(out_dir), config.trajectory_format)
+    paths = RunDirectory(Path(out_dir), config.trajectory_format)
     zs = np.asarray(atomic_numbers, dtype=np.int64).reshape(-1)
     elements.check_atomic_numbers(zs)
     start_angstrom = np.asarray(positions_angstrom, dtype=np.float64)
     if start_angstrom.shape != (len(zs), 3) or not np.isfinite(start_angstrom).all():
-        raise ValueError(f"positions_angstrom must be a finite ({len(zs)}, 3) array for {len(zs)} atoms, "
+        raise InputError(f"positions_angstrom must be a finite ({len(zs)}, 3) array for {len(zs)} atoms, "
                          f"got shape {start_angstrom.shape}")
     reference = None if reference_positions_angstrom is None else np.asarray(reference_positions_angstrom, dtype=np.float64)
     structure = _structure_for_run(zs, start_angstrom, topology)
@@ -248,6 +224,19 @@ def run_simulation(
                          platform.getName(), platform_properties)
 
     paths.directory.mkdir(parents=True, exist_ok=True)
+    with paths.lock():  # one writer per run directory: a second simulate or campaign worker is refused here
+        try:
+            return _resume_or_run(paths, record, config, platform, platform_properties, model_path, zs, start_angstrom,
+                                  reference, structure, progress, on_report)
+        except OSError as exc:
+            if exc.filename is None:  # a buffered write of a trajectory or CSV failed (a full disk): name the run
+                raise OSError(exc.errno, exc.strerror or str(exc), str(paths.directory)) from exc
+            raise
+
+
+def _resume_or_run(paths: RunDirectory, record: dict, config: SimulationConfig, platform, platform_properties: dict,
+                   model_path: Path, zs, start_angstrom, reference, structure, progress: bool, on_report) -> dict:
+    """run_simulation's work once the run directory's lock is held."""
     if paths.run_json.is_file():
         recorded = json.loads(paths.run_json.read_text())
         _check_same_inputs(paths.run_json, recorded, record)
@@ -259,12 +248,12 @@ def run_simulation(
             summary = None
         if summary is not None and summary["steps_completed"] >= config.steps:
             return summary
-    elif Checkpointer(paths.directory).exists() or paths.summary_json.is_file():
+    elif paths.checkpoint_json.is_file() or paths.summary_json.is_file():
         raise ResumeMismatchError(
             f"{paths.directory}: holds a checkpoint or summary but no run.json, so its inputs cannot be "
             "checked; use a new output directory")
 
-    set_torch_threads(config.torch_threads)
+    set_threads(config.torch_threads, atoms_per_call=len(zs))
     setup_start = time.perf_counter()
     system = build_system(zs, model_path, backend=config.backend, torch_properties=config.torch_properties)
     integrator = make_integrator(config.integrator, config.temperature_K, config.friction_per_ps, config.timestep_fs,
@@ -292,9 +281,9 @@ def _structure_for_run(zs: np.ndarray, start_angstrom: np.ndarray, topology: app
     atoms = list(topology.atoms())
     missing = [a.index for a in atoms if a.element is None]
     if missing:
-        raise ValueError(f"the topology's atoms {missing[:5]} have no element")
+        raise InputError(f"the topology's atoms {missing[:5]} have no element")
     if len(atoms) != len(zs) or any(a.element.atomic_number != z for a, z in zip(atoms, zs)):
-        raise ValueError("the topology's atoms (elements) do not match atomic_numbers")
+        raise InputError("the topology's atoms (elements) do not match atomic_numbers")
     return Structure(name="molecule", atomic_numbers=zs, positions_angstrom=start_angstrom, topology=topology)
 
 
@@ -312,7 +301,7 @@ def _force_properties(system: openmm.System) -> dict[str, str] | None:
 class _Run:
     """One session of a run: sets up or restores the Context and writers, steps, checks, reports, checkpoints."""
 
-    def __init__(self, config: SimulationConfig, context, integrator, paths: RunPaths, zs, start_angstrom, reference,
+    def __init__(self, config: SimulationConfig, context, integrator, paths: RunDirectory, zs, start_angstrom, reference,
                  structure, on_report):
         self.config = config
         self.context = context
@@ -329,7 +318,8 @@ class _Run:
             frames_kept=config.collapse_frames_kept)
         self.masses_dalton = elements.masses(zs)
         self.degrees_of_freedom = 3 * len(zs)  # no constraints, no centre-of-mass motion removal
-        self.checkpointer = Checkpointer(paths.directory)
+        self.checkpointer = Checkpointer(paths)
+        self._last_checkpoint_time = time.perf_counter()  # wall clock of the last checkpoint (checkpoint_interval_s)
         self.trajectory = None
         self.states: StateCSVReporter | None = None
         self._last_report = (0, time.perf_counter())  # (step, wall clock) of the last report, for the speed column
@@ -395,7 +385,7 @@ class _Run:
         self._warm_up_model()
         step = int(document["step"])
         if self.context.getStepCount() != step:
-            raise ValueError(f"{self.checkpointer.json_path}: records step {step}, "
+            raise InputError(f"{self.checkpointer.json_path}: records step {step}, "
                              f"the OpenMM checkpoint step {self.context.getStepCount()}")
         self.trajectory = self._open_trajectory(
             TrajectoryMark(int(document["frames_written"]), document.get("trajectory_bytes")))
@@ -435,7 +425,8 @@ class _Run:
                         bar.set_postfix(T=f"{self._last_temperature:.0f} K", refresh=False)
                 elif step % cfg.monitor_interval_steps == 0:
                     event = self._check(step)
-                if event is None and (step % cfg.checkpoint_interval_steps == 0 or step == cfg.steps):
+                if event is None and (step % cfg.checkpoint_interval_steps == 0 or step == cfg.steps
+                                      or time.perf_counter() - self._last_checkpoint_time >= cfg.checkpoint_interval_s):
                     self.md_wall_s += time.perf_counter() - t0
                     t0 = time.perf_counter()
                     self._checkpoint(step)
@@ -513,6 +504,7 @@ class _Run:
             "state_rows_written": self.states.rows_written,
             "md_wall_time_s": self.md_wall_s,
         })
+        self._last_checkpoint_time = time.perf_counter()
 
     def _write_collapse_frames(self) -> dict | None:
         """The monitor's last checked frames as collapse_frames.dcd (finite ones), with their steps and values."""
@@ -665,9 +657,9 @@ def _check_same_inputs(run_json: Path, recorded: dict, record: dict) -> None:
             "Use a new output directory for a different run.")
 
 
-def _record_extension(paths: RunPaths, recorded: dict, steps: int) -> None:
+def _record_extension(paths: RunDirectory, recorded: dict, steps: int) -> None:
     """Raise the run's step count in run.json (with a history entry), then drop the shorter run's summary."""
-    checkpointer = Checkpointer(paths.directory)
+    checkpointer = Checkpointer(paths)
     recorded.setdefault("history", []).append({
         "time": _now(), "change": "steps", "from": recorded["config"]["steps"], "to": int(steps),
         "checkpoint_step": json.loads(checkpointer.json_path.read_text())["step"] if checkpointer.exists() else None})

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..data.dataset import Dataset
+from ..errors import InputError
 from .runner import SimulationConfig, run_simulation
 
 #: At most this many dataset frames are averaged for the reference bond lengths.
@@ -25,7 +26,7 @@ def run_from_dataset_frame(model_path, dataset: Dataset, frame: int, out_dir, co
                            progress: bool = True) -> dict:
     """MD from frame `frame` of `dataset`; bond references are the mean over (up to 2000 of) its frames."""
     if not 0 <= frame < dataset.n_frames:
-        raise ValueError(f"{dataset.source}: frame {frame} does not exist (the dataset has {dataset.n_frames} frames, 0-based)")
+        raise InputError(f"{dataset.source}: frame {frame} does not exist (the dataset has {dataset.n_frames} frames, 0-based)")
     return run_simulation(model_path, dataset.z, dataset.R[frame], out_dir, config,
                           reference_positions_angstrom=reference_frames(dataset.R), progress=progress)
 

@@ -16,6 +16,7 @@ import openmm
 from openmm import unit
 
 from .. import elements
+from ..errors import InputError
 from ..export import METADATA_NAME as MODEL_METADATA_FILE
 from ..export import ModelFileError, check_model_atoms, file_sha256, read_model_metadata
 
@@ -28,7 +29,7 @@ def torchforce_properties(cuda_graphs: bool = False, cuda_graph_warmup_steps: in
     'CUDAGraphWarmupSteps' (model calls before the graph is captured). They act on the CUDA platform only;
     elsewhere TorchForce keeps them but runs the model as usual."""
     if int(cuda_graph_warmup_steps) < 1:
-        raise ValueError(f"cuda_graph_warmup_steps must be a positive integer, got {cuda_graph_warmup_steps}")
+        raise InputError(f"cuda_graph_warmup_steps must be a positive integer, got {cuda_graph_warmup_steps}")
     return {"useCUDAGraphs": "true" if cuda_graphs else "false", "CUDAGraphWarmupSteps": str(int(cuda_graph_warmup_steps))}
 
 
@@ -82,9 +83,9 @@ def build_system(atomic_numbers, model_path, backend: str = "torchforce",
     ModelFileError naming the model file if its metadata's atomic numbers differ from `atomic_numbers`.
     """
     if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; expected one of {list(BACKENDS)}")
+        raise InputError(f"unknown backend {backend!r}; expected one of {list(BACKENDS)}")
     if torch_properties and backend != "torchforce":
-        raise ValueError(f"TorchForce properties {sorted(torch_properties)} need the 'torchforce' backend, not {backend!r}")
+        raise InputError(f"TorchForce properties {sorted(torch_properties)} need the 'torchforce' backend, not {backend!r}")
     model_path = Path(model_path)
     zs = np.asarray(atomic_numbers, dtype=np.int64)
     metadata = read_model_metadata(model_path)

@@ -31,6 +31,7 @@ import openmm.app as app
 from openmm import unit
 
 from ..atomic_io import atomic_write
+from ..errors import InputError
 from ..units import FS_IN_PS
 from .reporters import FileBacked, StepRecord
 
@@ -99,7 +100,7 @@ def open_trajectory(trajectory_format: str, path, topology: app.Topology, timest
     """A writer for 'dcd', 'xtc' or 'hdf5' (see the module docstring); ValueError for another format."""
     writers = {"dcd": DCDTrajectoryWriter, "xtc": XTCTrajectoryWriter, "hdf5": HDF5TrajectoryWriter}
     if trajectory_format not in writers:
-        raise ValueError(f"unknown trajectory format {trajectory_format!r}; expected one of {list(TRAJECTORY_FORMATS)}")
+        raise InputError(f"unknown trajectory format {trajectory_format!r}; expected one of {list(TRAJECTORY_FORMATS)}")
     return writers[trajectory_format](path, topology, timestep_fs, interval_steps, first_step=first_step,
                                       resume_at=resume_at)
 
@@ -125,7 +126,7 @@ def read_dcd_layout(path) -> DCDLayout:
     with open(path, "rb") as fh:
         head = fh.read(100)
         if len(head) < 100 or struct.unpack("<i", head[:4])[0] != 84 or head[4:8] != b"CORD":
-            raise ValueError(f"{path}: not a DCD file written by OpenMM (bad header)")
+            raise InputError(f"{path}: not a DCD file written by OpenMM (bad header)")
         n_frames = struct.unpack("<i", head[8:12])[0]
         has_box = struct.unpack("<i", head[48:52])[0] != 0
         title_bytes = struct.unpack("<i", head[92:96])[0]
@@ -145,7 +146,7 @@ def truncate_dcd(path, n_frames: int) -> None:
     size = os.path.getsize(path)
     complete = (size - layout.header_bytes) // layout.frame_bytes
     if complete < n_frames:
-        raise ValueError(f"{path}: holds {complete} complete frames, but the checkpoint says {n_frames} were written")
+        raise InputError(f"{path}: holds {complete} complete frames, but the checkpoint says {n_frames} were written")
     with open(path, "r+b") as fh:
         fh.truncate(layout.header_bytes + n_frames * layout.frame_bytes)
         fh.seek(12)
@@ -213,16 +214,16 @@ class XTCTrajectoryWriter(TrajectoryWriter):
             self._xtc = app.XTCFile(str(self.path), topology, self._dt, firstStep=first_step, interval=interval_steps)
             return
         if resume_at.bytes is None:
-            raise ValueError(f"{self.path}: an XTC file is cut at a byte size, but the checkpoint records none")
+            raise InputError(f"{self.path}: an XTC file is cut at a byte size, but the checkpoint records none")
         size = os.path.getsize(self.path) if self.path.exists() else 0
         if size < resume_at.bytes:
-            raise ValueError(f"{self.path}: holds {size} bytes, but the checkpoint says {resume_at.bytes} were written")
+            raise InputError(f"{self.path}: holds {size} bytes, but the checkpoint says {resume_at.bytes} were written")
         with open(self.path, "r+b") as fh:
             fh.truncate(resume_at.bytes)
             os.fsync(fh.fileno())
         found = get_xtc_nframes(str(self.path).encode()) if resume_at.bytes else 0
         if found != resume_at.frames:
-            raise ValueError(f"{self.path}: holds {found} frames after cutting it at {resume_at.bytes} bytes, "
+            raise InputError(f"{self.path}: holds {found} frames after cutting it at {resume_at.bytes} bytes, "
                              f"but the checkpoint says {resume_at.frames}")
         if resume_at.frames == 0:
             self.path.unlink(missing_ok=True)
@@ -271,7 +272,7 @@ class HDF5TrajectoryWriter(TrajectoryWriter):
         self.partial_path = hdf5_partial_path(self.path)
         if resume_at is not None and not self.partial_path.exists():
             if not self.path.exists():
-                raise ValueError(f"{self.path}: neither the HDF5 trajectory nor {self.partial_path.name} exists, but "
+                raise InputError(f"{self.path}: neither the HDF5 trajectory nor {self.partial_path.name} exists, but "
                                  f"the checkpoint says {resume_at.frames} frames were written")
             self._rebuild_partial(resume_at.frames)
         self._frames = DCDTrajectoryWriter(self.partial_path, topology, timestep_fs, interval_steps, first_step,
@@ -319,7 +320,7 @@ class HDF5TrajectoryWriter(TrajectoryWriter):
         def write(tmp: str) -> None:
             with self._file_class(str(self.path), "r") as h5:
                 if len(h5) < n_frames:
-                    raise ValueError(f"{self.path}: holds {len(h5)} frames, but the checkpoint says {n_frames} were written")
+                    raise InputError(f"{self.path}: holds {len(h5)} frames, but the checkpoint says {n_frames} were written")
                 coordinates = h5.read(n_frames=n_frames).coordinates
             writer = DCDTrajectoryWriter(tmp, self.topology, self.timestep_fs, self.interval_steps, self.first_step)
             for xyz_nm in coordinates:

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import InputError
+
 MAX_K_DEFAULT = 10
 SILHOUETTE_SAMPLE_DEFAULT = 2000
 _CHUNK_FRAMES = 4096  # frames per block when computing descriptors (bounds the temporary arrays)
@@ -34,9 +36,9 @@ def _as_positions(R, name: str = "R") -> np.ndarray:
     if arr.ndim == 2:
         arr = arr[None]
     if arr.ndim != 3 or arr.shape[-1] != 3 or arr.shape[1] < 2:
-        raise ValueError(f"{name} has shape {np.shape(R)}, expected positions (n_frames, n_atoms >= 2, 3) in Å")
+        raise InputError(f"{name} has shape {np.shape(R)}, expected positions (n_frames, n_atoms >= 2, 3) in Å")
     if not np.isfinite(arr).all():
-        raise ValueError(f"{name} (positions) has non-finite values")
+        raise InputError(f"{name} (positions) has non-finite values")
     return arr
 
 
@@ -52,7 +54,7 @@ def conformation_descriptor(R, atoms=None) -> np.ndarray:
     if atoms is not None:
         atoms = np.asarray(atoms, dtype=np.int64)
         if atoms.ndim != 1 or atoms.size < 2 or atoms.min() < 0 or atoms.max() >= pos.shape[1]:
-            raise ValueError(f"atoms must list at least 2 distinct indices in 0..{pos.shape[1] - 1}, got {atoms.tolist()}")
+            raise InputError(f"atoms must list at least 2 distinct indices in 0..{pos.shape[1] - 1}, got {atoms.tolist()}")
         pos = pos[:, atoms]
     i, j = np.triu_indices(pos.shape[1], k=1)
     out = np.empty((pos.shape[0], i.size))
@@ -61,7 +63,7 @@ def conformation_descriptor(R, atoms=None) -> np.ndarray:
         dist = np.linalg.norm(block[:, i] - block[:, j], axis=-1)
         if (dist == 0).any():
             f, p = np.argwhere(dist == 0)[0]
-            raise ValueError(f"frame {start + f}: atoms {i[p]} and {j[p]} coincide; inverse distance undefined")
+            raise InputError(f"frame {start + f}: atoms {i[p]} and {j[p]} coincide; inverse distance undefined")
         out[start:start + _CHUNK_FRAMES] = 1.0 / dist
     return out
 
@@ -127,7 +129,7 @@ def silhouette_score(X, labels) -> float:
     labels = np.asarray(labels)
     clusters, inverse, sizes = np.unique(labels, return_inverse=True, return_counts=True)
     if clusters.size < 2:
-        raise ValueError("the silhouette needs at least 2 clusters")
+        raise InputError("the silhouette needs at least 2 clusters")
     dist = np.sqrt(_squared_distances(X, X))
     np.fill_diagonal(dist, 0.0)
     onehot = np.eye(clusters.size)[inverse]  # (n, n_clusters)
@@ -161,7 +163,7 @@ def cluster_conformations(R, n_clusters: int | None = None, seed: int = 0, *, at
             "atoms": None if atoms is None else np.asarray(atoms).tolist(), "seed": seed, "n_frames": n_frames}
     if n_clusters is not None:
         if not 1 <= int(n_clusters) <= n_frames:
-            raise ValueError(f"n_clusters={n_clusters} must be between 1 and the number of frames ({n_frames})")
+            raise InputError(f"n_clusters={n_clusters} must be between 1 and the number of frames ({n_frames})")
         k = int(n_clusters)
         info["rule"] = "given"
     elif n_frames < 3:
@@ -187,7 +189,7 @@ def assign_clusters(R, centers, atoms=None) -> np.ndarray:
     X = conformation_descriptor(R, atoms)
     centers = np.asarray(centers, dtype=np.float64)
     if centers.ndim != 2 or centers.shape[1] != X.shape[1]:
-        raise ValueError(f"centers have shape {centers.shape}, expected (n_clusters, {X.shape[1]}) to match the "
+        raise InputError(f"centers have shape {centers.shape}, expected (n_clusters, {X.shape[1]}) to match the "
                          f"descriptor of these positions; use the same atoms as when clustering")
     return _squared_distances(X, centers).argmin(1)
 
@@ -207,11 +209,11 @@ def cluster_force_metrics(frame_metrics: dict, labels, global_force_mae: float) 
     required = ("force_mae", "fnm_mae", "force_max", "fnm_max")
     missing = [key for key in required if key not in frame_metrics]
     if missing:
-        raise ValueError(f"frame_metrics lacks {missing}; expected the dict of frame_force_metrics")
+        raise InputError(f"frame_metrics lacks {missing}; expected the dict of frame_force_metrics")
     per_frame = {key: np.asarray(frame_metrics[key], dtype=np.float64).reshape(-1) for key in required}
     for key, values in per_frame.items():
         if values.size != labels.size:
-            raise ValueError(f"frame_metrics[{key!r}] has {values.size} frames but labels has {labels.size}")
+            raise InputError(f"frame_metrics[{key!r}] has {values.size} frames but labels has {labels.size}")
     clusters, inverse, sizes = np.unique(labels, return_inverse=True, return_counts=True)
 
     def mean(values):

@@ -39,6 +39,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 from scipy import stats
 
+from ..errors import InputError
 from .run_stability import stability_of_runs, start_runs
 
 DEFAULT_N_BOOTSTRAP = 2000
@@ -85,7 +86,7 @@ def _finite_pairs(x, y) -> tuple[np.ndarray, np.ndarray, int]:
     x = np.asarray(x, dtype=np.float64).reshape(-1)
     y = np.asarray(y, dtype=np.float64).reshape(-1)
     if x.size != y.size:
-        raise ValueError(f"x has {x.size} values and y {y.size}; expected one y per x")
+        raise InputError(f"x has {x.size} values and y {y.size}; expected one y per x")
     keep = np.isfinite(x) & np.isfinite(y)
     return x[keep], y[keep], int((~keep).sum())
 
@@ -139,9 +140,9 @@ def percentile_interval(values, confidence: float) -> tuple[float, float, int]:
 
 def _check_bootstrap_settings(n_bootstrap: int, confidence: float) -> None:
     if int(n_bootstrap) < 0:
-        raise ValueError(f"n_bootstrap must be >= 0, got {n_bootstrap}")
+        raise InputError(f"n_bootstrap must be >= 0, got {n_bootstrap}")
     if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), e.g. 0.95, got {confidence}")
+        raise InputError(f"confidence must be in (0, 1), e.g. 0.95, got {confidence}")
 
 
 def _resample_indices(rng: np.random.Generator, n: int, n_bootstrap: int):
@@ -200,11 +201,11 @@ def _scores_and_labels(scores, labels) -> tuple[np.ndarray, np.ndarray, np.ndarr
     s = np.asarray(scores, dtype=np.float64).reshape(-1)
     raw = np.asarray(labels).reshape(-1)
     if raw.size != s.size:
-        raise ValueError(f"{s.size} scores but {raw.size} labels; expected one label per score")
+        raise InputError(f"{s.size} scores but {raw.size} labels; expected one label per score")
     if raw.dtype != bool:
         values = set(np.unique(raw).tolist())
         if not values <= {0, 1}:
-            raise ValueError(f"labels must be booleans or 0/1 (1 = collapsed), got values {sorted(values)}")
+            raise InputError(f"labels must be booleans or 0/1 (1 = collapsed), got values {sorted(values)}")
     keep = np.isfinite(s)
     return s[keep], raw.astype(bool)[keep], keep
 
@@ -235,7 +236,7 @@ def roc_curve(scores, labels) -> dict:
     s, y, _ = _scores_and_labels(scores, labels)
     pos, neg = np.sort(s[y]), np.sort(s[~y])
     if pos.size == 0 or neg.size == 0:
-        raise ValueError(f"a ROC curve needs both classes; got {pos.size} positives and {neg.size} negatives")
+        raise InputError(f"a ROC curve needs both classes; got {pos.size} positives and {neg.size} negatives")
     thresholds = np.unique(s)[::-1]
     tpr = (pos.size - np.searchsorted(pos, thresholds, side="left")) / pos.size
     fpr = (neg.size - np.searchsorted(neg, thresholds, side="left")) / neg.size
@@ -261,7 +262,7 @@ def roc_auc_bootstrap(scores, labels, groups=None, n_bootstrap: int = DEFAULT_N_
     else:
         keys = np.asarray(groups, dtype=object).reshape(-1)
         if keys.size != keep.size:
-            raise ValueError(f"{keys.size} group keys for {keep.size} samples; expected one per sample")
+            raise InputError(f"{keys.size} group keys for {keep.size} samples; expected one per sample")
         _, group_index = np.unique(keys[keep].astype(str), return_inverse=True)
     n_groups = int(group_index.max()) + 1 if group_index.size else 0
     out = {"roc_auc": roc_auc(s, y), "roc_auc_ci_low": math.nan, "roc_auc_ci_high": math.nan,
@@ -294,7 +295,7 @@ def _metric_value(value, where: str) -> float:
     if value is None:
         return math.nan
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ValueError(f"{where}: expected a number (or None), got {value!r}")
+        raise InputError(f"{where}: expected a number (or None), got {value!r}")
     return float(value)
 
 
@@ -320,7 +321,7 @@ def model_level_correlation(model_metrics: Mapping[str, Mapping[str, float]],
     measures = list(measures)
     models = [m for m in model_metrics if m in model_stability]
     if not models:
-        raise ValueError(f"no model has both metrics and stability: metrics for {sorted(model_metrics)}, "
+        raise InputError(f"no model has both metrics and stability: metrics for {sorted(model_metrics)}, "
                          f"stability for {sorted(model_stability)}")
     used = {m: model_metrics[m] for m in models}
     units = dict(metric_units or {})
@@ -328,7 +329,7 @@ def model_level_correlation(model_metrics: Mapping[str, Mapping[str, float]],
     for measure in measures:
         missing = [m for m in models if measure not in model_stability[m]]
         if missing:
-            raise ValueError(f"stability measure {measure!r} missing for models {missing}; "
+            raise InputError(f"stability measure {measure!r} missing for models {missing}; "
                              f"expected keys like {list(MODEL_STABILITY_MEASURES)}")
     for metric in _metric_names(used):
         x = [_metric_value(used[m].get(metric), f"model {m!r}, metric {metric!r}") for m in models]
@@ -351,10 +352,10 @@ def per_start_outcomes(runs: Iterable[tuple]) -> dict[str, dict]:
         try:
             start, collapsed, time_ps = run
         except (TypeError, ValueError):
-            raise ValueError(f"run {k}: expected (start_id, collapsed_within_horizon, time_ps), got {run!r}") from None
+            raise InputError(f"run {k}: expected (start_id, collapsed_within_horizon, time_ps), got {run!r}") from None
         time_ps = _metric_value(time_ps, f"run {k} (start {start!r}), time_ps")
         if not math.isfinite(time_ps) or time_ps < 0:
-            raise ValueError(f"run {k} (start {start!r}): time_ps must be a finite time >= 0 in ps, got {time_ps}")
+            raise InputError(f"run {k} (start {start!r}): time_ps must be a finite time >= 0 in ps, got {time_ps}")
         grouped.setdefault(str(start), []).append((bool(collapsed), time_ps))
     out = {}
     for start, outcomes in grouped.items():
@@ -387,13 +388,13 @@ def conformation_level_correlation(start_metrics: Mapping[str, Mapping[str, floa
     metrics_by_start = {str(k): v for k, v in start_metrics.items()}
     unknown = sorted(set(outcomes) - set(metrics_by_start))
     if unknown:
-        raise ValueError(f"runs start from conformations {unknown} that have no metrics; "
+        raise InputError(f"runs start from conformations {unknown} that have no metrics; "
                          f"start_metrics has {sorted(metrics_by_start)}")
     starts = [s for s in metrics_by_start if s in outcomes]
     measures = list(measures)
     bad = [m for m in measures if m not in START_STABILITY_MEASURES]
     if bad:
-        raise ValueError(f"unknown per-start stability measures {bad}; expected some of {list(START_STABILITY_MEASURES)}")
+        raise InputError(f"unknown per-start stability measures {bad}; expected some of {list(START_STABILITY_MEASURES)}")
     units = dict(metric_units or {})
     run_start = [str(r[0]) for r in runs]
     run_collapsed = np.array([bool(r[1]) for r in runs])
@@ -462,15 +463,15 @@ def campaign_correlation(runs: Iterable[Mapping], horizon_ps: float, *,
     for k, run in enumerate(runs):
         missing = [key for key in ("run_id", "model", "summary") if key not in run]
         if missing:
-            raise ValueError(f"run {k}: lacks {missing}; expected {{'run_id', 'model', 'start', 'summary'}}")
+            raise InputError(f"run {k}: lacks {missing}; expected {{'run_id', 'model', 'start', 'summary'}}")
         model, run_id = str(run["model"]), str(run["run_id"])
         if run_id in by_model.setdefault(model, {}):
-            raise ValueError(f"run id {run_id!r} appears twice for model {model!r}")
+            raise InputError(f"run id {run_id!r} appears twice for model {model!r}")
         by_model[model][run_id] = run["summary"]
         if run.get("start") is not None:
             starts_by_model.setdefault(model, []).append((str(run["start"]), run["summary"]))
     if not by_model:
-        raise ValueError("no finished runs: the correlation needs runs with a summary.json")
+        raise InputError("no finished runs: the correlation needs runs with a summary.json")
     stability = {model: stability_of_runs(summaries, horizon_ps) for model, summaries in by_model.items()}
     per_start, conformation = {}, {}
     for model, entries in starts_by_model.items():

@@ -30,6 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import elements, units
+from ..errors import InputError
 
 FORCE_KEYS = ("force_mae", "force_rmse", "force_max")
 FNM_KEYS = ("fnm_mae", "fnm_rmse", "fnm_max")
@@ -41,7 +42,7 @@ def metric_units(force_unit: str = DEFAULT_FORCE_UNIT, energy_unit: str = DEFAUL
     """Canonical unit names of the metric families: force, FNM ((force)/Da) and energy."""
     energy, sep, length = force_unit.rpartition("/")
     if not sep:
-        raise ValueError(f"force unit {force_unit!r} must be written ENERGY/LENGTH, e.g. 'kcal/mol/Å'")
+        raise InputError(f"force unit {force_unit!r} must be written ENERGY/LENGTH, e.g. 'kcal/mol/Å'")
     force = f"{units.canonical_energy_unit(energy)}/{units.canonical_length_unit(length)}"
     return {"force": force, "fnm": f"({force})/Da", "energy": units.canonical_energy_unit(energy_unit)}
 
@@ -75,7 +76,7 @@ def _as_frames(array, name: str, n_atoms: int) -> np.ndarray:
     if arr.ndim == 2:
         arr = arr[None]
     if arr.ndim != 3 or arr.shape[1:] != (n_atoms, 3):
-        raise ValueError(f"{name} has shape {np.shape(array)}, expected (n_frames, {n_atoms}, 3) "
+        raise InputError(f"{name} has shape {np.shape(array)}, expected (n_frames, {n_atoms}, 3) "
                          f"in eV/Å to match the {n_atoms} atomic numbers in z")
     _check_finite(arr, name)
     return arr
@@ -85,7 +86,7 @@ def _check_finite(arr: np.ndarray, name: str) -> None:
     bad = ~np.isfinite(arr)
     if bad.any():
         first = np.argwhere(bad)[0].tolist()
-        raise ValueError(f"{name} has {int(bad.sum())} non-finite values (first at index {first} of this batch)")
+        raise InputError(f"{name} has {int(bad.sum())} non-finite values (first at index {first} of this batch)")
 
 
 def jsonable(obj):
@@ -117,7 +118,7 @@ class ForceErrorAccumulator:
     def __init__(self, z) -> None:
         self.z = np.asarray(z, dtype=np.int64).reshape(-1)
         if self.z.size == 0:
-            raise ValueError("z (atomic numbers) is empty; expected one atomic number per atom")
+            raise InputError("z (atomic numbers) is empty; expected one atomic number per atom")
         self._inv_mass = 1.0 / elements.masses(self.z)  # 1/Da; raises on unknown atomic numbers
         n_atoms = self.z.size
         self._abs_sum = np.zeros(n_atoms)  # Σ_f Σ_a |dF_fia|, eV/Å
@@ -151,7 +152,7 @@ class ForceErrorAccumulator:
         F_pred = _as_frames(F_pred, "F_pred", self.n_atoms)
         F_ref = _as_frames(F_ref, "F_ref", self.n_atoms)
         if F_pred.shape != F_ref.shape:
-            raise ValueError(f"F_pred has {F_pred.shape[0]} frames but F_ref has {F_ref.shape[0]}; expected the same frames")
+            raise InputError(f"F_pred has {F_pred.shape[0]} frames but F_ref has {F_ref.shape[0]}; expected the same frames")
         n = F_pred.shape[0]
         energy_error = self._energy_error(E_pred, E_ref, n)
 
@@ -176,12 +177,12 @@ class ForceErrorAccumulator:
         given = (E_pred is not None, E_ref is not None)
         if given[0] != given[1]:
             missing = "E_ref" if given[0] else "E_pred"
-            raise ValueError(f"{missing} is missing: give both E_pred and E_ref (eV) or neither")
+            raise InputError(f"{missing} is missing: give both E_pred and E_ref (eV) or neither")
         has = given[0]
         if self._has_energies is None:
             self._has_energies = has
         elif has != self._has_energies:
-            raise ValueError("energies must be given for every batch or for none; "
+            raise InputError("energies must be given for every batch or for none; "
                              f"earlier batches had {'' if self._has_energies else 'no '}energies, this one has "
                              f"{'' if has else 'none'}")
         if not has:
@@ -190,14 +191,14 @@ class ForceErrorAccumulator:
         for name, values in (("E_pred", E_pred), ("E_ref", E_ref)):
             arr = np.asarray(values, dtype=np.float64).reshape(-1)
             if arr.size != n_frames:
-                raise ValueError(f"{name} has {arr.size} values, expected one energy (eV) per frame ({n_frames})")
+                raise InputError(f"{name} has {arr.size} values, expected one energy (eV) per frame ({n_frames})")
             _check_finite(arr, name)
             out.append(arr)
         return out[0] - out[1]
 
     def _require_frames(self) -> None:
         if self._n_frames == 0:
-            raise ValueError("no frames were added to the ForceErrorAccumulator; call add() first")
+            raise InputError("no frames were added to the ForceErrorAccumulator; call add() first")
 
     def global_metrics(self, force_unit: str = DEFAULT_FORCE_UNIT, energy_unit: str = DEFAULT_ENERGY_UNIT) -> dict:
         """Global metrics (all frames, all atoms): force_*, fnm_*, energy_mae/rmse (None without energies)."""

@@ -29,6 +29,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from ..errors import InputError
 from .conformations import assign_clusters, cluster_conformations, cluster_force_metrics, conformation_descriptor
 
 GLOBAL_METRICS = ("force_mae", "force_rmse", "force_max", "fnm_mae", "fnm_max", "energy_mae")
@@ -80,7 +81,7 @@ def evaluation_metric_set(evaluation: Mapping, bad_frame_threshold: float | None
     glob = _global_section(evaluation)
     missing = [k for k in GLOBAL_METRICS if k not in glob]
     if missing or "elements" not in evaluation:
-        raise ValueError(f"the evaluation lacks {missing or ['elements']}; expected the result of evaluate_model "
+        raise InputError(f"the evaluation lacks {missing or ['elements']}; expected the result of evaluate_model "
                          "(or the metrics JSON of `openmlff metrics`)")
     out = {k: _number(glob[k]) for k in GLOBAL_METRICS}
     for symbol, entry in evaluation["elements"].items():
@@ -110,7 +111,7 @@ def model_metric_sets(evaluations: Mapping[str, Mapping[str, Mapping]],
             if units is None:
                 units = these
             elif these != units:
-                raise ValueError(f"model {model!r}, split {split!r}: units {these} differ from {units}; evaluate every "
+                raise InputError(f"model {model!r}, split {split!r}: units {these} differ from {units}; evaluate every "
                                  "model in the same force and energy units")
     units = units or {}
     split_names = list(dict.fromkeys(split for splits in evaluations.values() for split in splits))
@@ -139,12 +140,12 @@ def _start_positions(starts: Mapping[str, object], n_atoms: int) -> tuple[list[s
     for start, pos in starts.items():
         arr = np.asarray(pos, dtype=np.float64)
         if arr.shape != (n_atoms, 3):
-            raise ValueError(f"start {start!r}: positions have shape {arr.shape}, expected ({n_atoms}, 3) in Å "
+            raise InputError(f"start {start!r}: positions have shape {arr.shape}, expected ({n_atoms}, 3) in Å "
                              "like the evaluated frames")
         ids.append(str(start))
         positions.append(arr)
     if not ids:
-        raise ValueError("no starting conformations given")
+        raise InputError("no starting conformations given")
     return ids, np.stack(positions)
 
 
@@ -165,14 +166,14 @@ def start_conformation_metrics(evaluation: Mapping, positions_angstrom, starts: 
     """
     frames = evaluation.get("frames")
     if not frames:
-        raise ValueError("the evaluation has no per-frame metrics; evaluate with include_frames=True")
+        raise InputError("the evaluation has no per-frame metrics; evaluate with include_frames=True")
     R = np.asarray(positions_angstrom, dtype=np.float64)
     n_frames = len(frames["force_mae"])
     if R.ndim != 3 or R.shape[0] != n_frames:
-        raise ValueError(f"positions have shape {R.shape}, expected one (n_atoms, 3) frame per evaluated frame "
+        raise InputError(f"positions have shape {R.shape}, expected one (n_atoms, 3) frame per evaluated frame "
                          f"({n_frames})")
     if not 1 <= n_neighbours:
-        raise ValueError(f"n_neighbours must be >= 1, got {n_neighbours}")
+        raise InputError(f"n_neighbours must be >= 1, got {n_neighbours}")
     global_mae = float(_global_section(evaluation)["force_mae"])
     ids, S = _start_positions(starts, R.shape[1])
     labels, centers, clustering = cluster_conformations(R, n_clusters=n_clusters, seed=seed, atoms=atoms)
@@ -188,7 +189,7 @@ def start_conformation_metrics(evaluation: Mapping, positions_angstrom, starts: 
     for s, start in enumerate(ids):
         frame = given.get(start) if start in given else _matching_frame(R, S[s], match_tolerance_angstrom)
         if frame is not None and not 0 <= int(frame) < n_frames:
-            raise ValueError(f"start {start!r}: frame {frame} is not one of the {n_frames} evaluated frames")
+            raise InputError(f"start {start!r}: frame {frame} is not one of the {n_frames} evaluated frames")
         row = cluster_row.get(int(start_clusters[s]))
         out = {f"cluster.{m}": None if row is None else float(per_cluster[m][row]) for m in CLUSTER_METRICS}
         near = np.sort(np.argsort(d2[s], kind="stable")[:k_near])

@@ -29,6 +29,8 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
+from ..errors import InputError
+
 _TIME_TOLERANCE = 1e-9  # relative; simulated times are step * dt and may differ from H by rounding
 
 
@@ -42,7 +44,7 @@ def _time(summary: Mapping, key: str, name: str) -> float:
     value = summary.get(key)
     if value is None or isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
             or value < 0:
-        raise ValueError(f"{name}: summary.json field {key!r} must be a finite time >= 0 in ps, got {value!r}")
+        raise InputError(f"{name}: summary.json field {key!r} must be a finite time >= 0 in ps, got {value!r}")
     return float(value)
 
 
@@ -53,7 +55,7 @@ def run_outcome(summary: Mapping, horizon_ps: float, name: str = "run") -> tuple
     collapsed run has no collapse_time_ps / a stable one no simulated_time_ps.
     """
     if not isinstance(summary, Mapping) or not isinstance(summary.get("stable"), bool):
-        raise ValueError(f"{name}: expected a summary.json dict with a boolean 'stable' field")
+        raise InputError(f"{name}: expected a summary.json dict with a boolean 'stable' field")
     horizon = float(horizon_ps)
     if summary["stable"] is False:
         t = _time(summary, "collapse_time_ps", name)
@@ -87,10 +89,10 @@ def stability_of_runs(summaries: Iterable[Mapping] | Mapping[str, Mapping], hori
     """
     horizon = float(horizon_ps)
     if not math.isfinite(horizon) or horizon <= 0:
-        raise ValueError(f"horizon_ps must be a positive time in ps, got {horizon_ps!r}")
+        raise InputError(f"horizon_ps must be a positive time in ps, got {horizon_ps!r}")
     named = _named(summaries)
     if not named:
-        raise ValueError("no runs: stability needs at least one summary.json")
+        raise InputError("no runs: stability needs at least one summary.json")
     outcomes = [run_outcome(s, horizon, name) for name, s in named]
     collapsed = np.array([o[0] for o in outcomes])
     times = np.array([o[1] for o in outcomes])

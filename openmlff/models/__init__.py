@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import fields
 
+from ..errors import InputError
 from .et import ETConfig, EquivariantTransformer
 from .potential import Potential, fit_element_energies
 
@@ -33,7 +34,7 @@ def default_hyperparameters(architecture: str, preset: str = "cpu") -> dict:
         return config_cls().to_dict()
     if preset == "paper":
         return config_cls.paper().to_dict()
-    raise ValueError(f"unknown preset {preset!r}; expected 'cpu' or 'paper'")
+    raise InputError(f"unknown preset {preset!r}; expected 'cpu' or 'paper'")
 
 
 def build_potential(architecture: str, hyperparameters: dict | None = None) -> Potential:
@@ -43,7 +44,7 @@ def build_potential(architecture: str, hyperparameters: dict | None = None) -> P
     known = {f.name for f in fields(config_cls)}
     unknown = set(params) - known
     if unknown:
-        raise ValueError(f"unknown hyperparameters for {architecture!r}: {sorted(unknown)}; expected some of {sorted(known)}")
+        raise InputError(f"unknown hyperparameters for {architecture!r}: {sorted(unknown)}; expected some of {sorted(known)}")
     config = config_cls(**params)
     return Potential(network_cls(config), architecture, config.to_dict())
 
@@ -51,7 +52,7 @@ def build_potential(architecture: str, hyperparameters: dict | None = None) -> P
 def _lookup(architecture: str):
     key = architecture.lower()
     if key not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {architecture!r}; available: {sorted(ARCHITECTURES)}")
+        raise InputError(f"unknown architecture {architecture!r}; available: {sorted(ARCHITECTURES)}")
     module_name, config_name, network_name = ARCHITECTURES[key]
     module = importlib.import_module(module_name)
     return getattr(module, config_name), getattr(module, network_name)

@@ -15,6 +15,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from ..errors import InputError
 from .layers import CosineCutoff, ExpNormalSmearing, aggregate_and_update, aggregate_scalars
 from .neighbors import neighbor_pairs
 
@@ -64,7 +65,7 @@ class EquivariantAttention(nn.Module):
     def __init__(self, hidden: int, num_rbf: int, num_heads: int, cutoff_angstrom: float):
         super().__init__()
         if hidden % num_heads != 0:
-            raise ValueError(f"hidden_channels ({hidden}) must be divisible by num_heads ({num_heads})")
+            raise InputError(f"hidden_channels ({hidden}) must be divisible by num_heads ({num_heads})")
         self.hidden = hidden
         self.num_heads = num_heads
         self.head_dim = hidden // num_heads

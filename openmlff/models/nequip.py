@@ -43,6 +43,7 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("the NequIP architecture needs the package e3nn (pip install e3nn==0.6.0)") from exc
 
+from ..errors import InputError
 from .et import MAX_Z
 from .neighbors import neighbor_pairs
 
@@ -135,7 +136,7 @@ class PolynomialCutoff(nn.Module):
     def __init__(self, cutoff_angstrom: float, p: int = 6):
         super().__init__()
         if p < 2:
-            raise ValueError(f"polynomial_p must be at least 2, got {p}")
+            raise InputError(f"polynomial_p must be at least 2, got {p}")
         self.cutoff = float(cutoff_angstrom)
         self.p = float(p)
 
@@ -292,7 +293,7 @@ class ConvLayer(nn.Module):
         irreps_scalars = o3.Irreps([(mul, ir) for mul, ir in reachable if ir.l == 0])
         irreps_gated = o3.Irreps([(mul, ir) for mul, ir in reachable if ir.l > 0])
         if not _path_exists(irreps_in, irreps_sh, o3.Irrep("0e")):
-            raise ValueError(f"no even scalar path from {irreps_in} x {irreps_sh}: gates need one")
+            raise InputError(f"no even scalar path from {irreps_in} x {irreps_sh}: gates need one")
         self.gate = Gate(irreps_scalars, irreps_gated)
         self.conv = InteractionBlock(irreps_in, self.gate.irreps_in, irreps_sh, config.num_bessel,
                                      config.radial_mlp_layers, config.radial_mlp_width, config.avg_num_neighbors)
@@ -328,9 +329,9 @@ class NequIP(nn.Module):
         super().__init__()
         c = config
         if c.num_layers < 1:
-            raise ValueError(f"num_layers must be at least 1, got {c.num_layers}")
+            raise InputError(f"num_layers must be at least 1, got {c.num_layers}")
         if c.l_max < 0:
-            raise ValueError(f"l_max must be at least 0, got {c.l_max}")
+            raise InputError(f"l_max must be at least 0, got {c.l_max}")
         self.cutoff_angstrom = float(c.cutoff_angstrom)
         self.neighbor_method = c.neighbor_method
         self.embedding = nn.Embedding(MAX_Z, c.num_features)  # = linear map of the one-hot element, N(0, 1)

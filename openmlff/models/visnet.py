@@ -43,6 +43,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from ..errors import InputError
 from .et import MAX_Z, NeighborEmbedding
 from .layers import CosineCutoff, ExpNormalSmearing, aggregate_and_update, aggregate_scalars
 from .neighbors import neighbor_pairs
@@ -64,12 +65,12 @@ class ViSNetConfig:
 
     def __post_init__(self) -> None:
         if self.lmax not in (1, 2):
-            raise ValueError(f"ViSNetConfig.lmax must be 1 or 2, got {self.lmax}")
+            raise InputError(f"ViSNetConfig.lmax must be 1 or 2, got {self.lmax}")
         if self.hidden_channels % self.num_heads != 0:
-            raise ValueError(f"ViSNetConfig.hidden_channels ({self.hidden_channels}) must be divisible "
+            raise InputError(f"ViSNetConfig.hidden_channels ({self.hidden_channels}) must be divisible "
                              f"by num_heads ({self.num_heads})")
         if self.hidden_channels < 2 or self.num_layers < 1:
-            raise ValueError(f"ViSNetConfig needs hidden_channels >= 2 and num_layers >= 1, got "
+            raise InputError(f"ViSNetConfig needs hidden_channels >= 2 and num_layers >= 1, got "
                              f"{self.hidden_channels} and {self.num_layers}")
 
     @classmethod

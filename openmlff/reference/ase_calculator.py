@@ -11,6 +11,7 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
+from ..errors import InputError
 from .base import (ConvergenceError, ReferenceMethod, ReferenceMethodError, get_reference_method,
                    import_object)
 
@@ -42,7 +43,7 @@ class ASEReference(ReferenceMethod):
         target = spec.strip()[len("ase:"):]
         calculator_class = import_object(target)
         if not (isinstance(calculator_class, type) and issubclass(calculator_class, Calculator)):
-            raise ValueError(f"{spec!r} does not name an ASE Calculator class")
+            raise InputError(f"{spec!r} does not name an ASE Calculator class")
         return cls(calculator_class(**options), name=spec.strip())
 
     def _calculate(self, z, pos_angstrom, charge, multiplicity):

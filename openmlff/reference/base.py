@@ -18,10 +18,11 @@ from typing import Callable
 import numpy as np
 
 from .. import elements
+from ..errors import InputError, OpenMLFFError
 from ..versions import package_versions
 
 
-class ReferenceMethodError(RuntimeError):
+class ReferenceMethodError(OpenMLFFError, RuntimeError):
     """A reference calculation could not give energy and forces for a conformation."""
 
 
@@ -156,7 +157,7 @@ def get_reference_method(name: str | ReferenceMethod, **options) -> ReferenceMet
         return ASEReference.from_spec(key, **options)
     factory = _REGISTRY.get(key.lower())
     if factory is None:
-        raise ValueError(
+        raise InputError(
             f"unknown reference method {name!r}; expected one of {available_reference_methods()} "
             "or an ASE calculator as 'ase:module.path:ClassName'")
     return factory(**options)
@@ -166,8 +167,8 @@ def import_object(spec: str):
     """The object named 'module.path:attribute' (used to build methods from a name in worker processes)."""
     module_name, sep, attribute = spec.partition(":")
     if not sep or not module_name or not attribute:
-        raise ValueError(f"expected 'module.path:Name', got {spec!r}")
+        raise InputError(f"expected 'module.path:Name', got {spec!r}")
     try:
         return getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as exc:
-        raise ValueError(f"cannot import {attribute!r} from {module_name!r}: {exc}") from None
+        raise InputError(f"cannot import {attribute!r} from {module_name!r}: {exc}") from None

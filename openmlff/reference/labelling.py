@@ -29,6 +29,9 @@ import numpy as np
 
 from ..atomic_io import atomic_write, atomic_write_json
 from ..data.dataset import Dataset
+from ..errors import InputError, StateError
+from ..locks import FolderLock
+from ..processes import die_with_parent
 from .base import ReferenceMethod, ReferenceMethodError, get_reference_method
 
 MANIFEST_NAME = "manifest.json"
@@ -93,9 +96,9 @@ def label_conformations(method: str | ReferenceMethod, atomic_numbers, positions
     if R.ndim == 2:
         R = R[None]
     if R.ndim != 3 or R.shape[1:] != (z.size, 3):
-        raise ValueError(f"positions have shape {R.shape}, expected (n_frames, {z.size}, 3) for {z.size} atoms")
+        raise InputError(f"positions have shape {R.shape}, expected (n_frames, {z.size}, 3) for {z.size} atoms")
     if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        raise InputError(f"chunk_size must be >= 1, got {chunk_size}")
     method_obj = get_reference_method(method)
     method_spec = method if isinstance(method, str) else method_obj
     if n_workers > 1 and not isinstance(method_spec, str):
@@ -109,34 +112,35 @@ def label_conformations(method: str | ReferenceMethod, atomic_numbers, positions
         "charge": int(charge), "multiplicity": int(multiplicity), "input_sha256": _input_sha256(z, R),
         "n_chunks": -(-R.shape[0] // chunk_size), "units": {"positions": "Å", "energy": "eV", "forces": "eV/Å"},
     }
-    _write_or_check_manifest(out_dir, manifest)
+    with FolderLock(out_dir, "labelling folder (`openmlff data label`)"):  # one labeller per folder
+        _write_or_check_manifest(out_dir, manifest)
 
-    chunks = [np.arange(start, min(start + chunk_size, R.shape[0])) for start in range(0, R.shape[0], chunk_size)]
-    done = {c for c, idx in enumerate(chunks) if _finished_chunk(out_dir, c, idx) is not None}
-    pending = [c for c in range(len(chunks)) if c not in done]
+        chunks = [np.arange(start, min(start + chunk_size, R.shape[0])) for start in range(0, R.shape[0], chunk_size)]
+        done = {c for c, idx in enumerate(chunks) if _finished_chunk(out_dir, c, idx) is not None}
+        pending = [c for c in range(len(chunks)) if c not in done]
 
-    from tqdm.auto import tqdm
+        from tqdm.auto import tqdm
 
-    bar = tqdm(total=R.shape[0], initial=sum(chunks[c].size for c in done), unit="frame",
-               desc=f"labelling with {method_obj.name}", disable=not progress)
-    try:
-        jobs = ((c, (method_spec, z, R[chunks[c]], chunks[c], int(charge), int(multiplicity))) for c in pending)
-        if n_workers <= 1 or len(pending) <= 1:
-            for c, args in jobs:
-                _write_chunk(out_dir, c, _label_chunk(*args))
-                bar.update(chunks[c].size)
-        else:
-            _run_pool(jobs, min(n_workers, len(pending)), out_dir, chunks, bar)
-    finally:
-        bar.close()
-    return _assemble(out_dir, z, R, chunks, manifest, method_obj, name,
-                     computed=len(pending), reused=len(done))
+        bar = tqdm(total=R.shape[0], initial=sum(chunks[c].size for c in done), unit="frame",
+                   desc=f"labelling with {method_obj.name}", disable=not progress)
+        try:
+            jobs = ((c, (method_spec, z, R[chunks[c]], chunks[c], int(charge), int(multiplicity))) for c in pending)
+            if n_workers <= 1 or len(pending) <= 1:
+                for c, args in jobs:
+                    _write_chunk(out_dir, c, _label_chunk(*args))
+                    bar.update(chunks[c].size)
+            else:
+                _run_pool(jobs, min(n_workers, len(pending)), out_dir, chunks, bar)
+        finally:
+            bar.close()
+        return _assemble(out_dir, z, R, chunks, manifest, method_obj, name,
+                         computed=len(pending), reused=len(done))
 
 
 def _run_pool(jobs, n_workers: int, out_dir: Path, chunks, bar) -> None:
     """Compute chunks in spawned single-threaded workers, writing each as soon as it is done."""
     pool = ProcessPoolExecutor(max_workers=n_workers, mp_context=get_context("spawn"),
-                               initializer=_init_worker)
+                               initializer=_init_worker, initargs=(os.getpid(),))
     try:
         futures = {pool.submit(_label_chunk, *args): c for c, args in jobs}
         while futures:
@@ -149,8 +153,9 @@ def _run_pool(jobs, n_workers: int, out_dir: Path, chunks, bar) -> None:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _init_worker() -> None:
-    """One thread per worker: the pool, not OpenMP inside each worker, uses the cores."""
+def _init_worker(parent_pid: int) -> None:
+    """One thread per worker: the pool, not OpenMP inside each worker, uses the cores; dies with its parent."""
+    die_with_parent(parent_pid)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = "1"
     os.environ.setdefault("OMP_STACKSIZE", "64M")  # tblite's recommendation for its OpenMP threads
@@ -215,7 +220,7 @@ def _assemble(out_dir, z, R, chunks, manifest, method, name, computed, reused) -
     for c, expected in enumerate(chunks):
         arrays = _finished_chunk(out_dir, c, expected)
         if arrays is None:
-            raise RuntimeError(f"{chunk_path(out_dir, c)}: chunk missing or unreadable after labelling")
+            raise StateError(f"{chunk_path(out_dir, c)}: chunk missing or unreadable after labelling")
         ok = arrays["ok"]
         indices.append(arrays["indices"][ok])
         energies.append(arrays["E"][ok])
@@ -253,11 +258,11 @@ def _write_or_check_manifest(out_dir: Path, manifest: dict) -> None:
         try:
             old = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: unreadable labelling manifest ({exc}); delete the directory or choose another") from None
+            raise InputError(f"{path}: unreadable labelling manifest ({exc}); delete the directory or choose another") from None
         differing = [key for key in _RESUME_KEYS if old.get(key) != manifest[key]]
         if differing:
             details = "; ".join(f"{key}: {old.get(key)!r} on disk, {manifest[key]!r} now" for key in differing)
-            raise ValueError(f"{path}: this directory holds a different labelling job ({details}); "
+            raise InputError(f"{path}: this directory holds a different labelling job ({details}); "
                              "choose another out_dir or delete it")
         return
     atomic_write_json(path, manifest)
@@ -267,6 +272,6 @@ def _check_picklable(method: ReferenceMethod) -> None:
     try:
         pickle.dumps(method)
     except Exception as exc:  # any pickling failure means the object cannot reach a worker
-        raise ValueError(
+        raise InputError(
             f"{method!r} cannot be sent to worker processes ({type(exc).__name__}: {exc}); pass its "
             "registry name (e.g. 'ase:module.path:ClassName') or use n_workers=1") from None

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import units
+from ..errors import InputError
 from .base import (ConvergenceError, InvalidGeometryError, ReferenceMethod, ReferenceMethodError,
                    UnsupportedElementError, package_versions, register_reference_method)
 
@@ -44,7 +45,7 @@ class XTBReference(ReferenceMethod):
     def __init__(self, method: str = "gfn2-xtb", settings: XTBSettings | None = None):
         key = method.strip().lower()
         if key not in _TBLITE_NAMES:
-            raise ValueError(f"unknown xTB method {method!r}; expected one of {sorted(_TBLITE_NAMES)}")
+            raise InputError(f"unknown xTB method {method!r}; expected one of {sorted(_TBLITE_NAMES)}")
         self.name = key
         self.tblite_method = _TBLITE_NAMES[key]
         self.settings = settings or XTBSettings()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import InputError
 from ..metrics.conformations import cluster_conformations, cluster_force_metrics
 from ..metrics.force_metrics import FNM_KEYS, FORCE_KEYS, jsonable
 from .tables import write_table
@@ -30,10 +31,10 @@ def add_conformation_clusters(report: dict, positions_angstrom, n_clusters: int 
     """
     frames = report.get("frames")
     if not frames:
-        raise ValueError("the metrics report has no per-frame metrics; evaluate with include_frames=True")
+        raise InputError("the metrics report has no per-frame metrics; evaluate with include_frames=True")
     R = np.asarray(positions_angstrom, dtype=np.float64)
     if R.ndim != 3 or R.shape[0] != len(frames["force_mae"]):
-        raise ValueError(f"positions have shape {R.shape}, expected one frame (n_atoms, 3) per evaluated frame "
+        raise InputError(f"positions have shape {R.shape}, expected one frame (n_atoms, 3) per evaluated frame "
                          f"({len(frames['force_mae'])})")
     labels, _, info = cluster_conformations(R, n_clusters=n_clusters, seed=seed)
     metrics = cluster_force_metrics(frames, labels, report["global"]["force_mae"])

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic_io import atomic_write_text
+from ..errors import InputError
 
 
 def _cell(value) -> str:
@@ -31,7 +32,7 @@ def write_table(path, columns: dict) -> Path:
     values = [list(np.asarray(columns[name], dtype=object).reshape(-1)) for name in names]
     lengths = {name: len(v) for name, v in zip(names, values)}
     if len(set(lengths.values())) > 1:
-        raise ValueError(f"{path}: columns have different lengths {lengths}; a table needs one value per row in each")
+        raise InputError(f"{path}: columns have different lengths {lengths}; a table needs one value per row in each")
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(names)
@@ -45,7 +46,7 @@ def read_table(path) -> dict[str, np.ndarray]:
     with open(path, newline="", encoding="utf-8") as fh:
         rows = list(csv.reader(fh))
     if not rows:
-        raise ValueError(f"{path}: empty CSV file, expected a header row")
+        raise InputError(f"{path}: empty CSV file, expected a header row")
     header, body = rows[0], rows[1:]
     out = {}
     for k, name in enumerate(header):

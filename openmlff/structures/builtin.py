@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import elements
+from ..errors import InputError
 
 #: Folder of the shipped structure files (inside the package: nothing is read from outside it).
 STRUCTURES_DIR = Path(__file__).resolve().parent.parent / "resources" / "structures"
@@ -62,10 +63,10 @@ class Structure:
         self.atomic_numbers = np.asarray(self.atomic_numbers, dtype=np.int64)
         self.positions_angstrom = np.asarray(self.positions_angstrom, dtype=np.float64)
         if self.positions_angstrom.shape != (self.atomic_numbers.size, 3):
-            raise ValueError(f"structure {self.name!r}: positions have shape {self.positions_angstrom.shape}, "
+            raise InputError(f"structure {self.name!r}: positions have shape {self.positions_angstrom.shape}, "
                              f"expected ({self.atomic_numbers.size}, 3)")
         if self.topology.getNumAtoms() != self.atomic_numbers.size:
-            raise ValueError(f"structure {self.name!r}: topology has {self.topology.getNumAtoms()} atoms, "
+            raise InputError(f"structure {self.name!r}: topology has {self.topology.getNumAtoms()} atoms, "
                              f"positions {self.atomic_numbers.size}")
 
     @property
@@ -143,11 +144,11 @@ def read_structure_file(path, name: str | None = None) -> Structure:
     elif suffix in (".cif", ".pdbx", ".mmcif"):
         reader = app.PDBxFile(str(path))
     else:
-        raise ValueError(f"{path}: unknown structure format {suffix!r}; expected .pdb, .cif or .xyz")
+        raise InputError(f"{path}: unknown structure format {suffix!r}; expected .pdb, .cif or .xyz")
     topology = reader.topology
     missing = [a.name for a in topology.atoms() if a.element is None]
     if missing:
-        raise ValueError(f"{path}: atoms {missing[:5]} have no element; the file's element column is needed")
+        raise InputError(f"{path}: atoms {missing[:5]} have no element; the file's element column is needed")
     z = np.array([a.element.atomic_number for a in topology.atoms()], dtype=np.int64)
     positions = np.asarray(reader.getPositions(asNumpy=True).value_in_unit(unit.angstrom), dtype=np.float64)
     return Structure(name=name, atomic_numbers=z, positions_angstrom=positions, topology=topology, source=str(path))
@@ -209,12 +210,12 @@ def assign_capped_peptide(atomic_numbers, bonds) -> list[tuple[str, dict[int, st
                      if z[i] == 6 and len(of(i, 8)) == 1 and len(of(i, 7)) == 1 and len(neighbours[i]) == 3]
     acetyl = [c for c in amide_carbons if any(is_methyl(k) for k in of(c, 6))]
     if len(acetyl) != 1:
-        raise ValueError(f"expected one acetyl cap (CH3-C(=O)-N), found {len(acetyl)}")
+        raise InputError(f"expected one acetyl cap (CH3-C(=O)-N), found {len(acetyl)}")
 
     def hydrogens(atom: int, names: list[str]) -> dict[int, str]:
         found = of(atom, 1)
         if len(found) != len(names):
-            raise ValueError(f"atom {atom} has {len(found)} hydrogens, expected {len(names)}")
+            raise InputError(f"atom {atom} has {len(found)} hydrogens, expected {len(names)}")
         return dict(zip(found, names))
 
     carbonyl = acetyl[0]
@@ -225,7 +226,7 @@ def assign_capped_peptide(atomic_numbers, bonds) -> list[tuple[str, dict[int, st
         nitrogen = of(carbonyl, 7)[0]
         next_carbons = [k for k in of(nitrogen, 6) if k != carbonyl]
         if len(next_carbons) != 1:
-            raise ValueError(f"amide nitrogen {nitrogen} should bond one carbon besides the carbonyl")
+            raise InputError(f"amide nitrogen {nitrogen} should bond one carbon besides the carbonyl")
         alpha = next_carbons[0]
         if is_methyl(alpha):
             residues.append(("NME", {nitrogen: "N", **hydrogens(nitrogen, ["H"]), alpha: "C",
@@ -234,7 +235,7 @@ def assign_capped_peptide(atomic_numbers, bonds) -> list[tuple[str, dict[int, st
         next_carbonyls = [k for k in of(alpha, 6) if k in amide_carbons]
         side = [k for k in neighbours[alpha] if z[k] != 1 and k != nitrogen and k not in next_carbonyls]
         if len(next_carbonyls) != 1:
-            raise ValueError(f"alpha carbon {alpha} is not bonded to exactly one amide carbon")
+            raise InputError(f"alpha carbon {alpha} is not bonded to exactly one amide carbon")
         atoms = {nitrogen: "N", **hydrogens(nitrogen, ["H"]), alpha: "CA"}
         if not side:
             name = "GLY"
@@ -243,13 +244,13 @@ def assign_capped_peptide(atomic_numbers, bonds) -> list[tuple[str, dict[int, st
             name = "ALA"
             atoms.update({**hydrogens(alpha, ["HA"]), side[0]: "CB", **hydrogens(side[0], ["HB1", "HB2", "HB3"])})
         else:
-            raise ValueError(f"residue at alpha carbon {alpha} is neither alanine nor glycine")
+            raise InputError(f"residue at alpha carbon {alpha} is neither alanine nor glycine")
         carbonyl = next_carbonyls[0]
         atoms.update({carbonyl: "C", of(carbonyl, 8)[0]: "O"})
         residues.append((name, atoms))
     assigned = sorted(i for _, atoms in residues for i in atoms)
     if assigned != list(range(z.size)):
-        raise ValueError(f"{z.size - len(set(assigned))} atoms are not part of the capped peptide")
+        raise InputError(f"{z.size - len(set(assigned))} atoms are not part of the capped peptide")
     return residues
 
 
@@ -269,7 +270,7 @@ def capped_peptide_structure(name: str, atomic_numbers, positions_angstrom, sour
         for i, atom_name in atoms.items():
             residue_of[i], names[i] = r, atom_name
     if np.any(np.diff(residue_of) < 0) or np.any(np.diff(residue_of) > 1):
-        raise ValueError(f"{name}: residues are not contiguous in the atom order; cannot keep the order")
+        raise InputError(f"{name}: residues are not contiguous in the atom order; cannot keep the order")
     topology = app.Topology()
     chain = topology.addChain("A")
     omm_residues = [topology.addResidue(res_name, chain, id=str(r + 1)) for r, (res_name, _) in enumerate(residues)]
@@ -320,7 +321,7 @@ def amber14_net_charge(topology, forcefield=None) -> int:
     total = sum(nonbonded.getParticleParameters(i)[0].value_in_unit(unit.elementary_charge)
                 for i in range(nonbonded.getNumParticles()))
     if abs(total - round(total)) > 1e-3:
-        raise ValueError(f"amber14 charges sum to {total:.4f} e, not an integer")
+        raise InputError(f"amber14 charges sum to {total:.4f} e, not an integer")
     return int(round(total))
 
 
@@ -364,7 +365,7 @@ def write_builtin_structures(source_dir=None, out_dir=None) -> dict:
         "chignolin": build_chignolin(source_dir / "cln025_5awl_noH.pdb"),
     }
     if built["chignolin"].charge != _SHIPPED["chignolin"]["charge"]:
-        raise ValueError(f"chignolin built with charge {built['chignolin'].charge}, expected "
+        raise InputError(f"chignolin built with charge {built['chignolin'].charge}, expected "
                          f"{_SHIPPED['chignolin']['charge']}")
     for name, structure in built.items():
         structure_to_pdb(structure, out_dir / _SHIPPED[name]["file"])

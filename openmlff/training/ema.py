@@ -7,6 +7,8 @@ import copy
 import torch
 from torch import nn
 
+from ..errors import InputError
+
 
 class ExponentialMovingAverage:
     """Keeps shadow = decay * shadow + (1 - decay) * weights after every optimiser step.
@@ -16,7 +18,7 @@ class ExponentialMovingAverage:
 
     def __init__(self, model: nn.Module, decay: float = 0.99):
         if not 0.0 <= decay < 1.0:
-            raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
+            raise InputError(f"EMA decay must be in [0, 1), got {decay}")
         self.decay = decay
         self.shadow = copy.deepcopy(model)
         for p in self.shadow.parameters():

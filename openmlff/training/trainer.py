@@ -20,17 +20,18 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import __version__, units
-from ..atomic_io import atomic_torch_save, atomic_write_text
+from ..atomic_io import atomic_write_text
 from ..data.dataset import Dataset
 from ..data.splits import Split, make_split
+from ..errors import StateError
 from ..models import build_potential, default_hyperparameters, fit_element_energies
 from ..models.potential import Potential
+from ..threads import set_threads
+from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_NAME, read_checkpoint, write_checkpoint
 from .ema import ExponentialMovingAverage
 from .losses import LossWeights, energy_force_mse
 
-CHECKPOINT_NAME = "model.ckpt"
 LOG_NAME = "training_log.csv"
-CHECKPOINT_FORMAT = 1
 
 
 @dataclass
@@ -88,7 +89,7 @@ class TrainingResult:
     stop_reason: str
 
 
-class TrainingError(RuntimeError):
+class TrainingError(StateError):
     """Training cannot start or resume (e.g. the checkpoint belongs to other data or settings)."""
 
 
@@ -99,8 +100,7 @@ def train(dataset: Dataset, out_dir, config: TrainingConfig | None = None, progr
         raise TrainingError(f"{dataset.source}: the dataset has no energies and forces to train on")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if config.torch_threads:
-        torch.set_num_threads(int(config.torch_threads))
+    set_threads(config.torch_threads, atoms_per_call=config.batch_size * int(dataset.z.size))
     ckpt_path = out_dir / CHECKPOINT_NAME
     state = _load_or_start(dataset, ckpt_path, config)
     if state["status"] == "finished":
@@ -109,19 +109,9 @@ def train(dataset: Dataset, out_dir, config: TrainingConfig | None = None, progr
 
 
 def load_checkpoint(path, weights: str = "best") -> tuple[Potential, dict]:
-    """The Potential stored in a checkpoint (weights 'best', 'ema' or 'raw') and the checkpoint dict."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such checkpoint")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise TrainingError(f"{path}: not an openmlff training checkpoint (format {CHECKPOINT_FORMAT} expected)")
-    key = {"best": "best_state", "ema": "ema_state", "raw": "model_state"}[weights]
-    potential = build_potential(ckpt["architecture"], ckpt["hyperparameters"])
-    potential.to(getattr(torch, ckpt["config"]["dtype"]))
-    potential.load_state_dict(ckpt[key] if ckpt.get(key) is not None else ckpt["ema_state"])
-    potential.eval()
-    return potential, ckpt
+    """The Potential stored in a checkpoint (weights 'best', 'ema' or 'raw') and the checkpoint dict (read safely)."""
+    checkpoint = read_checkpoint(path)
+    return checkpoint.potential(weights), checkpoint.state
 
 
 # ----------------------------------------------------------------------------------------------
@@ -129,7 +119,7 @@ def load_checkpoint(path, weights: str = "best") -> tuple[Potential, dict]:
 def _load_or_start(dataset: Dataset, ckpt_path: Path, config: TrainingConfig) -> dict:
     fingerprint = dataset.fingerprint()
     if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        ckpt = dict(read_checkpoint(ckpt_path).state)
         if ckpt.get("data_fingerprint") != fingerprint:
             raise TrainingError(
                 f"{ckpt_path}: the checkpoint was trained on other data (fingerprint {ckpt.get('data_fingerprint', '?')[:12]}, "
@@ -159,12 +149,12 @@ def _load_or_start(dataset: Dataset, ckpt_path: Path, config: TrainingConfig) ->
         "hyperparameters": config.resolved_hyperparameters(),
         "split": split.to_dict(),
         "atomic_numbers": dataset.z.tolist(),
-        "element_energy_ev": element_energy,
+        "element_energy_ev": np.asarray(element_energy, dtype=np.float64).tolist(),
         "scale_ev": force_rms,
         "data_fingerprint": fingerprint,
         "data_provenance": dict(dataset.provenance, name=dataset.name),
         "units": {"energy": "eV", "length": "Å", "forces": "eV/Å"},
-        "versions": {"openmlff": __version__, "torch": torch.__version__},
+        "versions": {"openmlff": __version__, "torch": str(torch.__version__)},
         "epoch": 0, "step": 0, "elapsed_s": 0.0, "history": [],
         "best_epoch": 0, "best_val_loss": math.inf, "epochs_since_best": 0,
         "model_state": None, "ema_state": None, "best_state": None,
@@ -362,7 +352,7 @@ class _Loop:
         st["scheduler_state"] = self.plateau.state_dict()
         if st["best_state"] is None:
             st["best_state"] = {k: v.clone() for k, v in self.ema.state_dict().items()}
-        atomic_torch_save(self.out_dir / CHECKPOINT_NAME, st)
+        write_checkpoint(self.out_dir / CHECKPOINT_NAME, st)
         atomic_write_text(self.out_dir / LOG_NAME, history_csv(st["history"]))
 
 
