@@ -215,9 +215,9 @@ def runner_per_step(model_path: Path, structure, steps: int, threads: int, monit
         summary = run_simulation(model_path, structure.atomic_numbers, structure.positions_angstrom, out, config,
                                  topology=structure.topology, progress=False,
                                  on_report=lambda record: stamps.append(time.process_time()))
-        if summary["steps_completed"] != steps:
-            raise RuntimeError(f"the runner benchmark stopped at step {summary['steps_completed']}: "
-                               f"{summary['collapse_message']}")
+        if summary.steps_completed != steps:
+            raise RuntimeError(f"the runner benchmark stopped at step {summary.steps_completed}: "
+                               f"{summary.collapse_message}")
     return 1000 * float(np.median(np.diff(stamps)[2:])) / 100
 
 

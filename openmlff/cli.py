@@ -365,9 +365,9 @@ def _simulate(args) -> int:
                                          progress=not args.quiet)
     else:
         summary = run_from_structure(args.model, args.structure, args.out, config, progress=not args.quiet)
-    state = "stable" if summary["stable"] else f"COLLAPSED at {summary['collapse_time_ps']} ps ({summary['collapse_reason']})"
-    speed = "" if summary["ns_per_day"] is None else f", {summary['ns_per_day']:.2f} ns/day"
-    print(f"{args.out}: {summary['steps_completed']}/{summary['steps_requested']} steps, {state}{speed}")
+    state = "stable" if summary.stable else f"COLLAPSED at {summary.collapse_time_ps} ps ({summary.collapse_reason})"
+    speed = "" if summary.ns_per_day is None else f", {summary.ns_per_day:.2f} ns/day"
+    print(f"{args.out}: {summary.steps_completed}/{summary.steps_requested} steps, {state}{speed}")
     return 0
 
 

@@ -107,7 +107,7 @@ def main(argv=None) -> int:
         summary = read_run_summary(run_dir)
         if summary is None:
             raise RuntimeError(f"{run_dir}: the run did not finish (see its error.json)")
-        runs.append({"start": k, "frame": run.frame, "run_dir": str(run_dir), **summary})
+        runs.append({"start": k, "frame": run.frame, "run_dir": str(run_dir), **summary.to_dict()})
 
     say("[5/5] writing results")
     results = _results(args, dataset, data_path, result, model_path, metrics, runs, time.perf_counter() - t_start,

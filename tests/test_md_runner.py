@@ -428,3 +428,45 @@ def test_pythonforce_backend_follows_the_torchforce_trajectory(aspirin, models, 
     a = read_state_csv(tmp_path / "torchforce" / "state.csv")
     b = read_state_csv(tmp_path / "pythonforce" / "state.csv")
     np.testing.assert_allclose(b["potential_energy_kJ_per_mol"], a["potential_energy_kJ_per_mol"], rtol=1e-8)
+
+
+def test_openmm_reporters_of_ones_own_are_called_on_schedule(aspirin, models, tmp_path):
+    """run_simulation runs on openmm.app.Simulation: a StateDataReporter of the user's reports every 25 steps,
+    and openmlff's own writers are OpenMM reporters too (the same frames as before)."""
+    import io
+
+    import openmm.app as app
+
+    from openmlff.md import MonitorReporter, StateCSVReporter, TrajectoryWriter
+
+    log = io.StringIO()
+    calls = []
+
+    class Counter:
+        def describeNextReport(self, simulation):
+            return {"steps": 30 - simulation.currentStep % 30, "periodic": False, "include": ["positions"]}
+
+        def report(self, simulation, state):
+            calls.append(simulation.currentStep)
+
+    summary = run(models["stable"], aspirin, tmp_path / "run", config(steps=200),
+                  reporters=[app.StateDataReporter(log, 25, step=True, potentialEnergy=True), Counter()])
+    assert summary.stable and summary.steps_completed == 200 and summary["stable"] is True
+    rows = [line for line in log.getvalue().splitlines() if not line.startswith("#")]
+    assert [int(r.split(",")[0]) for r in rows] == list(range(25, 201, 25))
+    assert calls == list(range(30, 201, 30))
+    assert summary.frames_written == 11 and summary.state_rows_written == 11  # steps 0, 20, ..., 200
+    for cls in (StateCSVReporter, TrajectoryWriter, MonitorReporter):
+        assert callable(getattr(cls, "describeNextReport")) and callable(getattr(cls, "report"))
+
+
+def test_run_summary_round_trips_and_reads_like_the_json(aspirin, models, tmp_path):
+    from openmlff.md import RunDirectory, RunSummary
+
+    summary = run(models["stable"], aspirin, tmp_path / "run", config(steps=40))
+    on_disk = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary == on_disk and dict(summary) == on_disk and set(summary) == set(on_disk)
+    assert RunSummary.from_json(tmp_path / "run" / "summary.json") == summary
+    assert RunDirectory(tmp_path / "run").read_summary().ns_per_day == summary.ns_per_day
+    with pytest.raises(ValueError, match="not a run summary"):
+        RunSummary.from_dict({"steps_completed": 3}, "x.json")

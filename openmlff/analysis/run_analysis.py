@@ -156,7 +156,6 @@ def _model(run: RunData, model) -> tuple[Path, dict, dict]:
 
 
 def _run_section(run: RunData) -> dict:
-    summary = run.summary or {}
     keys = ("stable", "steps_completed", "steps_requested", "collapse_step", "collapse_time_ps", "collapse_reason",
             "first_broken_bond", "n_broken_bonds", "ns_per_day")
     return {"directory": str(run.directory.resolve()), "frames": run.trajectory.n_frames,
@@ -167,7 +166,7 @@ def _run_section(run: RunData) -> dict:
             "frame_interval_steps": run.frame_interval_steps, "timestep_fs": run.timestep_fs,
             "last_frame_time_ps": float(run.frame_times_ps[-1]), "finished": run.summary is not None,
             "temperature_K": run.record["config"].get("temperature_K"),
-            **{k: summary.get(k) for k in keys}}
+            **{k: getattr(run.summary, k) if run.summary is not None else None for k in keys}}
 
 
 def _array_sha256(array: np.ndarray) -> str:
@@ -198,7 +197,7 @@ def _bonds(run: RunData, reference: ReferenceData | None, config: AnalysisConfig
     for entry in broken:
         entry["first_time_ps"] = float(times[entry["first_frame"]])
         entry["reference_length_angstrom"] = float(ref_lengths[entry["bond"]])
-    monitor_bond = (run.summary or {}).get("first_broken_bond")
+    monitor_bond = run.summary.first_broken_bond if run.summary is not None else None
     doc = {
         "limit_angstrom": limit, "reference_lengths_from": how, "matches_monitor_reference": matches,
         "n_bonds": len(bonds), "bonds": bonds, "reference_lengths_angstrom": ref_lengths,
@@ -260,7 +259,7 @@ def _dihedrals(traj, times):
 def _diagnosis(run: RunData, broken: list[dict], model_path: Path, reference: ReferenceData | None,
                config: AnalysisConfig, progress: bool):
     """The collapse diagnosis with the model's atom-wise errors on its training frames (when they can be had)."""
-    collapsed = bool(broken) or (run.summary is not None and run.summary.get("stable") is False)
+    collapsed = bool(broken) or (run.summary is not None and not run.summary.stable)
     base = {"collapsed": collapsed, "bonds": broken}
     reason = None
     if not config.evaluate_errors:

@@ -26,7 +26,7 @@ import numpy as np
 from ..data.dataset import Dataset
 from ..errors import InputError
 from ..md.trajectory import read_dcd_layout
-from ..md.rundir import RunDirectory
+from ..md.rundir import RunDirectory, RunSummary
 from ..units import FS_IN_PS, NM_IN_ANGSTROM
 from .observables import topology_atomic_numbers
 
@@ -47,7 +47,7 @@ class RunData:
 
     directory: Path
     record: dict
-    summary: dict | None
+    summary: RunSummary | None
     trajectory: mdtraj.Trajectory
     frame_steps: np.ndarray
     n_trajectory_frames: int
@@ -120,7 +120,7 @@ def load_run(run_dir) -> RunData:
         trajectory_path = paths.directory / record["trajectory"]["file"]
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise RunFileError(f"{paths.run_json}: not a run record written by openmlff.md.runner ({exc!r})") from None
-    summary = json.loads(paths.summary_json.read_text()) if paths.summary_json.is_file() else None
+    summary = paths.read_summary()
     traj = read_trajectory(trajectory_path, record["trajectory"].get("topology"))
     expected = _frames_written(paths.directory, summary)
     if expected is not None and traj.n_frames < expected:
@@ -132,7 +132,7 @@ def load_run(run_dir) -> RunData:
                            f"numbers in {paths.run_json} {zs.tolist()}")
     steps = np.arange(traj.n_frames, dtype=np.int64) * interval
     n_trajectory_frames = traj.n_frames
-    collapse = (summary or {}).get("collapse_frames")
+    collapse = summary.collapse_frames if summary is not None else None
     if collapse:
         extra = read_trajectory(paths.directory / collapse["file"], collapse.get("topology"))
         collapse_steps = np.asarray(collapse["steps"], dtype=np.int64)
@@ -176,10 +176,10 @@ def read_trajectory(path, topology_name: str | None = None) -> mdtraj.Trajectory
     return traj
 
 
-def _frames_written(directory: Path, summary: dict | None) -> int | None:
+def _frames_written(directory: Path, summary: RunSummary | None) -> int | None:
     """Frames the run reports to have written: summary.json's count, else the last checkpoint's, else None."""
-    if summary is not None and summary.get("frames_written") is not None:
-        return int(summary["frames_written"])
+    if summary is not None:
+        return int(summary.frames_written)
     checkpoint = RunDirectory(directory).checkpoint_json
     if checkpoint.is_file():
         try:

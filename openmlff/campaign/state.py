@@ -33,6 +33,7 @@ import statistics
 from pathlib import Path
 
 from ..atomic_io import atomic_write_json
+from ..errors import InputError
 from ..locks import BusyError, FolderLock, is_locked
 from .spec import GROWABLE_FIELDS, CampaignSpec, CampaignSpecError, spec_changes
 
@@ -133,19 +134,19 @@ def run_state(run_dir, steps: int | None = None) -> str:
         return FAILED
     if is_locked(run_dir):
         return RUNNING
-    if (run_dir / "run.json").is_file():
+    if _run_files(run_dir).run_json.is_file():
         return INTERRUPTED
     return PENDING
 
 
 def finished_state(run_dir, steps: int | None = None) -> str | None:
     """FINISHED_COLLAPSED or FINISHED_STABLE from a run's summary.json, None while it has more to do."""
-    summary = _read_json(Path(run_dir) / "summary.json")
+    summary = _read_summary(run_dir)
     if summary is None:
         return None
-    if summary.get("collapse_step") is not None:
+    if summary.collapsed:
         return FINISHED_COLLAPSED
-    if steps is None or summary.get("steps_completed", 0) >= steps:
+    if steps is None or summary.steps_completed >= steps:
         return FINISHED_STABLE
     return None
 
@@ -202,12 +203,12 @@ def _run_progress(run_dir: Path, state: str) -> dict:
     """Steps simulated, speed and fate of one run, from its summary or its state.csv tail."""
     info: dict = {"steps_simulated": 0, "ns_per_day": None, "collapse_time_ps": None, "collapse_reason": None,
                   "error": None}
-    summary = _read_json(run_dir / "summary.json")
+    summary = _read_summary(run_dir)
     if summary is not None and state in FINISHED_STATES:
-        info.update(steps_simulated=int(summary.get("steps_completed", 0)), ns_per_day=summary.get("ns_per_day"),
-                    collapse_time_ps=summary.get("collapse_time_ps"), collapse_reason=summary.get("collapse_reason"))
+        info.update(steps_simulated=int(summary.steps_completed), ns_per_day=summary.ns_per_day,
+                    collapse_time_ps=summary.collapse_time_ps, collapse_reason=summary.collapse_reason)
         return info
-    row = _last_state_row(run_dir / "state.csv")
+    row = _last_state_row(_run_files(run_dir).state_csv)
     if row is not None:
         info["steps_simulated"] = int(row.get("step", 0))
         speed = row.get("speed_ns_per_day")
@@ -300,6 +301,21 @@ def format_duration(seconds: float | None) -> str:
     if seconds < 5400:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+def _run_files(run_dir):
+    """The run's RunDirectory (imported here: openmlff.md loads OpenMM, which `campaign status` needs only now)."""
+    from ..md.rundir import RunDirectory
+
+    return RunDirectory(run_dir)
+
+
+def _read_summary(run_dir):
+    """The run's RunSummary, or None while it has none (or an unreadable one: a run cut while writing it)."""
+    try:
+        return _run_files(run_dir).read_summary()
+    except InputError:
+        return None
 
 
 def _read_json(path: Path) -> dict | None:

@@ -61,9 +61,9 @@ def execute_run(run: RunSpec, run_dir: str, torch_threads: int | None = 1) -> di
             error = record_failure(run_dir, run.run_id, exc, traceback.format_exc())
             append_attempt(run_dir, {"event": "failed", "error": error["message"][:500]})
             return {"run_id": run.run_id, "state": FAILED, "error": f"{error['error_type']}: {error['message']}"}
-        state = FINISHED_COLLAPSED if summary.get("collapse_step") is not None else FINISHED_STABLE
-        append_attempt(run_dir, {"event": "finished", "state": state, "steps_completed": summary.get("steps_completed"),
-                                 "steps_this_session": summary.get("steps_this_session")})
+        state = FINISHED_COLLAPSED if summary.collapsed else FINISHED_STABLE
+        append_attempt(run_dir, {"event": "finished", "state": state, "steps_completed": summary.steps_completed,
+                                 "steps_this_session": summary.steps_this_session})
         return {"run_id": run.run_id, "state": state, "summary": summary}
     finally:
         lock.release()

@@ -12,11 +12,14 @@ Typical use:
 from .ase_calculator import ExportedModelCalculator
 from .integrators import INTEGRATORS, make_integrator
 from .monitor import (
-    BrokenBond, CheckedFrame, ClosePair, CollapseEvent, StabilityMonitor, default_temperature_limit_K,
+    BrokenBond, CheckedFrame, ClosePair, CollapseDetected, CollapseEvent, MonitorReporter, StabilityMonitor,
+    default_temperature_limit_K,
 )
 from .platforms import PlatformError, available_platforms, select_platform
-from .reporters import STATE_COLUMNS, Checkpointer, StateCSVReporter, StepRecord, read_state_csv
-from .rundir import RunBusyError, RunDirectory
+from .reporters import (
+    STATE_COLUMNS, Checkpointer, ScheduledReporter, StateCSVReporter, StepRecord, StepRecords, read_state_csv,
+)
+from .rundir import RunBusyError, RunDirectory, RunSummary
 from .runner import (
     ResumeMismatchError, SimulationConfig, read_run_summary, run_simulation,
 )
@@ -32,9 +35,10 @@ from .trajectory import (
 
 __all__ = [
     "BACKENDS", "INTEGRATORS", "MODEL_METADATA_FILE", "STATE_COLUMNS", "TRAJECTORY_FILES", "TRAJECTORY_FORMATS",
-    "BrokenBond", "CheckedFrame", "Checkpointer", "ClosePair", "CollapseEvent", "DCDTrajectoryWriter",
+    "BrokenBond", "CheckedFrame", "Checkpointer", "ClosePair", "CollapseDetected", "CollapseEvent", "DCDTrajectoryWriter",
     "ExportedModelCalculator", "HDF5TrajectoryWriter", "ModelFileError", "PlatformError", "ResumeMismatchError",
-    "RunBusyError", "RunDirectory", "SimulationConfig", "StabilityMonitor", "StateCSVReporter", "StepRecord", "TorchModelComputation",
+    "MonitorReporter", "RunBusyError", "RunDirectory", "RunSummary", "ScheduledReporter", "SimulationConfig",
+    "StabilityMonitor", "StateCSVReporter", "StepRecord", "StepRecords", "TorchModelComputation",
     "TrajectoryMark", "TrajectoryWriter", "XTCTrajectoryWriter", "available_platforms", "build_system",
     "check_model_atoms", "default_temperature_limit_K", "file_sha256", "hdf5_partial_path", "make_integrator",
     "open_trajectory", "read_dcd_frames", "read_dcd_layout", "read_model_metadata", "read_run_summary",

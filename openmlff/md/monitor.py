@@ -1,4 +1,4 @@
-"""Stability monitor: stops an MD run at the first collapsed frame (DESIGN.md "Stability criterion").
+"""Stability monitor: stops an MD run at the first collapsed frame (docs/architecture.md "Stability criterion").
 
 After Fu et al. 2022 ("Forces are not enough"): bonds are found from covalent radii on the
 starting structure; a frame has collapsed when any bond length departs from its reference
@@ -19,7 +19,7 @@ looked at more finely than the trajectory's frame interval.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -258,3 +258,72 @@ class StabilityMonitor:
         return self.event(step, NONBONDED_CONTACT,
                           f"atoms {a}{i} and {b}{j} are not bonded but {pair.distance_angstrom:.3f} Å apart "
                           f"(limit {self.min_nonbonded_distance_angstrom} Å)", close_pair=pair)
+
+
+class CollapseDetected(Exception):
+    """Raised by MonitorReporter from inside Simulation.step: the run stops at the collapsed frame."""
+
+    def __init__(self, event: CollapseEvent) -> None:
+        super().__init__(event.message)
+        self.event = event
+
+
+class MonitorReporter:
+    """The StabilityMonitor as an OpenMM reporter.
+
+    Every monitor_interval_steps a cheap check from positions and velocities (bonds, contacts,
+    temperature; no model evaluation); every report_interval_steps the full check, with the energy
+    and forces that the reporters due at that step share (one model evaluation). A collapse raises
+    CollapseDetected. A collapse found by a cheap check evaluates the potential energy once, for the
+    record of its frame in collapse_frames.
+    """
+
+    def __init__(self, monitor: StabilityMonitor, masses_dalton, monitor_interval_steps: int,
+                 report_interval_steps: int) -> None:
+        self.monitor = monitor
+        self.masses_dalton = np.asarray(masses_dalton, dtype=np.float64)
+        self.degrees_of_freedom = 3 * len(self.masses_dalton)  # no constraints, no centre-of-mass motion removal
+        self.monitor_interval_steps = int(monitor_interval_steps)
+        self.report_interval_steps = int(report_interval_steps)
+        self.last_temperature_K = float("nan")
+
+    def describeNextReport(self, simulation) -> dict:
+        step = int(simulation.currentStep)
+        steps = self.monitor_interval_steps - step % self.monitor_interval_steps
+        full = (step + steps) % self.report_interval_steps == 0
+        return {"steps": steps, "periodic": False,
+                "include": ["positions", "velocities"] + (["energy", "forces"] if full else [])}
+
+    def report(self, simulation, state) -> None:
+        from openmm import unit
+
+        from .reporters import temperature_K
+
+        step = int(simulation.currentStep)
+        positions = np.asarray(state.getPositions(asNumpy=True).value_in_unit(unit.angstrom))
+        if step % self.report_interval_steps == 0:
+            kinetic = state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
+            self.last_temperature_K = temperature_K(kinetic, self.degrees_of_freedom)
+            event = self.monitor.check(step, positions, state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole),
+                                       self.last_temperature_K,
+                                       np.asarray(state.getForces(asNumpy=True).value_in_unit(
+                                           unit.kilojoule_per_mole / unit.nanometer)))
+        else:
+            velocities = np.asarray(state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond))
+            kinetic = 0.5 * float(np.sum(self.masses_dalton[:, None] * velocities ** 2))  # kJ/mol
+            event = self.monitor.check(step, positions, None, temperature_K(kinetic, self.degrees_of_freedom))
+            if event is not None and self.monitor.recent_frames:
+                self._record_energy(simulation)
+        if event is not None:
+            raise CollapseDetected(event)
+
+    def _record_energy(self, simulation) -> None:
+        import openmm
+        from openmm import unit
+
+        try:
+            energy = simulation.context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+        except openmm.OpenMMException:
+            energy = float("nan")
+        last = self.monitor.recent_frames.pop()
+        self.monitor.recent_frames.append(replace(last, potential_energy_kJ_per_mol=float(energy)))

@@ -1,10 +1,13 @@
-"""What an MD run writes as it goes: state rows (CSV) and checkpoints (trajectories: trajectory.py).
+"""What an MD run writes as it goes, as OpenMM reporters: state rows (CSV) and checkpoints; trajectories in
+trajectory.py, the stability monitor in monitor.py.
 
-Shaped like OpenMM's app reporters: small objects with one `report()` method, fed one
-StepRecord per reported step by the runner. Each writer can reopen its file for a resumed run,
-dropping what was written after the checkpoint, so that a resumed run holds every frame and row
-exactly once, in order. Checkpoints are committed atomically: the OpenMM checkpoint is written
-under a new name, then a small JSON that names it replaces the previous one (write, then rename).
+openmlff's writers follow OpenMM's reporter protocol (`describeNextReport(simulation)`,
+`report(simulation, state)`), so openmm.app.Simulation calls them on schedule next to any reporter
+of the user's own; `report(record)` with a StepRecord also writes one directly. Each writer can
+reopen its file for a resumed run, dropping what was written after the checkpoint, so that a
+resumed run holds every frame and row exactly once, in order. Checkpoints are committed
+atomically: the OpenMM checkpoint is written under a new name, then a small JSON that names it
+replaces the previous one (write, then rename).
 """
 
 from __future__ import annotations
@@ -13,16 +16,18 @@ import csv
 import hashlib
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import openmm
+from openmm import unit
 
 from ..atomic_io import atomic_write_bytes, atomic_write_json
 from ..errors import InputError
-from ..units import NM_IN_ANGSTROM
+from ..units import FS_IN_PS, NM_IN_ANGSTROM
 
 if TYPE_CHECKING:
     from .rundir import RunDirectory
@@ -60,6 +65,88 @@ class StepRecord:
         return self.positions_nm * NM_IN_ANGSTROM
 
 
+_KJ_PER_MOL_PER_K = unit.MOLAR_GAS_CONSTANT_R.value_in_unit(unit.kilojoule_per_mole / unit.kelvin)
+_FS_IN_NS = 1.0e-6
+_SECONDS_PER_DAY = 86400.0
+
+
+def ns_per_day(steps: int, timestep_fs: float, wall_s: float) -> float:
+    """Simulation speed: `steps` of `timestep_fs` done in `wall_s` seconds, in ns/day (0 when nothing was timed)."""
+    if steps <= 0 or wall_s <= 0:
+        return 0.0
+    return steps * timestep_fs * _FS_IN_NS / (wall_s / _SECONDS_PER_DAY)
+
+
+def temperature_K(kinetic_energy_kJ_per_mol: float, degrees_of_freedom: int) -> float:
+    """Instantaneous temperature from the kinetic energy: 2 KE / (n_dof R)."""
+    return 2.0 * kinetic_energy_kJ_per_mol / (degrees_of_freedom * _KJ_PER_MOL_PER_K)
+
+
+class StepRecords:
+    """The StepRecord of each reported step of one run, built once from the State OpenMM hands its reporters.
+
+    Time is step x timestep; temperature from the kinetic energy and the degrees of freedom; speed over
+    the steps since the previous record; time left at this session's pace (NaN until a step is timed).
+    """
+
+    def __init__(self, timestep_fs: float, degrees_of_freedom: int, steps_requested: int, start_step: int = 0) -> None:
+        self.timestep_fs = float(timestep_fs)
+        self.degrees_of_freedom = int(degrees_of_freedom)
+        self.steps_requested = int(steps_requested)
+        now = time.perf_counter()
+        self._last = self._session = (int(start_step), now)
+        self._cached: StepRecord | None = None
+
+    def at(self, simulation, state: openmm.State) -> StepRecord:
+        step = int(simulation.currentStep)
+        if self._cached is not None and self._cached.step == step:
+            return self._cached
+        positions = np.asarray(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer))
+        try:
+            potential = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+            kinetic = state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
+        except openmm.OpenMMException:  # no energies in this State (no reporter due now asked for them)
+            potential = kinetic = float("nan")
+        now = time.perf_counter()
+        (last_step, last_time), (session_step, session_time) = self._last, self._session
+        done = step - session_step
+        left = (self.steps_requested - step) * (now - session_time) / done if done > 0 else float("nan")
+        self._last = (step, now)
+        self._cached = StepRecord(step=step, time_ps=step * self.timestep_fs * FS_IN_PS, positions_nm=positions,
+                                  potential_energy_kJ_per_mol=potential, kinetic_energy_kJ_per_mol=kinetic,
+                                  temperature_K=temperature_K(kinetic, self.degrees_of_freedom),
+                                  speed_ns_per_day=ns_per_day(step - last_step, self.timestep_fs, now - last_time),
+                                  estimated_time_left_s=max(left, 0.0))
+        return self._cached
+
+
+class ScheduledReporter:
+    """OpenMM's reporter protocol for openmlff's writers: a report at every multiple of `interval_steps`.
+
+    `records` (a StepRecords, set by the run) turns the State into a StepRecord for `write`. Called by a
+    Simulation as report(simulation, state); called directly as report(record).
+    """
+
+    interval_steps: int = 1
+    include: tuple[str, ...] = ("positions",)
+    records: StepRecords | None = None
+
+    def describeNextReport(self, simulation) -> dict:
+        steps = self.interval_steps - int(simulation.currentStep) % self.interval_steps
+        return {"steps": steps, "periodic": False, "include": list(self.include)}
+
+    def report(self, simulation, state=None) -> None:
+        if state is None:
+            self.write(simulation)  # a StepRecord given directly
+            return
+        if self.records is None:
+            raise InputError(f"{type(self).__name__}: attach a StepRecords (reporter.records) before the Simulation runs")
+        self.write(self.records.at(simulation, state))
+
+    def write(self, record: StepRecord) -> None:
+        raise NotImplementedError
+
+
 # --- state table --------------------------------------------------------------------------------
 
 class FileBacked:
@@ -78,15 +165,18 @@ class FileBacked:
             self._file.close()
 
 
-class StateCSVReporter(FileBacked):
+class StateCSVReporter(FileBacked, ScheduledReporter):
     """Writes one row of STATE_COLUMNS per report to a CSV file, flushed at once (safe to tail).
 
     keep_rows=None starts a new file; an integer reopens an existing file cut to its header and
-    first `keep_rows` rows (resume).
+    first `keep_rows` rows (resume). interval_steps: steps between rows when a Simulation calls it.
     """
 
-    def __init__(self, path, keep_rows: int | None = None) -> None:
+    include = ("positions", "energy")
+
+    def __init__(self, path, keep_rows: int | None = None, interval_steps: int = 1) -> None:
         self.path = Path(path)
+        self.interval_steps = int(interval_steps)
         if keep_rows is None:
             self._file = open(self.path, "w", newline="")
             self._writer = csv.writer(self._file)
@@ -99,7 +189,7 @@ class StateCSVReporter(FileBacked):
             self._writer = csv.writer(self._file)
             self.rows_written = keep_rows
 
-    def report(self, record: StepRecord) -> None:
+    def write(self, record: StepRecord) -> None:
         self._writer.writerow([
             record.step, repr(float(record.time_ps)), repr(float(record.potential_energy_kJ_per_mol)),
             repr(float(record.kinetic_energy_kJ_per_mol)), repr(float(record.total_energy_kJ_per_mol)),

@@ -25,7 +25,7 @@ import datetime
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Callable
 
@@ -42,10 +42,10 @@ from ..versions import runtime_versions
 from ..units import FS_IN_PS, NM_IN_ANGSTROM
 from . import monitor as _monitor
 from .integrators import INTEGRATORS, make_integrator
-from .monitor import CollapseEvent, StabilityMonitor
+from .monitor import CollapseDetected, CollapseEvent, MonitorReporter, StabilityMonitor
 from .platforms import select_platform
-from .rundir import RunDirectory
-from .reporters import Checkpointer, StateCSVReporter, StepRecord
+from .reporters import Checkpointer, ScheduledReporter, StateCSVReporter, StepRecord, StepRecords, ns_per_day
+from .rundir import RunDirectory, RunSummary
 from .system import BACKENDS, build_system, file_sha256, read_model_metadata, torchforce_properties
 from .trajectory import (
     TRAJECTORY_FILES, TRAJECTORY_FORMATS, DCDTrajectoryWriter, TrajectoryMark, hdf5_partial_path, open_trajectory,
@@ -63,9 +63,6 @@ EXTENSIBLE_FIELDS = ("steps",)
 #: call through another graph than the later ones, and its forces differ from theirs in the last bits; a resumed
 #: run whose first step used that call would drift from the uninterrupted run (visible ~100 steps later).
 MODEL_WARMUP_EVALUATIONS = 2
-_KJ_PER_MOL_PER_K = unit.MOLAR_GAS_CONSTANT_R.value_in_unit(unit.kilojoule_per_mole / unit.kelvin)
-_FS_IN_NS = 1.0e-6
-_SECONDS_PER_DAY = 86400.0
 
 
 class ResumeMismatchError(InputError):
@@ -172,7 +169,7 @@ class SimulationConfig:
         return torchforce_properties(self.cuda_graphs, self.cuda_graph_warmup_steps)
 
 
-def read_run_summary(out_dir) -> dict | None:
+def read_run_summary(out_dir) -> RunSummary | None:
     """summary.json of a run directory, or None while the run has not ended."""
     return RunDirectory(out_dir).read_summary()
 
@@ -187,17 +184,20 @@ def run_simulation(
     reference_positions_angstrom=None,
     progress: bool = True,
     on_report: Callable[[StepRecord], None] | None = None,
-) -> dict:
-    """Run (or resume, or extend) MD of one molecule with an exported model; returns the summary dict.
+    reporters: list | None = None,
+) -> RunSummary:
+    """Run (or resume, or extend) MD of one molecule with an exported model; returns its RunSummary.
 
     positions_angstrom (n_atoms, 3): the starting structure, also where the monitor finds bonds;
     reference_positions_angstrom (n_frames, n_atoms, 3): frames whose mean bond lengths the monitor
     compares with (default: the starting structure). topology: written as topology.pdb (default:
     one residue, bonds from covalent radii). on_report: called with each StepRecord after it is
-    written. The monitor stops a collapsed run at once. See the module docstring for the files and
-    the resume rules.
+    written. reporters: OpenMM reporters of your own (e.g. openmm.app.StateDataReporter), called by the
+    openmm.app.Simulation on their own schedule (after openmlff's writers, before the stability monitor);
+    they see only this session's steps, from the checkpoint on when the run resumes. The monitor stops a
+    collapsed run at once. See the module docstring for the files and the resume rules.
 
-    Summary keys: stable, steps_completed, steps_requested, simulated_time_ps, collapse_step,
+    Summary (RunSummary, also a mapping with the keys of summary.json): stable, steps_completed, steps_requested, simulated_time_ps, collapse_step,
     collapse_time_ps, collapse_reason, collapse_message, first_broken_bond (atoms, elements,
     reference/current length and deviation in Å), n_broken_bonds, closest_nonbonded_pair (atoms,
     elements, distance in Å; reason 'nonbonded_contact'), collapse_frames (file, steps, temperatures,
@@ -227,7 +227,7 @@ def run_simulation(
     with paths.lock():  # one writer per run directory: a second simulate or campaign worker is refused here
         try:
             return _resume_or_run(paths, record, config, platform, platform_properties, model_path, zs, start_angstrom,
-                                  reference, structure, progress, on_report)
+                                  reference, structure, progress, on_report, reporters)
         except OSError as exc:
             if exc.filename is None:  # a buffered write of a trajectory or CSV failed (a full disk): name the run
                 raise OSError(exc.errno, exc.strerror or str(exc), str(paths.directory)) from exc
@@ -235,18 +235,19 @@ def run_simulation(
 
 
 def _resume_or_run(paths: RunDirectory, record: dict, config: SimulationConfig, platform, platform_properties: dict,
-                   model_path: Path, zs, start_angstrom, reference, structure, progress: bool, on_report) -> dict:
+                   model_path: Path, zs, start_angstrom, reference, structure, progress: bool, on_report,
+                   reporters) -> RunSummary:
     """run_simulation's work once the run directory's lock is held."""
     if paths.run_json.is_file():
         recorded = json.loads(paths.run_json.read_text())
         _check_same_inputs(paths.run_json, recorded, record)
         summary = read_run_summary(paths.directory)
-        if summary is not None and summary.get("collapse_step") is not None:
+        if summary is not None and summary.collapsed:
             return summary  # a collapsed run is over, whatever its length
         if config.steps > recorded["config"]["steps"]:
             _record_extension(paths, recorded, config.steps)
             summary = None
-        if summary is not None and summary["steps_completed"] >= config.steps:
+        if summary is not None and summary.steps_completed >= config.steps:
             return summary
     elif paths.checkpoint_json.is_file() or paths.summary_json.is_file():
         raise ResumeMismatchError(
@@ -258,14 +259,14 @@ def _resume_or_run(paths: RunDirectory, record: dict, config: SimulationConfig, 
     system = build_system(zs, model_path, backend=config.backend, torch_properties=config.torch_properties)
     integrator = make_integrator(config.integrator, config.temperature_K, config.friction_per_ps, config.timestep_fs,
                                  config.openmm_seed)
-    context = openmm.Context(system, integrator, platform, platform_properties)
+    simulation = app.Simulation(structure.topology, system, integrator, platform, platform_properties)
     record["platform"]["properties_in_effect"] = {
-        name: platform.getPropertyValue(context, name) for name in platform.getPropertyNames()}
+        name: platform.getPropertyValue(simulation.context, name) for name in platform.getPropertyNames()}
     record["torchforce_properties"] = _force_properties(system)
     if not paths.run_json.is_file():
         atomic_write_json(paths.run_json, record)
 
-    run = _Run(config, context, integrator, paths, zs, start_angstrom, reference, structure, on_report)
+    run = _Run(config, simulation, paths, zs, start_angstrom, reference, structure, on_report, reporters)
     try:
         return run.execute(progress, setup_s=time.perf_counter() - setup_start)
     finally:
@@ -299,41 +300,48 @@ def _force_properties(system: openmm.System) -> dict[str, str] | None:
 
 
 class _Run:
-    """One session of a run: sets up or restores the Context and writers, steps, checks, reports, checkpoints."""
+    """One session of a run on an openmm.app.Simulation: sets up or restores the state and the reporters
+    (trajectory, state CSV, the caller's, the stability monitor, checkpoints), steps, and writes the summary."""
 
-    def __init__(self, config: SimulationConfig, context, integrator, paths: RunDirectory, zs, start_angstrom, reference,
-                 structure, on_report):
+    def __init__(self, config: SimulationConfig, simulation: app.Simulation, paths: RunDirectory, zs, start_angstrom,
+                 reference, structure, on_report, reporters):
         self.config = config
-        self.context = context
-        self.integrator = integrator
+        self.simulation = simulation
+        self.context = simulation.context
         self.paths = paths
         self.structure = structure
         self.start_angstrom = start_angstrom
         self.on_report = on_report
+        self.user_reporters = list(reporters or [])
         self.monitor = StabilityMonitor(
             zs, start_angstrom, config.timestep_fs, reference_positions_angstrom=reference,
             bond_deviation_limit_angstrom=config.bond_deviation_limit_angstrom,
             temperature_limit_K=config.resolved_temperature_limit_K,
             min_nonbonded_distance_angstrom=config.min_nonbonded_distance_angstrom,
             frames_kept=config.collapse_frames_kept)
-        self.masses_dalton = elements.masses(zs)
-        self.degrees_of_freedom = 3 * len(zs)  # no constraints, no centre-of-mass motion removal
+        self.watch = MonitorReporter(self.monitor, elements.masses(zs), config.monitor_interval_steps,
+                                     config.report_interval_steps)
         self.checkpointer = Checkpointer(paths)
-        self._last_checkpoint_time = time.perf_counter()  # wall clock of the last checkpoint (checkpoint_interval_s)
         self.trajectory = None
         self.states: StateCSVReporter | None = None
-        self._last_report = (0, time.perf_counter())  # (step, wall clock) of the last report, for the speed column
-        self._session_start = (0, time.perf_counter())  # for the estimated time left
-        self._last_temperature = float("nan")
-        self.md_wall_s = 0.0  # MD time (stepping, reporting, checkpoints) behind the kept steps, all sessions
+        self.records: StepRecords | None = None
+        self.md_wall_before_s = 0.0  # MD time (stepping, reporting, checkpoints) of earlier sessions' kept steps
+        self._session_t0 = time.perf_counter()
+        self._last_checkpoint_time = time.perf_counter()  # wall clock of the last checkpoint (checkpoint_interval_s)
         self.resumed_from_step: int | None = None
+
+    def md_wall_s(self) -> float:
+        return self.md_wall_before_s + time.perf_counter() - self._session_t0
 
     # -- start or restore -------------------------------------------------------------------------
 
-    def _open_trajectory(self, resume_at: TrajectoryMark | None):
+    def _open_writers(self, step: int, resume_at: TrajectoryMark | None, state_rows: int | None) -> None:
         cfg = self.config
-        return open_trajectory(cfg.trajectory_format, self.paths.trajectory, self.structure.topology, cfg.timestep_fs,
-                               cfg.report_interval_steps, resume_at=resume_at)
+        self.records = StepRecords(cfg.timestep_fs, self.watch.degrees_of_freedom, cfg.steps, start_step=step)
+        self.trajectory = open_trajectory(cfg.trajectory_format, self.paths.trajectory, self.structure.topology,
+                                          cfg.timestep_fs, cfg.report_interval_steps, resume_at=resume_at)
+        self.states = StateCSVReporter(self.paths.state_csv, keep_rows=state_rows, interval_steps=cfg.report_interval_steps)
+        self.trajectory.records = self.states.records = self.records
 
     def _start_fresh(self) -> CollapseEvent | None:
         from ..structures import structure_to_pdb
@@ -347,13 +355,21 @@ class _Run:
         self.context.setVelocitiesToTemperature(cfg.temperature_K * unit.kelvin, cfg.openmm_seed)
         self.context.setStepCount(0)
         self.context.setTime(0.0)
-        self.trajectory = self._open_trajectory(None)
-        self.states = StateCSVReporter(self.paths.state_csv)
-        self._last_report = self._session_start = (0, time.perf_counter())
-        event = self._report(0)
+        self._open_writers(0, None, None)
+        event = self._report_start()
         if event is None:
             self._checkpoint(0)
         return event
+
+    def _report_start(self) -> CollapseEvent | None:
+        """Step 0, which a Simulation does not report: the frame, the state row and the full check."""
+        state = self.context.getState(getPositions=True, getVelocities=True, getEnergy=True, getForces=True)
+        try:
+            for reporter in self._recorders() + [self.watch]:
+                reporter.report(self.simulation, state)
+        except CollapseDetected as collapse:
+            return collapse.event
+        return None
 
     def _warm_up_model(self) -> None:
         """Evaluate the model MODEL_WARMUP_EVALUATIONS times (read-only), so that fresh and resumed runs step alike."""
@@ -387,111 +403,50 @@ class _Run:
         if self.context.getStepCount() != step:
             raise InputError(f"{self.checkpointer.json_path}: records step {step}, "
                              f"the OpenMM checkpoint step {self.context.getStepCount()}")
-        self.trajectory = self._open_trajectory(
-            TrajectoryMark(int(document["frames_written"]), document.get("trajectory_bytes")))
-        self.states = StateCSVReporter(self.paths.state_csv, keep_rows=int(document["state_rows_written"]))
-        self.md_wall_s = float(document.get("md_wall_time_s", 0.0))
+        self._open_writers(step, TrajectoryMark(int(document["frames_written"]), document.get("trajectory_bytes")),
+                           int(document["state_rows_written"]))
+        self.md_wall_before_s = float(document.get("md_wall_time_s", 0.0))
         self.resumed_from_step = step
-        self._last_report = self._session_start = (step, time.perf_counter())
         return step
 
     # -- the loop ---------------------------------------------------------------------------------
 
-    def execute(self, progress: bool, setup_s: float) -> dict:
+    def _recorders(self) -> list:
+        """The reporters that write each report: trajectory, state CSV, the on_report callback."""
+        recorders = [self.trajectory, self.states]
+        if self.on_report is not None:
+            recorders.append(_CallbackReporter(self.on_report, self.config.report_interval_steps, self.records))
+        return recorders
+
+    def execute(self, progress: bool, setup_s: float) -> RunSummary:
         from tqdm.auto import tqdm
 
         cfg = self.config
-        t0 = time.perf_counter()
+        self._session_t0 = time.perf_counter()
         if self.checkpointer.exists():
             step, event = self._restore(), None
         else:
             step, event = 0, self._start_fresh()
         session_start_step = step
         bar = tqdm(total=cfg.steps, initial=step, unit="step", desc="MD", disable=not progress, dynamic_ncols=True)
+        # Called in this order at a step where several are due: writers first, so the frame of a collapse is
+        # written; the caller's; then the monitor, whose CollapseDetected stops the Simulation before a checkpoint.
+        self.simulation.reporters = [*self._recorders(), *self.user_reporters, self.watch, _CheckpointReporter(self),
+                                     _ProgressReporter(bar, cfg.report_interval_steps, self.watch)]
         try:
-            while event is None and step < cfg.steps:
-                target = min(_next_multiple(step, cfg.monitor_interval_steps), _next_multiple(step, cfg.report_interval_steps),
-                             _next_multiple(step, cfg.checkpoint_interval_steps), cfg.steps)
+            if event is None and step < cfg.steps:
                 try:
-                    self.integrator.step(target - step)
+                    self.simulation.step(cfg.steps - step)
+                except CollapseDetected as collapse:
+                    event = collapse.event
                 except openmm.OpenMMException as exc:
                     event = self.monitor.event(self.context.getStepCount(), _monitor.SIMULATION_ERROR, str(exc).strip())
-                    break
-                bar.update(target - step)
-                step = target
-                if step % cfg.report_interval_steps == 0:
-                    event = self._report(step)
-                    if event is None:
-                        bar.set_postfix(T=f"{self._last_temperature:.0f} K", refresh=False)
-                elif step % cfg.monitor_interval_steps == 0:
-                    event = self._check(step)
-                if event is None and (step % cfg.checkpoint_interval_steps == 0 or step == cfg.steps
-                                      or time.perf_counter() - self._last_checkpoint_time >= cfg.checkpoint_interval_s):
-                    self.md_wall_s += time.perf_counter() - t0
-                    t0 = time.perf_counter()
-                    self._checkpoint(step)
         finally:
             bar.close()
-        self.md_wall_s += time.perf_counter() - t0
-        if event is not None:
-            step = event.step
-        return self._finish(step, event, session_start_step, setup_s)
-
-    def _record(self, step: int) -> tuple[StepRecord, np.ndarray]:
-        """The state at `step` with energies and forces (one model evaluation), speed and time left."""
-        state = self.context.getState(getPositions=True, getEnergy=True, getForces=True)
-        positions_nm = np.asarray(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer))
-        forces = np.asarray(state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer))
-        potential = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
-        kinetic = state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
-        temperature = 2.0 * kinetic / (self.degrees_of_freedom * _KJ_PER_MOL_PER_K)
-        now = time.perf_counter()
-        last_step, last_time = self._last_report
-        session_step, session_time = self._session_start
-        speed = _ns_per_day(step - last_step, self.config.timestep_fs, now - last_time)
-        done = step - session_step
-        time_left = (self.config.steps - step) * (now - session_time) / done if done > 0 else float("nan")
-        self._last_report = (step, now)
-        self._last_temperature = temperature
-        record = StepRecord(step=step, time_ps=self.monitor.time_ps(step), positions_nm=positions_nm,
-                            potential_energy_kJ_per_mol=potential, kinetic_energy_kJ_per_mol=kinetic,
-                            temperature_K=temperature, speed_ns_per_day=speed,
-                            estimated_time_left_s=max(time_left, 0.0))
-        return record, forces
-
-    def _write(self, record: StepRecord) -> None:
-        if np.isfinite(record.positions_nm).all():
-            self.trajectory.report(record)
-        self.states.report(record)
-        if self.on_report is not None:
-            self.on_report(record)
-
-    def _report(self, step: int) -> CollapseEvent | None:
-        """Full check (energy and forces too) and a trajectory frame and state row."""
-        record, forces = self._record(step)
-        event = self.monitor.check(step, record.positions_angstrom, record.potential_energy_kJ_per_mol,
-                                   record.temperature_K, forces)
-        self._write(record)
-        return event
-
-    def _check(self, step: int) -> CollapseEvent | None:
-        """Cheap check from positions and velocities (no model evaluation). A collapse found here is not
-        written to the trajectory (which keeps frame k = step k * report_interval_steps); its frame is the
-        last of collapse_frames.dcd, with the potential energy evaluated for the record."""
-        state = self.context.getState(getPositions=True, getVelocities=True)
-        positions = np.asarray(state.getPositions(asNumpy=True).value_in_unit(unit.angstrom))
-        velocities = np.asarray(state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond))
-        kinetic = 0.5 * float(np.sum(self.masses_dalton[:, None] * velocities ** 2))  # kJ/mol
-        temperature = 2.0 * kinetic / (self.degrees_of_freedom * _KJ_PER_MOL_PER_K)
-        event = self.monitor.check(step, positions, None, temperature)
-        if event is not None and self.monitor.recent_frames:
-            try:
-                energy = self.context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
-            except openmm.OpenMMException:
-                energy = float("nan")
-            last = self.monitor.recent_frames.pop()
-            self.monitor.recent_frames.append(replace(last, potential_energy_kJ_per_mol=float(energy)))
-        return event
+            self.simulation.reporters = []
+        md_wall_s = self.md_wall_s()
+        step = event.step if event is not None else int(self.simulation.currentStep)
+        return self._finish(step, event, session_start_step, setup_s, md_wall_s)
 
     def _checkpoint(self, step: int) -> None:
         self.trajectory.flush(sync=True)
@@ -502,7 +457,7 @@ class _Run:
             "frames_written": mark.frames,
             "trajectory_bytes": mark.bytes,
             "state_rows_written": self.states.rows_written,
-            "md_wall_time_s": self.md_wall_s,
+            "md_wall_time_s": self.md_wall_s(),
         })
         self._last_checkpoint_time = time.perf_counter()
 
@@ -515,10 +470,10 @@ class _Run:
                                      self.config.monitor_interval_steps, first_step=frames[0].step)
         try:
             for f in frames:
-                writer.report(StepRecord(step=f.step, time_ps=self.monitor.time_ps(f.step),
-                                         positions_nm=f.positions_angstrom / NM_IN_ANGSTROM,
-                                         potential_energy_kJ_per_mol=f.potential_energy_kJ_per_mol, kinetic_energy_kJ_per_mol=0.0,
-                                         temperature_K=f.temperature_K, speed_ns_per_day=0.0))
+                writer.write(StepRecord(step=f.step, time_ps=self.monitor.time_ps(f.step),
+                                        positions_nm=f.positions_angstrom / NM_IN_ANGSTROM,
+                                        potential_energy_kJ_per_mol=f.potential_energy_kJ_per_mol, kinetic_energy_kJ_per_mol=0.0,
+                                        temperature_K=f.temperature_K, speed_ns_per_day=0.0))
             writer.flush(sync=True)
         finally:
             writer.close()
@@ -528,41 +483,42 @@ class _Run:
                 "potential_energy_kJ_per_mol": [_finite_or_none(f.potential_energy_kJ_per_mol) for f in frames],
                 "max_bond_deviation_angstrom": [_finite_or_none(f.max_bond_deviation_angstrom) for f in frames]}
 
-    def _finish(self, step: int, event: CollapseEvent | None, session_start_step: int, setup_s: float) -> dict:
+    def _finish(self, step: int, event: CollapseEvent | None, session_start_step: int, setup_s: float,
+                md_wall_s: float) -> RunSummary:
         cfg = self.config
         collapse = event.to_dict() if event is not None else {}
-        summary = {
-            "stable": event is None,
-            "steps_completed": int(step),
-            "steps_requested": int(cfg.steps),
-            "simulated_time_ps": step * cfg.timestep_fs * FS_IN_PS,
-            "collapse_step": collapse.get("step"),
-            "collapse_time_ps": collapse.get("time_ps"),
-            "collapse_reason": collapse.get("reason"),
-            "collapse_message": collapse.get("message"),
-            "first_broken_bond": collapse.get("broken_bond"),
-            "n_broken_bonds": collapse.get("n_broken_bonds", 0),
-            "closest_nonbonded_pair": collapse.get("close_pair"),
-            "collapse_frames": self._write_collapse_frames() if event is not None else None,
-            "frames_written": self.trajectory.frames_written,
-            "state_rows_written": self.states.rows_written,
-            "trajectory": self.paths.trajectory.name,
-            "ns_per_day": _ns_per_day(step, cfg.timestep_fs, self.md_wall_s) if step > 0 else None,
-            "wall_time_s": self.md_wall_s,
-            "setup_time_s": setup_s,
-            "platform": self.context.getPlatform().getName(),
-            "backend": cfg.backend,
-            "integrator": cfg.integrator,
-            "resumed_from_step": self.resumed_from_step,
-            "steps_this_session": int(step - session_start_step),
-            "bonds_monitored": int(len(self.monitor.bonds)),
-            "minimization": json.loads(self.paths.run_json.read_text()).get("minimization"),
-            "finished_at": _now(),
-        }
+        summary = RunSummary(
+            stable=event is None,
+            steps_completed=int(step),
+            steps_requested=int(cfg.steps),
+            simulated_time_ps=step * cfg.timestep_fs * FS_IN_PS,
+            collapse_step=collapse.get("step"),
+            collapse_time_ps=collapse.get("time_ps"),
+            collapse_reason=collapse.get("reason"),
+            collapse_message=collapse.get("message"),
+            first_broken_bond=collapse.get("broken_bond"),
+            n_broken_bonds=collapse.get("n_broken_bonds", 0),
+            closest_nonbonded_pair=collapse.get("close_pair"),
+            collapse_frames=self._write_collapse_frames() if event is not None else None,
+            frames_written=self.trajectory.frames_written,
+            state_rows_written=self.states.rows_written,
+            trajectory=self.paths.trajectory.name,
+            ns_per_day=ns_per_day(step, cfg.timestep_fs, md_wall_s) if step > 0 else None,
+            wall_time_s=md_wall_s,
+            setup_time_s=setup_s,
+            platform=self.context.getPlatform().getName(),
+            backend=cfg.backend,
+            integrator=cfg.integrator,
+            resumed_from_step=self.resumed_from_step,
+            steps_this_session=int(step - session_start_step),
+            bonds_monitored=int(len(self.monitor.bonds)),
+            minimization=json.loads(self.paths.run_json.read_text()).get("minimization"),
+            finished_at=_now(),
+        )
         self.trajectory.flush(sync=True)
         self.trajectory.finish()
         self.states.flush(sync=True)
-        atomic_write_json(self.paths.summary_json, summary)
+        summary.to_json(self.paths.summary_json)
         return summary
 
     def close(self) -> None:
@@ -571,20 +527,57 @@ class _Run:
                 writer.close()
 
 
+class _CallbackReporter(ScheduledReporter):
+    """run_simulation's on_report: the callback gets each report's StepRecord."""
+
+    include = ("positions", "energy")
+
+    def __init__(self, callback: Callable[[StepRecord], None], interval_steps: int, records: StepRecords) -> None:
+        self.callback = callback
+        self.interval_steps = int(interval_steps)
+        self.records = records
+
+    def write(self, record: StepRecord) -> None:
+        self.callback(record)
+
+
+class _CheckpointReporter:
+    """Checkpoints every checkpoint_interval_steps, at the run's last step, and at the first monitor check after
+    checkpoint_interval_s of wall time since the last one."""
+
+    def __init__(self, run: _Run) -> None:
+        self.run = run
+
+    def describeNextReport(self, simulation) -> dict:
+        cfg, step = self.run.config, int(simulation.currentStep)
+        steps = cfg.checkpoint_interval_steps - step % cfg.checkpoint_interval_steps
+        if step < cfg.steps:
+            steps = min(steps, cfg.steps - step)
+        if time.perf_counter() - self.run._last_checkpoint_time >= cfg.checkpoint_interval_s:
+            steps = min(steps, cfg.monitor_interval_steps - step % cfg.monitor_interval_steps)
+        return {"steps": steps, "periodic": False, "include": []}
+
+    def report(self, simulation, state) -> None:
+        self.run._checkpoint(int(simulation.currentStep))
+
+
+class _ProgressReporter:
+    """The tqdm bar: steps done and the temperature at each report."""
+
+    def __init__(self, bar, interval_steps: int, watch: MonitorReporter) -> None:
+        self.bar, self.interval_steps, self.watch = bar, int(interval_steps), watch
+
+    def describeNextReport(self, simulation) -> dict:
+        return {"steps": self.interval_steps - int(simulation.currentStep) % self.interval_steps, "periodic": False,
+                "include": []}
+
+    def report(self, simulation, state) -> None:
+        self.bar.update(int(simulation.currentStep) - self.bar.n)
+        self.bar.set_postfix(T=f"{self.watch.last_temperature_K:.0f} K", refresh=False)
+
+
 def _finite_or_none(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
-
-
-def _ns_per_day(steps: int, timestep_fs: float, wall_s: float) -> float:
-    """Simulation speed: `steps` of `timestep_fs` done in `wall_s` seconds, in ns/day (0 when nothing was timed)."""
-    if steps <= 0 or wall_s <= 0:
-        return 0.0
-    return steps * timestep_fs * _FS_IN_NS / (wall_s / _SECONDS_PER_DAY)
-
-
-def _next_multiple(step: int, interval: int) -> int:
-    """The smallest multiple of `interval` greater than `step`."""
-    return (step // interval + 1) * interval
 
 
 # --- run.json: what was asked for, checking a resume against it, extending a run ----------------
@@ -619,7 +612,7 @@ def _run_record(model_path: Path, metadata: dict, zs, start_angstrom, reference,
         "platform": {"name": platform_name, "properties_requested": dict(platform_properties)},
         "torchforce_properties_requested": config.torch_properties,
         "trajectory": {"file": TRAJECTORY_FILES[config.trajectory_format], "format": config.trajectory_format,
-                       "topology": "topology.pdb", "frame_interval_steps": config.report_interval_steps,
+                       "topology": RunDirectory(".").topology_pdb.name, "frame_interval_steps": config.report_interval_steps,
                        "first_frame_step": 0,
                        **({"partial_file": hdf5_partial_path(TRAJECTORY_FILES["hdf5"]).name}
                           if config.trajectory_format == "hdf5" else {})},

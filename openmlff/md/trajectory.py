@@ -33,7 +33,7 @@ from openmm import unit
 from ..atomic_io import atomic_write
 from ..errors import InputError
 from ..units import FS_IN_PS
-from .reporters import FileBacked, StepRecord
+from .reporters import FileBacked, ScheduledReporter, StepRecord
 
 #: Trajectory format -> file name in the run directory.
 TRAJECTORY_FILES = {"dcd": "trajectory.dcd", "xtc": "trajectory.xtc", "hdf5": "trajectory.h5"}
@@ -48,11 +48,13 @@ class TrajectoryMark:
     bytes: int | None = None
 
 
-class TrajectoryWriter:
-    """Base of the format writers: `report` appends a frame, `mark` says how far the file is written.
+class TrajectoryWriter(ScheduledReporter):
+    """Base of the format writers (OpenMM reporters, see reporters.py): `report` appends a frame every
+    interval_steps, `mark` says how far the file is written.
 
     Subclasses open the file in __init__: a new file when `resume_at` is None, else the existing
-    file cut back to `resume_at` (ValueError naming the file if it holds less than that).
+    file cut back to `resume_at` (ValueError naming the file if it holds less than that). From a
+    Simulation, a frame whose positions are not finite (a collapse) is not written.
     """
 
     format = ""
@@ -66,7 +68,12 @@ class TrajectoryWriter:
         self.first_step = int(first_step)
         self.frames_written = 0
 
-    def report(self, record: StepRecord) -> None:
+    def report(self, simulation, state=None) -> None:
+        if state is not None and not np.isfinite(state.getPositions(asNumpy=True)._value).all():
+            return
+        super().report(simulation, state)
+
+    def write(self, record: StepRecord) -> None:
         """Append the record's positions (which must be finite) as the next frame."""
         self._write(record)
         self.frames_written += 1
@@ -279,8 +286,8 @@ class HDF5TrajectoryWriter(TrajectoryWriter):
                                            None if resume_at is None else TrajectoryMark(resume_at.frames))
         self.frames_written = self._frames.frames_written
 
-    def report(self, record: StepRecord) -> None:
-        self._frames.report(record)
+    def write(self, record: StepRecord) -> None:
+        self._frames.write(record)
         self.frames_written = self._frames.frames_written
 
     def mark(self) -> TrajectoryMark:
