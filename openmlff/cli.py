@@ -132,7 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--quiet", action="store_true")
     an.set_defaults(handler=_analyze)
 
-    from .md.runner import SimulationConfig  # the defaults of simulate's options
+    from .config import add_config_arguments
+    from .md.config import SimulationConfig
+    from .md.integrators import INTEGRATORS
+    from .md.system import BACKENDS
+    from .md.trajectory import TRAJECTORY_FORMATS
 
     si = sub.add_parser("simulate", help="MD with a model in OpenMM; resumes an unfinished run directory")
     si.add_argument("--model", required=True)
@@ -141,35 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--structure", help="built-in name or PDB/XYZ file")
     si.add_argument("--frame", type=int, default=0)
     _unit_options(si)
-    si.add_argument("--temperature", type=float, required=True, help="K")
-    si.add_argument("--timestep", type=float, required=True, help="fs")
-    si.add_argument("--steps", type=int, required=True)
-    si.add_argument("--out", required=True)
-    si.add_argument("--platform", default=None, help="CUDA, OpenCL, CPU or Reference (default: fastest available)")
-    si.add_argument("--precision", default=None, help="platform precision: single, mixed or double")
-    si.add_argument("--backend", default="torchforce", choices=["torchforce", "pythonforce"])
-    si.add_argument("--seed", type=int, default=0)
-    si.add_argument("--integrator", default="langevin_middle", choices=["langevin_middle", "nose_hoover", "verlet"],
-                    help="langevin_middle (NVT, default), nose_hoover (NVT) or verlet (NVE)")
-    si.add_argument("--friction", type=float, default=1.0,
-                    help="Langevin friction or Nosé-Hoover collision frequency in 1/ps")
-    si.add_argument("--minimize", action="store_true", help="minimise the energy before drawing velocities")
-    si.add_argument("--report-interval", type=int, default=100,
-                    help="steps between frames and state rows (full checks: energy and forces too)")
-    si.add_argument("--monitor-interval", type=int, default=10,
-                    help="steps between cheap stability checks; must divide --report-interval")
-    si.add_argument("--checkpoint-interval", type=int, default=SimulationConfig.checkpoint_interval_steps,
-                    help="steps between checkpoints (also every checkpoint_interval_s of wall time)")
-    si.add_argument("--trajectory-format", default="dcd", choices=["dcd", "xtc", "hdf5"])
-    si.add_argument("--bond-deviation", type=float, default=0.5, help="collapse threshold in Å")
-    si.add_argument("--min-distance", type=float, default=0.7,
-                    help="collapse when non-bonded atoms come closer than this, in Å (0 switches it off)")
-    si.add_argument("--temperature-limit", type=float, default=None,
-                    help="collapse above this temperature in K (default max(2000, 4 x --temperature))")
-    si.add_argument("--cuda-graphs", action="store_true", help="TorchForce useCUDAGraphs (CUDA platform only)")
-    si.add_argument("--cuda-graph-warmup", type=int, default=10, help="TorchForce CUDAGraphWarmupSteps")
-    si.add_argument("--threads", type=int, default=None,
-                    help="torch threads (default: openmlff.threads' choice: 1 for molecules below 2000 atoms)")
+    si.add_argument("--out", required=True, help="the run directory (resumed when it exists)")
+    add_config_arguments(si, SimulationConfig, required=("temperature_K", "timestep_fs", "steps"),
+                         choices={"integrator": list(INTEGRATORS), "backend": list(BACKENDS),
+                                  "trajectory_format": list(TRAJECTORY_FORMATS)},
+                         group="MD settings (openmlff.md.SimulationConfig; the same names in a campaign's [md])")
+    si.add_argument("--min-distance", dest="min_nonbonded_distance_angstrom", type=float, default=argparse.SUPPRESS,
+                    help="the same as --min-nonbonded-distance-angstrom; 0 switches the criterion off")
     si.add_argument("--quiet", action="store_true")
     si.set_defaults(handler=_simulate)
     _campaign_parser(sub)
@@ -347,19 +329,13 @@ def _frame_selection(args, n_frames: int):
 
 
 def _simulate(args) -> int:
+    from .config import config_from_args
     from .md import SimulationConfig
     from .md.start import run_from_dataset_frame, run_from_structure
 
-    config = SimulationConfig(
-        temperature_K=args.temperature, timestep_fs=args.timestep, steps=args.steps, seed=args.seed,
-        integrator=args.integrator, friction_per_ps=args.friction, minimize=args.minimize,
-        platform=args.platform, platform_precision=args.precision,
-        cuda_graphs=args.cuda_graphs, cuda_graph_warmup_steps=args.cuda_graph_warmup,
-        report_interval_steps=args.report_interval, monitor_interval_steps=args.monitor_interval,
-        checkpoint_interval_steps=args.checkpoint_interval, trajectory_format=args.trajectory_format,
-        bond_deviation_limit_angstrom=args.bond_deviation,
-        min_nonbonded_distance_angstrom=args.min_distance if args.min_distance > 0 else None,
-        temperature_limit_K=args.temperature_limit, backend=args.backend, torch_threads=args.threads)
+    if args.min_nonbonded_distance_angstrom == 0:  # --min-distance 0: the criterion off
+        args.min_nonbonded_distance_angstrom = None
+    config = config_from_args(SimulationConfig, args)
     if args.data:
         summary = run_from_dataset_frame(args.model, _load(args, args.data), args.frame, args.out, config,
                                          progress=not args.quiet)

@@ -247,7 +247,7 @@ def test_campaign_runs_checkpoint_like_simulate():
 
     args = build_parser().parse_args(["simulate", "--model", "m.pt", "--structure", "aspirin", "--temperature", "300",
                                       "--timestep", "0.5", "--steps", "10", "--out", "x"])
-    assert args.checkpoint_interval == SimulationConfig().checkpoint_interval_steps == md_setting({}, "checkpoint_interval_steps")
+    assert args.checkpoint_interval_steps == SimulationConfig().checkpoint_interval_steps == md_setting({}, "checkpoint_interval_steps")
     assert SimulationConfig().checkpoint_interval_s <= 300  # also by wall clock: at most a few minutes lost
 
 

@@ -49,6 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..resume import ABSENT, Difference, resume_differences, short_value
 
 SPEC_SUFFIXES = (".toml", ".json")
 SPLIT_SETS = ("train", "val", "test")
@@ -120,7 +121,7 @@ class RunSpec:
 
     def simulation_config(self, torch_threads: int | None = None):
         """The SimulationConfig of this run; torch_threads fills that field when the spec leaves it unset."""
-        from ..md.runner import SimulationConfig
+        from ..md.config import SimulationConfig
 
         md = dict(self.md)
         if md.get("torch_threads") is None and torch_threads is not None:
@@ -237,7 +238,7 @@ class CampaignSpec:
 
 def md_setting(md: dict, name: str):
     """The value of SimulationConfig field `name` in an `md` table, or the field's default."""
-    from ..md.runner import SimulationConfig
+    from ..md.config import SimulationConfig
 
     return md.get(name, getattr(SimulationConfig, name))
 
@@ -256,51 +257,35 @@ def run_id(model: str, start: str, temperature_K: float, seed: int) -> str:
 #: Fields that may grow in an existing campaign: lists (entries added), tables (keys added), numbers (raised).
 GROWABLE_FIELDS = ("models", "seeds", "temperatures_K", "starts.frames", "starts.structures", "starts.count",
                    "md.steps")
-_ABSENT = object()
 
 
 def spec_changes(old: CampaignSpec, new: CampaignSpec) -> list[str]:
-    """What `new` changes in `old` beyond additions (GROWABLE_FIELDS), one 'field: recorded X, now Y' per change.
+    """What `new` changes in `old` beyond additions (GROWABLE_FIELDS), one "'field': recorded X, now Y" per change.
 
-    `md` is compared as full SimulationConfigs, so writing a default out does not count as a change.
+    The comparison is openmlff.resume's; only the wording is the campaign's. `md` is compared as full
+    SimulationConfigs, so writing a default out does not count as a change.
     """
     a, b = old.to_dict(), new.to_dict()
     a["md"], b["md"] = _full_md(a["md"]), _full_md(b["md"])
-    return _changes(a, b, "")
+    return [_describe(d) for d in resume_differences(a, b, may_grow=GROWABLE_FIELDS)]
 
 
 def _full_md(md: dict) -> dict:
     from dataclasses import asdict
 
-    from ..md.runner import SimulationConfig
+    from ..md.config import SimulationConfig
 
     config = asdict(SimulationConfig(**md))
     return {k: v for k, v in config.items() if k not in GRID_FIELDS}
 
 
-def _changes(old, new, where: str) -> list[str]:
-    if old is _ABSENT or new is _ABSENT:
-        return [f"'{where}': {'added' if old is _ABSENT else 'removed'}"]
-    if where in GROWABLE_FIELDS:
-        if isinstance(old, list) and isinstance(new, list):
-            removed = [x for x in old if x not in new]
-            return [f"'{where}': {_short(removed)} removed"] if removed else []
-        if isinstance(old, dict) and isinstance(new, dict):
-            return [f"'{where}.{k}': " + (f"recorded {_short(v)}, now {_short(new[k])}" if k in new else "removed")
-                    for k, v in old.items() if new.get(k, _ABSENT) != v]
-        if isinstance(old, (int, float)) and isinstance(new, (int, float)):
-            return [] if new >= old else [f"'{where}': recorded {old}, now {new} (it may only grow)"]
-    if isinstance(old, dict) and isinstance(new, dict):
-        out = []
-        for key in list(old) + [k for k in new if k not in old]:
-            out += _changes(old.get(key, _ABSENT), new.get(key, _ABSENT), f"{where}.{key}" if where else key)
-        return out
-    return [] if old == new else [f"'{where}': recorded {_short(old)}, now {_short(new)}"]
-
-
-def _short(value) -> str:
-    text = json.dumps(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+def _describe(d: Difference) -> str:
+    if d.recorded is ABSENT or d.now is ABSENT:
+        return f"'{d.field}': {'added' if d.recorded is ABSENT else 'removed'}"
+    if d.shrunk and d.removed:
+        return f"'{d.field}': {short_value(d.removed)} removed"
+    return f"'{d.field}': recorded {short_value(d.recorded)}, now {short_value(d.now)}" + (
+        " (it may only grow)" if d.shrunk else "")
 
 
 # --- parsing and validation -----------------------------------------------------------------------
@@ -469,7 +454,7 @@ class _Parser:
         return np.sort(np.asarray(getattr(split, subset), dtype=np.int64)), fingerprint
 
     def md(self, raw) -> dict:
-        from ..md.runner import SimulationConfig
+        from ..md.config import SimulationConfig
 
         if not isinstance(raw, dict):
             raise self.error("md", f"expected a table of SimulationConfig fields, got {raw!r}")
@@ -499,12 +484,15 @@ class _Parser:
 
     def check_md_values(self, spec: CampaignSpec) -> None:
         """Build one SimulationConfig per temperature, so a bad value fails now, naming the field."""
+        from ..config import ConfigError
+
         for temperature in spec.temperatures_K:
             try:
                 RunSpec("check", "m", "", "s", temperature, spec.seeds[0], spec.md).simulation_config()
-            except (ValueError, TypeError) as exc:
-                named = re.search(r"SimulationConfig\.(\w+)", str(exc))
-                raise self.error(f"md.{named.group(1)}" if named else "md", str(exc)) from None
+            except ConfigError as exc:
+                raise self.error(f"md.{exc.field}", str(exc)) from None
+            except TypeError as exc:
+                raise self.error("md", str(exc)) from None
 
     def reference(self, raw) -> DatasetFrames | str | None:
         if raw is None or raw == "start":

@@ -14,7 +14,6 @@ so the CPU platform of each worker uses as many threads as the run is given.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import socket
 import traceback
@@ -24,7 +23,6 @@ import numpy as np
 
 from ..atomic_io import atomic_write_json
 from ..errors import InputError
-from ..md.rundir import RunDirectory
 from .spec import DatasetFrames, RunSpec
 from .state import (
     ERROR_FILE, FAILED, FINISHED_COLLAPSED, FINISHED_STABLE, RUNNING, append_attempt, finished_state,

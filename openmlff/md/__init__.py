@@ -10,6 +10,7 @@ Typical use:
 """
 
 from .ase_calculator import ExportedModelCalculator
+from .config import SimulationConfig
 from .integrators import INTEGRATORS, make_integrator
 from .monitor import (
     BrokenBond, CheckedFrame, ClosePair, CollapseDetected, CollapseEvent, MonitorReporter, StabilityMonitor,
@@ -19,10 +20,8 @@ from .platforms import PlatformError, available_platforms, select_platform
 from .reporters import (
     STATE_COLUMNS, Checkpointer, ScheduledReporter, StateCSVReporter, StepRecord, StepRecords, read_state_csv,
 )
-from .rundir import RunBusyError, RunDirectory, RunSummary
-from .runner import (
-    ResumeMismatchError, SimulationConfig, read_run_summary, run_simulation,
-)
+from .rundir import ResumeMismatchError, RunBusyError, RunDirectory, RunSummary
+from .runner import read_run_summary, run_simulation
 from .system import (
     BACKENDS, MODEL_METADATA_FILE, ModelFileError, TorchModelComputation, build_system, check_model_atoms,
     file_sha256, read_model_metadata, torchforce_properties,

@@ -1,23 +1,37 @@
-"""The MD run directory: its file layout and its one-writer lock (docs/architecture.md "MD run directory").
+"""The MD run directory: its file layout, its one-writer lock, its input record (run.json) and the check
+that a resume has the same inputs, and its summary (docs/architecture.md "MD run directory").
 
-Every module that reads or writes a run folder names its files through RunDirectory; the contents
-of each file are described in openmlff.md.runner.
+Every module that reads or writes a run folder names its files through RunDirectory and reads the
+summary as a RunSummary; what each file holds is described in openmlff.md.runner.
 """
 
 from __future__ import annotations
 
+import datetime
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+import numpy as np
+
+from .. import elements
 from ..atomic_io import atomic_write_json
 from ..errors import InputError
 from ..locks import BusyError, FolderLock, is_locked
-from .trajectory import TRAJECTORY_FILES
+from ..versions import runtime_versions
+from .config import EXTENSIBLE_FIELDS, RESUMABLE_CHANGES, SimulationConfig
+from .integrators import INTEGRATORS
+from .system import file_sha256
+from .trajectory import TRAJECTORY_FILES, hdf5_partial_path
 
 CHECKPOINT_JSON = "checkpoint.json"
 CHECKPOINT_PREFIX = "checkpoint_step"
+
+
+class ResumeMismatchError(InputError):
+    """A run directory was started with other inputs than the ones given now; the message names them."""
 
 
 class RunBusyError(BusyError):
@@ -168,3 +182,92 @@ class RunDirectory:
             return int(json.loads(self.checkpoint_json.read_text())["step"])
         except (OSError, ValueError, KeyError, TypeError):
             return None
+
+
+# --- run.json: what was asked for, checking a resume against it, extending a run ----------------
+
+def _array_sha256(array: np.ndarray | None) -> str | None:
+    if array is None:
+        return None
+    return hashlib.sha256(np.ascontiguousarray(array, dtype=np.float64).tobytes()).hexdigest()
+
+
+def run_record(model_path: Path, metadata: dict, zs, start_angstrom, reference, config: SimulationConfig,
+                platform_name: str, platform_properties: dict) -> dict:
+    kind = INTEGRATORS[config.integrator]
+    return {
+        "created": _now(),
+        "model": {"path": str(model_path), "sha256": file_sha256(model_path), "metadata": metadata},
+        "structure": {
+            "atomic_numbers": zs.tolist(),
+            "symbols": elements.symbols(zs),
+            "positions_angstrom": start_angstrom.tolist(),
+            "positions_sha256": _array_sha256(start_angstrom),
+        },
+        "reference_positions": None if reference is None else {
+            "n_frames": int(reference.shape[0]) if reference.ndim == 3 else 1,
+            "sha256": _array_sha256(reference),
+        },
+        "config": asdict(config),
+        "temperature_limit_K": config.resolved_temperature_limit_K,
+        "openmm_seed": config.openmm_seed,
+        "integrator": {"name": config.integrator, "openmm_class": kind.openmm_class, "ensemble": kind.ensemble,
+                       "description": kind.description},
+        "platform": {"name": platform_name, "properties_requested": dict(platform_properties)},
+        "torchforce_properties_requested": config.torch_properties,
+        "trajectory": {"file": TRAJECTORY_FILES[config.trajectory_format], "format": config.trajectory_format,
+                       "topology": RunDirectory(".").topology_pdb.name, "frame_interval_steps": config.report_interval_steps,
+                       "first_frame_step": 0,
+                       **({"partial_file": hdf5_partial_path(TRAJECTORY_FILES["hdf5"]).name}
+                          if config.trajectory_format == "hdf5" else {})},
+        "versions": runtime_versions(),
+        "history": [],
+    }
+
+
+def _resume_identity(record: dict) -> dict[str, object]:
+    """The inputs that must be equal to resume a run, keyed by the name used in error messages."""
+    identity = {
+        "model sha256": record["model"]["sha256"],
+        "atomic_numbers": record["structure"]["atomic_numbers"],
+        "starting positions (sha256)": record["structure"]["positions_sha256"],
+        "reference positions (sha256)": (record["reference_positions"] or {}).get("sha256"),
+        "platform": record["platform"]["name"],
+        "platform properties": record["platform"]["properties_requested"],
+    }
+    for f in fields(SimulationConfig):
+        if f.name not in RESUMABLE_CHANGES + EXTENSIBLE_FIELDS:
+            identity[f"config.{f.name}"] = record["config"].get(f.name)
+    return identity
+
+
+def check_same_inputs(run_json: Path, recorded: dict, record: dict) -> None:
+    old, new = _resume_identity(recorded), _resume_identity(record)
+    changed = [k for k in new if old.get(k) != new[k]]
+    details = [f"{k}: recorded {_short(old.get(k))}, now {_short(new[k])}" for k in changed]
+    old_steps, new_steps = recorded["config"]["steps"], record["config"]["steps"]
+    if new_steps < old_steps:
+        details.append(f"config.steps: recorded {old_steps}, now {new_steps} (steps may only grow, to extend a run)")
+    if details:
+        raise ResumeMismatchError(
+            f"{run_json.parent}: cannot resume, inputs differ from {run_json.name}: {'; '.join(details)}. "
+            "Use a new output directory for a different run.")
+
+
+def record_extension(paths: RunDirectory, recorded: dict, steps: int) -> None:
+    """Raise the run's step count in run.json (with a history entry), then drop the shorter run's summary."""
+    recorded.setdefault("history", []).append({
+        "time": _now(), "change": "steps", "from": recorded["config"]["steps"], "to": int(steps),
+        "checkpoint_step": paths.checkpoint_step()})
+    recorded["config"]["steps"] = int(steps)
+    atomic_write_json(paths.run_json, recorded)
+    paths.summary_json.unlink(missing_ok=True)
+
+
+def _short(value) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

@@ -22,10 +22,8 @@ only `torch_threads` may change, and `steps` may grow, which extends a finished 
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Callable
 
@@ -38,135 +36,23 @@ from .. import elements
 from ..atomic_io import atomic_write_json
 from ..errors import InputError
 from ..threads import set_threads
-from ..versions import runtime_versions
 from ..units import FS_IN_PS, NM_IN_ANGSTROM
 from . import monitor as _monitor
-from .integrators import INTEGRATORS, make_integrator
+from .config import SimulationConfig
+from .integrators import make_integrator
 from .monitor import CollapseDetected, CollapseEvent, MonitorReporter, StabilityMonitor
 from .platforms import select_platform
 from .reporters import Checkpointer, ScheduledReporter, StateCSVReporter, StepRecord, StepRecords, ns_per_day
-from .rundir import RunDirectory, RunSummary
-from .system import BACKENDS, build_system, file_sha256, read_model_metadata, torchforce_properties
-from .trajectory import (
-    TRAJECTORY_FILES, TRAJECTORY_FORMATS, DCDTrajectoryWriter, TrajectoryMark, hdf5_partial_path, open_trajectory,
+from .rundir import (
+    ResumeMismatchError, RunDirectory, RunSummary, check_same_inputs, record_extension, run_record,
 )
+from .system import build_system, read_model_metadata
+from .trajectory import DCDTrajectoryWriter, TrajectoryMark, open_trajectory
 
-#: Config fields that may differ when a run is resumed (they do not change the trajectory).
-RESUMABLE_CHANGES = ("torch_threads", "checkpoint_interval_steps", "checkpoint_interval_s")
-#: Checkpoints: every this many steps, and at the first monitor check after this many seconds of wall
-#: time since the last one, whichever comes first; so a killed run loses at most a few minutes.
-DEFAULT_CHECKPOINT_INTERVAL_STEPS = 1000
-DEFAULT_CHECKPOINT_INTERVAL_S = 180.0
-#: Config fields that may grow on resume (extending the run); recorded in run.json's history.
-EXTENSIBLE_FIELDS = ("steps",)
 #: Model evaluations in every new Context before it steps. TorchScript's profiling executor runs a model's first
 #: call through another graph than the later ones, and its forces differ from theirs in the last bits; a resumed
 #: run whose first step used that call would drift from the uninterrupted run (visible ~100 steps later).
 MODEL_WARMUP_EVALUATIONS = 2
-
-
-class ResumeMismatchError(InputError):
-    """A run directory was started with other inputs than the ones given now; the message names them."""
-
-
-@dataclass
-class SimulationConfig:
-    """Settings of one MD run (units in the names).
-
-    integrator: 'langevin_middle' (NVT), 'nose_hoover' (NVT) or 'verlet' (NVE; temperature_K then
-    only sets the initial velocities). friction_per_ps: the Langevin friction or the Nosé–Hoover
-    collision frequency. seed: drives the initial velocities and the Langevin noise; OpenMM reads a
-    seed of 0 as 'choose one at random', so OpenMM is given seed + 1. minimize: a local energy
-    minimisation (OpenMM LocalEnergyMinimizer) before the velocities are drawn; recorded in run.json.
-    platform: None picks CUDA, OpenCL, then CPU (see select_platform); platform_precision: 'single',
-    'mixed' (default on GPUs) or 'double'. cuda_graphs / cuda_graph_warmup_steps: TorchForce's
-    'useCUDAGraphs' and 'CUDAGraphWarmupSteps' properties (they act on CUDA only).
-    report_interval_steps: steps between trajectory frames and state rows, where the monitor also
-    checks energy and forces. monitor_interval_steps: steps between the cheap checks (positions and
-    velocities: bonds, contacts, temperature); must divide report_interval_steps.
-    trajectory_format: 'dcd', 'xtc' or 'hdf5'. min_nonbonded_distance_angstrom: None switches that
-    criterion off. temperature_limit_K: None means max(2000 K, 4 x temperature_K).
-    collapse_frames_kept: checked frames written to collapse_frames.dcd after a collapse.
-    backend: 'torchforce' or 'pythonforce'. torch_threads: torch intra-op threads (None: openmlff.threads.default_threads
-    for the molecule); the only field that may change when a run is resumed.
-    """
-
-    temperature_K: float = 300.0
-    timestep_fs: float = 0.5
-    steps: int = 20000
-    integrator: str = "langevin_middle"
-    friction_per_ps: float = 1.0
-    seed: int = 0
-    minimize: bool = False
-    platform: str | None = None
-    platform_precision: str | None = None
-    cuda_graphs: bool = False
-    cuda_graph_warmup_steps: int = 10
-    report_interval_steps: int = 100
-    monitor_interval_steps: int = 10
-    checkpoint_interval_steps: int = DEFAULT_CHECKPOINT_INTERVAL_STEPS
-    checkpoint_interval_s: float = DEFAULT_CHECKPOINT_INTERVAL_S
-    trajectory_format: str = "dcd"
-    bond_deviation_limit_angstrom: float = _monitor.DEFAULT_BOND_DEVIATION_LIMIT_ANGSTROM
-    min_nonbonded_distance_angstrom: float | None = _monitor.DEFAULT_MIN_NONBONDED_DISTANCE_ANGSTROM
-    temperature_limit_K: float | None = None
-    collapse_frames_kept: int = _monitor.DEFAULT_FRAMES_KEPT
-    backend: str = "torchforce"
-    torch_threads: int | None = None
-
-    def __post_init__(self) -> None:
-        positive = {"temperature_K": self.temperature_K, "timestep_fs": self.timestep_fs,
-                    "report_interval_steps": self.report_interval_steps,
-                    "monitor_interval_steps": self.monitor_interval_steps,
-                    "checkpoint_interval_steps": self.checkpoint_interval_steps,
-                    "checkpoint_interval_s": self.checkpoint_interval_s,
-                    "bond_deviation_limit_angstrom": self.bond_deviation_limit_angstrom,
-                    "cuda_graph_warmup_steps": self.cuda_graph_warmup_steps}
-        for name, value in positive.items():
-            if not value > 0:
-                raise InputError(f"SimulationConfig.{name} must be positive, got {value}")
-        if self.steps < 0:
-            raise InputError(f"SimulationConfig.steps must be >= 0, got {self.steps}")
-        if self.integrator not in INTEGRATORS:
-            raise InputError(f"SimulationConfig.integrator must be one of {list(INTEGRATORS)}, got {self.integrator!r}")
-        if self.friction_per_ps < 0 or (self.integrator == "nose_hoover" and self.friction_per_ps == 0):
-            raise InputError(f"SimulationConfig.friction_per_ps must be >= 0 (> 0 for nose_hoover), got {self.friction_per_ps}")
-        if not 0 <= self.seed < 2**31 - 1:
-            raise InputError(f"SimulationConfig.seed must be in [0, 2**31 - 2], got {self.seed}")
-        if self.report_interval_steps % self.monitor_interval_steps:
-            raise InputError(f"SimulationConfig.monitor_interval_steps ({self.monitor_interval_steps}) must divide "
-                             f"report_interval_steps ({self.report_interval_steps})")
-        if self.trajectory_format not in TRAJECTORY_FORMATS:
-            raise InputError(f"SimulationConfig.trajectory_format must be one of {list(TRAJECTORY_FORMATS)}, "
-                             f"got {self.trajectory_format!r}")
-        if self.backend not in BACKENDS:
-            raise InputError(f"SimulationConfig.backend must be one of {list(BACKENDS)}, got {self.backend!r}")
-        if self.cuda_graphs and self.backend != "torchforce":
-            raise InputError("SimulationConfig.cuda_graphs needs backend 'torchforce'")
-        if self.temperature_limit_K is not None and not self.temperature_limit_K > 0:
-            raise InputError(f"SimulationConfig.temperature_limit_K must be positive or None, got {self.temperature_limit_K}")
-        if self.min_nonbonded_distance_angstrom is not None and not self.min_nonbonded_distance_angstrom > 0:
-            raise InputError("SimulationConfig.min_nonbonded_distance_angstrom must be positive or None, "
-                             f"got {self.min_nonbonded_distance_angstrom}")
-        if self.collapse_frames_kept < 0:
-            raise InputError(f"SimulationConfig.collapse_frames_kept must be >= 0, got {self.collapse_frames_kept}")
-
-    @property
-    def resolved_temperature_limit_K(self) -> float:
-        if self.temperature_limit_K is not None:
-            return float(self.temperature_limit_K)
-        return _monitor.default_temperature_limit_K(self.temperature_K)
-
-    @property
-    def openmm_seed(self) -> int:
-        return int(self.seed) + 1
-
-    @property
-    def torch_properties(self) -> dict[str, str] | None:
-        """The TorchForce properties this config asks for (None for the PythonForce backend)."""
-        if self.backend != "torchforce":
-            return None
-        return torchforce_properties(self.cuda_graphs, self.cuda_graph_warmup_steps)
 
 
 def read_run_summary(out_dir) -> RunSummary | None:
@@ -220,7 +106,7 @@ def run_simulation(
     model_path = Path(model_path).resolve()
     model_metadata = read_model_metadata(model_path)
     platform, platform_properties = select_platform(config.platform, config.platform_precision)
-    record = _run_record(model_path, model_metadata, zs, start_angstrom, reference, config,
+    record = run_record(model_path, model_metadata, zs, start_angstrom, reference, config,
                          platform.getName(), platform_properties)
 
     paths.directory.mkdir(parents=True, exist_ok=True)
@@ -240,12 +126,12 @@ def _resume_or_run(paths: RunDirectory, record: dict, config: SimulationConfig, 
     """run_simulation's work once the run directory's lock is held."""
     if paths.run_json.is_file():
         recorded = json.loads(paths.run_json.read_text())
-        _check_same_inputs(paths.run_json, recorded, record)
+        check_same_inputs(paths.run_json, recorded, record)
         summary = read_run_summary(paths.directory)
         if summary is not None and summary.collapsed:
             return summary  # a collapsed run is over, whatever its length
         if config.steps > recorded["config"]["steps"]:
-            _record_extension(paths, recorded, config.steps)
+            record_extension(paths, recorded, config.steps)
             summary = None
         if summary is not None and summary.steps_completed >= config.steps:
             return summary
@@ -578,92 +464,6 @@ class _ProgressReporter:
 
 def _finite_or_none(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
-
-
-# --- run.json: what was asked for, checking a resume against it, extending a run ----------------
-
-def _array_sha256(array: np.ndarray | None) -> str | None:
-    if array is None:
-        return None
-    return hashlib.sha256(np.ascontiguousarray(array, dtype=np.float64).tobytes()).hexdigest()
-
-
-def _run_record(model_path: Path, metadata: dict, zs, start_angstrom, reference, config: SimulationConfig,
-                platform_name: str, platform_properties: dict) -> dict:
-    kind = INTEGRATORS[config.integrator]
-    return {
-        "created": _now(),
-        "model": {"path": str(model_path), "sha256": file_sha256(model_path), "metadata": metadata},
-        "structure": {
-            "atomic_numbers": zs.tolist(),
-            "symbols": elements.symbols(zs),
-            "positions_angstrom": start_angstrom.tolist(),
-            "positions_sha256": _array_sha256(start_angstrom),
-        },
-        "reference_positions": None if reference is None else {
-            "n_frames": int(reference.shape[0]) if reference.ndim == 3 else 1,
-            "sha256": _array_sha256(reference),
-        },
-        "config": asdict(config),
-        "temperature_limit_K": config.resolved_temperature_limit_K,
-        "openmm_seed": config.openmm_seed,
-        "integrator": {"name": config.integrator, "openmm_class": kind.openmm_class, "ensemble": kind.ensemble,
-                       "description": kind.description},
-        "platform": {"name": platform_name, "properties_requested": dict(platform_properties)},
-        "torchforce_properties_requested": config.torch_properties,
-        "trajectory": {"file": TRAJECTORY_FILES[config.trajectory_format], "format": config.trajectory_format,
-                       "topology": RunDirectory(".").topology_pdb.name, "frame_interval_steps": config.report_interval_steps,
-                       "first_frame_step": 0,
-                       **({"partial_file": hdf5_partial_path(TRAJECTORY_FILES["hdf5"]).name}
-                          if config.trajectory_format == "hdf5" else {})},
-        "versions": runtime_versions(),
-        "history": [],
-    }
-
-
-def _resume_identity(record: dict) -> dict[str, object]:
-    """The inputs that must be equal to resume a run, keyed by the name used in error messages."""
-    identity = {
-        "model sha256": record["model"]["sha256"],
-        "atomic_numbers": record["structure"]["atomic_numbers"],
-        "starting positions (sha256)": record["structure"]["positions_sha256"],
-        "reference positions (sha256)": (record["reference_positions"] or {}).get("sha256"),
-        "platform": record["platform"]["name"],
-        "platform properties": record["platform"]["properties_requested"],
-    }
-    for f in fields(SimulationConfig):
-        if f.name not in RESUMABLE_CHANGES + EXTENSIBLE_FIELDS:
-            identity[f"config.{f.name}"] = record["config"].get(f.name)
-    return identity
-
-
-def _check_same_inputs(run_json: Path, recorded: dict, record: dict) -> None:
-    old, new = _resume_identity(recorded), _resume_identity(record)
-    changed = [k for k in new if old.get(k) != new[k]]
-    details = [f"{k}: recorded {_short(old.get(k))}, now {_short(new[k])}" for k in changed]
-    old_steps, new_steps = recorded["config"]["steps"], record["config"]["steps"]
-    if new_steps < old_steps:
-        details.append(f"config.steps: recorded {old_steps}, now {new_steps} (steps may only grow, to extend a run)")
-    if details:
-        raise ResumeMismatchError(
-            f"{run_json.parent}: cannot resume, inputs differ from {run_json.name}: {'; '.join(details)}. "
-            "Use a new output directory for a different run.")
-
-
-def _record_extension(paths: RunDirectory, recorded: dict, steps: int) -> None:
-    """Raise the run's step count in run.json (with a history entry), then drop the shorter run's summary."""
-    checkpointer = Checkpointer(paths)
-    recorded.setdefault("history", []).append({
-        "time": _now(), "change": "steps", "from": recorded["config"]["steps"], "to": int(steps),
-        "checkpoint_step": json.loads(checkpointer.json_path.read_text())["step"] if checkpointer.exists() else None})
-    recorded["config"]["steps"] = int(steps)
-    atomic_write_json(paths.run_json, recorded)
-    paths.summary_json.unlink(missing_ok=True)
-
-
-def _short(value) -> str:
-    text = json.dumps(value)
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _now() -> str:
