@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import InputError, OpenMLFFError, StateError, describe_os_error
+from .errors import OpenMLFFError, StateError, describe_os_error
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,23 +71,17 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("--quiet", action="store_true")
     lab.set_defaults(handler=_data_label)
 
+    from .config import add_config_arguments
+    from .models import ARCHITECTURES
+    from .training.config import DTYPES, PRESETS, TrainingConfig
+
     tr = sub.add_parser("train", help="train a model; writes DIR/model.ckpt (resumes an interrupted run)")
     tr.add_argument("--data", required=True)
     _unit_options(tr)
-    tr.add_argument("--model", default="et", help="architecture (default et)")
-    tr.add_argument("--preset", default="cpu", help="hyperparameter preset: cpu (small) or paper")
-    tr.add_argument("--out", required=True)
-    tr.add_argument("--time-budget", type=float, default=None, help="wall-clock budget in seconds")
-    tr.add_argument("--max-epochs", type=int, default=None)
-    tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--n-train", type=int, default=None, help="training frames (default: all not used for val/test)")
-    tr.add_argument("--n-val", type=int, default=None)
-    tr.add_argument("--n-test", type=int, default=None)
-    tr.add_argument("--batch-size", type=int, default=None)
-    tr.add_argument("--lr", type=float, default=None, help="peak learning rate")
-    tr.add_argument("--threads", type=int, default=None,
-                    help="torch threads (default: openmlff.threads' choice: 1 unless a batch holds thousands of atoms)")
-    tr.add_argument("--hyperparameters", default=None, help='JSON object overriding the preset, e.g. \'{"num_layers": 4}\'')
+    tr.add_argument("--out", required=True, help="the training folder (model.ckpt; resumed when it exists)")
+    add_config_arguments(tr, TrainingConfig, choices={"architecture": sorted(ARCHITECTURES), "preset": list(PRESETS),
+                                                      "dtype": list(DTYPES)},
+                         group="training settings (openmlff.training.TrainingConfig)")
     tr.add_argument("--quiet", action="store_true")
     tr.set_defaults(handler=_train)
 
@@ -132,7 +126,6 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--quiet", action="store_true")
     an.set_defaults(handler=_analyze)
 
-    from .config import add_config_arguments
     from .md.config import SimulationConfig
     from .md.integrators import INTEGRATORS
     from .md.system import BACKENDS
@@ -210,13 +203,10 @@ def _data_label(args) -> int:
 
 
 def _train(args) -> int:
+    from .config import config_from_args
     from .training import TrainingConfig, train
 
-    overrides = {k: v for k, v in dict(
-        n_train=args.n_train, n_val=args.n_val, n_test=args.n_test, batch_size=args.batch_size,
-        learning_rate=args.lr, max_epochs=args.max_epochs, torch_threads=args.threads).items() if v is not None}
-    config = TrainingConfig(architecture=args.model, preset=args.preset, seed=args.seed, time_budget_s=args.time_budget,
-                            hyperparameters=json.loads(args.hyperparameters) if args.hyperparameters else {}, **overrides)
+    config = config_from_args(TrainingConfig, args)
     dataset = _load(args, args.data)
     result = train(dataset, args.out, config, progress=not args.quiet)
     print(f"{result.checkpoint}: {result.epochs} epochs, {result.elapsed_s:.0f} s, stopped: {result.stop_reason}; "
@@ -235,20 +225,20 @@ def _export(args) -> int:
 
 def _metrics(args) -> int:
     from .atomic_io import atomic_write_json
-    from .metrics.evaluation import evaluate_model
-    from .report import add_conformation_clusters, write_metrics_plots, write_metrics_tables
-
+    from .data.splits import select_frames
+    from .metrics.report import metrics_report
+    from .report import write_metrics_plots, write_metrics_tables
     from .threads import set_threads
+    from .training.checkpoint import read_split
 
     dataset = _load(args, args.data)
     set_threads(args.threads, atoms_per_call=args.batch_size * dataset.n_atoms)
-    indices = _frame_selection(args, dataset.n_frames) if args.frames != "all" else None
+    split = read_split(args.checkpoint)[0] if args.checkpoint else None
+    indices = select_frames(args.frames, dataset.n_frames, split)
     dataset = dataset.subset(indices) if indices is not None else dataset
-    result = evaluate_model(args.model, dataset, batch_size=args.batch_size, force_unit=args.force_unit,
-                            energy_unit=args.energy_unit, include_frames=True)
-    report = metrics_report(result, frames=args.frames)
-    report["frames"]["dataset_frame"] = [int(i) for i in (indices if indices is not None else range(dataset.n_frames))]
-    add_conformation_clusters(report, dataset.R, n_clusters=args.n_clusters, seed=args.cluster_seed)
+    report = metrics_report(args.model, dataset, frames_label=args.frames, dataset_frames=indices,
+                            batch_size=args.batch_size, force_unit=args.force_unit, energy_unit=args.energy_unit,
+                            n_clusters=args.n_clusters, cluster_seed=args.cluster_seed)
     atomic_write_json(args.out, report)
     out = Path(args.out)
     tables = write_metrics_tables(report, args.csv_dir or out.with_name(f"{out.stem}_csv"))
@@ -294,38 +284,6 @@ def _analyze(args) -> int:
         print(f"  model errors not evaluated: {diagnosis['reason']}")
     print(f"wrote {files['json'][0]} and {len(files['tables'])} tables, {len(files['plots'])} figures in {out}")
     return 0
-
-
-def metrics_report(result: dict, frames: str = "all") -> dict:
-    """Restructure an evaluation result as the metrics JSON: units, global, elements, atoms, frames, provenance."""
-    sections = {"units", "elements", "atoms", "frames", "model", "data", "evaluation"}
-    return {
-        "units": result["units"],
-        "global": {k: v for k, v in result.items() if k not in sections},
-        "elements": result["elements"],
-        "atoms": result["atoms"],
-        "frames": result.get("frames"),
-        "model": result["model"],
-        "data": dict(result["data"], selection=frames),
-        "evaluation": result["evaluation"],
-    }
-
-
-def _frame_selection(args, n_frames: int):
-    import numpy as np
-
-    sel = args.frames
-    if sel in ("train", "val", "test"):
-        if not args.checkpoint:
-            raise InputError(f"--frames {sel} needs --checkpoint (the training checkpoint that holds the split)")
-        from .training.checkpoint import read_split
-
-        split, _ = read_split(args.checkpoint)
-        return np.asarray(getattr(split, sel))
-    if ":" in sel:
-        start, _, stop = sel.partition(":")
-        return np.arange(n_frames)[slice(int(start) if start else None, int(stop) if stop else None)]
-    raise InputError(f"--frames: expected all, train, val, test or START:STOP, got {sel!r}")
 
 
 def _simulate(args) -> int:

@@ -1,18 +1,20 @@
 """TorchScript export of a trained Potential, speaking OpenMM's units, with its metadata inside.
 
-Contract (DESIGN.md): `forward(positions)` takes an (n_atoms, 3) tensor in nm of any float dtype
+Contract (docs/architecture.md "Exported model contract"): `forward(positions)` takes an (n_atoms, 3) tensor in nm of any float dtype
 and returns the potential energy in kJ/mol as a scalar tensor; periodic models take
 `forward(positions, box_vectors)` with OpenMM's box vectors (3, 3) in nm as rows (the same file
 works without a box for an isolated molecule). `energies(positions)` does the same for a batch
 (n_frames, n_atoms, 3) -> (n_frames,), for fast evaluation. The JSON document
 `openmlff.json`, stored as a TorchScript extra file, says what the model is and what it was
 trained on. The same file runs in TorchForce, in PythonForce and in plain torch.
+
+This module is the writer; the readers (load_exported, read_model_metadata, check_model_atoms,
+energies_and_forces, file_sha256, ModelFileError) live in openmlff.model_file and are re-exported here.
 """
 
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 from pathlib import Path
 from typing import Optional
@@ -21,14 +23,20 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from . import __version__, elements, units
+from . import elements, units
 from .atomic_io import atomic_write
-from .errors import InputError
-from .versions import runtime_versions
+from .model_file import (  # the readers, re-exported for `from openmlff.export import load_exported`
+    METADATA_NAME, REQUIRED_METADATA_KEYS, ModelFileError, check_model_atoms, energies_and_forces, file_sha256,
+    load_exported, read_model_metadata,
+)
 from .models.potential import Potential
+from .versions import runtime_versions
 
-METADATA_NAME = "openmlff.json"
 EXPORT_FORMAT = 1
+
+__all__ = ["EXPORT_FORMAT", "ExportedPotential", "export_checkpoint", "export_potential", "METADATA_NAME",
+           "REQUIRED_METADATA_KEYS", "ModelFileError", "check_model_atoms", "energies_and_forces", "file_sha256",
+           "load_exported", "read_model_metadata"]
 
 
 class ExportedPotential(nn.Module):
@@ -92,9 +100,10 @@ def export_potential(potential: Potential, atomic_numbers, path, metadata: dict 
 
 def export_checkpoint(checkpoint_path, out_path, weights: str = "best") -> Path:
     """Export the model of a training checkpoint, with the training data's fingerprint and metrics in its metadata."""
-    from .training.trainer import load_checkpoint  # training sits above export in the flow
+    from .training.checkpoint import read_checkpoint  # here only, so importing export loads no training code
 
-    potential, ckpt = load_checkpoint(checkpoint_path, weights=weights)
+    checkpoint = read_checkpoint(checkpoint_path)
+    potential, ckpt = checkpoint.potential(weights), checkpoint.state
     best = next((h for h in ckpt["history"] if h["epoch"] == ckpt["best_epoch"]), {})
     split = ckpt["split"]
     metadata = {
@@ -113,79 +122,3 @@ def export_checkpoint(checkpoint_path, out_path, weights: str = "best") -> Path:
         "element_energy_eV": {elements.symbol(z): float(ckpt["element_energy_ev"][z]) for z in sorted(set(ckpt["atomic_numbers"]))},
     }
     return export_potential(potential, ckpt["atomic_numbers"], out_path, metadata)
-
-
-class ModelFileError(InputError):
-    """An exported model file is unreadable, lacks its metadata, or does not fit the structure."""
-
-
-#: Keys every exported model's metadata must have.
-REQUIRED_METADATA_KEYS = ("atomic_numbers", "dtype", "architecture", "cutoff_angstrom")
-
-
-def load_exported(path) -> tuple[torch.jit.ScriptModule, dict]:
-    """The TorchScript module and its openmlff.json metadata.
-
-    ModelFileError naming the file if it cannot be loaded, has no metadata, or lacks one of
-    REQUIRED_METADATA_KEYS.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f"{path}: no such model file")
-    extra = {METADATA_NAME: ""}
-    try:
-        module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
-    except Exception as exc:  # torch raises RuntimeError/ValueError for non-TorchScript files
-        raise ModelFileError(f"{path}: not a TorchScript model file ({str(exc).splitlines()[0]})") from None
-    raw = extra[METADATA_NAME]
-    if not raw:
-        raise ModelFileError(f"{path}: the model file has no '{METADATA_NAME}' metadata (TorchScript extra file)")
-    try:
-        metadata = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ModelFileError(f"{path}: '{METADATA_NAME}' is not valid JSON ({exc})") from None
-    missing = [k for k in REQUIRED_METADATA_KEYS if k not in metadata]
-    if missing:
-        raise ModelFileError(f"{path}: '{METADATA_NAME}' lacks the keys {missing}; required: {list(REQUIRED_METADATA_KEYS)}")
-    return module, metadata
-
-
-def read_model_metadata(path) -> dict:
-    """The openmlff.json metadata of an exported model file (see load_exported for the errors)."""
-    return load_exported(path)[1]
-
-
-def check_model_atoms(model_path, metadata: dict, atomic_numbers, structure_name: str = "structure") -> None:
-    """ModelFileError naming the model file unless its metadata's atomic numbers equal the structure's."""
-    model_zs = [int(z) for z in metadata["atomic_numbers"]]
-    zs = [int(z) for z in np.asarray(atomic_numbers).reshape(-1)]
-    if model_zs == zs:
-        return
-    if len(model_zs) != len(zs):
-        detail = f"the model has {len(model_zs)} atoms, {structure_name} {len(zs)}"
-    else:
-        i = next(k for k, (a, b) in enumerate(zip(model_zs, zs)) if a != b)
-        detail = f"first difference at atom {i}: model Z={model_zs[i]}, {structure_name} Z={zs[i]}"
-    raise ModelFileError(
-        f"{model_path}: the model's atomic numbers (metadata 'atomic_numbers') do not match the {structure_name}: {detail}; "
-        f"model {elements.symbols(model_zs) if model_zs else []}, {structure_name} {elements.symbols(zs) if zs else []}")
-
-
-def file_sha256(path) -> str:
-    """SHA-256 of a file's bytes: the fingerprint of an exported model."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def energies_and_forces(module: torch.jit.ScriptModule, positions_nm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Energies (n_frames,) in kJ/mol and forces (n_frames, n_atoms, 3) in kJ/mol/nm of an exported model."""
-    pos = torch.as_tensor(np.asarray(positions_nm), dtype=torch.float64)
-    if pos.ndim == 2:
-        pos = pos[None]
-    pos.requires_grad_(True)
-    energy = module.energies(pos)
-    (grad,) = torch.autograd.grad(energy.sum(), pos)
-    return energy.detach().numpy(), (-grad).detach().numpy()

@@ -3,7 +3,7 @@
 The lock is an exclusive `flock` on FOLDER/.lock, taken through the `filelock` library. The kernel
 drops it when its process dies, however it dies, so the lock of a killed process is taken over by
 the next one with no clean-up. The holder's host, PID and start time are written beside it
-(FOLDER/.lock.holder) for the message that refuses a second writer. Within one process the lock is
+(FOLDER/.lock.holder, removed on release) for the message that refuses a second writer. Within one process the lock is
 re-entrant (a campaign worker holds its run's lock around run_simulation, which takes it again).
 
 Where it holds: local file systems, NFSv4 and NFSv3 with the Linux client (flock becomes a POSIX
@@ -61,6 +61,8 @@ class FolderLock:
 
     def release(self) -> None:
         if self._lock is not None:
+            if self._lock.lock_counter == 1:  # the last hold: the holder record goes first, the flock after it
+                (self.folder / HOLDER_FILE).unlink(missing_ok=True)
             self._lock.release()
             self._lock = None
 

@@ -16,6 +16,13 @@ HARTREE_IN_EV = 27.211386245988
 BOHR_IN_ANGSTROM = 0.529177210903
 NM_IN_ANGSTROM = 10.0
 FS_IN_PS = 1.0e-3
+FS_IN_NS = 1.0e-6
+SECONDS_PER_MINUTE = 60.0
+SECONDS_PER_HOUR = 3600.0
+SECONDS_PER_DAY = 86400.0
+#: Boltzmann constant in Hartree/K with the digits tblite and xtb use (mctc_constants; CODATA 2018 gives
+#: 3.1668116e-6), so that an electronic temperature in K means what it means in tblite.
+BOLTZMANN_HARTREE_PER_K = 3.166808578545117e-6
 
 #: Internal units of every Dataset and model in openmlff.
 INTERNAL_ENERGY_UNIT = "eV"

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from openmlff.units import FS_IN_PS
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -52,7 +54,7 @@ def main(argv=None) -> int:
     from openmlff.data.shipped import shipped_dataset_path
     from openmlff.export import export_checkpoint
     from openmlff.md import read_run_summary
-    from openmlff.metrics.evaluation import evaluate_model
+    from openmlff.metrics.report import metrics_report
     from openmlff.training import TrainingConfig, train
 
     t_start = time.perf_counter()
@@ -79,9 +81,11 @@ def main(argv=None) -> int:
 
     split = read_checkpoint(result.checkpoint).split
     test_idx, train_idx = split.test, split.train
-    metrics = evaluate_model(model_path, dataset.subset(test_idx), include_frames=True)
+    # The schema of `openmlff metrics --frames test`, conformation clusters included.
+    metrics = metrics_report(model_path, dataset.subset(test_idx), frames_label="test", dataset_frames=test_idx,
+                             cluster_seed=args.seed)
     _write_json(out / "metrics_test.json", metrics)
-    g = metrics
+    g = metrics["global"]
     say(f"      {len(test_idx)} test frames: force MAE {g['force_mae']:.3f}, RMSE {g['force_rmse']:.3f}, "
         f"max {g['force_max']:.3f} kcal/mol/Å; FNM MAE {g['fnm_mae']:.4f} (kcal/mol/Å)/Da; "
         f"energy MAE {g['energy_mae']:.3f} kcal/mol")
@@ -89,7 +93,8 @@ def main(argv=None) -> int:
     n_starts = max(4, args.starts)
     starts = [int(f) for f in test_idx[:n_starts]]
     say(f"[4/5] MD at {args.temperature:g} K, {args.timestep:g} fs, {args.md_steps} steps "
-        f"({args.md_steps * args.timestep / 1000:g} ps) from {n_starts} test conformations, {args.workers} at a time")
+        f"({args.md_steps * args.timestep * FS_IN_PS:g} ps) from {n_starts} test conformations, "
+        f"{args.workers} at a time")
     # A campaign of one model: the runs go to a process pool, each resumes from its own checkpoint, and the
     # bond reference lengths are the mean over the training frames.
     spec = CampaignSpec(
@@ -126,6 +131,7 @@ def _results(args, dataset, data_path, result, model_path, metrics, runs, wall_s
     stable = [r for r in runs if r["stable"]]
     collapse_times = [r["collapse_time_ps"] for r in runs if not r["stable"]]
     keys = ("force_mae", "force_rmse", "force_max", "fnm_mae", "fnm_rmse", "fnm_max", "energy_mae", "energy_rmse")
+    g = metrics["global"]
     return {
         "openmlff_version": __version__,
         "data": {"file": str(data_path), "frames": dataset.n_frames, "atoms": dataset.n_atoms,
@@ -135,10 +141,10 @@ def _results(args, dataset, data_path, result, model_path, metrics, runs, wall_s
                      "best_val_force_mae_kcal_per_mol_per_A": result.best_val_force_mae_kcal_per_mol_per_A,
                      "best_val_energy_mae_kcal_per_mol": result.best_val_energy_mae_kcal_per_mol},
         "model": str(model_path),
-        "test_metrics": {"units": metrics["units"], "n_frames": metrics["n_frames"], **{k: metrics[k] for k in keys},
+        "test_metrics": {"units": metrics["units"], "n_frames": g["n_frames"], **{k: g[k] for k in keys},
                          "elements": metrics["elements"]},
         "md": {"temperature_K": args.temperature, "timestep_fs": args.timestep, "steps_per_run": args.md_steps,
-               "length_ps_per_run": args.md_steps * args.timestep / 1000.0, "runs": runs,
+               "length_ps_per_run": args.md_steps * args.timestep * FS_IN_PS, "runs": runs,
                "n_runs": len(runs), "n_stable": len(stable),
                "median_time_to_collapse_ps": float(np.median(collapse_times)) if collapse_times else None,
                "wall_time_s": round(md_wall_s, 1)},
@@ -164,7 +170,7 @@ def _summary_text(res: dict) -> str:
     ]
     for r in md["runs"]:
         if r["stable"]:
-            fate = f"stable for {r['steps_completed'] * md['timestep_fs'] / 1000:g} ps"
+            fate = f"stable for {r['steps_completed'] * md['timestep_fs'] * FS_IN_PS:g} ps"
         else:
             bond = r.get("first_broken_bond") or {}
             where = f", first broken bond {bond.get('elements')} atoms {bond.get('atoms')}" if bond else ""

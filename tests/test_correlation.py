@@ -66,6 +66,27 @@ def test_vectorised_bootstrap_statistics_match_scipy_row_by_row(n):
         assert tau[k] == pytest.approx(_scipy(stats.kendalltau, X[k], Y[k]).statistic, abs=1e-12)
 
 
+def test_intervals_are_scipys_percentile_bootstrap_of_the_pairs():
+    """scipy.stats.bootstrap (paired, percentile) gives the intervals; they equal the quantiles over the explicit
+    draws rng.integers(0, n, (n_bootstrap, n)) of numpy's default_rng(seed), and scipy's own interval when every
+    resample is defined."""
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=30)
+    y = x + rng.normal(size=30)
+    n_boot, seed = 300, 4
+    res = rank_correlations(x, y, n_bootstrap=n_boot, seed=seed)
+    idx = np.random.default_rng(seed).integers(0, x.size, size=(n_boot, x.size))
+    for name, fn in (("spearman", stats.spearmanr), ("kendall", stats.kendalltau)):
+        values = [fn(x[row], y[row]).statistic for row in idx]
+        assert res[f"{name}_ci_low"] == pytest.approx(np.quantile(values, 0.025), abs=1e-12)
+        assert res[f"{name}_ci_high"] == pytest.approx(np.quantile(values, 0.975), abs=1e-12)
+        scipy_ci = stats.bootstrap((x, y), lambda a, b: fn(a, b).statistic, paired=True, vectorized=False,
+                                   n_resamples=n_boot, method="percentile",
+                                   random_state=np.random.default_rng(seed)).confidence_interval
+        assert (res[f"{name}_ci_low"], res[f"{name}_ci_high"]) == pytest.approx(tuple(scipy_ci), abs=1e-12)
+    assert res["n_bootstrap_valid"] == n_boot
+
+
 def test_monotone_data_give_plus_and_minus_one_with_degenerate_intervals():
     x = np.array([0.3, 1.0, 2.5, 4.0, 7.0, 9.0])
     up = rank_correlations(x, x**2 + 1, n_bootstrap=300)
@@ -129,6 +150,19 @@ def test_roc_auc_by_hand_with_a_tie():
     assert math.isnan(roc_auc([1.0, 2.0], [1, 1]))
     with pytest.raises(ValueError, match="0/1"):
         roc_auc([1.0, 2.0], [0, 2])
+
+
+@pytest.mark.parametrize("scores, labels", [
+    ([0.1, 0.4, 0.4, 0.8], [0, 0, 1, 1]),  # one tie across the classes
+    ([2.0, 2.0, 2.0, 2.0], [0, 1, 0, 1]),  # all tied: 1/2
+    ([3.0, 1.0, 2.0, 2.0, 2.0, 5.0], [1, 0, 1, 0, 0, 1]),  # a positive tied with two negatives
+    ([0.0, 0.0, 1.0, 1.0, 1.0], [1, 1, 0, 0, 1]),  # ties within and across the classes
+    (np.round(np.random.default_rng(5).normal(size=40), 0), np.random.default_rng(6).random(40) > 0.6),
+])
+def test_roc_auc_from_mann_whitney_equals_the_pair_formula_with_ties(scores, labels):
+    s, y = np.asarray(scores, dtype=float), np.asarray(labels, dtype=bool)
+    pairs = [1.0 if p > n else 0.5 if p == n else 0.0 for p in s[y] for n in s[~y]]
+    assert roc_auc(s, y) == pytest.approx(np.mean(pairs), abs=1e-15)
 
 
 def test_roc_auc_matches_mann_whitney_and_curve_area():

@@ -1,4 +1,4 @@
-"""openmlff.md.monitor: the stability criterion of DESIGN.md on real aspirin geometries."""
+"""openmlff.md.monitor: the stability criterion of docs/architecture.md on real aspirin geometries."""
 
 from __future__ import annotations
 

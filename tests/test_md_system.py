@@ -1,5 +1,5 @@
 """openmlff.md.system: model metadata, the System, and one model giving the same energies and forces
-in TorchForce, PythonForce and plain torch (DESIGN.md, exported model contract)."""
+in TorchForce, PythonForce and plain torch (docs/architecture.md, "Exported model contract")."""
 
 from __future__ import annotations
 

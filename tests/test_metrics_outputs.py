@@ -17,6 +17,7 @@ from openmlff.data import Dataset, load_dataset
 from openmlff.export import ModelFileError
 from openmlff.metrics import ForceErrorAccumulator
 from openmlff.metrics.evaluation import evaluate_model, predict_batches
+from openmlff.metrics.report import metrics_report
 from openmlff.report import PLOT_NAMES, TABLE_NAMES, read_table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -89,6 +90,25 @@ def test_default_table_folder_and_cluster_rule(model, data_path, tmp_path):
     assert "silhouette" in info["rule"]
     assert info["n_clusters"] == info["k_candidates"][int(np.argmax(info["silhouette"]))]
     assert not (tmp_path / "run1" / "element_errors.png").exists()  # figures only with --plots
+
+
+def _without_timings(report: dict) -> dict:
+    return {**report, "evaluation": {k: v for k, v in report["evaluation"].items() if k == "batch_size"}}
+
+
+def test_metrics_report_writes_the_schema_of_openmlff_metrics(model, data_path, tmp_path):
+    """The one metrics report (also the quick start's metrics_test.json) is what `openmlff metrics` writes."""
+    out = tmp_path / "m.json"
+    assert run_metrics("--model", model, "--data", data_path, "--out", out, "--frames", "20:60", "--n-clusters", 3,
+                       "--cluster-seed", 2) == 0
+    written = json.loads(out.read_text())
+    frames = np.arange(20, 60)
+    report = metrics_report(model, load_dataset(data_path).subset(frames), frames_label="20:60", dataset_frames=frames,
+                            n_clusters=3, cluster_seed=2)
+    assert list(report) == list(written) and list(report["frames"]) == list(written["frames"])
+    assert json.loads(json.dumps(_without_timings(report))) == _without_timings(written)
+    with pytest.raises(ValueError, match="one per frame"):
+        metrics_report(model, load_dataset(data_path).subset(frames), dataset_frames=frames[:5])
 
 
 def test_dataset_of_other_atoms_is_refused_naming_both_files(model, test_data, capsys):

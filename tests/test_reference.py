@@ -46,6 +46,32 @@ def test_gfn2_forces_match_finite_differences_of_energy(methanol):
     np.testing.assert_allclose(forces, finite_difference_forces(method, z, pos), atol=5e-4)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_tblite_runs_with_its_openmp_runtime_limited(methanol, monkeypatch, threads):
+    """threadpoolctl limits the OpenMP runtime tblite loaded while tblite computes, and restores it afterwards."""
+    from tblite.interface import Calculator
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def openmp_threads():
+        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "openmp"]
+
+    seen = []
+    singlepoint = Calculator.singlepoint
+
+    def spy(self, *args, **kwargs):
+        seen.append(openmp_threads())
+        return singlepoint(self, *args, **kwargs)
+
+    monkeypatch.setattr(Calculator, "singlepoint", spy)
+    z, pos = methanol
+    with threadpool_limits(limits=3, user_api="openmp"):  # what the process had before: not the count asked for
+        assert openmp_threads() and set(openmp_threads()) == {3}
+        XTBReference("gfn2-xtb", XTBSettings(openmp_threads=threads)).compute(z, pos)
+        assert set(openmp_threads()) == {3}
+        XTBReference("gfn2-xtb", XTBSettings(openmp_threads=None)).compute(z, pos)
+    assert [set(s) for s in seen] == [{threads}, {3}]
+
+
 def test_gfn2_units_agree_with_tblites_own_ase_calculator(methanol):
     from tblite.ase import TBLite
 

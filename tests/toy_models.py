@@ -1,4 +1,4 @@
-"""Toy exported models for MD tests: real TorchScript files that obey the export contract (DESIGN.md).
+"""Toy exported models for MD tests: real TorchScript files that obey the export contract (docs/architecture.md).
 
 `forward(positions)` takes (n_atoms, 3) positions in nm of any float dtype, casts them to the
 model's dtype and returns the energy in kJ/mol: harmonic springs on the bonds (covalent radii) and

@@ -138,7 +138,7 @@ def analyze_run(run_dir, data=None, model=None, config: AnalysisConfig | None = 
 
 def _model(run: RunData, model) -> tuple[Path, dict, dict]:
     """The model to evaluate, its metadata, and a JSON block saying which file it is and whether it is the run's."""
-    from ..export import file_sha256, read_model_metadata
+    from ..model_file import file_sha256, read_model_metadata
 
     recorded_sha = run.record["model"].get("sha256")
     path = Path(model) if model is not None else run.model_path
@@ -301,7 +301,7 @@ def _diagnosis(run: RunData, broken: list[dict], model_path: Path, reference: Re
 
 
 def _has_batched_energies(model_path: Path) -> bool:
-    from ..export import load_exported
+    from ..model_file import load_exported
 
     module, _ = load_exported(model_path)
     return hasattr(module, "energies")

@@ -1,4 +1,4 @@
-"""Bond-length deviations over a trajectory and the order in which bonds break (DESIGN.md "Stability criterion").
+"""Bond-length deviations over a trajectory and the order in which bonds break (docs/architecture.md "Stability criterion").
 
 The bonds and their reference lengths are those of the MD stability monitor
 (openmlff.md.monitor.StabilityMonitor: covalent radii on the starting structure, reference length

@@ -17,13 +17,14 @@ import numpy as np
 from ..analysis.diagnosis import atom_error_summary
 from ..analysis.reference_data import find_reference_data, model_splits
 from ..errors import InputError
-from ..export import read_model_metadata
+from ..model_file import read_model_metadata
 from ..md.runner import read_run_summary
 from ..metrics.correlation import DEFAULT_N_BOOTSTRAP, campaign_correlation
 from ..metrics.evaluation import evaluate_model
 from ..metrics.metric_sets import model_metric_sets, start_conformation_metrics
 from ..report.campaign_page import diagnosis_entry, write_correlation_report
 from ..report.correlation_outputs import write_correlation_tables
+from ..units import FS_IN_PS
 from .spec import DatasetFrames
 from .state import CampaignDirectory
 
@@ -39,7 +40,7 @@ def correlate_campaign(campaign_dir, out_dir=None, *, data=None, n_bootstrap: in
     where = CampaignDirectory(campaign_dir)
     spec = where.spec()
     out = Path(out_dir) if out_dir else where.directory / "correlation"
-    horizon_ps = spec.steps * spec.timestep_fs * 1e-3
+    horizon_ps = spec.steps * spec.timestep_fs * FS_IN_PS
     several_temperatures = len(spec.temperatures_K) > 1
 
     runs, start_frames = [], {}

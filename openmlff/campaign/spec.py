@@ -50,6 +50,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..resume import ABSENT, Difference, resume_differences, short_value
+from ..units import FS_IN_PS
 
 SPEC_SUFFIXES = (".toml", ".json")
 SPLIT_SETS = ("train", "val", "test")
@@ -191,7 +192,7 @@ class CampaignSpec:
     def check_models(self) -> None:
         """Refuse a missing or unreadable model file (CampaignSpecError naming the spec and the field): called
         before a campaign runs, so a bad model fails once, not run by run."""
-        from ..export import read_model_metadata
+        from ..model_file import read_model_metadata
 
         where = self.source or "the campaign spec"
         for label, path in self.models.items():
@@ -479,7 +480,7 @@ class _Parser:
             if not isinstance(length, (int, float)) or isinstance(length, bool) or not length > 0:
                 raise self.error("md.length_ps", f"expected a positive number of ps, got {length!r}")
             timestep_fs = md.get("timestep_fs", SimulationConfig.timestep_fs)
-            md["steps"] = int(round(length * 1000.0 / timestep_fs))
+            md["steps"] = int(round(length / (timestep_fs * FS_IN_PS)))
         return md
 
     def check_md_values(self, spec: CampaignSpec) -> None:

@@ -35,6 +35,7 @@ from pathlib import Path
 from ..atomic_io import atomic_write_json
 from ..errors import InputError
 from ..locks import BusyError, FolderLock, is_locked
+from ..units import FS_IN_NS, SECONDS_PER_DAY, SECONDS_PER_HOUR, SECONDS_PER_MINUTE
 from .spec import GROWABLE_FIELDS, CampaignSpec, CampaignSpecError, spec_changes
 
 CAMPAIGN_FILE = "campaign.json"
@@ -47,8 +48,6 @@ PENDING, RUNNING, INTERRUPTED = "pending", "running", "interrupted"
 FINISHED_STABLE, FINISHED_COLLAPSED, FAILED = "finished-stable", "finished-collapsed", "failed"
 RUN_STATES = (PENDING, RUNNING, INTERRUPTED, FINISHED_STABLE, FINISHED_COLLAPSED, FAILED)
 FINISHED_STATES = (FINISHED_STABLE, FINISHED_COLLAPSED)
-_FS_IN_NS = 1.0e-6
-_SECONDS_PER_DAY = 86400.0
 
 
 class CampaignBusyError(BusyError):
@@ -250,7 +249,7 @@ def campaign_status(directory) -> dict:
     to_do = [steps - min(r["steps_simulated"], steps) for r in rows if r["state"] in (PENDING, RUNNING, INTERRUPTED)]
     time_left = None
     if ns_per_day and to_do:
-        steps_per_s = ns_per_day / (timestep_fs * _FS_IN_NS) / _SECONDS_PER_DAY
+        steps_per_s = ns_per_day / (timestep_fs * FS_IN_NS) / SECONDS_PER_DAY
         at_once = min(workers, len(to_do))
         time_left = max(sum(to_do) / (steps_per_s * at_once), max(to_do) / steps_per_s)
     elif not to_do:
@@ -299,8 +298,8 @@ def format_duration(seconds: float | None) -> str:
     if seconds < 90:
         return f"{seconds:.0f} s"
     if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
+        return f"{seconds / SECONDS_PER_MINUTE:.0f} min"
+    return f"{seconds / SECONDS_PER_HOUR:.1f} h"
 
 
 def _run_files(run_dir):

@@ -25,6 +25,8 @@ import numpy as np
 
 from ..atomic_io import atomic_write
 from ..errors import InputError, StateError
+from ..resume import check_resumable
+from ..units import FS_IN_PS
 from ..reference import ReferenceCalculator, ReferenceMethodError, get_reference_method, package_versions
 from .dataset import Dataset
 
@@ -199,11 +201,7 @@ class _LangevinRun:
         with np.load(path, allow_pickle=False) as data:
             saved = json.loads(str(data["identity"]))
             now = self.identity()
-            differing = [k for k in now if saved.get(k) != now[k]]
-            if differing:
-                details = "; ".join(f"{k}: {saved.get(k)!r} in checkpoint, {now[k]!r} now" for k in differing)
-                raise InputError(f"{path}: checkpoint of a different sampling run ({details}); "
-                                 "delete it or choose another output path")
+            check_resumable({k: saved.get(k) for k in now}, now, where=str(path), job="sampling run")
             self.rng.bit_generator.state = json.loads(str(data["rng_state"]))
             self.atoms.set_positions(data["positions"])
             self.atoms.set_momenta(data["momenta"])
@@ -226,7 +224,7 @@ class _LangevinRun:
             "charge": self.charge, "multiplicity": self.multiplicity,
             "sampler": "ASE Langevin (ase.md.langevin.Langevin, fixcm=False), Maxwell-Boltzmann start",
             **asdict(cfg), "total_steps": self.step,
-            "simulated_time_ps": self.step * cfg.timestep_fs * 1e-3,
+            "simulated_time_ps": self.step * cfg.timestep_fs * FS_IN_PS,
             "mean_kinetic_temperature_K": float(np.mean(self.frames_T[:cfg.n_frames])),
             "resumed_from_step": self.resumed_from_step,
             "wall_time_s_last_session": round(wall_time_s, 3),

@@ -125,3 +125,22 @@ def make_split(n_frames: int, n_train: int | None = None, n_val: int | None = No
     order = np.random.default_rng(seed).permutation(n_frames)
     a, b, c = sizes["train"], sizes["val"], sizes["test"]
     return Split(train=order[:a], val=order[a:a + b], test=order[a + b:a + b + c], seed=seed, n_frames=n_frames)
+
+
+def select_frames(selection: str, n_frames: int, split: Split | None = None) -> np.ndarray | None:
+    """Frame indices named by `selection`: 'all' (None: every frame), 'train'/'val'/'test' (a set of `split`),
+    or a range 'START:STOP' (Python slice rules). InputError naming what is missing or malformed."""
+    if selection == "all":
+        return None
+    if selection in _SET_NAMES:
+        if split is None:
+            raise InputError(f"--frames {selection} needs --checkpoint (the training checkpoint that holds the split)")
+        return np.asarray(getattr(split, selection))
+    if ":" in selection:
+        start, _, stop = selection.partition(":")
+        try:
+            window = slice(int(start) if start else None, int(stop) if stop else None)
+        except ValueError:
+            raise InputError(f"--frames: expected all, train, val, test or START:STOP, got {selection!r}") from None
+        return np.arange(n_frames)[window]
+    raise InputError(f"--frames: expected all, train, val, test or START:STOP, got {selection!r}")

@@ -27,7 +27,7 @@ from openmm import unit
 
 from ..atomic_io import atomic_write_bytes, atomic_write_json
 from ..errors import InputError
-from ..units import FS_IN_PS, NM_IN_ANGSTROM
+from ..units import FS_IN_NS, FS_IN_PS, NM_IN_ANGSTROM, SECONDS_PER_DAY
 
 if TYPE_CHECKING:
     from .rundir import RunDirectory
@@ -66,15 +66,13 @@ class StepRecord:
 
 
 _KJ_PER_MOL_PER_K = unit.MOLAR_GAS_CONSTANT_R.value_in_unit(unit.kilojoule_per_mole / unit.kelvin)
-_FS_IN_NS = 1.0e-6
-_SECONDS_PER_DAY = 86400.0
 
 
 def ns_per_day(steps: int, timestep_fs: float, wall_s: float) -> float:
     """Simulation speed: `steps` of `timestep_fs` done in `wall_s` seconds, in ns/day (0 when nothing was timed)."""
     if steps <= 0 or wall_s <= 0:
         return 0.0
-    return steps * timestep_fs * _FS_IN_NS / (wall_s / _SECONDS_PER_DAY)
+    return steps * timestep_fs * FS_IN_NS / (wall_s / SECONDS_PER_DAY)
 
 
 def temperature_K(kinetic_energy_kJ_per_mol: float, degrees_of_freedom: int) -> float:

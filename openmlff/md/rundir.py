@@ -20,18 +20,15 @@ from .. import elements
 from ..atomic_io import atomic_write_json
 from ..errors import InputError
 from ..locks import BusyError, FolderLock, is_locked
+from ..model_file import file_sha256
+from ..resume import ResumeMismatchError, check_resumable
 from ..versions import runtime_versions
 from .config import EXTENSIBLE_FIELDS, RESUMABLE_CHANGES, SimulationConfig
 from .integrators import INTEGRATORS
-from .system import file_sha256
 from .trajectory import TRAJECTORY_FILES, hdf5_partial_path
 
 CHECKPOINT_JSON = "checkpoint.json"
 CHECKPOINT_PREFIX = "checkpoint_step"
-
-
-class ResumeMismatchError(InputError):
-    """A run directory was started with other inputs than the ones given now; the message names them."""
 
 
 class RunBusyError(BusyError):
@@ -225,33 +222,24 @@ def run_record(model_path: Path, metadata: dict, zs, start_angstrom, reference, 
     }
 
 
-def _resume_identity(record: dict) -> dict[str, object]:
+def _resume_identity(record: dict) -> dict:
     """The inputs that must be equal to resume a run, keyed by the name used in error messages."""
-    identity = {
+    return {
         "model sha256": record["model"]["sha256"],
         "atomic_numbers": record["structure"]["atomic_numbers"],
         "starting positions (sha256)": record["structure"]["positions_sha256"],
         "reference positions (sha256)": (record["reference_positions"] or {}).get("sha256"),
         "platform": record["platform"]["name"],
         "platform properties": record["platform"]["properties_requested"],
+        "config": {f.name: record["config"].get(f.name) for f in fields(SimulationConfig)},
     }
-    for f in fields(SimulationConfig):
-        if f.name not in RESUMABLE_CHANGES + EXTENSIBLE_FIELDS:
-            identity[f"config.{f.name}"] = record["config"].get(f.name)
-    return identity
 
 
 def check_same_inputs(run_json: Path, recorded: dict, record: dict) -> None:
-    old, new = _resume_identity(recorded), _resume_identity(record)
-    changed = [k for k in new if old.get(k) != new[k]]
-    details = [f"{k}: recorded {_short(old.get(k))}, now {_short(new[k])}" for k in changed]
-    old_steps, new_steps = recorded["config"]["steps"], record["config"]["steps"]
-    if new_steps < old_steps:
-        details.append(f"config.steps: recorded {old_steps}, now {new_steps} (steps may only grow, to extend a run)")
-    if details:
-        raise ResumeMismatchError(
-            f"{run_json.parent}: cannot resume, inputs differ from {run_json.name}: {'; '.join(details)}. "
-            "Use a new output directory for a different run.")
+    """ResumeMismatchError naming every input that differs from run.json (openmlff.resume.check_resumable)."""
+    check_resumable(_resume_identity(recorded), _resume_identity(record), where=str(run_json),
+                    may_change=[f"config.{n}" for n in RESUMABLE_CHANGES],
+                    may_grow=[f"config.{n}" for n in EXTENSIBLE_FIELDS])
 
 
 def record_extension(paths: RunDirectory, recorded: dict, steps: int) -> None:
@@ -262,11 +250,6 @@ def record_extension(paths: RunDirectory, recorded: dict, steps: int) -> None:
     recorded["config"]["steps"] = int(steps)
     atomic_write_json(paths.run_json, recorded)
     paths.summary_json.unlink(missing_ok=True)
-
-
-def _short(value) -> str:
-    text = json.dumps(value)
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _now() -> str:

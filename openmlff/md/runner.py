@@ -1,5 +1,5 @@
 """Production MD with an exported model in OpenMM, watched by the stability monitor, written to a run
-directory that can be resumed after any interruption (DESIGN.md "MD run directory").
+directory that can be resumed after any interruption (docs/architecture.md "MD run directory").
 
 The run directory holds:
   run.json          every input (model SHA-256, atoms, starting positions, config), versions, platform and

@@ -1,7 +1,7 @@
 """Where a run starts: a frame of a dataset or a structure (built-in name or file), then run_simulation.
 
 A dataset start also gives the monitor its reference bond lengths (the mean over the dataset's
-frames, as DESIGN.md asks); a structure start uses its own topology (residues, bonds) for the
+frames, as docs/architecture.md "Stability criterion" asks); a structure start uses its own topology (residues, bonds) for the
 trajectory and the starting structure as the bond reference.
 """
 

@@ -1,6 +1,6 @@
 """The OpenMM System of a molecule driven by an exported TorchScript model.
 
-The model file follows the export contract (DESIGN.md): `forward(positions)` takes (n_atoms, 3)
+The model file follows the export contract (docs/architecture.md "Exported model contract"): `forward(positions)` takes (n_atoms, 3)
 positions in nm of any float dtype and returns the potential energy in kJ/mol; a JSON document
 `openmlff.json` inside the file (a TorchScript extra file) describes it. The model enters OpenMM
 through openmmtorch.TorchForce (C++, fast) or openmm.PythonForce (Python callback, for
@@ -17,8 +17,9 @@ from openmm import unit
 
 from .. import elements
 from ..errors import InputError
-from ..export import METADATA_NAME as MODEL_METADATA_FILE
-from ..export import ModelFileError, check_model_atoms, file_sha256, read_model_metadata
+from ..model_file import (
+    METADATA_NAME as MODEL_METADATA_FILE, ModelFileError, check_model_atoms, file_sha256, read_model_metadata,
+)
 
 #: Ways of attaching the model to the System.
 BACKENDS = ("torchforce", "pythonforce")

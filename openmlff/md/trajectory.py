@@ -32,7 +32,7 @@ from openmm import unit
 
 from ..atomic_io import atomic_write
 from ..errors import InputError
-from ..units import FS_IN_PS
+from ..units import FS_IN_PS, NM_IN_ANGSTROM
 from .reporters import FileBacked, ScheduledReporter, StepRecord
 
 #: Trajectory format -> file name in the run directory.
@@ -315,7 +315,7 @@ class HDF5TrajectoryWriter(TrajectoryWriter):
                     if len(xyz_angstrom) == 0:
                         break
                     steps = self.first_step + self.interval_steps * np.arange(k, k + len(xyz_angstrom))
-                    h5.write(coordinates=xyz_angstrom / np.float32(10.0),
+                    h5.write(coordinates=xyz_angstrom / np.float32(NM_IN_ANGSTROM),
                              time=(steps * self.timestep_fs * FS_IN_PS).astype(np.float32))
                     k += len(xyz_angstrom)
 

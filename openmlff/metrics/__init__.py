@@ -2,7 +2,7 @@
 
 After Wang et al., J. Chem. Phys. 159, 035101 (2023); formulas in the docstrings of
 `force_metrics` and `conformations`. Plain functions on numpy arrays, plus one accumulator for
-evaluating many frames batch by batch.
+evaluating many frames batch by batch, and `report.metrics_report`, the metrics JSON of a model.
 """
 
 from .conformations import (
@@ -23,11 +23,13 @@ from .force_metrics import (
     jsonable,
     metric_units,
 )
+from .report import add_conformation_clusters, metrics_report
 
 __all__ = [
     "FNM_KEYS",
     "FORCE_KEYS",
     "ForceErrorAccumulator",
+    "add_conformation_clusters",
     "assign_clusters",
     "atom_force_metrics",
     "cluster_conformations",
@@ -38,5 +40,6 @@ __all__ = [
     "global_force_metrics",
     "jsonable",
     "metric_units",
+    "metrics_report",
     "silhouette_score",
 ]

@@ -1,4 +1,4 @@
-"""Does a force metric predict MD stability? Rank correlations and ROC analysis (DESIGN.md "Correlation").
+"""Does a force metric predict MD stability? Rank correlations and ROC analysis (docs/architecture.md "Correlation").
 
 After Wang et al. (JCP 159, 035101, 2023), who found the global force MAE a poor predictor of
 stability and fine-grained metrics (hydrogen FNM, maximum errors, the ratio of bad points of a
@@ -26,8 +26,13 @@ Confidence intervals are percentile bootstrap intervals: the statistic is recomp
 runs of one starting conformation together, for the ROC AUC), and the interval is the
 ((1-c)/2, (1+c)/2) quantiles of the resampled values. A resample on which the statistic is
 undefined (all x or all y equal, a single class) is left out; how many were kept is reported.
-All functions are deterministic for a given seed. With fewer than 3 finite pairs, or constant x
-or y, coefficients, p-values and intervals are NaN.
+The resamples and the bootstrap distribution come from scipy.stats.bootstrap (paired for the
+rank correlations; the group indices are the resampled sample for the ROC AUC); its own
+interval is not used because it turns NaN as soon as one resample is undefined. Percentile, not
+BCa: BCa's jackknife acceleration is undefined for the same degenerate resamples, and the
+percentile interval is what earlier tables report. All functions are deterministic for a given
+seed. With fewer than 3 finite pairs, or constant x or y, coefficients, p-values and intervals
+are NaN.
 """
 
 from __future__ import annotations
@@ -145,11 +150,20 @@ def _check_bootstrap_settings(n_bootstrap: int, confidence: float) -> None:
         raise InputError(f"confidence must be in (0, 1), e.g. 0.95, got {confidence}")
 
 
-def _resample_indices(rng: np.random.Generator, n: int, n_bootstrap: int):
-    """Blocks of bootstrap index rows (b, n), drawn with replacement, in bounded memory."""
-    block = max(1, _ELEMENTS_PER_BLOCK // max(1, n))
-    for start in range(0, n_bootstrap, block):
-        yield rng.integers(0, n, size=(min(block, n_bootstrap - start), n))
+def _bootstrap_distribution(data, statistic, n_bootstrap: int, seed: int, paired: bool = False) -> np.ndarray:
+    """The vectorised `statistic(*samples, axis=-1)` on `n_bootstrap` resamples of `data` (scipy.stats.bootstrap).
+
+    scipy draws rng.integers(0, n, (b, n)) for each batch of b resamples (b bounded so that the
+    arrays stay small), from numpy's default_rng(seed). Undefined resamples stay NaN, for
+    `percentile_interval` to leave out.
+    """
+    n = len(data[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)  # its interval is NaN with NaN resamples
+        result = stats.bootstrap(data, statistic, n_resamples=int(n_bootstrap), batch=max(1, _ELEMENTS_PER_BLOCK // n),
+                                 vectorized=True, paired=paired, method="percentile",
+                                 random_state=np.random.default_rng(seed))
+    return np.asarray(result.bootstrap_distribution)
 
 
 def rank_correlations(x, y, n_bootstrap: int = DEFAULT_N_BOOTSTRAP, confidence: float = DEFAULT_CONFIDENCE,
@@ -182,14 +196,13 @@ def rank_correlations(x, y, n_bootstrap: int = DEFAULT_N_BOOTSTRAP, confidence: 
     out.update(spearman_rho=float(spearman.statistic), spearman_p=float(spearman.pvalue),
                kendall_tau=float(kendall.statistic), kendall_p=float(kendall.pvalue))
     if n_bootstrap:
-        rng = np.random.default_rng(seed)
-        rho, tau = [], []
-        for idx in _resample_indices(rng, n, int(n_bootstrap)):
-            rho.append(spearman_rows(x[idx], y[idx]))
-            tau.append(kendall_tau_b_rows(x[idx], y[idx]))
-        low, high, valid = percentile_interval(np.concatenate(rho), confidence)
+        # One seed for both: rho and tau come from the same resampled pairs.
+        rho = _bootstrap_distribution((x, y), lambda X, Y, axis: spearman_rows(X, Y), n_bootstrap, seed, paired=True)
+        tau = _bootstrap_distribution((x, y), lambda X, Y, axis: kendall_tau_b_rows(X, Y), n_bootstrap, seed,
+                                     paired=True)
+        low, high, valid = percentile_interval(rho, confidence)
         out.update(spearman_ci_low=low, spearman_ci_high=high, n_bootstrap_valid=valid)
-        low, high, _ = percentile_interval(np.concatenate(tau), confidence)
+        low, high, _ = percentile_interval(tau, confidence)
         out.update(kendall_ci_low=low, kendall_ci_high=high)
     return out
 
@@ -213,16 +226,18 @@ def _scores_and_labels(scores, labels) -> tuple[np.ndarray, np.ndarray, np.ndarr
 def roc_auc(scores, labels) -> float:
     """ROC AUC of `scores` for the positive class of `labels` (True/1), Mann-Whitney form, ties counted 1/2.
 
-    AUC = (R_+ - n_+(n_+ + 1)/2) / (n_+ n_-) with R_+ the sum of the positives' average ranks among
-    all scores: equal to the pair formula of the module docstring. Samples with a non-finite score
-    are dropped. NaN when there are no positives or no negatives.
+    AUC = U / (n_+ n_-), U the Mann-Whitney statistic of the positives' scores against the
+    negatives' (scipy.stats.mannwhitneyu, average ranks for ties): equal to the pair formula of the
+    module docstring. Samples with a non-finite score are dropped. NaN when there are no
+    positives or no negatives.
     """
     s, y, _ = _scores_and_labels(scores, labels)
     n_pos, n_neg = int(y.sum()), int((~y).sum())
     if n_pos == 0 or n_neg == 0:
         return math.nan
-    ranks = stats.rankdata(s)
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+    # The asymptotic method skips the exact null distribution, which only the p-value (unused) needs.
+    u = stats.mannwhitneyu(s[y], s[~y], method="asymptotic").statistic
+    return float(u / (n_pos * n_neg))
 
 
 def roc_curve(scores, labels) -> dict:
@@ -275,16 +290,23 @@ def roc_auc_bootstrap(scores, labels, groups=None, n_bootstrap: int = DEFAULT_N_
     e_group, e_score, e_label = entries[:, 0].astype(np.int64), entries[:, 1], entries[:, 2].astype(bool)
     pos, neg = np.flatnonzero(e_label), np.flatnonzero(~e_label)
     K = (np.sign(e_score[pos][:, None] - e_score[neg][None, :]) + 1.0) / 2.0  # (P, N): 1, ½, 0
-    rng = np.random.default_rng(seed)
-    aucs = []
-    for idx in _resample_indices(rng, n_groups, int(n_bootstrap)):
-        counts = np.stack([np.bincount(row, minlength=n_groups) for row in idx]).astype(np.float64)
+
+    def weighted_auc(idx, axis):
+        """AUC* of each row of resampled group indices (b, n_groups)."""
+        b = idx.shape[0]
+        counts = np.bincount((idx + n_groups * np.arange(b)[:, None]).ravel(), minlength=b * n_groups)
+        counts = counts.reshape(b, n_groups).astype(np.float64)  # times each group was drawn
         w_pos = counts[:, e_group[pos]] * multiplicity[pos]
         w_neg = counts[:, e_group[neg]] * multiplicity[neg]
         denom = w_pos.sum(1) * w_neg.sum(1)
         with np.errstate(invalid="ignore", divide="ignore"):
-            aucs.append(np.where(denom > 0, ((w_pos @ K) * w_neg).sum(1) / denom, np.nan))
-    low, high, valid = percentile_interval(np.concatenate(aucs), confidence)
+            return np.where(denom > 0, ((w_pos @ K) * w_neg).sum(1) / denom, np.nan)
+
+    if n_groups > 1:  # the groups are the sample scipy resamples; each AUC* is computed from the drawn groups
+        aucs = _bootstrap_distribution((np.arange(n_groups),), weighted_auc, n_bootstrap, seed)
+    else:  # scipy needs two observations; every resample of one group is the data itself
+        aucs = np.full(int(n_bootstrap), out["roc_auc"])
+    low, high, valid = percentile_interval(aucs, confidence)
     out.update(roc_auc_ci_low=low, roc_auc_ci_high=high, n_bootstrap_valid=valid)
     return out
 

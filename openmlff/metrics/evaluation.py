@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from .. import units
 from ..data.dataset import Dataset, DatasetError
-from ..export import check_model_atoms, energies_and_forces, load_exported
+from ..model_file import check_model_atoms, energies_and_forces, load_exported
 from .force_metrics import DEFAULT_ENERGY_UNIT, DEFAULT_FORCE_UNIT, ForceErrorAccumulator
 
 _KJ_PER_MOL_NM_TO_EV_PER_A = 1.0 / (units.EV_IN_KJ_PER_MOL * units.NM_IN_ANGSTROM)

@@ -1,6 +1,6 @@
 """Stability of a set of MD runs (one model, or one starting conformation) from their summary.json files.
 
-Each run ends either with a collapse at collapse_time_ps (DESIGN.md "Stability criterion") or
+Each run ends either with a collapse at collapse_time_ps (docs/architecture.md "Stability criterion") or
 stable after simulated_time_ps. Over a horizon H (ps), the time of run k is
 
     T_k = collapse_time_ps            if it collapsed at or before H   (an event)

@@ -16,10 +16,8 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import InputError
-from .layers import CosineCutoff, ExpNormalSmearing, aggregate_and_update, aggregate_scalars
+from .layers import MAX_Z, CosineCutoff, ExpNormalSmearing, aggregate_and_update, aggregate_scalars
 from .neighbors import neighbor_pairs
-
-MAX_Z = 100
 
 
 @dataclass

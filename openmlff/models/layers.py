@@ -11,6 +11,10 @@ from typing import Tuple
 import torch
 from torch import Tensor, nn
 
+#: Rows of every table indexed by atomic number (element embeddings, per-element reference energies):
+#: Z = 0..99, room above elements.MAX_ATOMIC_NUMBER. A model's state and a checkpoint's arrays have this size.
+MAX_Z = 100
+
 
 class CosineCutoff(nn.Module):
     """Smooth cutoff f(r) = (cos(pi r / r_c) + 1) / 2 for r < r_c, else 0 (value and slope vanish at r_c)."""

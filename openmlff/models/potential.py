@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .et import MAX_Z
+from .layers import MAX_Z
 
 
 class Potential(nn.Module):

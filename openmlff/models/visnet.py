@@ -44,8 +44,8 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import InputError
-from .et import MAX_Z, NeighborEmbedding
-from .layers import CosineCutoff, ExpNormalSmearing, aggregate_and_update, aggregate_scalars
+from .et import NeighborEmbedding
+from .layers import MAX_Z, CosineCutoff, ExpNormalSmearing, aggregate_and_update, aggregate_scalars
 from .neighbors import neighbor_pairs
 
 

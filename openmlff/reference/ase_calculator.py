@@ -2,7 +2,8 @@
 
 `ASEReference` wraps any ASE calculator as a ReferenceMethod (ASE already speaks Å and eV), and
 `ReferenceCalculator` wraps any ReferenceMethod as an ASE calculator, so ASE's integrators
-(Langevin in openmlff.data.sampling) and optimisers can drive a reference method.
+(Langevin in openmlff.data.sampling) and optimisers can drive a reference method. Importing it
+registers the 'ase:module.path:ClassName' specs with base.get_reference_method (the package does).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from ase.calculators.calculator import Calculator, all_changes
 
 from ..errors import InputError
 from .base import (ConvergenceError, ReferenceMethod, ReferenceMethodError, get_reference_method,
-                   import_object)
+                   import_object, register_reference_prefix)
 
 
 class ASEReference(ReferenceMethod):
@@ -68,6 +69,9 @@ class ASEReference(ReferenceMethod):
         finally:
             atoms.calc = None
         return float(energy), np.array(forces, dtype=np.float64)
+
+
+register_reference_prefix("ase:", ASEReference.from_spec)  # get_reference_method("ase:module.path:ClassName")
 
 
 class ReferenceCalculator(Calculator):

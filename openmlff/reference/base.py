@@ -6,7 +6,8 @@ out in eV and forces in eV/Å, the internal units of openmlff. Every failure is 
 `ReferenceMethodError` subclass, so batch labelling can record a bad frame and go on.
 
 Methods are named by a string (`get_reference_method("gfn2-xtb")`) so that worker processes
-can build their own copy from the name instead of pickling a live calculator.
+can build their own copy from the name instead of pickling a live calculator. Backends register
+themselves: xtb.py its names, ase_calculator.py the 'ase:' prefix; this module imports neither.
 """
 
 from __future__ import annotations
@@ -130,11 +131,18 @@ def _symbol_or_number(z: int) -> str:
 
 #: name -> factory(**options) of the built-in methods; ASE calculators go by "ase:module:Class".
 _REGISTRY: dict[str, Callable[..., ReferenceMethod]] = {}
+#: spec prefix -> factory(spec, **options) of methods named by a spec ("ase:" from ase_calculator.py).
+_PREFIXES: dict[str, Callable[..., ReferenceMethod]] = {}
 
 
 def register_reference_method(name: str, factory: Callable[..., ReferenceMethod]) -> None:
     """Make `get_reference_method(name)` build a method with `factory(**options)`."""
     _REGISTRY[name.strip().lower()] = factory
+
+
+def register_reference_prefix(prefix: str, factory: Callable[..., ReferenceMethod]) -> None:
+    """Make `get_reference_method(spec)` build `factory(spec, **options)` for every spec starting with `prefix`."""
+    _PREFIXES[prefix.strip().lower()] = factory
 
 
 def available_reference_methods() -> list[str]:
@@ -151,10 +159,9 @@ def get_reference_method(name: str | ReferenceMethod, **options) -> ReferenceMet
     if isinstance(name, ReferenceMethod):
         return name
     key = str(name).strip()
-    if key.lower().startswith("ase:"):
-        from .ase_calculator import ASEReference
-
-        return ASEReference.from_spec(key, **options)
+    for prefix, spec_factory in _PREFIXES.items():
+        if key.lower().startswith(prefix):
+            return spec_factory(key, **options)
     factory = _REGISTRY.get(key.lower())
     if factory is None:
         raise InputError(

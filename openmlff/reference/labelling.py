@@ -32,6 +32,7 @@ from ..data.dataset import Dataset
 from ..errors import InputError, StateError
 from ..locks import FolderLock
 from ..processes import die_with_parent
+from ..resume import check_resumable
 from .base import ReferenceMethod, ReferenceMethodError, get_reference_method
 
 MANIFEST_NAME = "manifest.json"
@@ -259,11 +260,8 @@ def _write_or_check_manifest(out_dir: Path, manifest: dict) -> None:
             old = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
             raise InputError(f"{path}: unreadable labelling manifest ({exc}); delete the directory or choose another") from None
-        differing = [key for key in _RESUME_KEYS if old.get(key) != manifest[key]]
-        if differing:
-            details = "; ".join(f"{key}: {old.get(key)!r} on disk, {manifest[key]!r} now" for key in differing)
-            raise InputError(f"{path}: this directory holds a different labelling job ({details}); "
-                             "choose another out_dir or delete it")
+        check_resumable({key: old.get(key) for key in _RESUME_KEYS}, {key: manifest[key] for key in _RESUME_KEYS},
+                        where=str(path), job="labelling job")
         return
     atomic_write_json(path, manifest)
 

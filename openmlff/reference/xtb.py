@@ -9,6 +9,7 @@ own printout is silenced; its failures become ReferenceMethodError subclasses.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,9 +18,6 @@ from .. import units
 from ..errors import InputError
 from .base import (ConvergenceError, InvalidGeometryError, ReferenceMethod, ReferenceMethodError,
                    UnsupportedElementError, package_versions, register_reference_method)
-
-#: Boltzmann constant in Hartree/K (tblite takes the electronic temperature in Hartree).
-_KB_HARTREE_PER_K = 3.166808578545117e-6
 
 _TBLITE_NAMES = {"gfn2-xtb": "GFN2-xTB", "gfn1-xtb": "GFN1-xTB"}
 
@@ -55,17 +53,16 @@ class XTBReference(ReferenceMethod):
         from tblite.exceptions import TBLiteRuntimeError, TBLiteValueError
         from tblite.interface import Calculator
 
-        if self.settings.openmp_threads is not None:
-            _set_openmp_threads(self.settings.openmp_threads)
         positions_bohr = pos_angstrom / units.BOHR_IN_ANGSTROM
         try:
-            calc = Calculator(self.tblite_method, z, positions_bohr, charge=float(charge),
-                              uhf=multiplicity - 1, logger=_discard)
-            calc.set("verbosity", 0)
-            calc.set("accuracy", self.settings.accuracy)
-            calc.set("max-iter", self.settings.max_iterations)
-            calc.set("temperature", self.settings.electronic_temperature_K * _KB_HARTREE_PER_K)
-            result = calc.singlepoint()
+            with _openmp_threads(self.settings.openmp_threads):
+                calc = Calculator(self.tblite_method, z, positions_bohr, charge=float(charge),
+                                  uhf=multiplicity - 1, logger=_discard)
+                calc.set("verbosity", 0)
+                calc.set("accuracy", self.settings.accuracy)
+                calc.set("max-iter", self.settings.max_iterations)
+                calc.set("temperature", self.settings.electronic_temperature_K * units.BOLTZMANN_HARTREE_PER_K)
+                result = calc.singlepoint()
         except (TBLiteRuntimeError, TBLiteValueError) as exc:
             raise _translate_error(self.name, exc) from None
         energy_ev = float(result.get("energy")) * units.HARTREE_IN_EV
@@ -79,30 +76,25 @@ class XTBReference(ReferenceMethod):
         return out
 
 
-_OPENMP_RUNTIMES = ("libgomp.so.1", "libomp.so", "libomp.dylib", "libiomp5.so")
-_openmp_runtime = None
+_openmp_controller = None
 
 
-def _set_openmp_threads(n: int) -> None:
-    """Set the OpenMP thread count of the runtime tblite loaded, for the calling thread.
+def _openmp_threads(n: int | None):
+    """Context manager that limits the OpenMP runtimes loaded in this process (tblite's among them) to n threads.
 
-    OpenMP reads OMP_NUM_THREADS only when it starts, so this calls omp_set_num_threads instead
-    (a no-op where no OpenMP runtime is found).
+    threadpoolctl calls omp_set_num_threads of each runtime, since OpenMP reads OMP_NUM_THREADS
+    only when it starts, and restores the previous count on exit. The controller lists the
+    loaded libraries once (about 1 ms, against 10 µs for each limit after that, next to 9 ms for
+    an aspirin single point); tblite's runtime is loaded by then. n None: no limit.
     """
-    global _openmp_runtime
-    if _openmp_runtime is None:
-        import ctypes
+    global _openmp_controller
+    if n is None:
+        return contextlib.nullcontext()
+    if _openmp_controller is None:
+        from threadpoolctl import ThreadpoolController
 
-        for name in _OPENMP_RUNTIMES:
-            try:
-                _openmp_runtime = ctypes.CDLL(name)
-                break
-            except OSError:
-                continue
-        else:
-            _openmp_runtime = False
-    if _openmp_runtime:
-        _openmp_runtime.omp_set_num_threads(int(n))
+        _openmp_controller = ThreadpoolController()
+    return _openmp_controller.limit(limits=int(n), user_api="openmp")
 
 
 def _discard(message: str) -> None:

@@ -3,12 +3,12 @@
 
 from .analysis_outputs import ANALYSIS_JSON, DEFAULT_ANALYSIS_FOLDER, write_run_analysis
 from .analysis_plots import write_analysis_plots
-from .metrics_outputs import TABLE_NAMES, add_conformation_clusters, metrics_tables, write_metrics_tables
+from .metrics_outputs import TABLE_NAMES, metrics_tables, write_metrics_tables
 from .metrics_plots import PLOT_NAMES, write_metrics_plots
 from .tables import read_table, write_table
 
 __all__ = [
-    "ANALYSIS_JSON", "DEFAULT_ANALYSIS_FOLDER", "PLOT_NAMES", "TABLE_NAMES", "add_conformation_clusters",
+    "ANALYSIS_JSON", "DEFAULT_ANALYSIS_FOLDER", "PLOT_NAMES", "TABLE_NAMES",
     "metrics_tables", "read_table", "write_analysis_plots", "write_metrics_plots", "write_metrics_tables",
     "write_run_analysis", "write_table",
 ]

@@ -1,50 +1,18 @@
-"""The metrics report of `openmlff metrics`: conformation clusters added to it, and its CSV tables.
+"""The CSV tables of the metrics report of `openmlff metrics`.
 
-The report is the dict of openmlff.cli.metrics_report (sections units, global, elements, atoms,
-frames, model, data, evaluation). `add_conformation_clusters` adds k-means clusters of the
-evaluated frames with their metrics and ratio of bad points (openmlff.metrics.conformations);
-`metrics_tables` turns the report into the four tables elements.csv, atoms.csv, frames.csv and
-clusters.csv, with units in the column names.
+The report is the dict of openmlff.metrics.report.metrics_report (sections units, global,
+elements, atoms, frames, model, data, evaluation, clusters); `metrics_tables` turns it into the
+four tables elements.csv, atoms.csv, frames.csv and clusters.csv, with units in the column names.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
-from ..errors import InputError
-from ..metrics.conformations import cluster_conformations, cluster_force_metrics
-from ..metrics.force_metrics import FNM_KEYS, FORCE_KEYS, jsonable
+from ..metrics.force_metrics import FNM_KEYS, FORCE_KEYS
 from .tables import write_table
 
 TABLE_NAMES = ("elements.csv", "atoms.csv", "frames.csv", "clusters.csv")
-
-
-def add_conformation_clusters(report: dict, positions_angstrom, n_clusters: int | None = None, seed: int = 0) -> dict:
-    """Add a "clusters" section and a per-frame "cluster" label to `report` (changed in place and returned).
-
-    positions_angstrom (n_frames, n_atoms, 3): the evaluated frames, in the order of report["frames"].
-    n_clusters None: chosen by the silhouette rule of openmlff.metrics.conformations. The section
-    holds "info" (n_clusters, rule, sizes, descriptor, ...) and "metrics" (per-cluster force and FNM
-    metrics and ratio_bad_points, against the global force MAE).
-    """
-    frames = report.get("frames")
-    if not frames:
-        raise InputError("the metrics report has no per-frame metrics; evaluate with include_frames=True")
-    R = np.asarray(positions_angstrom, dtype=np.float64)
-    if R.ndim != 3 or R.shape[0] != len(frames["force_mae"]):
-        raise InputError(f"positions have shape {R.shape}, expected one frame (n_atoms, 3) per evaluated frame "
-                         f"({len(frames['force_mae'])})")
-    labels, _, info = cluster_conformations(R, n_clusters=n_clusters, seed=seed)
-    metrics = cluster_force_metrics(frames, labels, report["global"]["force_mae"])
-    frames["cluster"] = labels
-    report["clusters"] = jsonable({
-        "definition": "k-means on inverse pairwise distances; ratio_bad_points = share of the cluster's frames "
-                      "whose force MAE exceeds the global force MAE",
-        "info": info, "metrics": metrics})
-    report["frames"] = jsonable(frames)
-    return report
 
 
 def _with_unit(key: str, units: dict) -> str:

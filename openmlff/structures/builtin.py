@@ -36,6 +36,7 @@ import numpy as np
 
 from .. import elements
 from ..errors import InputError
+from ..units import NM_IN_ANGSTROM
 
 #: Folder of the shipped structure files (inside the package: nothing is read from outside it).
 STRUCTURES_DIR = Path(__file__).resolve().parent.parent / "resources" / "structures"
@@ -77,7 +78,7 @@ class Structure:
         """Positions as an OpenMM Quantity in nm, for Simulation.context.setPositions."""
         from openmm import unit
 
-        return unit.Quantity(self.positions_angstrom / 10.0, unit.nanometer)
+        return unit.Quantity(self.positions_angstrom / NM_IN_ANGSTROM, unit.nanometer)
 
     def bonds(self) -> np.ndarray:
         """(n_bonds, 2) atom indices of the topology's bonds, i < j, sorted."""
@@ -89,7 +90,7 @@ class Structure:
         import mdtraj
 
         top = mdtraj.Topology.from_openmm(self.topology)
-        return mdtraj.Trajectory(self.positions_angstrom[None] / 10.0, top)
+        return mdtraj.Trajectory(self.positions_angstrom[None] / NM_IN_ANGSTROM, top)
 
 
 def list_structures() -> list[str]:

@@ -12,7 +12,7 @@ import csv
 import io
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,57 +24,16 @@ from ..atomic_io import atomic_write_text
 from ..data.dataset import Dataset
 from ..data.splits import Split, make_split
 from ..errors import StateError
-from ..models import build_potential, default_hyperparameters, fit_element_energies
+from ..models import build_potential, fit_element_energies
 from ..models.potential import Potential
+from ..resume import ResumeMismatchError, check_resumable
 from ..threads import set_threads
 from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_NAME, read_checkpoint, write_checkpoint
+from .config import TrainingConfig
 from .ema import ExponentialMovingAverage
 from .losses import LossWeights, energy_force_mse
 
 LOG_NAME = "training_log.csv"
-
-
-@dataclass
-class TrainingConfig:
-    """Everything that defines a training run. Defaults suit a molecule of ~20 atoms on a CPU."""
-
-    architecture: str = "et"
-    hyperparameters: dict = field(default_factory=dict)  # overrides of the architecture's 'cpu' preset
-    preset: str = "cpu"
-    n_train: int | None = None  # None: every frame not in validation or test
-    n_val: int | None = None  # None: min(50, n_frames // 10), at least 1
-    n_test: int | None = None  # None: min(200, n_frames // 5)
-    seed: int = 0
-    batch_size: int = 16
-    learning_rate: float = 1.0e-3
-    warmup_steps: int = 500
-    lr_factor: float = 0.8
-    lr_patience_epochs: int = 8
-    min_learning_rate: float = 1.0e-6
-    early_stopping_patience_epochs: int = 60
-    max_epochs: int = 100_000
-    time_budget_s: float | None = None  # wall-clock budget of the whole training, resumes included
-    energy_weight: float = 0.05
-    force_weight: float = 0.95
-    ema_decay: float = 0.99
-    dtype: str = "float32"
-    torch_threads: int | None = None
-
-    # Fields that may change when an interrupted run is resumed (they do not change what is learned so far).
-    RESUMABLE_CHANGES = ("time_budget_s", "max_epochs", "torch_threads", "early_stopping_patience_epochs")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainingConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
-
-    def resolved_hyperparameters(self) -> dict:
-        hp = default_hyperparameters(self.architecture, self.preset)
-        hp.update(self.hyperparameters)
-        return hp
 
 
 @dataclass
@@ -91,6 +50,10 @@ class TrainingResult:
 
 class TrainingError(StateError):
     """Training cannot start or resume (e.g. the checkpoint belongs to other data or settings)."""
+
+
+class TrainingResumeError(ResumeMismatchError, TrainingError):
+    """The checkpoint in the output folder was trained with other settings; the message names each one."""
 
 
 def train(dataset: Dataset, out_dir, config: TrainingConfig | None = None, progress: bool = True) -> TrainingResult:
@@ -124,13 +87,10 @@ def _load_or_start(dataset: Dataset, ckpt_path: Path, config: TrainingConfig) ->
             raise TrainingError(
                 f"{ckpt_path}: the checkpoint was trained on other data (fingerprint {ckpt.get('data_fingerprint', '?')[:12]}, "
                 f"this dataset {fingerprint[:12]} from {dataset.source}); use another output folder")
-        old = ckpt["config"]
         new = config.to_dict()
-        changed = [k for k in new if k not in TrainingConfig.RESUMABLE_CHANGES and old.get(k) != new[k]]
-        if changed:
-            raise TrainingError(
-                f"{ckpt_path}: cannot resume, these settings differ from the checkpoint's: "
-                + ", ".join(f"{k} (checkpoint {old.get(k)!r}, now {new[k]!r})" for k in changed))
+        old = {k: ckpt["config"].get(k) for k in new}  # a field newer than the checkpoint reads as None
+        check_resumable(old, new, where=str(ckpt_path), may_change=TrainingConfig.RESUMABLE_CHANGES,
+                        job="training run", error=TrainingResumeError)
         if ckpt["status"] == "finished" and _more_budget(ckpt, config):
             ckpt["status"] = "running"  # the user asked for more time or epochs: go on
         ckpt["config"] = new

@@ -1,0 +1,88 @@
+"""TrainingConfig: every setting of a training run, named once (docs/architecture.md "Training checkpoint").
+
+The fields are the `train` command's options (`batch_size` -> `--batch-size`; `--model`, `--lr`,
+`--time-budget` and `--threads` stay as aliases) with the same defaults (openmlff.config). The config
+validates itself on construction: ConfigError names the field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from ..config import check, setting
+from ..models import ARCHITECTURES, default_hyperparameters
+
+PRESETS = ("cpu", "paper")
+DTYPES = ("float32", "float64")
+#: Fields that may change when an interrupted run is resumed (they do not change what is learned so far).
+RESUMABLE_CHANGES = ("time_budget_s", "max_epochs", "torch_threads", "early_stopping_patience_epochs")
+
+
+@dataclass
+class TrainingConfig:
+    """Everything that defines a training run. Defaults suit a molecule of ~20 atoms on a CPU."""
+
+    architecture: str = setting("et", "architecture: et, visnet or nequip", aliases=("--model",))
+    hyperparameters: dict = setting(dict, "overrides of the preset's hyperparameters, e.g. '{\"num_layers\": 4}'")
+    preset: str = setting("cpu", "hyperparameter preset: cpu (small) or paper (the original paper's size)")
+    n_train: int | None = setting(None, "training frames (default: every frame not in validation or test)")
+    n_val: int | None = setting(None, "validation frames (default: min(50, frames // 10), at least 1)")
+    n_test: int | None = setting(None, "test frames (default: min(200, frames // 5))")
+    seed: int = setting(0, "seed of the split, the initial weights and the batch order")
+    batch_size: int = setting(16, "frames per optimiser step")
+    learning_rate: float = setting(1.0e-3, "peak learning rate (Adam)", aliases=("--lr",))
+    warmup_steps: int = setting(500, "optimiser steps of linear learning-rate warm-up")
+    lr_factor: float = setting(0.8, "learning-rate factor when the validation loss plateaus")
+    lr_patience_epochs: int = setting(8, "epochs without improvement before the learning rate drops")
+    min_learning_rate: float = setting(1.0e-6, "training stops when the learning rate reaches this")
+    early_stopping_patience_epochs: int = setting(60, "stop after this many epochs without improvement")
+    max_epochs: int = setting(100_000, "stop after this many epochs")
+    time_budget_s: float | None = setting(None, "wall-clock budget of the whole training in s, resumes included",
+                                          aliases=("--time-budget",))
+    energy_weight: float = setting(0.05, "weight of the energy term of the loss")
+    force_weight: float = setting(0.95, "weight of the force term of the loss")
+    ema_decay: float = setting(0.99, "decay of the exponential moving average of the weights")
+    dtype: str = setting("float32", "float32 or float64")
+    torch_threads: int | None = setting(None, "torch threads (default: openmlff.threads' choice: 1 unless a batch "
+                                              "holds thousands of atoms)", aliases=("--threads",))
+
+    RESUMABLE_CHANGES = RESUMABLE_CHANGES
+
+    def __post_init__(self) -> None:
+        check(self, self.architecture in ARCHITECTURES, "architecture",
+              f"must be one of {sorted(ARCHITECTURES)}, got {self.architecture!r}")
+        check(self, isinstance(self.hyperparameters, dict), "hyperparameters",
+              f"must be a table of hyperparameters, got {self.hyperparameters!r}")
+        check(self, self.preset in PRESETS, "preset", f"must be one of {list(PRESETS)}, got {self.preset!r}")
+        for name in ("n_train", "n_val", "n_test"):
+            value = getattr(self, name)
+            check(self, value is None or value >= 0, name, f"must be >= 0 or None, got {value}")
+        check(self, self.n_train is None or self.n_train >= 1, "n_train", f"must be >= 1, got {self.n_train}")
+        for name in ("batch_size", "early_stopping_patience_epochs"):
+            check(self, getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup_steps", "lr_patience_epochs", "max_epochs", "energy_weight", "force_weight"):
+            check(self, getattr(self, name) >= 0, name, f"must be >= 0, got {getattr(self, name)}")
+        for name in ("learning_rate", "min_learning_rate"):
+            check(self, getattr(self, name) > 0, name, f"must be positive, got {getattr(self, name)}")
+        check(self, 0 < self.lr_factor < 1, "lr_factor", f"must be in (0, 1), got {self.lr_factor}")
+        check(self, self.energy_weight + self.force_weight > 0, "force_weight",
+              "and energy_weight must not both be 0")
+        check(self, 0 <= self.ema_decay < 1, "ema_decay", f"must be in [0, 1), got {self.ema_decay}")
+        check(self, self.time_budget_s is None or self.time_budget_s > 0, "time_budget_s",
+              f"must be positive or None, got {self.time_budget_s}")
+        check(self, self.dtype in DTYPES, "dtype", f"must be one of {list(DTYPES)}, got {self.dtype!r}")
+        check(self, self.torch_threads is None or self.torch_threads >= 1, "torch_threads",
+              f"must be a positive integer or None, got {self.torch_threads}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainingConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def resolved_hyperparameters(self) -> dict:
+        hp = default_hyperparameters(self.architecture, self.preset)
+        hp.update(self.hyperparameters)
+        return hp

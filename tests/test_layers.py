@@ -1,0 +1,142 @@
+"""The import graph of openmlff: no cycle, and no arrow from a lower layer up (docs/architecture.md "Layers").
+
+The graph is read from the source with ast, so it holds every `import` and `from ... import` of an
+openmlff module, those inside functions included (a lazy import is still an arrow). Left out: imports
+under `if TYPE_CHECKING:` (never run), and the implicit import of a package's __init__ when one of its
+modules is imported (else every package that re-exports its modules would be a cycle).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import openmlff
+
+PACKAGE_DIR = Path(openmlff.__file__).parent
+
+#: (importing packages, packages they must not import, why)
+FORBIDDEN = [
+    (("openmlff.models", "openmlff.data", "openmlff.structures", "openmlff.reference"),
+     ("openmlff.training", "openmlff.md", "openmlff.metrics", "openmlff.analysis", "openmlff.campaign",
+      "openmlff.report", "openmlff.cli", "openmlff.export"),
+     "the lower layers import nothing above them"),
+    (("openmlff.md", "openmlff.metrics"), ("openmlff.training", "openmlff.export"),
+     "md/ and metrics/ read models through openmlff.model_file, never training code"),
+    (("openmlff.model_file", "openmlff.resume"), ("openmlff.models", "openmlff.training", "openmlff.export"),
+     "reading a model file or checking a resume loads no model classes and no training code"),
+    (("openmlff",), ("openmlff.cli",), "the CLI sits on top: nothing imports it"),
+]
+#: Modules exempt from a rule above: `python -m openmlff` runs the CLI.
+EXEMPT = {("openmlff.__main__", "openmlff.cli")}
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE_DIR.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def _import_nodes(tree: ast.AST):
+    """Every Import/ImportFrom node, at any depth, except under `if TYPE_CHECKING:`."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            yield node
+        children = list(ast.iter_child_nodes(node))
+        if isinstance(node, ast.If) and _is_type_checking(node):
+            children = node.orelse
+        stack.extend(children)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> the openmlff modules it imports (a `from package import name` names the module when it is one)."""
+    paths = {module_name(p): p for p in PACKAGE_DIR.rglob("*.py")}
+    graph = {}
+    for name, path in paths.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        targets = set()
+        for node in _import_nodes(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+            if isinstance(node, ast.Import):
+                targets.update(a.name for a in node.names)
+                continue
+            if node.level:
+                base = package.split(".")[:len(package.split(".")) - node.level + 1]
+                source = ".".join(base + ([node.module] if node.module else []))
+            else:
+                source = node.module or ""
+            for alias in node.names:
+                submodule = f"{source}.{alias.name}"
+                targets.add(submodule if submodule in paths else source)
+        graph[name] = {t for t in targets if t in paths and t != name}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def _within(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def test_the_graph_sees_lazy_and_relative_imports():
+    graph = import_graph()
+    assert "openmlff.training.checkpoint" in graph["openmlff.export"]  # inside export_checkpoint
+    assert "openmlff.model_file" in graph["openmlff.md.system"]
+    assert "openmlff.data.dataset" in graph["openmlff.reference.labelling"]
+
+
+def test_no_import_cycle_among_openmlff_modules():
+    found = cycles(import_graph())
+    assert not found, "import cycles: " + "; ".join(" <-> ".join(c) for c in found)
+
+
+def test_no_module_imports_a_layer_above_it():
+    broken = []
+    for module, targets in sorted(import_graph().items()):
+        for importers, forbidden, why in FORBIDDEN:
+            if not any(_within(module, p) for p in importers):
+                continue
+            broken += [f"{module} imports {t} ({why})" for t in sorted(targets)
+                       if any(_within(t, f) for f in forbidden) and (module, t) not in EXEMPT]
+    assert not broken, "\n".join(broken)
