@@ -32,6 +32,9 @@ folder. A TOML example (every key but `models` and `starts` has a default):
     frames_from_split = "train"            # (structure starts: the starting structure);
     checkpoint = "training/model.ckpt"     # reference = "start" always uses the starting structure
 
+This module holds the spec's data (DatasetFrames, RunSpec, CampaignSpec), its grid and what may change
+in an existing campaign; reading and validating a file is openmlff.campaign.spec_file's.
+
 Frames drawn from a split are the first `count` of a fixed (seed 0) random order of that set, so
 raising `count` later adds frames and keeps the earlier ones. Run ids join model label, start,
 temperature and seed: `et__frame0120__T500__s1`, stable across re-expansion.
@@ -41,29 +44,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
-import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-import numpy as np
-
 from ..errors import InputError
 from ..resume import ABSENT, Difference, resume_differences, short_value
-from ..units import FS_IN_PS
-
-SPEC_SUFFIXES = (".toml", ".json")
-SPLIT_SETS = ("train", "val", "test")
-#: Grid fields kept out of the `md` table.
-GRID_FIELDS = ("temperature_K", "seed")
-#: Seed of the random order in which frames are drawn from a split set.
-FRAME_SELECTION_SEED = 0
-_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_TOP_LEVEL = ("name", "models", "starts", "seeds", "temperatures_K", "md", "reference")
-
-
-class CampaignSpecError(InputError):
-    """A campaign spec is malformed; the message names the spec file, the field and what was expected."""
+from .spec_file import (  # noqa: F401 - the spec's constants and error, re-exported
+    FRAME_SELECTION_SEED, GRID_FIELDS, SPEC_SUFFIXES, SPLIT_SETS, CampaignSpecError, read_spec_file,
+)
 
 
 @dataclass(frozen=True)
@@ -152,20 +140,9 @@ class CampaignSpec:
 
     @classmethod
     def from_file(cls, path) -> "CampaignSpec":
-        """Read and validate a .toml or .json spec; CampaignSpecError naming the file and the field."""
+        """Read and validate a .toml or .json spec (spec_file.read_spec_file); CampaignSpecError naming the field."""
         path = Path(path).expanduser().resolve()
-        if path.suffix.lower() not in SPEC_SUFFIXES:
-            raise CampaignSpecError(f"{path}: a campaign spec must be a {' or '.join(SPEC_SUFFIXES)} file")
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: campaign spec not found")
-        try:
-            if path.suffix.lower() == ".toml":
-                raw = tomllib.loads(path.read_text(encoding="utf-8"))
-            else:
-                raw = json.loads(path.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
-            raise CampaignSpecError(f"{path}: not valid {path.suffix[1:].upper()}: {exc}") from None
-        return _Parser(path).parse(raw)
+        return cls.from_dict(read_spec_file(path), source=str(path))
 
     @classmethod
     def from_dict(cls, d: dict, source: str | None = None) -> "CampaignSpec":
@@ -287,230 +264,3 @@ def _describe(d: Difference) -> str:
         return f"'{d.field}': {short_value(d.removed)} removed"
     return f"'{d.field}': recorded {short_value(d.recorded)}, now {short_value(d.now)}" + (
         " (it may only grow)" if d.shrunk else "")
-
-
-# --- parsing and validation -----------------------------------------------------------------------
-
-class _Parser:
-    """Turns the raw tables of one spec file into a CampaignSpec, or a CampaignSpecError naming the field."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.folder = path.parent
-
-    def error(self, where: str, message: str) -> CampaignSpecError:
-        return CampaignSpecError(f"{self.path}: field '{where}': {message}")
-
-    def parse(self, raw) -> CampaignSpec:
-        if not isinstance(raw, dict):
-            raise CampaignSpecError(f"{self.path}: expected a table of fields at the top level")
-        unknown = [k for k in raw if k not in _TOP_LEVEL]
-        if unknown:
-            raise self.error(unknown[0], f"unknown field; the fields are {list(_TOP_LEVEL)}")
-        for required in ("models", "starts"):
-            if required not in raw:
-                raise CampaignSpecError(f"{self.path}: field '{required}' is missing")
-        name = raw.get("name", self.path.stem)
-        self.label(name, "name")
-        spec = CampaignSpec(
-            name=name, models=self.models(raw["models"]), starts=self.starts(raw["starts"]),
-            seeds=self.numbers(raw.get("seeds", [0]), "seeds", int),
-            temperatures_K=self.numbers(raw.get("temperatures_K", [300.0]), "temperatures_K", float),
-            md=self.md(raw.get("md", {})), reference=self.reference(raw.get("reference")), source=str(self.path))
-        for s in spec.seeds:
-            if not 0 <= s < 2**31 - 1:
-                raise self.error("seeds", f"each seed must be in [0, 2**31 - 2], got {s}")
-        for t in spec.temperatures_K:
-            if not t > 0:
-                raise self.error("temperatures_K", f"each temperature must be positive (K), got {t}")
-        self.check_md_values(spec)
-        return spec
-
-    def label(self, value, where: str) -> str:
-        if not isinstance(value, str) or not _LABEL.match(value) or "__" in value:
-            raise self.error(where, f"expected a name of letters, digits, '_', '.', '-' (no '__'), got {value!r}")
-        return value
-
-    def path_field(self, value, where: str) -> str:
-        if not isinstance(value, str) or not value:
-            raise self.error(where, f"expected a file path (string), got {value!r}")
-        p = Path(value).expanduser()
-        return str(p if p.is_absolute() else (self.folder / p).resolve())
-
-    def models(self, raw) -> dict[str, str]:
-        if not isinstance(raw, dict) or not raw:
-            raise self.error("models", "expected a non-empty table label -> exported model file (.pt)")
-        return {self.label(k, f"models.{k}"): self.path_field(v, f"models.{k}") for k, v in raw.items()}
-
-    def numbers(self, raw, where: str, kind: type) -> list:
-        values = raw if isinstance(raw, list) else [raw]
-        ok = (lambda v: isinstance(v, int) and not isinstance(v, bool)) if kind is int else \
-             (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool))
-        if not values or not all(ok(v) for v in values):
-            raise self.error(where, f"expected a non-empty list of {'integers' if kind is int else 'numbers'}, got {raw!r}")
-        values = [kind(v) for v in values]
-        if len(set(values)) != len(values):
-            raise self.error(where, f"holds a value twice: {values}")
-        return values
-
-    def starts(self, raw) -> DatasetFrames | dict[str, str]:
-        if not isinstance(raw, dict) or ("data" in raw) == ("structures" in raw):
-            raise self.error("starts", "expected a table with either 'data' (dataset frames) or 'structures'")
-        if "structures" in raw:
-            extra = [k for k in raw if k != "structures"]
-            if extra:
-                raise self.error(f"starts.{extra[0]}", "unknown field next to 'structures'")
-            return self.structures(raw["structures"])
-        frames = self.dataset_frames(raw, "starts")
-        if frames.frames is None:
-            raise self.error("starts", "name the starting frames: 'frames' (a list) or 'frames_from_split' with 'checkpoint'")
-        return frames
-
-    def structures(self, raw) -> dict[str, str]:
-        from ..structures import list_structures
-
-        builtin = set(list_structures())
-        if isinstance(raw, list) and raw and all(isinstance(v, str) for v in raw):
-            items = [(v.strip().lower() if v.strip().lower() in builtin else Path(v).stem, v) for v in raw]
-        elif isinstance(raw, dict) and raw:
-            items = list(raw.items())
-        else:
-            raise self.error("starts.structures", "expected a non-empty list of built-in names or files, "
-                             "or a table label -> name/file")
-        out: dict[str, str] = {}
-        for label, value in items:
-            where = f"starts.structures.{label}"
-            if label in out:
-                raise self.error("starts.structures", f"two entries give the start id {label!r}; use a table to name them")
-            self.label(label, where)
-            if not isinstance(value, str):
-                raise self.error(where, f"expected a built-in name or a file, got {value!r}")
-            out[label] = value.strip().lower() if value.strip().lower() in builtin else self.path_field(value, where)
-        return out
-
-    def dataset_frames(self, raw: dict, where: str) -> DatasetFrames:
-        allowed = ("data", "frames", "frames_from_split", "checkpoint", "count", "energy_unit", "length_unit")
-        unknown = [k for k in raw if k not in allowed]
-        if unknown:
-            raise self.error(f"{where}.{unknown[0]}", f"unknown field; expected some of {list(allowed)}")
-        data = self.path_field(raw.get("data"), f"{where}.data")
-        units = {}
-        for key in ("energy_unit", "length_unit"):
-            if raw.get(key) is not None:
-                if not isinstance(raw[key], str):
-                    raise self.error(f"{where}.{key}", f"expected a unit name, got {raw[key]!r}")
-                units[key] = raw[key]
-        if "frames" in raw and "frames_from_split" in raw:
-            raise self.error(where, "give either 'frames' or 'frames_from_split', not both")
-        if "frames" in raw:
-            for key in ("checkpoint", "count"):
-                if key in raw:
-                    raise self.error(f"{where}.{key}", "belongs with 'frames_from_split', not with 'frames'")
-            frames = raw["frames"]
-            if not isinstance(frames, list) or not frames or not all(
-                    isinstance(f, int) and not isinstance(f, bool) and f >= 0 for f in frames):
-                raise self.error(f"{where}.frames", f"expected a non-empty list of frame indices (integers >= 0), got {frames!r}")
-            if len(set(frames)) != len(frames):
-                raise self.error(f"{where}.frames", f"holds a frame twice: {frames}")
-            return DatasetFrames(data=data, frames=tuple(frames), **units)
-        if "frames_from_split" not in raw:
-            for key in ("checkpoint", "count"):
-                if key in raw:
-                    raise self.error(f"{where}.{key}", "belongs with 'frames_from_split'")
-            return DatasetFrames(data=data, **units)
-        return self.split_frames(raw, where, data, units)
-
-    def split_frames(self, raw: dict, where: str, data: str, units: dict) -> DatasetFrames:
-        subset = raw["frames_from_split"]
-        if subset not in SPLIT_SETS:
-            raise self.error(f"{where}.frames_from_split", f"expected one of {list(SPLIT_SETS)}, got {subset!r}")
-        if "checkpoint" not in raw:
-            raise self.error(f"{where}.checkpoint", "missing: 'frames_from_split' needs the training checkpoint "
-                             "(or split .json file) that holds the split")
-        checkpoint = self.path_field(raw["checkpoint"], f"{where}.checkpoint")
-        indices, fingerprint = self.read_split(checkpoint, subset, f"{where}.checkpoint")
-        count = raw.get("count")
-        if count is not None:
-            if not isinstance(count, int) or isinstance(count, bool) or count < 1:
-                raise self.error(f"{where}.count", f"expected a positive integer, got {count!r}")
-            if count > indices.size:
-                raise self.error(f"{where}.count", f"asks for {count} frames, but the '{subset}' set of "
-                                 f"{checkpoint} has {indices.size}")
-            order = np.random.default_rng(FRAME_SELECTION_SEED).permutation(indices)
-            indices = np.sort(order[:count])
-        return DatasetFrames(data=data, frames=tuple(int(i) for i in indices), frames_from_split=subset,
-                             checkpoint=checkpoint, count=count, data_fingerprint=fingerprint, **units)
-
-    def read_split(self, checkpoint: str, subset: str, where: str) -> tuple[np.ndarray, str | None]:
-        """The sorted frame indices of `subset` in a training checkpoint or split .json, and the data fingerprint."""
-        from ..training.checkpoint import read_split
-
-        path = Path(checkpoint)
-        if not path.is_file():
-            raise self.error(where, f"{path} does not exist")
-        try:
-            split, fingerprint = read_split(path)
-        except InputError as exc:
-            raise self.error(where, str(exc)) from None
-        return np.sort(np.asarray(getattr(split, subset), dtype=np.int64)), fingerprint
-
-    def md(self, raw) -> dict:
-        from ..md.config import SimulationConfig
-
-        if not isinstance(raw, dict):
-            raise self.error("md", f"expected a table of SimulationConfig fields, got {raw!r}")
-        known = {f.name: f.type for f in fields(SimulationConfig) if f.name not in GRID_FIELDS}
-        md = {}
-        for key, value in raw.items():
-            if key in GRID_FIELDS:
-                grid = "temperatures_K" if key == "temperature_K" else "seeds"
-                raise self.error(f"md.{key}", f"is set by the grid: use the top-level '{grid}' list")
-            if key == "length_ps":
-                continue
-            if key not in known:
-                raise self.error(f"md.{key}", f"not a SimulationConfig field; the fields are {sorted(known)} "
-                                 "(and length_ps)")
-            if not _matches_annotation(value, known[key]):
-                raise self.error(f"md.{key}", f"expected {known[key]}, got {value!r}")
-            md[key] = value
-        if "length_ps" in raw:
-            if "steps" in raw:
-                raise self.error("md.length_ps", "give either 'steps' or 'length_ps', not both")
-            length = raw["length_ps"]
-            if not isinstance(length, (int, float)) or isinstance(length, bool) or not length > 0:
-                raise self.error("md.length_ps", f"expected a positive number of ps, got {length!r}")
-            timestep_fs = md.get("timestep_fs", SimulationConfig.timestep_fs)
-            md["steps"] = int(round(length / (timestep_fs * FS_IN_PS)))
-        return md
-
-    def check_md_values(self, spec: CampaignSpec) -> None:
-        """Build one SimulationConfig per temperature, so a bad value fails now, naming the field."""
-        from ..config import ConfigError
-
-        for temperature in spec.temperatures_K:
-            try:
-                RunSpec("check", "m", "", "s", temperature, spec.seeds[0], spec.md).simulation_config()
-            except ConfigError as exc:
-                raise self.error(f"md.{exc.field}", str(exc)) from None
-            except TypeError as exc:
-                raise self.error("md", str(exc)) from None
-
-    def reference(self, raw) -> DatasetFrames | str | None:
-        if raw is None or raw == "start":
-            return raw
-        if not isinstance(raw, dict):
-            raise self.error("reference", f"expected \"start\" or a table with 'data' (and frames), got {raw!r}")
-        return self.dataset_frames(raw, "reference")
-
-
-_ANNOTATION_TYPES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,), "None": (type(None),)}
-
-
-def _matches_annotation(value, annotation: str) -> bool:
-    """Whether `value` fits a simple annotation like 'int', 'float | None', 'str' (others are not checked)."""
-    names = [part.strip() for part in str(annotation).split("|")]
-    if not all(n in _ANNOTATION_TYPES for n in names):
-        return True
-    if isinstance(value, bool) and "bool" not in names:
-        return False
-    return any(isinstance(value, t) for n in names for t in _ANNOTATION_TYPES[n])

@@ -35,6 +35,7 @@ from pathlib import Path
 from ..atomic_io import atomic_write_json
 from ..errors import InputError
 from ..locks import BusyError, FolderLock, is_locked
+from ..resume import ResumeMismatchError
 from ..units import FS_IN_NS, SECONDS_PER_DAY, SECONDS_PER_HOUR, SECONDS_PER_MINUTE
 from .spec import GROWABLE_FIELDS, CampaignSpec, CampaignSpecError, spec_changes
 
@@ -52,6 +53,10 @@ FINISHED_STATES = (FINISHED_STABLE, FINISHED_COLLAPSED)
 
 class CampaignBusyError(BusyError):
     """Another `campaign run` holds the campaign directory."""
+
+
+class CampaignChangeError(ResumeMismatchError, CampaignSpecError):
+    """A spec changes a recorded campaign beyond additions: the one resume error type, worded for campaigns."""
 
 
 # --- the directory ------------------------------------------------------------------------------------
@@ -104,7 +109,7 @@ class CampaignDirectory:
         recorded = CampaignSpec.from_dict(document["spec"], source=str(self.campaign_json))
         changes = spec_changes(recorded, spec)
         if changes:
-            raise CampaignSpecError(
+            raise CampaignChangeError(
                 f"{spec.source or 'the spec'}: changes the campaign recorded in {self.campaign_json}: "
                 f"{'; '.join(changes)}. An existing campaign takes only additions (to {', '.join(GROWABLE_FIELDS)}: "
                 "new entries, or a larger number); use another output directory for a different campaign")

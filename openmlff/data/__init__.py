@@ -1,7 +1,8 @@
 """Datasets: the Dataset container, readers and writers for the common file formats, and splits."""
 
 from .dataset import Dataset, DatasetError
-from .readers import UnitInferenceWarning, dataset_info, format_dataset_info, infer_energy_unit, load_dataset
+from .file_units import UnitInferenceWarning, infer_energy_unit
+from .readers import dataset_info, format_dataset_info, load_dataset
 from .splits import Split, make_split
 from .writers import save_dataset, write_extxyz, write_md17_npz
 

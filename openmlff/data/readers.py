@@ -1,83 +1,38 @@
-"""Read MLFF datasets into a Dataset in Å and eV, whatever the file's format and units.
+"""Read MLFF dataset files (MD17/rMD17/MD22/openmlff npz, extended XYZ, sGDML XYZ) into a Dataset in Å and eV.
 
-Formats: MD17/MD22 npz (sGDML keys z, R, E, F), rMD17 npz (nuclear_charges, coords, energies,
-forces), openmlff's own npz (z, R, E, F + openmlff_meta), extended XYZ, and sGDML's plain XYZ
-(energy alone on the comment line, forces in columns 5-7).
-
-Each format reader returns the arrays as stored plus what the file says about its units; one
-resolver then picks the units, first source that speaks wins:
-  1. the caller (`energy_unit=`, `length_unit=`),
-  2. the file itself (sGDML `e_unit`/`r_unit` keys, a `theory` string naming units, openmlff_meta,
-     `energy_unit=`/`length_unit=`/`units=` on an extended-XYZ comment line),
-  3. a sidecar `<file>.units.json` such as {"energy": "eV", "length": "Å"},
-  4. the convention of the format (MD17, MD22 and rMD17 files are kcal/mol and Å),
-  5. for the energy only: inference from the total energy against free-atom energies
-     (with a UnitInferenceWarning); the length unit defaults to Å.
-A unit from the convention is cross-checked against the inference, and lengths not named by the
-caller are checked against covalent radii, so a file in eV or in Bohr that looks like MD17 is
-refused instead of silently converted wrong. The provenance records each decision.
+Each format reader returns the arrays as stored; file_units.py decides their units. See docs/architecture.md "Dataset".
 """
 
 from __future__ import annotations
 
 import json
-import re
-import warnings
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 from .. import elements
-from ..units import (
-    BOHR_IN_ANGSTROM,
-    HARTREE_IN_EV,
-    NM_IN_ANGSTROM,
-    canonical_energy_unit,
-    canonical_length_unit,
-    energy_to_ev,
-    length_to_angstrom,
-)
+from ..units import canonical_energy_unit, canonical_length_unit, energy_to_ev, length_to_angstrom
 from .dataset import Dataset, DatasetError, ensure_path
+from .file_units import (
+    RawFile,
+    UNSPECIFIED_UNIT_VALUES,
+    Told,
+    UnitInferenceWarning,
+    canonical_unit,
+    check_length_scale,
+    infer_energy_unit,
+    provenance,
+    read_sidecar,
+    resolve_units,
+    split_theory,
+    units_in_text,
+)
 from .writers import OPENMLFF_FORMAT, OPENMLFF_FORMAT_VERSION, OPENMLFF_META_KEY
 
-
-class UnitInferenceWarning(UserWarning):
-    """The energy unit of a file was inferred from its total energies, not read or told."""
-
-
-#: Source recorded in provenance when the energy unit was inferred.
-INFERRED_SOURCE = "inferred from total energy"
-
-#: Free-atom ground-state total energies in Hartree (exact non-relativistic values, Chakravorty
-#: et al., Phys. Rev. A 47, 3649 (1993); H exact). Used only to tell energy units apart, which
-#: needs ~10 %: correlation, relativity (< 0.5 % up to Ar) and molecular binding (~1 %) are far
-#: below that. Heavier elements are left out: their files often use effective core potentials,
-#: whose total energies are far from all-electron ones.
-FREE_ATOM_ENERGY_HARTREE = {
-    1: -0.5, 2: -2.9037, 3: -7.4781, 4: -14.6674, 5: -24.6539, 6: -37.8450, 7: -54.5892,
-    8: -75.0673, 9: -99.7339, 10: -128.9376, 11: -162.2546, 12: -200.0530, 13: -242.3460,
-    14: -289.3590, 15: -341.2590, 16: -398.1100, 17: -460.1480, 18: -527.5400,
-}
-#: (file energy) / (free-atom estimate in eV) expected for each energy unit.
-_ENERGY_RATIO = {unit: 1.0 / energy_to_ev(unit) for unit in ("eV", "meV", "kcal/mol", "kJ/mol", "Hartree")}
-_RATIO_TOLERANCE = 0.10
-
-#: Shortest distance / (sum of covalent radii) of a molecule given in Å lies in this window
-#: (bonds are 0.8-1.1 times the radii sum); Bohr gives ~1.9 times and nm ~0.1 times that.
-_BOND_RATIO_WINDOW = (0.55, 1.45)
-
-#: Level of theory of the well-known datasets, recognised from the file name.
-_THEORY_BY_FILE_NAME = (
-    (re.compile(r"(?<![a-z0-9])rmd17(?![a-z0-9])"), "PBE/def2-SVP (revised MD17)"),
-    (re.compile(r"(?<![a-z0-9])md17(?![a-z0-9])"), "PBE+vdW-TS (MD17)"),
-    (re.compile(r"(?<![a-z0-9])md22(?![a-z0-9])"), "PBE+MBD (MD22)"),
-)
-#: Unit aliases too short to trust inside free text such as a `theory` string.
-_AMBIGUOUS_IN_TEXT = {"a", "au", "ha", "eh", "a0"}
-_UNSPECIFIED_UNIT_VALUES = {"", "u", "unknown", "none"}
+#: UnitInferenceWarning and infer_energy_unit moved to file_units.py; re-exported so imports from here keep working.
+__all__ = ["load_dataset", "dataset_info", "format_dataset_info", "infer_energy_unit", "UnitInferenceWarning"]
 
 
 @dataclass(frozen=True)
@@ -102,42 +57,6 @@ _NPZ_LAYOUTS = (
 )
 
 
-@dataclass
-class _Told:
-    """A value someone told us (a unit, a level of theory) and where it came from."""
-
-    value: str
-    source: str
-
-
-@dataclass
-class _Sidecar:
-    """What a `<file>.units.json` says: units, level of theory, other notes kept in provenance."""
-
-    energy: _Told | None = None
-    length: _Told | None = None
-    level_of_theory: _Told | None = None
-    notes: dict = field(default_factory=dict)
-
-
-@dataclass
-class _RawData:
-    """Arrays as stored in the file (file units) and what the file says about itself."""
-
-    format: str
-    fields: dict  # role ('z', 'R', 'E', 'F') -> field name in the file, for error messages
-    z: np.ndarray
-    R: np.ndarray
-    E: np.ndarray | None
-    F: np.ndarray | None
-    energy_unit: _Told | None = None
-    length_unit: _Told | None = None
-    convention: tuple[str, str, str] | None = None  # (energy unit, length unit, source text)
-    name: str | None = None
-    level_of_theory: _Told | None = None
-    stored_provenance: dict = field(default_factory=dict)
-
-
 # --------------------------------------------------------------------------- public API
 
 
@@ -151,42 +70,22 @@ def load_dataset(path, *, energy_unit: str | None = None, length_unit: str | Non
     what was expected) for a malformed one or one whose units cannot be told.
     """
     path = ensure_path(path)
-    caller_energy = _Told(canonical_energy_unit(energy_unit), "caller") if energy_unit else None
-    caller_length = _Told(canonical_length_unit(length_unit), "caller") if length_unit else None
+    caller_energy = Told(canonical_energy_unit(energy_unit), "caller") if energy_unit else None
+    caller_length = Told(canonical_length_unit(length_unit), "caller") if length_unit else None
     raw = _read_raw(path)
     _check_raw_arrays(path, raw)
-    sidecar = _read_sidecar(path)
-    e_told, l_told = _resolve_units(path, raw, sidecar, caller_energy, caller_length)
+    sidecar = read_sidecar(path)
+    e_told, l_told = resolve_units(path, raw, sidecar, caller_energy, caller_length)
     length_factor = length_to_angstrom(l_told.value)
     energy_factor = energy_to_ev(e_told.value) if e_told else 1.0
     R = raw.R * length_factor
     E = None if raw.E is None else raw.E.reshape(-1) * energy_factor
     F = None if raw.F is None else raw.F * (energy_factor / length_factor)
     if caller_length is None:
-        _check_length_scale(path, raw, R, l_told)
+        check_length_scale(path, raw, R, l_told)
     ds = Dataset(z=raw.z, R=R, E=E, F=F, name=name or raw.name or path.stem,
-                 provenance=_provenance(path, raw, sidecar, e_told, l_told))
+                 provenance=provenance(path, raw, sidecar, e_told, l_told))
     return ds.validate(str(path))
-
-
-def infer_energy_unit(z, energies) -> tuple[str | None, str]:
-    """Energy unit of total energies `energies` of the molecule `z`, told from free-atom energies.
-
-    Returns (unit, explanation); unit is None when the ratio of the mean energy to the
-    free-atom estimate lies within 10 % of no unit or of more than one (e.g. relative energies).
-    """
-    z = np.asarray(z, dtype=int)
-    unknown = sorted({int(a) for a in z} - set(FREE_ATOM_ENERGY_HARTREE))
-    if unknown:
-        return None, (f"free-atom energies are known for H-Ar only, not for {elements.symbols(unknown)}")
-    estimate_ev = sum(FREE_ATOM_ENERGY_HARTREE[int(a)] for a in z) * HARTREE_IN_EV
-    mean = float(np.mean(energies))
-    ratio = mean / estimate_ev
-    matches = [u for u, r in _ENERGY_RATIO.items() if abs(ratio / r - 1.0) <= _RATIO_TOLERANCE]
-    expected = ", ".join(f"{u} {r:.4g}" for u, r in _ENERGY_RATIO.items())
-    text = (f"mean energy {mean:.6g} over free-atom estimate {estimate_ev:.6g} eV is {ratio:.4g} "
-            f"(expected within 10 % of: {expected})")
-    return (matches[0] if len(matches) == 1 else None), text
 
 
 def dataset_info(path, *, energy_unit: str | None = None, length_unit: str | None = None) -> dict:
@@ -233,7 +132,7 @@ def format_dataset_info(info: dict) -> str:
 # --------------------------------------------------------------------------- format detection
 
 
-def _read_raw(path: Path) -> _RawData:
+def _read_raw(path: Path) -> RawFile:
     with open(path, "rb") as fh:
         head = fh.read(4096)
     if head.startswith(b"PK\x03\x04") or path.suffix.lower() == ".npz":
@@ -263,7 +162,7 @@ def _is_number(text: str) -> bool:
 # --------------------------------------------------------------------------- npz
 
 
-def _read_npz(path: Path) -> _RawData:
+def _read_npz(path: Path) -> RawFile:
     try:
         npz = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
@@ -276,7 +175,7 @@ def _read_npz(path: Path) -> _RawData:
         if layout is None:
             expected = "; ".join(f"{lay.description}: {', '.join(lay.required)}" for lay in _NPZ_LAYOUTS)
             raise DatasetError(f"{path}: unknown npz key layout; found keys {sorted(keys)}; expected one of: {expected}")
-        raw = _RawData(
+        raw = RawFile(
             format=layout.format,
             fields={"z": layout.z, "R": layout.R, "E": layout.E, "F": layout.F},
             z=_npz_array(npz, layout.z, path),
@@ -316,28 +215,28 @@ def _npz_text(npz, key: str, path: Path) -> str | None:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _read_sgdml_string_keys(path: Path, npz, raw: _RawData) -> None:
+def _read_sgdml_string_keys(path: Path, npz, raw: RawFile) -> None:
     """Units from sGDML's `e_unit`/`r_unit`, else from a `theory` string; name and theory too."""
     raw.name = _npz_text(npz, "name", path) or None
     theory = _npz_text(npz, "theory", path)
     theory_energy = theory_length = None
     if theory:
-        level, theory_energy, theory_length = _split_theory(theory)
+        level, theory_energy, theory_length = split_theory(theory)
         if level:
-            raw.level_of_theory = _Told(level, "'theory' field")
+            raw.level_of_theory = Told(level, "'theory' field")
     for key, kind in (("e_unit", "energy"), ("r_unit", "length")):
         value = _npz_text(npz, key, path)
-        if value is None or value.strip().lower() in _UNSPECIFIED_UNIT_VALUES:
+        if value is None or value.strip().lower() in UNSPECIFIED_UNIT_VALUES:
             continue
-        told = _Told(_canonical_unit(kind, value, f"{path}: field '{key}'"), f"'{key}' field")
+        told = Told(canonical_unit(kind, value, f"{path}: field '{key}'"), f"'{key}' field")
         setattr(raw, f"{kind}_unit", told)
     if raw.energy_unit is None and theory_energy:
-        raw.energy_unit = _Told(theory_energy, "'theory' field")
+        raw.energy_unit = Told(theory_energy, "'theory' field")
     if raw.length_unit is None and theory_length:
-        raw.length_unit = _Told(theory_length, "'theory' field")
+        raw.length_unit = Told(theory_length, "'theory' field")
 
 
-def _read_openmlff_meta(path: Path, npz, raw: _RawData) -> None:
+def _read_openmlff_meta(path: Path, npz, raw: RawFile) -> None:
     text = _npz_text(npz, OPENMLFF_META_KEY, path)
     try:
         meta = json.loads(text)
@@ -353,14 +252,14 @@ def _read_openmlff_meta(path: Path, npz, raw: _RawData) -> None:
     for kind in ("energy", "length"):
         if kind not in units:
             raise DatasetError(f"{path}: field '{OPENMLFF_META_KEY}' names no {kind} unit (expected units.{kind})")
-        told = _Told(_canonical_unit(kind, units[kind], f"{path}: field '{OPENMLFF_META_KEY}' units.{kind}"),
-                     f"'{OPENMLFF_META_KEY}' field")
+        told = Told(canonical_unit(kind, units[kind], f"{path}: field '{OPENMLFF_META_KEY}' units.{kind}"),
+                    f"'{OPENMLFF_META_KEY}' field")
         setattr(raw, f"{kind}_unit", told)
     raw.name = meta.get("name")
     raw.stored_provenance = dict(meta.get("provenance") or {})
     if raw.stored_provenance.get("level_of_theory"):
-        raw.level_of_theory = _Told(raw.stored_provenance["level_of_theory"],
-                                    raw.stored_provenance.get("level_of_theory_source", "stored provenance"))
+        raw.level_of_theory = Told(raw.stored_provenance["level_of_theory"],
+                                   raw.stored_provenance.get("level_of_theory_source", "stored provenance"))
     stored = meta.get("fingerprint_sha256")
     if stored is not None:
         actual = Dataset(z=raw.z, R=raw.R, E=raw.E, F=raw.F).fingerprint()
@@ -369,20 +268,10 @@ def _read_openmlff_meta(path: Path, npz, raw: _RawData) -> None:
                                f"'{OPENMLFF_META_KEY}' (expected {stored[:12]}..., got {actual[:12]}...); the file was altered")
 
 
-def _split_theory(theory: str) -> tuple[str | None, str | None, str | None]:
-    """'MD17 DFT (PBE+vdW-TS); kcal/mol, kcal/mol/A' -> ('MD17 DFT (PBE+vdW-TS)', 'kcal/mol', 'Å')."""
-    level, sep, rest = theory.partition(";")
-    energy, length = _units_in_text(rest if sep else theory)
-    if not sep:
-        level = theory
-    level = level.strip()
-    return (level if level.lower() not in _UNSPECIFIED_UNIT_VALUES else None), energy, length
-
-
 # --------------------------------------------------------------------------- XYZ
 
 
-def _read_extxyz(path: Path) -> _RawData:
+def _read_extxyz(path: Path) -> RawFile:
     import ase.io
 
     try:
@@ -413,7 +302,7 @@ def _read_extxyz(path: Path) -> _RawData:
     F = _all_or_none(path, forces, "forces (per-atom property 'forces')")
     energy_key = next(iter(energy_keys - {None}), "energy")
     is_extended = any(frames[0].info) or E is not None or F is not None
-    raw = _RawData(format="extxyz" if is_extended else "xyz",
+    raw = RawFile(format="extxyz" if is_extended else "xyz",
                    fields={"z": "species", "R": "pos", "E": energy_key, "F": "forces"},
                    z=z, R=R, E=E, F=None if F is None else np.asarray(F, dtype=np.float64))
     raw.energy_unit, raw.length_unit = _extxyz_units(path, frames)
@@ -472,16 +361,16 @@ def _all_or_none(path: Path, values: list, what: str) -> np.ndarray | None:
     return np.asarray(values, dtype=np.float64)
 
 
-def _extxyz_units(path: Path, frames) -> tuple[_Told | None, _Told | None]:
+def _extxyz_units(path: Path, frames) -> tuple[Told | None, Told | None]:
     """Units named on the comment line (`energy_unit=`, `length_unit=`, `units=`); same in every frame."""
     def units_of(info: dict) -> tuple[str | None, str | None]:
         energy = length = None
         if "units" in info:
-            energy, length = _units_in_text(str(info["units"]), strict=False)
+            energy, length = units_in_text(str(info["units"]), strict=False)
         if "energy_unit" in info:
-            energy = _canonical_unit("energy", str(info["energy_unit"]), f"{path}: comment-line key 'energy_unit'")
+            energy = canonical_unit("energy", str(info["energy_unit"]), f"{path}: comment-line key 'energy_unit'")
         if "length_unit" in info:
-            length = _canonical_unit("length", str(info["length_unit"]), f"{path}: comment-line key 'length_unit'")
+            length = canonical_unit("length", str(info["length_unit"]), f"{path}: comment-line key 'length_unit'")
         return energy, length
 
     first = units_of(frames[0].info)
@@ -490,10 +379,10 @@ def _extxyz_units(path: Path, frames) -> tuple[_Told | None, _Told | None]:
             raise DatasetError(f"{path}: frame {i} names units {units_of(atoms.info)} on its comment line but "
                                f"frame 0 names {first}; expected the same units in every frame")
     energy, length = first
-    return (_Told(energy, "comment line") if energy else None, _Told(length, "comment line") if length else None)
+    return (Told(energy, "comment line") if energy else None, Told(length, "comment line") if length else None)
 
 
-def _read_sgdml_xyz(path: Path) -> _RawData:
+def _read_sgdml_xyz(path: Path) -> RawFile:
     """sGDML's plain XYZ: n; a line with only the energy; n lines `symbol x y z fx fy fz`."""
     lines = path.read_text(encoding="utf-8").splitlines()
     symbols0, R, E, F = None, [], [], []
@@ -539,16 +428,16 @@ def _read_sgdml_xyz(path: Path) -> _RawData:
         z = np.array([elements.atomic_number(s) for s in symbols0], dtype=np.int64)
     except ValueError as exc:
         raise DatasetError(f"{path}: column 'symbol': {exc}") from None
-    return _RawData(format="sgdml-xyz", fields={"z": "symbol", "R": "x y z", "E": "energy line", "F": "fx fy fz"},
+    return RawFile(format="sgdml-xyz", fields={"z": "symbol", "R": "x y z", "E": "energy line", "F": "fx fy fz"},
                     z=z, R=np.asarray(R, dtype=np.float64), E=np.asarray(E, dtype=np.float64),
                     F=np.asarray(F, dtype=np.float64),
                     convention=("kcal/mol", "Å", "sGDML XYZ convention (kcal/mol, Å)"))
 
 
-# --------------------------------------------------------------------------- checks and units
+# --------------------------------------------------------------------------- checks
 
 
-def _check_raw_arrays(path: Path, raw: _RawData) -> None:
+def _check_raw_arrays(path: Path, raw: RawFile) -> None:
     """Shapes and finiteness in the file's own field names (before any conversion)."""
     f = raw.fields
     z = np.asarray(raw.z)
@@ -579,165 +468,3 @@ def _check_raw_arrays(path: Path, raw: _RawData) -> None:
             frame = int(np.argwhere(bad.reshape(n_frames, -1))[0][0])
             raise DatasetError(f"{path}: field '{f[role]}' has {int(bad.sum())} non-finite values (NaN or inf), "
                                f"the first in frame {frame}; expected finite numbers")
-
-
-def _resolve_units(path: Path, raw: _RawData, sidecar: _Sidecar, caller_energy: _Told | None,
-                   caller_length: _Told | None) -> tuple[_Told | None, _Told]:
-    convention_energy = convention_length = None
-    if raw.convention:
-        convention_energy = _Told(raw.convention[0], raw.convention[2])
-        convention_length = _Told(raw.convention[1], raw.convention[2])
-    length = (caller_length or raw.length_unit or sidecar.length or convention_length
-              or _Told("Å", "default: the file names no length unit"))
-    if raw.E is None and raw.F is None:
-        return None, length
-    energy = caller_energy or raw.energy_unit or sidecar.energy
-    if energy is not None:
-        return energy, length
-    how_to_name = (f"name it: load_dataset({str(path)!r}, energy_unit=...) or a sidecar "
-                   f"{path.name}.units.json such as {{\"energy\": \"eV\", \"length\": \"Å\"}}")
-    if raw.E is None:
-        if convention_energy:
-            return convention_energy, length
-        raise DatasetError(f"{path}: the energy unit of field '{raw.fields['F']}' cannot be told (the file names "
-                           f"none and has no energies to infer it from); {how_to_name}")
-    inferred, explanation = infer_energy_unit(raw.z, raw.E)
-    if convention_energy:
-        if inferred not in (None, convention_energy.value):
-            raise DatasetError(f"{path}: field '{raw.fields['E']}': the {convention_energy.source} says "
-                               f"{convention_energy.value}, but the total energies look like {inferred} "
-                               f"({explanation}); {how_to_name}")
-        return convention_energy, length
-    if inferred is None:
-        raise DatasetError(f"{path}: the energy unit of field '{raw.fields['E']}' cannot be told: the file names "
-                           f"none and {explanation}; {how_to_name}")
-    warnings.warn(f"{path}: energy unit {inferred} inferred from the total energy ({explanation}); "
-                  f"pass energy_unit= to state it", UnitInferenceWarning, stacklevel=3)
-    return _Told(inferred, INFERRED_SOURCE), length
-
-
-def _read_sidecar(path: Path) -> _Sidecar:
-    """`<file>.units.json`: {"energy": "kcal/mol", "length": "Å"}, optionally "level_of_theory" and notes."""
-    sidecar = path.with_name(path.name + ".units.json")
-    if not sidecar.exists():
-        return _Sidecar()
-    try:
-        doc = json.loads(sidecar.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{sidecar}: not valid JSON ({exc}); expected {{\"energy\": \"eV\", \"length\": \"Å\"}}") from None
-    if not isinstance(doc, dict) or not {"energy", "length"} & set(doc):
-        raise DatasetError(f"{sidecar}: expected an object with keys 'energy' and/or 'length', got {doc!r}")
-    source = f"sidecar {sidecar.name}"
-    told = {kind: _Told(_canonical_unit(kind, str(doc.pop(kind)), f"{sidecar}: key '{kind}'"), source)
-            for kind in ("energy", "length") if kind in doc}
-    theory = doc.pop("level_of_theory", None)
-    return _Sidecar(energy=told.get("energy"), length=told.get("length"),
-                    level_of_theory=_Told(str(theory), source) if theory else None, notes=doc)
-
-
-def _check_length_scale(path: Path, raw: _RawData, R_angstrom: np.ndarray, length: _Told) -> None:
-    """Refuse positions whose shortest bond is implausible in Å (likely nm or Bohr)."""
-    pos = R_angstrom[0]
-    if len(pos) < 2:
-        return
-    k = min(len(pos), 9)
-    dist, idx = cKDTree(pos).query(pos, k=k)
-    radii = elements.covalent_radii(raw.z)
-    ratios = dist[:, 1:] / (radii[:, None] + radii[idx[:, 1:]])
-    i, j = np.unravel_index(np.argmin(ratios), ratios.shape)
-    ratio, d, partner = float(ratios[i, j]), float(dist[i, j + 1]), int(idx[i, j + 1])
-    lo, hi = _BOND_RATIO_WINDOW
-    if lo <= ratio <= hi:
-        return
-    looks_like = [u for u, size in (("nm", NM_IN_ANGSTROM), ("Bohr", BOHR_IN_ANGSTROM))
-                  if lo <= ratio * size / length_to_angstrom(length.value) <= hi]
-    guess = f"; the numbers look like {looks_like[0]}" if looks_like else ""
-    pair = f"atoms {i} ({elements.symbol(raw.z[i])}) and {partner} ({elements.symbol(raw.z[partner])})"
-    raise DatasetError(
-        f"{path}: field '{raw.fields['R']}': the shortest distance in frame 0 is {d:.4g} Å when read as "
-        f"{length.value} ({length.source}), between {pair}: {ratio:.3g} times their covalent radii sum, where a "
-        f"molecule in Å gives {lo}-{hi}{guess}; name the length unit: load_dataset(..., length_unit=...)")
-
-
-def _canonical_unit(kind: str, value: str, where: str) -> str:
-    convert = canonical_energy_unit if kind == "energy" else canonical_length_unit
-    try:
-        return convert(value)
-    except ValueError as exc:
-        raise DatasetError(f"{where}: {exc}") from None
-
-
-def _units_in_text(text: str, strict: bool = True) -> tuple[str | None, str | None]:
-    """Energy and length units named in free text ('kcal/mol, kcal/mol/A' -> ('kcal/mol', 'Å')).
-
-    A force unit 'E/L' names both. Returns None for a kind that is named not at all or in two
-    different ways. strict skips one- and two-letter aliases ('a', 'au') that ordinary words use.
-    """
-    energies, lengths = set(), set()
-    for token in re.split(r"[\s,;()\[\]]+", text):
-        token = token.strip("\"'")
-        if not token or (strict and token.lower() in _AMBIGUOUS_IN_TEXT):
-            continue
-        energy, length = _unit_token(token)
-        if energy:
-            energies.add(energy)
-        if length:
-            lengths.add(length)
-    return (energies.pop() if len(energies) == 1 else None), (lengths.pop() if len(lengths) == 1 else None)
-
-
-def _unit_token(token: str) -> tuple[str | None, str | None]:
-    for convert, slot in ((canonical_energy_unit, 0), (canonical_length_unit, 1)):
-        try:
-            unit = convert(token)
-        except ValueError:
-            continue
-        return (unit, None) if slot == 0 else (None, unit)
-    energy, sep, length = token.rpartition("/")
-    if sep:
-        try:
-            return canonical_energy_unit(energy), canonical_length_unit(length)
-        except ValueError:
-            pass
-    return None, None
-
-
-# --------------------------------------------------------------------------- provenance
-
-
-_ORIGIN_KEYS = ("source_file", "format", "energy_unit_in_file", "energy_unit_source", "length_unit_in_file",
-                "length_unit_source")
-
-
-def _provenance(path: Path, raw: _RawData, sidecar: _Sidecar, energy: _Told | None, length: _Told) -> dict:
-    """Where the numbers came from; keys named *_in_file are the file's units (the Dataset is Å/eV)."""
-    prov = dict(raw.stored_provenance)
-    first_origin = {k: prov[k] for k in _ORIGIN_KEYS if k in prov}
-    if first_origin:  # re-reading an openmlff npz: keep where its numbers first came from
-        prov.setdefault("origin", first_origin)
-    prov.update({
-        "source_file": str(path.resolve()),
-        "format": raw.format,
-        "n_frames": int(raw.R.shape[0]),
-        "energy_unit_in_file": energy.value if energy else None,
-        "energy_unit_source": energy.source if energy else "no energy or force labels",
-        "length_unit_in_file": length.value,
-        "length_unit_source": length.source,
-    })
-    if energy:
-        prov["force_unit_in_file"] = f"{energy.value}/{length.value}"
-    theory = raw.level_of_theory or sidecar.level_of_theory or _theory_from_file_name(path)
-    if theory:
-        prov["level_of_theory"] = theory.value
-        prov["level_of_theory_source"] = theory.source
-    if sidecar.notes:
-        prov["sidecar_notes"] = sidecar.notes
-    return prov
-
-
-def _theory_from_file_name(path: Path) -> _Told | None:
-    stem = path.name.lower()
-    for pattern, level in _THEORY_BY_FILE_NAME:
-        if pattern.search(stem):
-            return _Told(level, "file name")
-    return None
