@@ -14,7 +14,7 @@ on a quiet machine and once while another process keeps one core busy (a Python 
 Targets (issue 10): with one core busy, the default keeps at least 70 % of its quiet speed and is
 never more than 10 % slower than --threads 1 under the same load. Run it on an otherwise idle machine:
 
-    python benchmarks/threads.py [--seconds 8] [--out results/threads.json]
+    python benchmarks/threads.py [--seconds 8] [--repeats 2] [--out results/threads.json]
 """
 
 from __future__ import annotations
@@ -142,6 +142,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seconds", type=float, default=8.0, help="timed work per measurement (s)")
     p.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=WORKLOADS)
+    p.add_argument("--repeats", type=int, default=2,
+                   help="passes over every cell (quiet, busy, quiet, busy, ...); each cell keeps its best pass")
     p.add_argument("--out", default=None, help="also write the results as JSON")
     p.add_argument("--worker", nargs=2, metavar=("WORKLOAD", "SETTING"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -154,7 +156,7 @@ def main(argv=None) -> int:
     print(f"processor: {processor()}; usable CPUs: {usable_cpus()}; os.cpu_count(): {os.cpu_count()}; "
           f"python {platform.python_version()}; {args.seconds:g} s of work per cell")
     results = {}
-    for load in ("quiet", "busy"):
+    for repeat, load in [(r, l) for r in range(args.repeats) for l in ("quiet", "busy")]:
         hog = None
         if load == "busy":
             hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
@@ -163,8 +165,10 @@ def main(argv=None) -> int:
             for workload in args.workloads:
                 for label, setting in SETTINGS.items():
                     r = measure(workload, setting, args.seconds)
-                    results[(workload, label, load)] = r
-                    print(f"  {load:5s} {workload:5s} {label:14s} {r['threads']} thread(s): "
+                    best = results.get((workload, label, load))
+                    if best is None or r["ms_per_step"] < best["ms_per_step"]:  # the least disturbed pass
+                        results[(workload, label, load)] = r
+                    print(f"  pass {repeat + 1} {load:5s} {workload:5s} {label:14s} {r['threads']} thread(s): "
                           f"{r['ms_per_step']:8.2f} ms/step", flush=True)
         finally:
             if hog is not None:

@@ -22,11 +22,14 @@ from collections import deque
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
+import openmm
+from openmm import unit
 from scipy.spatial import cKDTree
 
 from .. import elements
 from ..errors import InputError
 from ..units import FS_IN_PS
+from .reporters import temperature_K
 
 DEFAULT_BOND_DEVIATION_LIMIT_ANGSTROM = 0.5
 DEFAULT_MIN_NONBONDED_DISTANCE_ANGSTROM = 0.7
@@ -295,10 +298,6 @@ class MonitorReporter:
                 "include": ["positions", "velocities"] + (["energy", "forces"] if full else [])}
 
     def report(self, simulation, state) -> None:
-        from openmm import unit
-
-        from .reporters import temperature_K
-
         step = int(simulation.currentStep)
         positions = np.asarray(state.getPositions(asNumpy=True).value_in_unit(unit.angstrom))
         if step % self.report_interval_steps == 0:
@@ -318,9 +317,6 @@ class MonitorReporter:
             raise CollapseDetected(event)
 
     def _record_energy(self, simulation) -> None:
-        import openmm
-        from openmm import unit
-
         try:
             energy = simulation.context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
         except openmm.OpenMMException:
