@@ -26,6 +26,8 @@ from .errors import StateError
 
 LOCK_FILE = ".lock"
 HOLDER_FILE = ".lock.holder"
+#: Seconds a writer waits for a lock before it is refused (longer than any probe holds it).
+ACQUIRE_WAIT_S = 2.0
 
 
 class BusyError(StateError):
@@ -45,7 +47,9 @@ class FolderLock:
     def acquire(self) -> "FolderLock":
         """Take the lock at once or raise `error` naming the holder."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        lock = filelock.FileLock(self.path, timeout=0, is_singleton=True)
+        # a short wait, not none: is_locked() probes by taking the lock for a moment, and a writer starting
+        # just then must not be refused; a real holder keeps it for the whole run
+        lock = filelock.FileLock(self.path, timeout=ACQUIRE_WAIT_S, is_singleton=True)
         first = not lock.is_locked
         try:
             lock.acquire()
@@ -92,5 +96,23 @@ def is_locked(folder) -> bool:
         probe.acquire()
     except filelock.Timeout:
         return True
+    except PermissionError:  # a reader who may not write the folder (campaign status on a colleague's run)
+        return _flock_held_read_only(path)
     probe.release()
+    return False
+
+
+def _flock_held_read_only(path: Path) -> bool:
+    """Whether some process holds the flock on `path`, probed through a read-only descriptor."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # also drops the probe's own lock
     return False

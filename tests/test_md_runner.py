@@ -470,3 +470,21 @@ def test_run_summary_round_trips_and_reads_like_the_json(aspirin, models, tmp_pa
     assert RunDirectory(tmp_path / "run").read_summary().ns_per_day == summary.ns_per_day
     with pytest.raises(ValueError, match="not a run summary"):
         RunSummary.from_dict({"steps_completed": 3}, "x.json")
+
+
+def test_own_reporters_see_the_collapsed_step_before_the_monitor_stops_the_run(aspirin, models, tmp_path):
+    """A reporter that wants no positions (StateDataReporter asks for energy only) is still called before the
+    monitor at the step where the run collapses: OpenMM would otherwise call it after the monitor, never."""
+    seen = []
+
+    class EnergyOnly:
+        def describeNextReport(self, simulation):
+            return {"steps": 5 - simulation.currentStep % 5, "periodic": None, "include": ["energy"]}
+
+        def report(self, simulation, state):
+            seen.append(simulation.currentStep)
+
+    cfg = config(steps=400, report_interval_steps=10, monitor_interval_steps=5)
+    summary = run(models["blowup"], aspirin, tmp_path / "run", cfg, reporters=[EnergyOnly()])
+    assert not summary.stable and summary.collapse_step % 5 == 0
+    assert seen[-1] == summary.collapse_step

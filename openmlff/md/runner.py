@@ -317,8 +317,11 @@ class _Run:
         bar = tqdm(total=cfg.steps, initial=step, unit="step", desc="MD", disable=not progress, dynamic_ncols=True)
         # Called in this order at a step where several are due: writers first, so the frame of a collapse is
         # written; the caller's; then the monitor, whose CollapseDetected stops the Simulation before a checkpoint.
-        self.simulation.reporters = [*self._recorders(), *self.user_reporters, self.watch, _CheckpointReporter(self),
-                                     _ProgressReporter(bar, cfg.report_interval_steps, self.watch)]
+        # OpenMM calls reporters that want no positions (or wrapped ones) in other groups, before or after the rest;
+        # every reporter here asks for unwrapped positions (which the due reporters fetch anyway) to keep this order.
+        self.simulation.reporters = [_InOrder(r) for r in (
+            *self._recorders(), *self.user_reporters, self.watch, _CheckpointReporter(self),
+            _ProgressReporter(bar, cfg.report_interval_steps, self.watch))]
         try:
             if event is None and step < cfg.steps:
                 try:
@@ -411,6 +414,25 @@ class _Run:
         for writer in (self.trajectory, self.states):
             if writer is not None:
                 writer.close()
+
+
+class _InOrder:
+    """A reporter as it is, but asking for unwrapped positions: OpenMM then calls all of a run's reporters due
+    at a step in one group, in list order (the molecule is not periodic, so wrapping changes nothing)."""
+
+    def __init__(self, reporter) -> None:
+        self.reporter = reporter
+
+    def describeNextReport(self, simulation) -> dict:
+        report = self.reporter.describeNextReport(simulation)
+        if isinstance(report, tuple):  # OpenMM's older form: (steps, positions, velocities, forces, energy, ...)
+            names = ("positions", "velocities", "forces", "energy")
+            report = {"steps": report[0], "include": [n for n, wanted in zip(names, report[1:5]) if wanted]}
+        include = list(report.get("include", []))
+        return {**report, "periodic": False, "include": include + ([] if "positions" in include else ["positions"])}
+
+    def report(self, simulation, state) -> None:
+        self.reporter.report(simulation, state)
 
 
 class _CallbackReporter(ScheduledReporter):
