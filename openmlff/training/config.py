@@ -10,12 +10,17 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 from ..config import check, setting
+from ..errors import InputError
 from ..models import ARCHITECTURES, default_hyperparameters
+from .losses import LOSSES, check_loss
 
 PRESETS = ("cpu", "paper")
 DTYPES = ("float32", "float64")
 #: Fields that may change when an interrupted run is resumed (they do not change what is learned so far).
 RESUMABLE_CHANGES = ("time_budget_s", "max_epochs", "torch_threads", "early_stopping_patience_epochs")
+#: Fields added after checkpoints were first written, with the value that reproduces what those did:
+#: a checkpoint without the field resumes as if it had it.
+ADDED_FIELDS = {"loss": "mse", "loss_options": {}}
 
 
 @dataclass
@@ -39,6 +44,9 @@ class TrainingConfig:
     max_epochs: int = setting(100_000, "stop after this many epochs")
     time_budget_s: float | None = setting(None, "wall-clock budget of the whole training in s, resumes included",
                                           aliases=("--time-budget",))
+    loss: str = setting("mse", "training loss: mse, fnm (force error over mass), element_balanced or max_error "
+                               "(openmlff.training.losses)")
+    loss_options: dict = setting(dict, "options of the loss, e.g. '{\"max_weight\": 0.1, \"top_k\": 3}' for max_error")
     energy_weight: float = setting(0.05, "weight of the energy term of the loss")
     force_weight: float = setting(0.95, "weight of the force term of the loss")
     ema_decay: float = setting(0.99, "decay of the exponential moving average of the weights")
@@ -71,6 +79,12 @@ class TrainingConfig:
         check(self, self.time_budget_s is None or self.time_budget_s > 0, "time_budget_s",
               f"must be positive or None, got {self.time_budget_s}")
         check(self, self.dtype in DTYPES, "dtype", f"must be one of {list(DTYPES)}, got {self.dtype!r}")
+        check(self, self.loss in LOSSES, "loss", f"must be one of {list(LOSSES)}, got {self.loss!r}")
+        check(self, isinstance(self.loss_options, dict), "loss_options", f"must be a table, got {self.loss_options!r}")
+        try:
+            check_loss(self.loss, self.loss_options)
+        except InputError as exc:
+            check(self, False, "loss_options", f"do not fit: {exc}")
         check(self, self.torch_threads is None or self.torch_threads >= 1, "torch_threads",
               f"must be a positive integer or None, got {self.torch_threads}")
 

@@ -29,9 +29,9 @@ from ..models.potential import Potential
 from ..resume import ResumeMismatchError, check_resumable
 from ..threads import set_threads
 from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_NAME, read_checkpoint, write_checkpoint
-from .config import TrainingConfig
+from .config import ADDED_FIELDS, TrainingConfig
 from .ema import ExponentialMovingAverage
-from .losses import LossWeights, energy_force_mse
+from .losses import LossWeights, TrainingLoss
 
 LOG_NAME = "training_log.csv"
 
@@ -88,7 +88,8 @@ def _load_or_start(dataset: Dataset, ckpt_path: Path, config: TrainingConfig) ->
                 f"{ckpt_path}: the checkpoint was trained on other data (fingerprint {ckpt.get('data_fingerprint', '?')[:12]}, "
                 f"this dataset {fingerprint[:12]} from {dataset.source}); use another output folder")
         new = config.to_dict()
-        old = {k: ckpt["config"].get(k) for k in new}  # a field newer than the checkpoint reads as None
+        # a field newer than the checkpoint reads as the value that reproduces it (ADDED_FIELDS), else None
+        old = {k: ckpt["config"].get(k, ADDED_FIELDS.get(k)) for k in new}
         check_resumable(old, new, where=str(ckpt_path), may_change=TrainingConfig.RESUMABLE_CHANGES,
                         job="training run", error=TrainingResumeError)
         if ckpt["status"] == "finished" and _more_budget(ckpt, config):
@@ -163,7 +164,8 @@ class _Loop:
         self.progress = progress
         self.dtype = getattr(torch, config.dtype)
         self.split = Split.from_dict(state["split"])
-        self.weights = LossWeights(config.energy_weight, config.force_weight)
+        self.loss = TrainingLoss(config.loss, LossWeights(config.energy_weight, config.force_weight), dataset.z,
+                                 dict(config.loss_options))
         self.z = torch.as_tensor(dataset.z, dtype=torch.long)
         self.R = torch.as_tensor(dataset.R, dtype=self.dtype)
         self.E = torch.as_tensor(dataset.E, dtype=torch.float64)
@@ -252,7 +254,7 @@ class _Loop:
             z, pos, batch, n = self.batch(idx)
             energy, forces = self.model.energy_and_forces(z, pos, batch, n, create_graph=True)
             f_ref = self.F[idx].reshape(-1, 3)
-            loss = energy_force_mse(energy, self.E[idx], forces, f_ref, self.weights)
+            loss = self.loss(energy, self.E[idx], forces, f_ref)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -291,7 +293,7 @@ class _Loop:
             z, pos, batch, n = self.batch(idx)
             energy, forces = model.energy_and_forces(z, pos, batch, n)
             f_ref = self.F[idx].reshape(-1, 3)
-            loss_sum += float(energy_force_mse(energy.detach(), self.E[idx], forces.detach(), f_ref, self.weights)) * n
+            loss_sum += float(self.loss(energy.detach(), self.E[idx], forces.detach(), f_ref)) * n
             e_abs += float((energy.detach() - self.E[idx]).abs().sum())
             f_abs += float((forces.detach() - f_ref).abs().sum())
             n_f += f_ref.numel()
