@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from openmlff.md import PlatformError, available_platforms, select_platform
 from openmlff.md.platforms import AUTOMATIC_PLATFORM_ORDER

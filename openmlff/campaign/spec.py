@@ -49,9 +49,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..resume import ABSENT, Difference, resume_differences, short_value
-from .spec_file import (  # noqa: F401 - the spec's constants and error, re-exported
-    FRAME_SELECTION_SEED, GRID_FIELDS, SPEC_SUFFIXES, SPLIT_SETS, CampaignSpecError, read_spec_file,
-)
+from .spec_file import GRID_FIELDS, CampaignSpecError, read_spec_file
 
 
 @dataclass(frozen=True)

@@ -139,7 +139,13 @@ class ScheduledReporter:
             return
         if self.records is None:
             raise InputError(f"{type(self).__name__}: attach a StepRecords (reporter.records) before the Simulation runs")
-        self.write(self.records.at(simulation, state))
+        record = self.records.at(simulation, state)
+        if self.accepts(record):
+            self.write(record)
+
+    def accepts(self, record: StepRecord) -> bool:
+        """Whether a record from a Simulation is written (all are, unless a writer says otherwise)."""
+        return True
 
     def write(self, record: StepRecord) -> None:
         raise NotImplementedError

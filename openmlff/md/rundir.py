@@ -27,6 +27,7 @@ from .config import EXTENSIBLE_FIELDS, RESUMABLE_CHANGES, SimulationConfig
 from .integrators import INTEGRATORS
 from .trajectory import TRAJECTORY_FILES, hdf5_partial_path
 
+TOPOLOGY_FILE = "topology.pdb"
 CHECKPOINT_JSON = "checkpoint.json"
 CHECKPOINT_PREFIX = "checkpoint_step"
 
@@ -142,7 +143,7 @@ class RunDirectory:
 
     @property
     def topology_pdb(self) -> Path:
-        return self.directory / "topology.pdb"
+        return self.directory / TOPOLOGY_FILE
 
     @property
     def state_csv(self) -> Path:
@@ -213,7 +214,7 @@ def run_record(model_path: Path, metadata: dict, zs, start_angstrom, reference, 
         "platform": {"name": platform_name, "properties_requested": dict(platform_properties)},
         "torchforce_properties_requested": config.torch_properties,
         "trajectory": {"file": TRAJECTORY_FILES[config.trajectory_format], "format": config.trajectory_format,
-                       "topology": RunDirectory(".").topology_pdb.name, "frame_interval_steps": config.report_interval_steps,
+                       "topology": TOPOLOGY_FILE, "frame_interval_steps": config.report_interval_steps,
                        "first_frame_step": 0,
                        **({"partial_file": hdf5_partial_path(TRAJECTORY_FILES["hdf5"]).name}
                           if config.trajectory_format == "hdf5" else {})},

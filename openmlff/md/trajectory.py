@@ -68,10 +68,8 @@ class TrajectoryWriter(ScheduledReporter):
         self.first_step = int(first_step)
         self.frames_written = 0
 
-    def report(self, simulation, state=None) -> None:
-        if state is not None and not np.isfinite(state.getPositions(asNumpy=True)._value).all():
-            return
-        super().report(simulation, state)
+    def accepts(self, record: StepRecord) -> bool:
+        return bool(np.isfinite(record.positions_nm).all())  # a collapsed frame with NaN positions is not kept
 
     def write(self, record: StepRecord) -> None:
         """Append the record's positions (which must be finite) as the next frame."""
