@@ -3,7 +3,9 @@
 Forms scripts rely on (keep them): `data info PATH`, `train --data PATH --model et --out DIR`,
 `export CHECKPOINT --out FILE.pt`, `metrics --model FILE.pt --data PATH --out FILE.json`,
 `simulate --model FILE.pt (--data PATH --frame I | --structure FILE) --temperature K --timestep FS
---steps N --out RUNDIR`.
+--steps N --out RUNDIR`, `finetune CHECKPOINT --reweight frames|clusters --out DIR [--time-budget S]`,
+`recruit CHECKPOINT --pool PATH --count N --strategy clusters|frames|random --out FILE`,
+`train --continue-from CHECKPOINT --add-data FILE ...`.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import OpenMLFFError, StateError, describe_os_error
+from .config import json_object
+from .errors import InputError, OpenMLFFError, StateError, describe_os_error
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,8 +85,54 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(tr, TrainingConfig, choices={"architecture": sorted(ARCHITECTURES), "preset": list(PRESETS),
                                                       "dtype": list(DTYPES)},
                          group="training settings (openmlff.training.TrainingConfig)")
+    tr.add_argument("--continue-from", default=None, metavar="CHECKPOINT",
+                    help="start from this trained model's best weights, with its architecture, size and split "
+                         "(other settings from this command line)")
+    tr.add_argument("--add-data", default=None, metavar="FILE",
+                    help="with --continue-from: labelled frames (e.g. from `openmlff recruit`) added to the "
+                         "training set; --data stays the parent's data, the two are trained on as OUT/training_data.npz")
     tr.add_argument("--quiet", action="store_true")
     tr.set_defaults(handler=_train)
+
+    from .improve.recruit import RECRUIT_STRATEGIES
+    from .improve.reweight import REWEIGHT_RULES
+    from .metrics.metric_sets import FRAME_METRICS
+
+    ft = sub.add_parser("finetune", help="fine-tune a trained model with sample weights from its own errors")
+    ft.add_argument("checkpoint", help="the trained model's checkpoint (model.ckpt)")
+    ft.add_argument("--reweight", required=True, choices=list(REWEIGHT_RULES),
+                    help="frames: weight by each frame's force error; clusters: by its conformation cluster's "
+                         "ratio of bad points; none: uniform (the control)")
+    ft.add_argument("--reweight-options", type=json_object, default={},
+                    help="parameters of the rule (JSON), e.g. '{\"power\": 2}' (openmlff.improve.reweight)")
+    ft.add_argument("--out", required=True, help="the fine-tuning folder (model.ckpt; resumed when it exists)")
+    ft.add_argument("--data", default=None, help="the parent's training data (default: the file it records)")
+    _unit_options(ft)
+    ft.add_argument("--time-budget", type=float, default=None, help="wall-clock budget in s")
+    ft.add_argument("--max-epochs", type=int, default=None, help="epochs (default: until early stopping)")
+    ft.add_argument("--lr", type=float, default=None, help="learning rate (default: a quarter of the parent's)")
+    ft.add_argument("--warmup-steps", type=int, default=0, help="optimiser steps of warm-up (default 0)")
+    ft.add_argument("--seed", type=int, default=None, help="seed of the batch draws (default: the parent's)")
+    ft.add_argument("--threads", type=int, default=None, help="torch threads (default: openmlff.threads' choice)")
+    ft.add_argument("--quiet", action="store_true")
+    ft.set_defaults(handler=_finetune)
+
+    rc = sub.add_parser("recruit", help="pick labelled frames the model has not seen where its errors are large")
+    rc.add_argument("checkpoint", help="the trained model's checkpoint (model.ckpt)")
+    rc.add_argument("--pool", required=True, help="labelled frames to choose from (the training data file itself: "
+                                                  "its frames outside the model's split)")
+    _unit_options(rc)
+    rc.add_argument("--count", type=int, required=True, help="frames to recruit")
+    rc.add_argument("--strategy", required=True, choices=list(RECRUIT_STRATEGIES),
+                    help="clusters: from conformation clusters with many bad frames; frames: the largest errors; "
+                         "random: uniformly (the control)")
+    rc.add_argument("--score", default="force_mae", choices=list(FRAME_METRICS), help="per-frame error (default force_mae)")
+    rc.add_argument("--n-clusters", type=int, default=None, help="clusters (default: silhouette rule)")
+    rc.add_argument("--seed", type=int, default=0)
+    rc.add_argument("--threads", type=int, default=None, help="torch threads (default: openmlff.threads' choice)")
+    rc.add_argument("--out", required=True, help="output dataset file (.npz, openmlff format)")
+    rc.add_argument("--quiet", action="store_true")
+    rc.set_defaults(handler=_recruit)
 
     ex = sub.add_parser("export", help="export a checkpoint to a TorchScript file (nm in, kJ/mol out)")
     ex.add_argument("checkpoint")
@@ -208,10 +257,54 @@ def _train(args) -> int:
 
     config = config_from_args(TrainingConfig, args)
     dataset = _load(args, args.data)
-    result = train(dataset, args.out, config, progress=not args.quiet)
+    start = None
+    if args.add_data and not args.continue_from:
+        raise InputError("--add-data needs --continue-from CHECKPOINT (the model the frames are added for)")
+    if args.continue_from:
+        from .training.checkpoint import read_checkpoint
+        from .training.start import continue_start
+
+        added = _load(args, args.add_data) if args.add_data else None
+        dataset, start = continue_start(read_checkpoint(args.continue_from), dataset, added, args.out)
+    result = train(dataset, args.out, config, progress=not args.quiet, start=start)
+    _print_training(result)
+    return 0
+
+
+def _print_training(result) -> None:
     print(f"{result.checkpoint}: {result.epochs} epochs, {result.elapsed_s:.0f} s, stopped: {result.stop_reason}; "
           f"best validation force MAE {result.best_val_force_mae_kcal_per_mol_per_A:.3f} kcal/mol/Å, "
           f"energy MAE {result.best_val_energy_mae_kcal_per_mol:.3f} kcal/mol (epoch {result.best_epoch})")
+
+
+def _finetune(args) -> int:
+    from .improve import finetune
+
+    data = _load(args, args.data) if args.data else None
+    result = finetune(args.checkpoint, args.out, args.reweight, data=data, rule_options=args.reweight_options,
+                      time_budget_s=args.time_budget, max_epochs=args.max_epochs, learning_rate=args.lr,
+                      warmup_steps=args.warmup_steps, seed=args.seed, torch_threads=args.threads,
+                      progress=not args.quiet)
+    _print_training(result)
+    return 0
+
+
+def _recruit(args) -> int:
+    from .data import save_dataset
+    from .improve import recruit_frames
+    from .threads import set_threads
+
+    pool = _load(args, args.pool)
+    set_threads(args.threads, atoms_per_call=32 * pool.n_atoms)
+    result = recruit_frames(args.checkpoint, pool, args.count, args.strategy, score=args.score, seed=args.seed,
+                            n_clusters=args.n_clusters, progress=not args.quiet)
+    save_dataset(result.dataset, args.out)
+    r = result.record
+    text = f"wrote {args.out}: {args.count} of {r['pool']['unseen_frames']} unseen pool frames ({args.strategy})"
+    if "recruited_score_mean" in r:
+        text += (f"; mean {args.score} {r['recruited_score_mean']:.3f} {r['unit']} against "
+                 f"{r['candidates_score_mean']:.3f} over all unseen frames")
+    print(text)
     return 0
 
 

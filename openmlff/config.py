@@ -47,7 +47,7 @@ def _parse_optional(kind):
     return parse
 
 
-def _json_object(text: str) -> dict:
+def json_object(text: str) -> dict:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -81,7 +81,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_class, *, exclu
                                 help=help_text)
             continue
         if annotation == "dict":
-            target.add_argument(*names, dest=f.name, type=_json_object, default=default,
+            target.add_argument(*names, dest=f.name, type=json_object, default=default,
                                 help=f"{help_text} (JSON object)")
             continue
         base = annotation.split("|")[0]

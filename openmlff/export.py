@@ -117,6 +117,7 @@ def export_checkpoint(checkpoint_path, out_path, weights: str = "best") -> Path:
             "epochs": ckpt["epoch"], "steps": ckpt["step"], "elapsed_s": round(ckpt["elapsed_s"], 1),
             "best_epoch": ckpt["best_epoch"], "stop_reason": ckpt["stop_reason"],
             "config": ckpt["config"],
+            "origin": ckpt.get("origin"),  # the parent of a fine-tuned or continued model (training.start)
             "metrics": {k: v for k, v in best.items() if k.startswith("val_")},
         },
         "element_energy_eV": {elements.symbol(z): float(ckpt["element_energy_ev"][z]) for z in sorted(set(ckpt["atomic_numbers"]))},

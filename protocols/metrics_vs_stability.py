@@ -47,6 +47,9 @@ def parse_args(argv=None):
                    help="torch threads for training (default: openmlff.threads' choice for the work, 1 for aspirin)")
     p.add_argument("--add-model", action="append", default=[], metavar="LABEL=MODEL.pt",
                    help="also put this exported model in the campaign (trained on the same data and split)")
+    p.add_argument("--improvement-arms", default=None, metavar="DIR",
+                   help="also put every arm of protocols/improve_stability.py's results folder DIR in the campaign "
+                        "(models of similar force MAE but different fine-grained errors)")
     p.add_argument("--quick", action="store_true", help="ET and NequIP, budgets 20 and 90 s, 8 starts, 1 seed, 2 ps")
     args = p.parse_args(argv)
     if args.quick:
@@ -86,6 +89,12 @@ def main(argv=None) -> int:
             models[label] = str(export_checkpoint(result.checkpoint, out / "models" / label / "model.pt"))
             say(f"      {label}: {result.epochs} epochs, best validation force MAE "
                 f"{result.best_val_force_mae_kcal_per_mol_per_A:.2f} kcal/mol/Å")
+    if args.improvement_arms:
+        found = sorted(Path(args.improvement_arms).glob("models/*/model.pt"))
+        if not found:
+            raise SystemExit(f"--improvement-arms {args.improvement_arms}: no models/*/model.pt; run "
+                             "protocols/improve_stability.py first")
+        args.add_model += [f"arm_{p.parent.name}={p}" for p in found]
     for item in args.add_model:
         label, _, path = item.partition("=")
         if not path or not Path(path).is_file():
@@ -138,6 +147,9 @@ def answer(doc: dict) -> str:
             if match:
                 lines.append(f"  for comparison {name:<20} rho {match[0]['spearman_rho']:+.2f} "
                              f"(rank {rows.index(match[0]) + 1} of {len(rows)})")
+    from openmlff.metrics.correlation import similar_error_ranking
+
+    lines.extend(similar_lines(similar_error_ranking(doc["model_metrics"], doc["stability_per_model"]), "models"))
     stab = doc["stability_per_model"]
     lines.append("Stability per model: " + ", ".join(
         f"{m} {s['n_stable']}/{s['n_runs']} stable, median time to collapse {s['median_time_to_collapse_ps']:.2f} ps"
@@ -146,6 +158,26 @@ def answer(doc: dict) -> str:
     lines.append(f"Runs: {doc['n_runs']}; horizon {doc['horizon_ps']:g} ps. With few models the intervals are wide: "
                  "read the ranking as evidence, not proof.")
     return "\n".join(lines) + "\n"
+
+
+def similar_lines(similar: dict, what: str) -> list[str]:
+    """The answer of openmlff.metrics.correlation.similar_error_ranking in words: among models of similar
+    MAE, do the fine-grained metrics rank stability better than the MAE?"""
+    lines = [f"Among {what} of similar {similar['mae_metric']} (within ±{similar['tolerance']:.0%} of "
+             f"{similar['median_mae']:.3f}): {', '.join(similar['models']) or 'none'}."]
+    if similar.get("note"):
+        return lines + ["  " + similar["note"]]
+    for measure, better in similar["better_than_mae"].items():
+        rows = sorted((r for r in similar["rows"] if r["measure"] == measure and np.isfinite(r["spearman_rho"])),
+                      key=lambda r: r["spearman_rho"])
+        if not rows:
+            lines.append(f"  Spearman rho against {measure}: undefined (the stability or the metrics do not vary)")
+            continue
+        lines.append(f"  Spearman rho against {measure} (negative: larger error, less stable): "
+                     + ", ".join(f"{r['metric']} {r['spearman_rho']:+.2f}" for r in rows))
+        lines.append(f"  -> {'ranks stability better than the MAE: ' + ', '.join(better) if better else 'no fine-grained metric ranks stability better than the MAE'}"
+                     f" ({len(similar['models'])} {what}: a hint, not a result)")
+    return lines
 
 
 if __name__ == "__main__":

@@ -25,7 +25,8 @@ from openmlff.metrics.correlation import (
     strongest_rows,
 )
 from openmlff.metrics.metric_sets import evaluation_metric_set, model_metric_sets, start_conformation_metrics
-from openmlff.metrics.run_stability import kaplan_meier, run_outcome, stability_of_runs, start_runs
+from openmlff.metrics.run_stability import (compare_stability, kaplan_meier, run_outcome, share_stable_interval,
+                                           stability_of_runs, start_runs)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/ helpers (untrained_model)
 
@@ -250,6 +251,39 @@ def test_run_outcome_errors_name_the_run():
     assert runs == [("s0", True, 3.0), ("s0", False, 10.0), ("s1", False, 10.0)]
     outcomes = per_start_outcomes(runs)
     assert outcomes["s0"] == {"n_runs": 2, "n_collapsed": 1, "collapse_rate": 0.5, "mean_time_to_collapse_ps": 6.5}
+
+
+def test_share_interval_is_wilsons():
+    # Wilson score interval by hand: (p + z^2/2n +- z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n)
+    n, k, z = 16, 4, 1.959963984540054
+    p = k / n
+    centre, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    low, high = share_stable_interval(k, n)
+    assert low == pytest.approx((centre - half) / (1 + z * z / n), rel=1e-9)
+    assert high == pytest.approx((centre + half) / (1 + z * z / n), rel=1e-9)
+    assert share_stable_interval(0, 16)[0] == 0.0 and share_stable_interval(16, 16)[1] == pytest.approx(1.0)
+
+
+def test_logrank_comparison_by_hand():
+    # method: collapses at 2 and 4 ps, two runs censored at 10; control: collapses at 1, 2, 3, one censored.
+    # Log-rank by hand over the event times 1, 2, 3, 4 (n_m, n_c at risk; d_m, d total deaths):
+    #   t=1: n 4,4 d 0/1   t=2: n 4,3 d 1/2   t=3: n 3,2 d 0/1   t=4: n 3,1 d 1/1
+    method = stability_of_runs([_collapsed(2.0), _collapsed(4.0), _stable(10.0), _stable(10.0)], 10.0)
+    control = stability_of_runs([_collapsed(1.0), _collapsed(2.0), _collapsed(3.0), _stable(10.0)], 10.0)
+    table = [(4, 4, 0, 1), (4, 3, 1, 2), (3, 2, 0, 1), (3, 1, 1, 1)]
+    observed = sum(d_m for _, _, d_m, _ in table)
+    expected = sum(n_m / (n_m + n_c) * d for n_m, n_c, _, d in table)
+    variance = sum(n_m * n_c * d * (n_m + n_c - d) / ((n_m + n_c) ** 2 * (n_m + n_c - 1))
+                   for n_m, n_c, _, d in table if n_m + n_c > 1)
+    z = (observed - expected) / math.sqrt(variance)
+    result = compare_stability(method, control)
+    assert result["logrank_statistic"] == pytest.approx(z, rel=1e-9) and z < 0
+    assert result["logrank_p"] == pytest.approx(math.erfc(abs(z) / math.sqrt(2)), rel=1e-9)
+    assert result["better"] == "method" and compare_stability(control, method)["better"] == "control"
+    none = stability_of_runs([_stable(10.0)] * 3, 10.0)
+    assert compare_stability(none, none)["logrank_p"] is None
+    same = compare_stability(control, control)
+    assert same["logrank_p"] is None and same["better"] == "same"
 
 
 # --- model and conformation level --------------------------------------------------------------------

@@ -25,6 +25,9 @@ FORBIDDEN = [
      "md/ and metrics/ read models through openmlff.model_file, never training code"),
     (("openmlff.model_file", "openmlff.resume"), ("openmlff.models", "openmlff.training", "openmlff.export"),
      "reading a model file or checking a resume loads no model classes and no training code"),
+    (("openmlff.training", "openmlff.md", "openmlff.metrics", "openmlff.analysis", "openmlff.report",
+      "openmlff.export", "openmlff.campaign"), ("openmlff.improve",),
+     "improve/ sits above training/, metrics/ and export.py; only the CLI and protocols use it"),
     (("openmlff",), ("openmlff.cli",), "the CLI sits on top: nothing imports it"),
 ]
 #: Modules exempt from a rule above: `python -m openmlff` runs the CLI.

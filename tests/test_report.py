@@ -236,6 +236,29 @@ def test_report_without_optional_sections(campaign, tmp_path):
     assert "Collapse diagnoses" not in path.read_text(encoding="utf-8")
 
 
+def test_report_with_comparisons_and_survival_curves(campaign, tmp_path):
+    from openmlff.metrics.run_stability import compare_stability, share_stable_interval
+
+    stability = campaign["document"]["stability_per_model"]
+    method, control = list(stability)[:2]
+    row = {"method": method, "control": control, **compare_stability(stability[method], stability[control]),
+           "method_share_stable": stability[method]["share_stable"],
+           "method_share_stable_ci": share_stable_interval(stability[method]["n_stable"], stability[method]["n_runs"]),
+           "control_share_stable": stability[control]["share_stable"],
+           "control_share_stable_ci": share_stable_interval(stability[control]["n_stable"], stability[control]["n_runs"]),
+           "method_km_median_ps": stability[method]["km_median_time_to_collapse_ps"],
+           "control_km_median_ps": stability[control]["km_median_time_to_collapse_ps"]}
+    path = write_campaign_report(tmp_path / "arms.html", title="Arms", metrics_table=campaign["document"]["model_metrics"],
+                                 stability_per_model=stability, scatter_data=[], comparisons=[row], survival=True,
+                                 figures_dir=tmp_path / "figures")
+    parser = _PageParser()
+    parser.feed(path.read_text(encoding="utf-8"))
+    table = next(t for t in parser.tables if t[0][:2] == ["method", "control"])
+    assert table[1][:2] == [method, control] and table[1][6] == f"{row['logrank_p']:.3g}"
+    assert table[1][2].startswith(f"{row['method_share_stable']:.3g} [")
+    assert len(parser.images) == 2 and (tmp_path / "figures" / "survival_curves.png").is_file()
+
+
 def test_scatter_selection_takes_the_strongest_metrics_and_the_force_mae(campaign):
     document = campaign["document"]
     panels = select_scatter_data(document["model_metrics"], document["stability_per_model"], document["model_level"],

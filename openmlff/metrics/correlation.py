@@ -512,3 +512,49 @@ def campaign_correlation(runs: Iterable[Mapping], horizon_ps: float, *,
             "metric_units": dict(metric_units or {}), "start_metric_units": dict(start_metric_units or {}),
             "stability_per_model": stability, "stability_per_start": per_start, "model_level": model_level,
             "conformation_level": conformation, "n_runs": sum(len(v) for v in by_model.values())}
+
+
+#: The metrics `similar_error_ranking` compares with the force MAE (names of metric_sets.model_metric_sets).
+FINE_GRAINED_METRICS = ("test.H.fnm_mae", "test.H.fnm_max", "test.fnm_max", "test.force_max", "test.bad_frame_share",
+                        "test.worst_frame_force_mae")
+
+
+def similar_error_ranking(model_metrics: Mapping[str, Mapping[str, float]],
+                          model_stability: Mapping[str, Mapping[str, float]], *, mae_metric: str = "test.force_mae",
+                          metrics: Iterable[str] = FINE_GRAINED_METRICS, tolerance: float = 0.25,
+                          measures: Iterable[str] = ("share_stable", "mean_time_to_collapse_ps"),
+                          min_models: int = 4) -> dict:
+    """Among models whose `mae_metric` lies within `tolerance` (relative) of the models' median, Spearman rho
+    of the MAE and of each fine-grained metric against each stability measure: can the fine-grained
+    metrics tell apart what the MAE cannot? `better_than_mae` lists, per measure, the metrics with a
+    more negative rho than the MAE's (larger error, less stable). Fewer than `min_models` similar
+    models: no rows, and a note saying so.
+    """
+    models = [m for m in model_metrics if m in model_stability and mae_metric in model_metrics[m]
+              and model_metrics[m][mae_metric] is not None and math.isfinite(model_metrics[m][mae_metric])]
+    mae = {m: float(model_metrics[m][mae_metric]) for m in models}
+    median = float(np.median(list(mae.values()))) if mae else math.nan
+    similar = [m for m in models if abs(mae[m] - median) <= tolerance * median]
+    out = {"mae_metric": mae_metric, "tolerance": tolerance, "median_mae": median, "models": similar, "rows": [],
+           "better_than_mae": {}}
+    if len(similar) < min_models:
+        out["note"] = (f"only {len(similar)} models within ±{tolerance:.0%} of the median {mae_metric}: "
+                       f"too few (< {min_models}) to rank metrics among models of similar MAE")
+        return out
+    for measure in measures:
+        y = np.array([float(model_stability[m][measure]) for m in similar])
+        rhos = {}
+        for metric in (mae_metric, *metrics):
+            x = np.array([_as_float(model_metrics[m].get(metric)) for m in similar])
+            keep = np.isfinite(x) & np.isfinite(y)
+            defined = keep.sum() >= MIN_PAIRS and np.ptp(x[keep]) > 0 and np.ptp(y[keep]) > 0
+            rhos[metric] = float(stats.spearmanr(x[keep], y[keep]).statistic) if defined else math.nan
+            out["rows"].append({"measure": measure, "metric": metric, "spearman_rho": rhos[metric],
+                                "n_models": int(keep.sum())})
+        out["better_than_mae"][measure] = [m for m in metrics if math.isfinite(rhos[m]) and math.isfinite(rhos[mae_metric])
+                                           and rhos[m] < rhos[mae_metric]]
+    return out
+
+
+def _as_float(value) -> float:
+    return math.nan if value is None else float(value)

@@ -126,3 +126,44 @@ def start_runs(entries: Iterable[tuple[str, Mapping]], horizon_ps: float) -> lis
         collapsed, time_ps, _ = run_outcome(summary, horizon_ps, f"run {k} (start {start!r})")
         out.append((str(start), collapsed, time_ps))
     return out
+
+
+def share_stable_interval(n_stable: int, n_runs: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of the share of stable runs (scipy.stats.binomtest): good at small n and at 0 or n."""
+    from scipy.stats import binomtest
+
+    interval = binomtest(int(n_stable), int(n_runs)).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(interval.low), float(interval.high)
+
+
+def compare_stability(method: Mapping, control: Mapping) -> dict:
+    """Two-sided log-rank test of two sets of runs (stability_of_runs results) over their times and collapses.
+
+    Returns logrank_statistic (scipy.stats.logrank's signed z: negative when `method`'s runs collapse
+    less than expected under equal survival), logrank_p (None, with a note, when there is nothing to
+    compare: no collapse in either set, or both sets have the same times and collapses), and better
+    ("method", "control" or "same" by the sign, whatever the p).
+    """
+    from scipy.stats import CensoredData, logrank
+
+    def data(s):
+        t, c = np.asarray(s["times_ps"], dtype=np.float64), np.asarray(s["collapsed"], dtype=bool)
+        return CensoredData(uncensored=t[c], right=t[~c])
+
+    if not (any(method["collapsed"]) or any(control["collapsed"])):
+        return {"logrank_statistic": None, "logrank_p": None, "better": "same",
+                "note": "no collapse in either set of runs"}
+    if _same_runs(method, control):  # the statistic's variance is 0: scipy gives NaN
+        return {"logrank_statistic": None, "logrank_p": None, "better": "same",
+                "note": "the two sets of runs have the same times and collapses"}
+    result = logrank(data(method), data(control))
+    z = float(result.statistic)
+    return {"logrank_statistic": z, "logrank_p": float(result.pvalue),
+            "better": "method" if z < 0 else "control" if z > 0 else "same"}
+
+
+def _same_runs(a: Mapping, b: Mapping) -> bool:
+    """Whether two sets of runs have the same multiset of (time, collapsed)."""
+    def key(s):
+        return sorted(zip(np.round(np.asarray(s["times_ps"], dtype=np.float64), 9).tolist(), map(bool, s["collapsed"])))
+    return key(a) == key(b)

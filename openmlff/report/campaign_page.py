@@ -132,6 +132,29 @@ def _stability_section(stability_per_model: dict, figures_dir) -> str:
     return out
 
 
+def _survival_section(stability_per_model: dict, figures_dir) -> str:
+    return "<h2>Survival curves</h2>" + _figure(
+        plots.plot_survival_curves(stability_per_model), "survival curves",
+        "Kaplan-Meier estimate of the share of runs without a collapse, per model, up to the horizon.",
+        "survival_curves", figures_dir)
+
+
+def _comparisons_section(comparisons: list[dict]) -> str:
+    """Rows {method, control, share_stable (method, low, high), ..., logrank_p, better}: each method against its control."""
+    header = ["method", "control", "share stable, method [95 % CI]", "share stable, control [95 % CI]",
+              "Kaplan-Meier median, method [ps]", "Kaplan-Meier median, control [ps]", "log-rank p", "longer survival"]
+    rows = [[_e(c["method"]), _e(c["control"]),
+             _with_interval(c["method_share_stable"], *c["method_share_stable_ci"]),
+             _with_interval(c["control_share_stable"], *c["control_share_stable_ci"]),
+             _fmt(c["method_km_median_ps"]), _fmt(c["control_km_median_ps"]), _fmt(c["logrank_p"], 3),
+             _e(c["better"])] for c in comparisons]
+    return "<h2>Each method against its control</h2>" + _table(
+        header, rows, text_columns=2,
+        caption="Share of stable runs with its Wilson 95 % interval; Kaplan-Meier median time to collapse (n/a "
+                "while more than half survive); two-sided log-rank test of the two sets of runs (scipy.stats.logrank). "
+                "'longer survival' is the sign of the log-rank statistic, whatever its p.")
+
+
 def _per_start_section(stability_per_start: dict, figures_dir) -> str:
     header = ["model", "start", "runs", "collapsed", "collapse rate", "mean time to collapse [ps]"]
     rows = []
@@ -285,7 +308,7 @@ def write_campaign_report(out_html, *, title: str, metrics_table: dict, stabilit
                           metric_units: dict | None = None, stability_per_start: dict | None = None,
                           correlation: dict | None = None, scatter_data: list[dict] | None = None,
                           diagnoses: list[dict] | None = None, notes: list[str] | None = None,
-                          figures_dir=None) -> Path:
+                          comparisons: list[dict] | None = None, survival: bool = False, figures_dir=None) -> Path:
     """Write the campaign report to out_html and return its path.
 
     metrics_table: {model: {metric: value}}; metric_units {metric: unit} for the headers.
@@ -294,6 +317,7 @@ def write_campaign_report(out_html, *, title: str, metrics_table: dict, stabilit
     (its "model_level" table and "conformation_level" {model: table}, see correlation_outputs).
     scatter_data: panels of campaign_plots.plot_scatter_panels; None chooses them with
     select_scatter_data. diagnoses: rows from diagnosis_entry. notes: lines shown at the top.
+    comparisons: method-against-control rows (_comparisons_section); survival: add Kaplan-Meier curves.
     figures_dir: also write every figure there as PNG (the page itself never refers to it).
     """
     out_html = Path(out_html)
@@ -309,7 +333,11 @@ def write_campaign_report(out_html, *, title: str, metrics_table: dict, stabilit
              f'<p class="meta">Generated {generated} by openmlff. Numbers: correlation.json and the CSV tables '
              "beside this page.</p>", _notes(notes)]
     parts.append(_metrics_section(metrics_table, units))
+    if comparisons:
+        parts.append(_comparisons_section(comparisons))
     parts.append(_stability_section(stability_per_model, figures_dir))
+    if survival:
+        parts.append(_survival_section(stability_per_model, figures_dir))
     if stability_per_start:
         parts.append(_per_start_section(stability_per_start, figures_dir))
     if model_level and model_level.get("rows"):

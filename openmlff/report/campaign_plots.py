@@ -71,6 +71,29 @@ def plot_stability_per_model(stability_per_model: dict) -> Figure:
     return fig
 
 
+def plot_survival_curves(stability_per_model: dict) -> Figure:
+    """Kaplan-Meier survival (share of runs not yet collapsed) against time, one step curve per model."""
+    from ..metrics.run_stability import kaplan_meier
+
+    fig = new_figure(7.5, 4.5)
+    ax = fig.subplots()
+    horizon = max(s["horizon_ps"] for s in stability_per_model.values())
+    styles = ["-", "--", ":", "-."]
+    for k, (model, s) in enumerate(stability_per_model.items()):
+        times, survival = kaplan_meier(s["times_ps"], s["collapsed"])
+        x = np.concatenate([[0.0], times, [horizon]])
+        y = np.concatenate([[1.0], survival, [survival[-1] if survival.size else 1.0]])
+        ax.step(x, y, where="post", linestyle=styles[(k // 10) % len(styles)], linewidth=1.6,
+                label=f"{_short(model)} ({s['n_stable']}/{s['n_runs']} stable)")
+    ax.set_xlim(0, horizon)
+    ax.set_ylim(-0.02, 1.05)
+    ax.set_xlabel("time [ps]")
+    ax.set_ylabel("share of runs not collapsed (Kaplan-Meier)")
+    ax.set_title("Survival of MD runs")
+    ax.legend(frameon=False, fontsize=8, loc="lower left")
+    return fig
+
+
 def collapse_rate(entry: dict) -> float:
     """A start's collapse rate from per_start_outcomes ("collapse_rate") or stability_of_runs ("share_stable")."""
     return float(entry["collapse_rate"]) if "collapse_rate" in entry else 1.0 - float(entry["share_stable"])

@@ -32,6 +32,7 @@ from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_NAME, read_checkpoint, wri
 from .config import ADDED_FIELDS, TrainingConfig
 from .ema import ExponentialMovingAverage
 from .losses import LossWeights, TrainingLoss
+from .start import TrainingStart
 
 LOG_NAME = "training_log.csv"
 
@@ -56,16 +57,23 @@ class TrainingResumeError(ResumeMismatchError, TrainingError):
     """The checkpoint in the output folder was trained with other settings; the message names each one."""
 
 
-def train(dataset: Dataset, out_dir, config: TrainingConfig | None = None, progress: bool = True) -> TrainingResult:
-    """Train (or resume training of) a model on `dataset`; writes out_dir/model.ckpt and out_dir/training_log.csv."""
+def train(dataset: Dataset, out_dir, config: TrainingConfig | None = None, progress: bool = True,
+          start: TrainingStart | None = None) -> TrainingResult:
+    """Train (or resume training of) a model on `dataset`; writes out_dir/model.ckpt and out_dir/training_log.csv.
+
+    start: begin from a trained model (fine-tuning, continued training; openmlff.training.start)
+    instead of random weights; its model settings and split replace those of `config`.
+    """
     config = config or TrainingConfig()
+    if start is not None:
+        config = start.config(config)
     if not dataset.has_labels:
         raise TrainingError(f"{dataset.source}: the dataset has no energies and forces to train on")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     set_threads(config.torch_threads, atoms_per_call=config.batch_size * int(dataset.z.size))
     ckpt_path = out_dir / CHECKPOINT_NAME
-    state = _load_or_start(dataset, ckpt_path, config)
+    state = _load_or_start(dataset, ckpt_path, config, start)
     if state["status"] == "finished":
         return _result(ckpt_path, state)
     return _Loop(dataset, out_dir, config, state, progress).run()
@@ -79,7 +87,7 @@ def load_checkpoint(path, weights: str = "best") -> tuple[Potential, dict]:
 
 # ----------------------------------------------------------------------------------------------
 
-def _load_or_start(dataset: Dataset, ckpt_path: Path, config: TrainingConfig) -> dict:
+def _load_or_start(dataset: Dataset, ckpt_path: Path, config: TrainingConfig, start: TrainingStart | None) -> dict:
     fingerprint = dataset.fingerprint()
     if ckpt_path.exists():
         ckpt = dict(read_checkpoint(ckpt_path).state)
@@ -90,35 +98,42 @@ def _load_or_start(dataset: Dataset, ckpt_path: Path, config: TrainingConfig) ->
         new = config.to_dict()
         # a field newer than the checkpoint reads as the value that reproduces it (ADDED_FIELDS), else None
         old = {k: ckpt["config"].get(k, ADDED_FIELDS.get(k)) for k in new}
-        check_resumable(old, new, where=str(ckpt_path), may_change=TrainingConfig.RESUMABLE_CHANGES,
-                        job="training run", error=TrainingResumeError)
+        origin = {"origin": None if start is None else start.origin}
+        check_resumable({**old, "origin": ckpt.get("origin")}, {**new, **origin}, where=str(ckpt_path),
+                        may_change=TrainingConfig.RESUMABLE_CHANGES, job="training run", error=TrainingResumeError)
         if ckpt["status"] == "finished" and _more_budget(ckpt, config):
             ckpt["status"] = "running"  # the user asked for more time or epochs: go on
         ckpt["config"] = new
         return ckpt
 
-    n_train, n_val, n_test = resolve_split_sizes(dataset.n_frames, config)
-    split = make_split(dataset.n_frames, n_train=n_train, n_val=n_val, n_test=n_test, seed=config.seed)
-    train_idx = split.train
-    element_energy = fit_element_energies(dataset.z, dataset.E[train_idx])
-    force_rms = float(np.sqrt(np.mean(dataset.F[train_idx] ** 2)))
+    if start is not None:
+        if start.split.n_frames != dataset.n_frames:
+            raise TrainingError(f"{dataset.source}: {dataset.n_frames} frames, but the run starting from "
+                                f"{start.parent.path} has a split of {start.split.n_frames}")
+        begin = start.initial_state()
+    else:
+        n_train, n_val, n_test = resolve_split_sizes(dataset.n_frames, config)
+        split = make_split(dataset.n_frames, n_train=n_train, n_val=n_val, n_test=n_test, seed=config.seed)
+        train_idx = split.train
+        element_energy = fit_element_energies(dataset.z, dataset.E[train_idx])
+        begin = {
+            "architecture": config.architecture, "hyperparameters": config.resolved_hyperparameters(),
+            "split": split.to_dict(), "atomic_numbers": dataset.z.tolist(),
+            "element_energy_ev": np.asarray(element_energy, dtype=np.float64).tolist(),
+            "scale_ev": float(np.sqrt(np.mean(dataset.F[train_idx] ** 2))),
+            "model_state": None, "ema_state": None, "best_state": None, "sample_weights": None, "origin": None,
+        }
     return {
         "format": CHECKPOINT_FORMAT,
         "status": "new",
         "config": config.to_dict(),
-        "architecture": config.architecture,
-        "hyperparameters": config.resolved_hyperparameters(),
-        "split": split.to_dict(),
-        "atomic_numbers": dataset.z.tolist(),
-        "element_energy_ev": np.asarray(element_energy, dtype=np.float64).tolist(),
-        "scale_ev": force_rms,
+        **begin,
         "data_fingerprint": fingerprint,
         "data_provenance": dict(dataset.provenance, name=dataset.name),
         "units": {"energy": "eV", "length": "Å", "forces": "eV/Å"},
         "versions": {"openmlff": __version__, "torch": str(torch.__version__)},
         "epoch": 0, "step": 0, "elapsed_s": 0.0, "history": [],
         "best_epoch": 0, "best_val_loss": math.inf, "epochs_since_best": 0,
-        "model_state": None, "ema_state": None, "best_state": None,
         "optimizer_state": None, "scheduler_state": None, "stop_reason": None,
     }
 
@@ -179,9 +194,10 @@ class _Loop:
         self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.optimizer, mode="min", factor=config.lr_factor, patience=config.lr_patience_epochs,
             min_lr=config.min_learning_rate)
-        if state["model_state"] is not None:
+        if state["model_state"] is not None:  # a resumed run, or one starting from a parent's weights
             self.model.load_state_dict(state["model_state"])
             self.ema.load_state_dict(state["ema_state"])
+        if state["optimizer_state"] is not None:
             self.optimizer.load_state_dict(state["optimizer_state"])
             self.plateau.load_state_dict(state["scheduler_state"])
         self.started = time.perf_counter()
@@ -243,8 +259,7 @@ class _Loop:
         """One pass over the training frames in a seeded order; stops early if the budget runs out."""
         st, cfg = self.state, self.cfg
         self.model.train()
-        order = torch.as_tensor(self.split.train)[
-            torch.randperm(len(self.split.train), generator=torch.Generator().manual_seed(cfg.seed * 100_003 + st["epoch"]))]
+        order = epoch_order(self.split.train, st.get("sample_weights"), cfg.seed, st["epoch"])
         total_loss, total_fmae, n_seen = 0.0, 0.0, 0
         for start in range(0, len(order), cfg.batch_size):
             if not self.budget_left():
@@ -316,6 +331,17 @@ class _Loop:
             st["best_state"] = {k: v.clone() for k, v in self.ema.state_dict().items()}
         write_checkpoint(self.out_dir / CHECKPOINT_NAME, st)
         atomic_write_text(self.out_dir / LOG_NAME, history_csv(st["history"]))
+
+
+def epoch_order(train_frames, sample_weights, seed: int, epoch: int) -> torch.Tensor:
+    """The training frames of one epoch, seeded by (seed, epoch): a permutation of them, or with
+    sample weights as many draws with replacement, frame k drawn with probability w_k / sum(w)."""
+    frames = torch.as_tensor(np.asarray(train_frames, dtype=np.int64))
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    if sample_weights is None:
+        return frames[torch.randperm(len(frames), generator=generator)]
+    weights = torch.as_tensor(np.asarray(sample_weights, dtype=np.float64))
+    return frames[torch.multinomial(weights, len(frames), replacement=True, generator=generator)]
 
 
 def history_csv(history: list[dict]) -> str:

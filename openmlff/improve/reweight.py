@@ -1,0 +1,143 @@
+"""Reweighted fine-tuning: train a model further with more weight on the training frames it gets wrong.
+
+The model's own per-frame force MAE e_m (kcal/mol/Å) on its training frames, through the exported
+model (model_errors.checkpoint_errors), gives each frame a sampling weight w_m, normalised to mean 1;
+each fine-tuning epoch then draws as many frames as the training set holds, with replacement, frame m
+with probability w_m / sum(w) (training.trainer.epoch_order). The rules (`--reweight`):
+
+  frames    w_m = clip((e_m / median(e))^power, floor, cap)                 power 1, floor 0.1, cap 10
+            larger error, larger weight; the floor keeps every frame in play, the cap keeps a few
+            outliers from taking the epoch.
+  clusters  w_m = 1 + strength * RBP(c_m)                                       strength 4
+            c_m the k-means conformation cluster of frame m among the training frames
+            (metrics.conformations.cluster_conformations; k by the silhouette rule, or n_clusters),
+            RBP(c) the cluster's ratio of bad points: its share of frames with e_m above the model's
+            global training force MAE (metrics.conformations.cluster_force_metrics). A cluster the
+            model gets entirely wrong weighs 1 + strength times a clean one.
+  none      w_m = 1: plain fine-tuning, the control for the two rules above (same data, same budget).
+
+Everything else is an ordinary training run (training.train) from the parent's best weights, with
+the parent's model settings, split and energy statistics: resumable, budgeted, early-stopped on the
+unweighted validation loss. The rule, its parameters, the weights' summary (and the clusters' RBP)
+are saved in the checkpoint's `origin`, the weights themselves in `sample_weights`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from ..data.dataset import Dataset
+from ..errors import InputError
+from ..metrics.conformations import cluster_conformations, cluster_force_metrics
+from ..training.checkpoint import read_checkpoint
+from ..training.config import TrainingConfig
+from ..training.start import TrainingStart, check_parent_data, parent_record
+from ..training.trainer import TrainingResult, train
+from .model_errors import checkpoint_errors
+
+REWEIGHT_RULES = ("frames", "clusters", "none")
+RULE_DEFAULTS = {"frames": {"power": 1.0, "floor": 0.1, "cap": 10.0},
+                 "clusters": {"strength": 4.0, "n_clusters": None, "cluster_seed": 0},
+                 "none": {}}
+#: Fine-tuning's learning rate as a fraction of the parent's, unless given.
+DEFAULT_LR_FRACTION = 0.25
+
+
+def check_rule(rule: str, options: dict) -> dict:
+    """The rule's parameters with their defaults; InputError naming an unknown rule or parameter."""
+    if rule not in REWEIGHT_RULES:
+        raise InputError(f"unknown reweighting rule {rule!r}; expected one of {list(REWEIGHT_RULES)}")
+    unknown = sorted(set(options) - set(RULE_DEFAULTS[rule]))
+    if unknown:
+        raise InputError(f"reweighting rule {rule!r} takes {sorted(RULE_DEFAULTS[rule]) or 'no options'}, got {unknown}")
+    params = {**RULE_DEFAULTS[rule], **options}
+    if rule == "frames" and not (params["power"] >= 0 and 0 < params["floor"] <= 1 <= params["cap"]):
+        raise InputError(f"rule 'frames' needs power >= 0 and 0 < floor <= 1 <= cap, got {params}")
+    if rule == "clusters" and not params["strength"] >= 0:
+        raise InputError(f"rule 'clusters' needs strength >= 0, got {params['strength']}")
+    return params
+
+
+def sample_weights(rule: str, frame_force_mae, positions_angstrom=None, global_force_mae: float | None = None,
+                   **options) -> tuple[np.ndarray, dict]:
+    """(weights (n_frames,) with mean 1, a JSON-ready summary) by `rule` (module docstring).
+
+    frame_force_mae: the model's per-frame force MAE on the training frames (any one force unit);
+    positions_angstrom (n_frames, n_atoms, 3) and global_force_mae (same unit) are needed by 'clusters'.
+    """
+    params = check_rule(rule, options)
+    e = np.asarray(frame_force_mae, dtype=np.float64).reshape(-1)
+    if e.size == 0 or not np.all(np.isfinite(e)) or np.any(e < 0):
+        raise InputError("frame_force_mae must hold finite non-negative errors, one per training frame")
+    summary = {"rule": rule, "parameters": params}
+    if rule == "none":
+        w = np.ones_like(e)
+    elif rule == "frames":
+        median = float(np.median(e))
+        ratio = e / median if median > 0 else np.ones_like(e)
+        w = np.clip(ratio ** params["power"], params["floor"], params["cap"])
+        summary["median_frame_force_mae"] = median
+    else:
+        if positions_angstrom is None or global_force_mae is None:
+            raise InputError("rule 'clusters' needs the training frames' positions and the global force MAE")
+        labels, _, info = cluster_conformations(positions_angstrom, n_clusters=params["n_clusters"],
+                                                seed=params["cluster_seed"])
+        frame_metrics = {"force_mae": e, "fnm_mae": e, "force_max": e, "fnm_max": e}  # only force_mae is used
+        rbp = cluster_force_metrics(frame_metrics, labels, global_force_mae)["ratio_bad_points"]
+        w = 1.0 + params["strength"] * rbp[labels]
+        summary.update(n_clusters=int(info["n_clusters"]), cluster_rule=info["rule"],
+                       cluster_sizes=info["cluster_sizes"], ratio_bad_points=[float(r) for r in rbp],
+                       global_force_mae=float(global_force_mae))
+    w = w / w.mean()
+    summary.update(weight_min=float(w.min()), weight_max=float(w.max()),
+                   effective_sample_size=float(w.sum() ** 2 / (w ** 2).sum()), n_frames=int(w.size))
+    return w, summary
+
+
+def finetune(checkpoint, out_dir, rule: str, *, data: Dataset | None = None, rule_options: dict | None = None,
+             time_budget_s: float | None = None, max_epochs: int | None = None, learning_rate: float | None = None,
+             warmup_steps: int = 0, seed: int | None = None, torch_threads: int | None = None,
+             progress: bool = True) -> TrainingResult:
+    """Fine-tune the model of `checkpoint` with sample weights by `rule`; writes out_dir/model.ckpt.
+
+    data: the parent's training data (default: the file recorded in the checkpoint). The run takes
+    the parent's settings but learning_rate (default DEFAULT_LR_FRACTION of the parent's),
+    warmup_steps, max_epochs, time_budget_s, seed and torch_threads. Resumes an interrupted
+    fine-tuning in out_dir with the same parent and rule.
+    """
+    from ..threads import set_threads
+
+    parent = read_checkpoint(checkpoint)
+    params = check_rule(rule, dict(rule_options or {}))
+    dataset = data if data is not None else recorded_training_data(parent)
+    set_threads(torch_threads, atoms_per_call=32 * dataset.n_atoms)
+    check_parent_data(parent, dataset)
+    split = parent.split
+    train_set = dataset.subset(split.train)
+    errors = checkpoint_errors(parent, train_set, progress=progress)
+    weights, summary = sample_weights(rule, errors["frames"]["force_mae"], positions_angstrom=train_set.R,
+                                      global_force_mae=errors["force_mae"], **params)
+    summary["parent_training_force_mae"] = errors["force_mae"]
+    summary["force_unit"] = errors["units"]["force"]
+    origin = {"kind": "finetuned", "parent": parent_record(parent), "reweighting": summary}
+    base = TrainingConfig.from_dict(parent.config)
+    config = replace(base, learning_rate=learning_rate or base.learning_rate * DEFAULT_LR_FRACTION,
+                     warmup_steps=warmup_steps, time_budget_s=time_budget_s,
+                     max_epochs=max_epochs if max_epochs is not None else base.max_epochs,
+                     seed=base.seed if seed is None else seed, torch_threads=torch_threads)
+    start = TrainingStart(parent, split, origin, sample_weights=weights)
+    return train(dataset, out_dir, config, progress=progress, start=start)
+
+
+def recorded_training_data(parent) -> Dataset:
+    """The training data file named in a checkpoint's data provenance; InputError when it is not there."""
+    from ..data import load_dataset
+
+    source = (parent.state.get("data_provenance") or {}).get("source_file")
+    if not source or not Path(source).is_file():
+        raise InputError(f"{parent.path}: its training data file ({source or 'not recorded'}) is not found; "
+                         "give it with --data")
+    return load_dataset(source)
