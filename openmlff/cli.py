@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(tr, TrainingConfig, choices={"architecture": sorted(ARCHITECTURES), "preset": list(PRESETS),
                                                       "dtype": list(DTYPES)},
                          group="training settings (openmlff.training.TrainingConfig)")
+    tr.add_argument("--ensemble", type=int, default=None, metavar="K",
+                    help="train a committee of K models (seeds SEED..SEED+K-1, one split) into OUT/member_<k> and "
+                         "export it as OUT/committee.pt")
     tr.add_argument("--continue-from", default=None, metavar="CHECKPOINT",
                     help="start from this trained model's best weights, with its architecture, size and split "
                          "(other settings from this command line)")
@@ -134,8 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--quiet", action="store_true")
     rc.set_defaults(handler=_recruit)
 
-    ex = sub.add_parser("export", help="export a checkpoint to a TorchScript file (nm in, kJ/mol out)")
-    ex.add_argument("checkpoint")
+    ex = sub.add_parser("export", help="export a checkpoint (or a committee of them) to a TorchScript file "
+                                       "(nm in, kJ/mol out)")
+    ex.add_argument("checkpoint", nargs="?", default=None)
+    ex.add_argument("--committee", nargs="+", default=None, metavar="CHECKPOINT",
+                    help="export these checkpoints as one committee: the mean drives MD, uncertainty(positions) "
+                         "gives the members' force spread")
     ex.add_argument("--out", required=True)
     ex.add_argument("--weights", default="best", choices=["best", "ema", "raw"])
     ex.set_defaults(handler=_export)
@@ -260,6 +267,18 @@ def _train(args) -> int:
     start = None
     if args.add_data and not args.continue_from:
         raise InputError("--add-data needs --continue-from CHECKPOINT (the model the frames are added for)")
+    if args.ensemble is not None:
+        if args.continue_from:
+            raise InputError("--ensemble trains from scratch; it does not take --continue-from")
+        from .export import export_committee
+        from .training.trainer import train_committee
+
+        results = train_committee(dataset, args.out, args.ensemble, config, progress=not args.quiet)
+        for result in results:
+            _print_training(result)
+        path = export_committee([r.checkpoint for r in results], Path(args.out) / "committee.pt")
+        print(f"wrote {path}: the committee of {len(results)} members")
+        return 0
     if args.continue_from:
         from .training.checkpoint import read_checkpoint
         from .training.start import continue_start
@@ -309,9 +328,14 @@ def _recruit(args) -> int:
 
 
 def _export(args) -> int:
-    from .export import export_checkpoint
+    from .export import export_checkpoint, export_committee
 
-    path = export_checkpoint(args.checkpoint, args.out, weights=args.weights)
+    if (args.checkpoint is None) == (args.committee is None):
+        raise InputError("give either one CHECKPOINT or --committee CHECKPOINT CHECKPOINT ...")
+    if args.committee:
+        path = export_committee(args.committee, args.out, weights=args.weights)
+    else:
+        path = export_checkpoint(args.checkpoint, args.out, weights=args.weights)
     print(f"wrote {path}")
     return 0
 

@@ -104,3 +104,14 @@ def check(config, condition: bool, field: str, message: str) -> None:
     """Raise ConfigError(field, message) unless condition: the one-line validation of config dataclasses."""
     if not condition:
         raise ConfigError(type(config).__name__, field, message)
+
+
+def named_options(what: str, name: str, options: dict, defaults: dict[str, dict]) -> dict:
+    """The options of the choice `name` among `defaults` ({name: {option: default}}), defaults filled in;
+    InputError naming an unknown choice or option (losses, reweighting rules)."""
+    if name not in defaults:
+        raise InputError(f"unknown {what} {name!r}; expected one of {list(defaults)}")
+    unknown = sorted(set(options) - set(defaults[name]))
+    if unknown:
+        raise InputError(f"{what} {name!r} takes the options {sorted(defaults[name]) or 'none'}, got {unknown}")
+    return {**defaults[name], **options}

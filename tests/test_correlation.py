@@ -286,6 +286,26 @@ def test_logrank_comparison_by_hand():
     assert same["logrank_p"] is None and same["better"] == "same"
 
 
+def test_similar_error_ranking_compares_fine_grained_metrics_with_the_mae():
+    from openmlff.metrics.correlation import similar_error_ranking
+
+    # five models of nearly the same MAE whose H FNM MAE orders their stability; one far off (excluded)
+    mae = {"a": 1.00, "b": 1.05, "c": 0.98, "d": 1.02, "e": 1.01, "far": 3.0}
+    h_fnm = {"a": 0.10, "b": 0.20, "c": 0.30, "d": 0.40, "e": 0.50, "far": 0.9}
+    share = {"a": 1.0, "b": 0.8, "c": 0.6, "d": 0.4, "e": 0.2, "far": 0.0}
+    metrics = {m: {"test.force_mae": mae[m], "test.H.fnm_mae": h_fnm[m]} for m in mae}
+    stability = {m: {"share_stable": share[m], "mean_time_to_collapse_ps": 5 * share[m]} for m in mae}
+    out = similar_error_ranking(metrics, stability, metrics=("test.H.fnm_mae",))
+    assert out["models"] == ["a", "b", "c", "d", "e"]
+    rho = {(r["measure"], r["metric"]): r["spearman_rho"] for r in out["rows"]}
+    assert rho[("share_stable", "test.H.fnm_mae")] == pytest.approx(-1.0)
+    # MAE ranks (2, 5, 1, 4, 3) against share ranks (5, 4, 3, 2, 1): sum d^2 = 22, rho = 1 - 6 * 22 / 120
+    assert rho[("share_stable", "test.force_mae")] == pytest.approx(-0.1)
+    assert out["better_than_mae"] == {"share_stable": ["test.H.fnm_mae"], "mean_time_to_collapse_ps": ["test.H.fnm_mae"]}
+    few = similar_error_ranking(metrics, stability, tolerance=0.015)
+    assert few["rows"] == [] and "too few" in few["note"]
+
+
 # --- model and conformation level --------------------------------------------------------------------
 
 def _synthetic_campaign(seed: int = 0, n_models: int = 10, runs_per_model: int = 16, horizon: float = 20.0):

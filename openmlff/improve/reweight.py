@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.dataset import Dataset
+from ..config import named_options
 from ..errors import InputError
 from ..metrics.conformations import cluster_conformations, cluster_force_metrics
 from ..training.checkpoint import read_checkpoint
@@ -48,12 +49,7 @@ DEFAULT_LR_FRACTION = 0.25
 
 def check_rule(rule: str, options: dict) -> dict:
     """The rule's parameters with their defaults; InputError naming an unknown rule or parameter."""
-    if rule not in REWEIGHT_RULES:
-        raise InputError(f"unknown reweighting rule {rule!r}; expected one of {list(REWEIGHT_RULES)}")
-    unknown = sorted(set(options) - set(RULE_DEFAULTS[rule]))
-    if unknown:
-        raise InputError(f"reweighting rule {rule!r} takes {sorted(RULE_DEFAULTS[rule]) or 'no options'}, got {unknown}")
-    params = {**RULE_DEFAULTS[rule], **options}
+    params = named_options("reweighting rule", rule, options, RULE_DEFAULTS)
     if rule == "frames" and not (params["power"] >= 0 and 0 < params["floor"] <= 1 <= params["cap"]):
         raise InputError(f"rule 'frames' needs power >= 0 and 0 < floor <= 1 <= cap, got {params}")
     if rule == "clusters" and not params["strength"] >= 0:

@@ -5,7 +5,8 @@ metrics_test.json. Sections: units; global (the global metrics of force_metrics,
 among them); elements; atoms; frames (per-frame metrics, plus dataset_frame, the frame's index
 in the dataset file, and cluster); model; data (with selection, the frames' label); evaluation;
 clusters ("definition", "info" of cluster_conformations, per-cluster "metrics" of
-cluster_force_metrics against the global force MAE).
+cluster_force_metrics against the global force MAE); and for a committee file, uncertainty
+(openmlff.metrics.uncertainty: the members' force spread beside the error, Spearman, calibration).
 """
 
 from __future__ import annotations
@@ -47,6 +48,11 @@ def metrics_report(model, dataset, *, frames_label: str = "all", dataset_frames=
         "data": dict(result["data"], selection=frames_label),
         "evaluation": result["evaluation"],
     }
+    from ..model_file import read_model_metadata
+    from .uncertainty import is_committee, uncertainty_report
+
+    if is_committee(read_model_metadata(model)):
+        report["uncertainty"] = uncertainty_report(model, dataset, batch_size=batch_size, force_unit=force_unit)
     return add_conformation_clusters(report, dataset.R, n_clusters=n_clusters, seed=cluster_seed)
 
 

@@ -4,6 +4,7 @@ element_errors.png   force and FNM MAE / RMSE per element
 frame_errors.png     distribution of the per-frame force and FNM MAE, with the global MAE marked
 cluster_errors.png   force MAE per conformation cluster and its ratio of bad points
 atom_errors.png      force and FNM MAE of every atom, on the molecule's atom indices (C0, H13, ...)
+uncertainty_calibration.png   a committee's RMS error against its RMS force spread per quantile bin
 """
 
 from __future__ import annotations
@@ -100,6 +101,26 @@ def plot_atom_errors(report: dict, path) -> Path:
     return save_png(fig, path)
 
 
+def plot_uncertainty_calibration(report: dict, path) -> Path:
+    """RMS error against RMS committee uncertainty per quantile bin (y = x: calibrated)."""
+    u = report["uncertainty"]
+    cal, unit = u["calibration"], u["units"]["uncertainty"]
+    fig = new_figure(5.5, 5.0)
+    ax = fig.subplots()
+    x, y = np.asarray(cal["rms_uncertainty"]), np.asarray(cal["rms_error"])
+    top = float(np.nanmax(np.concatenate([x, y]))) * 1.1
+    ax.plot([0, top], [0, top], color="0.6", linestyle="--", linewidth=1, label="calibrated (y = x)")
+    ax.plot(x, y, marker="o", label=f"{cal['bins']} quantile bins of the uncertainty")
+    ax.set_xlim(0, top)
+    ax.set_ylim(0, top)
+    ax.set_xlabel(f"RMS committee force spread [{unit}]")
+    ax.set_ylabel(f"RMS force error of the committee mean [{unit}]")
+    rho = u["spearman"]["atom_uncertainty_vs_error"]
+    ax.set_title(f"Uncertainty calibration (per atom and frame; Spearman ρ {rho:.2f})")
+    ax.legend(frameon=False, fontsize=8)
+    return save_png(fig, path)
+
+
 def write_metrics_plots(report: dict, folder) -> list[Path]:
     """Write the figures of the module docstring into `folder` (cluster_errors.png only with a clusters
     section, frame_errors.png only with per-frame metrics); returns their paths."""
@@ -110,4 +131,6 @@ def write_metrics_plots(report: dict, folder) -> list[Path]:
     if report.get("clusters"):
         written.append(plot_cluster_errors(report, folder / "cluster_errors.png"))
     written.append(plot_atom_errors(report, folder / "atom_errors.png"))
+    if report.get("uncertainty"):
+        written.append(plot_uncertainty_calibration(report, folder / "uncertainty_calibration.png"))
     return written

@@ -20,7 +20,7 @@ DTYPES = ("float32", "float64")
 RESUMABLE_CHANGES = ("time_budget_s", "max_epochs", "torch_threads", "early_stopping_patience_epochs")
 #: Fields added after checkpoints were first written, with the value that reproduces what those did:
 #: a checkpoint without the field resumes as if it had it.
-ADDED_FIELDS = {"loss": "mse", "loss_options": {}}
+ADDED_FIELDS = {"loss": "mse", "loss_options": {}, "split_seed": None}
 
 
 @dataclass
@@ -34,6 +34,7 @@ class TrainingConfig:
     n_val: int | None = setting(None, "validation frames (default: min(50, frames // 10), at least 1)")
     n_test: int | None = setting(None, "test frames (default: min(200, frames // 5))")
     seed: int = setting(0, "seed of the split, the initial weights and the batch order")
+    split_seed: int | None = setting(None, "seed of the split alone (default: seed); committee members share it")
     batch_size: int = setting(16, "frames per optimiser step")
     learning_rate: float = setting(1.0e-3, "peak learning rate (Adam)", aliases=("--lr",))
     warmup_steps: int = setting(500, "optimiser steps of linear learning-rate warm-up")

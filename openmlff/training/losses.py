@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from .. import elements
+from ..config import named_options
 from ..errors import InputError
 
 #: Carbon's mass in Da: the FNM loss's force errors are scaled by m_C / m_i, so carbon's are unchanged.
@@ -53,12 +54,7 @@ def energy_force_mse(energy_pred: Tensor, energy_ref: Tensor, forces_pred: Tenso
 
 def check_loss(name: str, options: dict) -> dict:
     """The loss's options with their defaults; InputError naming an unknown loss or option."""
-    if name not in LOSSES:
-        raise InputError(f"unknown loss {name!r}; expected one of {list(LOSSES)}")
-    unknown = sorted(set(options) - set(_OPTIONS[name]))
-    if unknown:
-        raise InputError(f"loss {name!r} takes the options {sorted(_OPTIONS[name]) or 'none'}, got {unknown}")
-    resolved = {**_OPTIONS[name], **options}
+    resolved = named_options("loss", name, options, _OPTIONS)
     if name == "max_error":
         if not resolved["max_weight"] >= 0:
             raise InputError(f"loss option max_weight must be >= 0, got {resolved['max_weight']}")

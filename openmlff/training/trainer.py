@@ -12,7 +12,7 @@ import csv
 import io
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +79,18 @@ def train(dataset: Dataset, out_dir, config: TrainingConfig | None = None, progr
     return _Loop(dataset, out_dir, config, state, progress).run()
 
 
+def train_committee(dataset: Dataset, out_dir, members: int, config: TrainingConfig | None = None,
+                    progress: bool = True) -> list[TrainingResult]:
+    """Train `members` models one after another in out_dir/member_<k>: seeds seed + k (initial weights and
+    batch order) and one split (split_seed, default seed), so they differ only by chance; each resumes."""
+    config = config or TrainingConfig()
+    if members < 2:
+        raise TrainingError(f"a committee needs at least 2 members, got {members}")
+    split_seed = config.seed if config.split_seed is None else config.split_seed
+    return [train(dataset, Path(out_dir) / f"member_{k}", replace(config, seed=config.seed + k, split_seed=split_seed),
+                  progress=progress) for k in range(members)]
+
+
 def load_checkpoint(path, weights: str = "best") -> tuple[Potential, dict]:
     """The Potential stored in a checkpoint (weights 'best', 'ema' or 'raw') and the checkpoint dict (read safely)."""
     checkpoint = read_checkpoint(path)
@@ -113,7 +125,8 @@ def _load_or_start(dataset: Dataset, ckpt_path: Path, config: TrainingConfig, st
         begin = start.initial_state()
     else:
         n_train, n_val, n_test = resolve_split_sizes(dataset.n_frames, config)
-        split = make_split(dataset.n_frames, n_train=n_train, n_val=n_val, n_test=n_test, seed=config.seed)
+        split = make_split(dataset.n_frames, n_train=n_train, n_val=n_val, n_test=n_test,
+                           seed=config.seed if config.split_seed is None else config.split_seed)
         train_idx = split.train
         element_energy = fit_element_energies(dataset.z, dataset.E[train_idx])
         begin = {
