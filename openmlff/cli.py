@@ -201,6 +201,15 @@ def build_parser() -> argparse.ArgumentParser:
                          group="MD settings (openmlff.md.SimulationConfig; the same names in a campaign's [md])")
     si.add_argument("--min-distance", dest="min_nonbonded_distance_angstrom", type=float, default=argparse.SUPPRESS,
                     help="the same as --min-nonbonded-distance-angstrom; 0 switches the criterion off")
+    trust = si.add_argument_group("trust (a committee's force spread at each report; openmlff.md.trust)")
+    trust.add_argument("--committee", default=None, metavar="FILE.pt",
+                       help="committee file (openmlff export --committee) evaluated at each report: its largest force "
+                            "spread goes to state.csv and the summary")
+    trust.add_argument("--untrusted-threshold", type=float, default=None, metavar="KCAL_PER_MOL_PER_A",
+                       help="a report whose largest spread exceeds this is untrusted: first_untrusted_time_ps, "
+                            "untrusted_frames.npz")
+    trust.add_argument("--stop-when-untrusted", type=float, default=None, metavar="KCAL_PER_MOL_PER_A",
+                       help="the same threshold, and the run ends at its first untrusted report")
     si.add_argument("--quiet", action="store_true")
     si.set_defaults(handler=_simulate)
     _campaign_parser(sub)
@@ -411,12 +420,27 @@ def _simulate(args) -> int:
     if args.min_nonbonded_distance_angstrom == 0:  # --min-distance 0: the criterion off
         args.min_nonbonded_distance_angstrom = None
     config = config_from_args(SimulationConfig, args)
+    trust = None
+    if args.untrusted_threshold is not None and args.stop_when_untrusted is not None:
+        raise InputError("give --untrusted-threshold or --stop-when-untrusted, not both")
+    if args.committee:
+        from .md.trust import TrustSettings
+
+        threshold = args.stop_when_untrusted if args.stop_when_untrusted is not None else args.untrusted_threshold
+        trust = TrustSettings(Path(args.committee), threshold, args.stop_when_untrusted is not None)
+    elif args.untrusted_threshold is not None or args.stop_when_untrusted is not None:
+        raise InputError("--untrusted-threshold and --stop-when-untrusted need --committee FILE.pt")
     if args.data:
         summary = run_from_dataset_frame(args.model, _load(args, args.data), args.frame, args.out, config,
-                                         progress=not args.quiet)
+                                         progress=not args.quiet, trust=trust)
     else:
-        summary = run_from_structure(args.model, args.structure, args.out, config, progress=not args.quiet)
+        summary = run_from_structure(args.model, args.structure, args.out, config, progress=not args.quiet,
+                                     trust=trust)
     state = "stable" if summary.stable else f"COLLAPSED at {summary.collapse_time_ps} ps ({summary.collapse_reason})"
+    if summary.stopped_untrusted:
+        state = f"stopped UNTRUSTED at {summary.first_untrusted_time_ps:g} ps (frames in {summary.untrusted_frames['file']})"
+    if summary.max_force_uncertainty_kcal_per_mol_per_A is not None:
+        state += f"; largest committee force spread {summary.max_force_uncertainty_kcal_per_mol_per_A:.3g} kcal/mol/Å"
     speed = "" if summary.ns_per_day is None else f", {summary.ns_per_day:.2f} ns/day"
     print(f"{args.out}: {summary.steps_completed}/{summary.steps_requested} steps, {state}{speed}")
     return 0

@@ -55,6 +55,8 @@ class StepRecord:
     temperature_K: float
     speed_ns_per_day: float
     estimated_time_left_s: float = float("nan")
+    #: The committee's force spread per atom (kcal/mol/Å) when the run has one (md/trust.py), else None.
+    force_uncertainty_kcal_per_mol_per_A: np.ndarray | None = None
 
     @property
     def total_energy_kJ_per_mol(self) -> float:
@@ -174,32 +176,42 @@ class StateCSVReporter(FileBacked, ScheduledReporter):
 
     keep_rows=None starts a new file; an integer reopens an existing file cut to its header and
     first `keep_rows` rows (resume). interval_steps: steps between rows when a Simulation calls it.
+    annotate: a run with a committee (md/trust.py) passes the TrustReporter's annotate, which sets the
+    record's force uncertainty; its maximum over the atoms is then one more column.
     """
 
     include = ("positions", "energy")
 
-    def __init__(self, path, keep_rows: int | None = None, interval_steps: int = 1) -> None:
+    def __init__(self, path, keep_rows: int | None = None, interval_steps: int = 1, annotate=None) -> None:
+        from .trust import UNCERTAINTY_COLUMN
+
         self.path = Path(path)
         self.interval_steps = int(interval_steps)
+        self.annotate = annotate
+        self.columns = STATE_COLUMNS + ((UNCERTAINTY_COLUMN,) if annotate is not None else ())
         if keep_rows is None:
             self._file = open(self.path, "w", newline="")
             self._writer = csv.writer(self._file)
-            self._writer.writerow(STATE_COLUMNS)
+            self._writer.writerow(self.columns)
             self._file.flush()
             self.rows_written = 0
         else:
-            truncate_csv_rows(self.path, keep_rows, STATE_COLUMNS)
+            truncate_csv_rows(self.path, keep_rows, self.columns)
             self._file = open(self.path, "a", newline="")
             self._writer = csv.writer(self._file)
             self.rows_written = keep_rows
 
     def write(self, record: StepRecord) -> None:
-        self._writer.writerow([
+        row = [
             record.step, repr(float(record.time_ps)), repr(float(record.potential_energy_kJ_per_mol)),
             repr(float(record.kinetic_energy_kJ_per_mol)), repr(float(record.total_energy_kJ_per_mol)),
             repr(float(record.temperature_K)), repr(float(record.speed_ns_per_day)),
             repr(float(record.estimated_time_left_s)),
-        ])
+        ]
+        if self.annotate is not None:
+            self.annotate(record)
+            row.append(repr(float(np.max(record.force_uncertainty_kcal_per_mol_per_A))))
+        self._writer.writerow(row)
         self._file.flush()
         self.rows_written += 1
 

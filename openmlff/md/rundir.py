@@ -73,6 +73,12 @@ class RunSummary(Mapping):
     bonds_monitored: int = 0
     minimization: dict | None = None
     finished_at: str = ""
+    #: With a committee (md/trust.py): the largest force spread of the run, when the first untrusted report
+    #: came, whether the run stopped there, and the file of the untrusted frames.
+    max_force_uncertainty_kcal_per_mol_per_A: float | None = None
+    first_untrusted_time_ps: float | None = None
+    stopped_untrusted: bool = False
+    untrusted_frames: dict | None = None
 
     @property
     def collapsed(self) -> bool:
@@ -233,6 +239,7 @@ def _resume_identity(record: dict) -> dict:
         "platform": record["platform"]["name"],
         "platform properties": record["platform"]["properties_requested"],
         "config": {f.name: record["config"].get(f.name) for f in fields(SimulationConfig)},
+        "trust": record.get("trust"),  # absent (None) in runs without a committee, and in older run.json files
     }
 
 

@@ -48,6 +48,7 @@ from .rundir import (
 )
 from .system import build_system, read_model_metadata
 from .trajectory import DCDTrajectoryWriter, TrajectoryMark, open_trajectory
+from .trust import TrustReporter, TrustSettings, UntrustedStop
 
 #: Model evaluations in every new Context before it steps. TorchScript's profiling executor runs a model's first
 #: call through another graph than the later ones, and its forces differ from theirs in the last bits; a resumed
@@ -71,6 +72,7 @@ def run_simulation(
     progress: bool = True,
     on_report: Callable[[StepRecord], None] | None = None,
     reporters: list | None = None,
+    trust: TrustSettings | None = None,
 ) -> RunSummary:
     """Run (or resume, or extend) MD of one molecule with an exported model; returns its RunSummary.
 
@@ -81,7 +83,9 @@ def run_simulation(
     written. reporters: OpenMM reporters of your own (e.g. openmm.app.StateDataReporter), called by the
     openmm.app.Simulation on their own schedule (after openmlff's writers, before the stability monitor);
     they see only this session's steps, from the checkpoint on when the run resumes. The monitor stops a
-    collapsed run at once. See the module docstring for the files and the resume rules.
+    collapsed run at once. trust: a committee evaluated at each report (md/trust.py: state.csv's
+    uncertainty column, untrusted frames, an optional stop). See the module docstring for the files and
+    the resume rules.
 
     Summary (RunSummary, also a mapping with the keys of summary.json): stable, steps_completed, steps_requested, simulated_time_ps, collapse_step,
     collapse_time_ps, collapse_reason, collapse_message, first_broken_bond (atoms, elements,
@@ -108,12 +112,14 @@ def run_simulation(
     platform, platform_properties = select_platform(config.platform, config.platform_precision)
     record = run_record(model_path, model_metadata, zs, start_angstrom, reference, config,
                          platform.getName(), platform_properties)
+    if trust is not None:
+        record["trust"] = trust.record()
 
     paths.directory.mkdir(parents=True, exist_ok=True)
     with paths.lock():  # one writer per run directory: a second simulate or campaign worker is refused here
         try:
             return _resume_or_run(paths, record, config, platform, platform_properties, model_path, zs, start_angstrom,
-                                  reference, structure, progress, on_report, reporters)
+                                  reference, structure, progress, on_report, reporters, trust)
         except OSError as exc:
             if exc.filename is None:  # a buffered write of a trajectory or CSV failed (a full disk): name the run
                 raise OSError(exc.errno, exc.strerror or str(exc), str(paths.directory)) from exc
@@ -122,14 +128,14 @@ def run_simulation(
 
 def _resume_or_run(paths: RunDirectory, record: dict, config: SimulationConfig, platform, platform_properties: dict,
                    model_path: Path, zs, start_angstrom, reference, structure, progress: bool, on_report,
-                   reporters) -> RunSummary:
+                   reporters, trust: TrustSettings | None) -> RunSummary:
     """run_simulation's work once the run directory's lock is held."""
     if paths.run_json.is_file():
         recorded = json.loads(paths.run_json.read_text())
         check_same_inputs(paths.run_json, recorded, record)
         summary = read_run_summary(paths.directory)
-        if summary is not None and summary.collapsed:
-            return summary  # a collapsed run is over, whatever its length
+        if summary is not None and (summary.collapsed or summary.stopped_untrusted):
+            return summary  # a collapsed (or stopped untrusted) run is over, whatever its length
         if config.steps > recorded["config"]["steps"]:
             record_extension(paths, recorded, config.steps)
             summary = None
@@ -152,7 +158,7 @@ def _resume_or_run(paths: RunDirectory, record: dict, config: SimulationConfig, 
     if not paths.run_json.is_file():
         atomic_write_json(paths.run_json, record)
 
-    run = _Run(config, simulation, paths, zs, start_angstrom, reference, structure, on_report, reporters)
+    run = _Run(config, simulation, paths, zs, start_angstrom, reference, structure, on_report, reporters, trust)
     try:
         return run.execute(progress, setup_s=time.perf_counter() - setup_start)
     finally:
@@ -190,8 +196,9 @@ class _Run:
     (trajectory, state CSV, the caller's, the stability monitor, checkpoints), steps, and writes the summary."""
 
     def __init__(self, config: SimulationConfig, simulation: app.Simulation, paths: RunDirectory, zs, start_angstrom,
-                 reference, structure, on_report, reporters):
+                 reference, structure, on_report, reporters, trust: TrustSettings | None = None):
         self.config = config
+        self.trust = None if trust is None else TrustReporter(trust, zs, config.report_interval_steps, config.timestep_fs)
         self.simulation = simulation
         self.context = simulation.context
         self.paths = paths
@@ -226,8 +233,11 @@ class _Run:
         self.records = StepRecords(cfg.timestep_fs, self.watch.degrees_of_freedom, cfg.steps, start_step=step)
         self.trajectory = open_trajectory(cfg.trajectory_format, self.paths.trajectory, self.structure.topology,
                                           cfg.timestep_fs, cfg.report_interval_steps, resume_at=resume_at)
-        self.states = StateCSVReporter(self.paths.state_csv, keep_rows=state_rows, interval_steps=cfg.report_interval_steps)
+        self.states = StateCSVReporter(self.paths.state_csv, keep_rows=state_rows, interval_steps=cfg.report_interval_steps,
+                                       annotate=None if self.trust is None else self.trust.annotate)
         self.trajectory.records = self.states.records = self.records
+        if self.trust is not None:
+            self.trust.records = self.records
 
     def _start_fresh(self) -> CollapseEvent | None:
         from ..structures import structure_to_pdb
@@ -255,6 +265,8 @@ class _Run:
                 reporter.report(self.simulation, state)
         except CollapseDetected as collapse:
             return collapse.event
+        except UntrustedStop:
+            return None  # the trust reporter remembers the stop; nothing to step
         return None
 
     def _warm_up_model(self) -> None:
@@ -293,13 +305,15 @@ class _Run:
                            int(document["state_rows_written"]))
         self.md_wall_before_s = float(document.get("md_wall_time_s", 0.0))
         self.resumed_from_step = step
+        if self.trust is not None:
+            self.trust.restore(self.paths.directory, step)
         return step
 
     # -- the loop ---------------------------------------------------------------------------------
 
     def _recorders(self) -> list:
         """The reporters that write each report: trajectory, state CSV, the on_report callback."""
-        recorders = [self.trajectory, self.states]
+        recorders = [self.trajectory, self.states] + ([self.trust] if self.trust is not None else [])
         if self.on_report is not None:
             recorders.append(_CallbackReporter(self.on_report, self.config.report_interval_steps, self.records))
         return recorders
@@ -322,12 +336,15 @@ class _Run:
         self.simulation.reporters = [_InOrder(r) for r in (
             *self._recorders(), *self.user_reporters, self.watch, _CheckpointReporter(self),
             _ProgressReporter(bar, cfg.report_interval_steps, self.watch))]
+        stopped = self.trust is not None and self.trust.stop_step is not None
         try:
-            if event is None and step < cfg.steps:
+            if event is None and step < cfg.steps and not stopped:
                 try:
                     self.simulation.step(cfg.steps - step)
                 except CollapseDetected as collapse:
                     event = collapse.event
+                except UntrustedStop:
+                    pass  # the run ends here, at its first untrusted report
                 except openmm.OpenMMException as exc:
                     event = self.monitor.event(self.context.getStepCount(), _monitor.SIMULATION_ERROR, str(exc).strip())
         finally:
@@ -335,6 +352,8 @@ class _Run:
             self.simulation.reporters = []
         md_wall_s = self.md_wall_s()
         step = event.step if event is not None else int(self.simulation.currentStep)
+        if self.trust is not None and self.trust.stop_step is not None:
+            step = self.trust.stop_step
         return self._finish(step, event, session_start_step, setup_s, md_wall_s)
 
     def _checkpoint(self, step: int) -> None:
@@ -348,6 +367,8 @@ class _Run:
             "state_rows_written": self.states.rows_written,
             "md_wall_time_s": self.md_wall_s(),
         })
+        if self.trust is not None:
+            self.trust.save(self.paths.directory)
         self._last_checkpoint_time = time.perf_counter()
 
     def _write_collapse_frames(self) -> dict | None:
@@ -403,7 +424,10 @@ class _Run:
             bonds_monitored=int(len(self.monitor.bonds)),
             minimization=json.loads(self.paths.run_json.read_text()).get("minimization"),
             finished_at=_now(),
+            **(self.trust.summary() if self.trust is not None else {}),
         )
+        if self.trust is not None:
+            self.trust.save(self.paths.directory)
         self.trajectory.flush(sync=True)
         self.trajectory.finish()
         self.states.flush(sync=True)

@@ -23,18 +23,19 @@ def reference_frames(positions_angstrom: np.ndarray) -> np.ndarray:
 
 
 def run_from_dataset_frame(model_path, dataset: Dataset, frame: int, out_dir, config: SimulationConfig,
-                           progress: bool = True) -> dict:
+                           progress: bool = True, trust=None) -> dict:
     """MD from frame `frame` of `dataset`; bond references are the mean over (up to 2000 of) its frames."""
     if not 0 <= frame < dataset.n_frames:
         raise InputError(f"{dataset.source}: frame {frame} does not exist (the dataset has {dataset.n_frames} frames, 0-based)")
     return run_simulation(model_path, dataset.z, dataset.R[frame], out_dir, config,
-                          reference_positions_angstrom=reference_frames(dataset.R), progress=progress)
+                          reference_positions_angstrom=reference_frames(dataset.R), progress=progress, trust=trust)
 
 
-def run_from_structure(model_path, structure, out_dir, config: SimulationConfig, progress: bool = True) -> dict:
+def run_from_structure(model_path, structure, out_dir, config: SimulationConfig, progress: bool = True,
+                       trust=None) -> dict:
     """MD from a built-in structure name ('aspirin', 'ac-ala3-nhme', 'chignolin') or a PDB/XYZ file."""
     from ..structures import load_structure
 
     s = load_structure(structure)
     return run_simulation(model_path, np.asarray(s.atomic_numbers), s.positions_angstrom, out_dir, config,
-                          topology=s.topology, progress=progress)
+                          topology=s.topology, progress=progress, trust=trust)

@@ -1,0 +1,149 @@
+"""Trust in a run: a committee's force spread at every report, and an alarm before the model is off its data.
+
+A committee file (openmlff.export.export_committee) is evaluated at each reported step on the run's
+positions (whatever model drives the run: one member, the committee mean, or another model): the
+members' force spread per atom, sigma_i = sqrt(mean_k |F_ik - mean_k F_ik|^2), in kcal/mol/Å. Its
+largest value over the atoms goes to state.csv (`max_force_uncertainty_kcal_per_mol_per_A`) and the
+run's summary keeps the maximum over the run. With a threshold, a report whose largest sigma exceeds
+it is untrusted: the summary records `first_untrusted_time_ps`, every untrusted frame is kept in
+`untrusted_frames.npz` (positions Å, steps, times ps, sigma per atom), and with `stop_when_untrusted`
+the run ends there, before it collapses, as `stopped_untrusted` (not a collapse: `stable` stays true).
+
+The trust state (every report's largest sigma and the untrusted frames) is saved with each checkpoint
+and cut back to the checkpoint's step on resume, so a resumed run reports what an uninterrupted one
+does. Settings are recorded in run.json under "trust" (absent for runs without a committee).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic_io import atomic_write_stream
+from ..errors import InputError
+from ..model_file import check_model_atoms, file_sha256, load_exported
+from ..units import EV_IN_KJ_PER_MOL, FS_IN_PS, NM_IN_ANGSTROM, ev_to
+from .reporters import ScheduledReporter, StepRecord
+
+UNTRUSTED_FRAMES_FILE = "untrusted_frames.npz"
+TRUST_STATE_FILE = "trust_state.npz"
+UNCERTAINTY_COLUMN = "max_force_uncertainty_kcal_per_mol_per_A"
+#: kJ/mol/nm -> kcal/mol/Å
+_KJ_NM_TO_KCAL_A = ev_to("kcal/mol") / EV_IN_KJ_PER_MOL / NM_IN_ANGSTROM
+
+
+class UntrustedStop(Exception):
+    """Raised by the TrustReporter to end a run at its first untrusted report (stop_when_untrusted)."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(f"untrusted at step {step}")
+        self.step = step
+
+
+@dataclass(frozen=True)
+class TrustSettings:
+    """The committee evaluated at each report, and what an untrusted report does."""
+
+    committee: Path
+    threshold_kcal_per_mol_per_A: float | None = None
+    stop_when_untrusted: bool = False
+
+    def __post_init__(self) -> None:
+        if self.threshold_kcal_per_mol_per_A is not None and not self.threshold_kcal_per_mol_per_A > 0:
+            raise InputError(f"the untrusted threshold must be a positive force spread in kcal/mol/Å, "
+                             f"got {self.threshold_kcal_per_mol_per_A}")
+        if self.stop_when_untrusted and self.threshold_kcal_per_mol_per_A is None:
+            raise InputError("stop_when_untrusted needs a threshold (kcal/mol/Å)")
+
+    def record(self) -> dict:
+        """run.json's "trust" entry (the committee by path and SHA-256)."""
+        path = Path(self.committee).resolve()
+        return {"committee": str(path), "committee_sha256": file_sha256(path),
+                "threshold_kcal_per_mol_per_A": self.threshold_kcal_per_mol_per_A,
+                "stop_when_untrusted": bool(self.stop_when_untrusted)}
+
+
+class TrustReporter(ScheduledReporter):
+    """At each report: the committee's largest force spread (into the record, for state.csv), the untrusted
+    frames, and UntrustedStop when the run should end."""
+
+    def __init__(self, settings: TrustSettings, atomic_numbers, interval_steps: int, timestep_fs: float) -> None:
+        import torch
+
+        self.settings = settings
+        self.interval_steps = int(interval_steps)
+        self.timestep_fs = float(timestep_fs)
+        self.module, meta = load_exported(settings.committee)
+        if not meta.get("committee"):
+            raise InputError(f"{settings.committee}: not a committee file (export one with `openmlff export "
+                             "--committee CKPT ...`)")
+        check_model_atoms(settings.committee, meta, atomic_numbers, structure_name="the run's molecule")
+        self._torch = torch
+        self.steps: list[int] = []
+        self.max_sigma: list[float] = []
+        self.untrusted: list[tuple[int, np.ndarray, np.ndarray]] = []  # (step, positions Å, sigma per atom)
+        self.stop_step: int | None = None
+
+    def sigma(self, positions_nm: np.ndarray) -> np.ndarray:
+        """(n_atoms,) members' force spread in kcal/mol/Å."""
+        pos = self._torch.as_tensor(np.asarray(positions_nm, dtype=np.float64))
+        return self.module.uncertainty(pos).numpy() * _KJ_NM_TO_KCAL_A
+
+    def annotate(self, record: StepRecord) -> None:
+        """Set record.max_force_uncertainty (once per record) so that state.csv can write it."""
+        if record.force_uncertainty_kcal_per_mol_per_A is None:
+            record.force_uncertainty_kcal_per_mol_per_A = self.sigma(record.positions_nm)
+
+    def write(self, record: StepRecord) -> None:
+        self.annotate(record)
+        sigma = record.force_uncertainty_kcal_per_mol_per_A
+        if self.steps and record.step <= self.steps[-1]:
+            return  # already seen (step 0 reported twice, or a replay)
+        self.steps.append(int(record.step))
+        self.max_sigma.append(float(sigma.max()))
+        threshold = self.settings.threshold_kcal_per_mol_per_A
+        if threshold is not None and sigma.max() > threshold:
+            self.untrusted.append((int(record.step), record.positions_angstrom.copy(), sigma.copy()))
+            if self.settings.stop_when_untrusted:
+                self.stop_step = int(record.step)
+                raise UntrustedStop(int(record.step))
+
+    # -- persistence ------------------------------------------------------------------------------
+
+    def save(self, run_dir: Path) -> None:
+        """The trust state, atomically (with each checkpoint and at the end); untrusted frames beside it."""
+        arrays = {"steps": np.asarray(self.steps, dtype=np.int64), "max_sigma": np.asarray(self.max_sigma)}
+        atomic_write_stream(Path(run_dir) / TRUST_STATE_FILE, lambda fh: np.savez(fh, **arrays))
+        if self.untrusted:
+            frames = {"steps": np.asarray([u[0] for u in self.untrusted], dtype=np.int64),
+                      "time_ps": np.asarray([u[0] * self.timestep_fs * FS_IN_PS for u in self.untrusted]),
+                      "positions_angstrom": np.stack([u[1] for u in self.untrusted]),
+                      "force_uncertainty_kcal_per_mol_per_A": np.stack([u[2] for u in self.untrusted])}
+            atomic_write_stream(Path(run_dir) / UNTRUSTED_FRAMES_FILE, lambda fh: np.savez(fh, **frames))
+
+    def restore(self, run_dir: Path, up_to_step: int) -> None:
+        """Read the saved state, keeping what happened at or before `up_to_step` (the checkpoint's)."""
+        state_path, frames_path = Path(run_dir) / TRUST_STATE_FILE, Path(run_dir) / UNTRUSTED_FRAMES_FILE
+        if state_path.is_file():
+            with np.load(state_path) as data:
+                keep = data["steps"] <= up_to_step
+                self.steps, self.max_sigma = data["steps"][keep].tolist(), data["max_sigma"][keep].tolist()
+        if frames_path.is_file():
+            with np.load(frames_path) as data:
+                self.untrusted = [(int(s), p, u) for s, p, u in zip(data["steps"], data["positions_angstrom"],
+                                                                    data["force_uncertainty_kcal_per_mol_per_A"])
+                                  if s <= up_to_step]
+
+    def summary(self) -> dict:
+        """The summary's trust fields."""
+        first = self.untrusted[0][0] if self.untrusted else None
+        return {
+            "max_force_uncertainty_kcal_per_mol_per_A": max(self.max_sigma) if self.max_sigma else None,
+            "first_untrusted_time_ps": None if first is None else first * self.timestep_fs * FS_IN_PS,
+            "stopped_untrusted": self.stop_step is not None,
+            "untrusted_frames": None if not self.untrusted else {
+                "file": UNTRUSTED_FRAMES_FILE, "n_frames": len(self.untrusted),
+                "threshold_kcal_per_mol_per_A": self.settings.threshold_kcal_per_mol_per_A},
+        }

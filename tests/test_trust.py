@@ -1,0 +1,106 @@
+"""Trust in a run: a committee's force spread in state.csv and the summary, untrusted frames, the stop, and
+a resumed run that reports what an uninterrupted one does."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from openmlff.cli import main
+from openmlff.data import load_dataset
+from openmlff.export import export_committee, load_exported
+from openmlff.md import ResumeMismatchError, SimulationConfig, run_simulation
+from openmlff.md.reporters import read_state_csv
+from openmlff.md.trust import UNCERTAINTY_COLUMN, UNTRUSTED_FRAMES_FILE, TrustSettings
+from openmlff.training import TrainingConfig
+from openmlff.training.trainer import train_committee
+
+TINY = {"hidden_channels": 16, "num_layers": 1, "num_heads": 2, "num_rbf": 8}
+KJ_NM_TO_KCAL_A = 1 / 41.84
+
+
+@pytest.fixture(scope="module")
+def dataset(test_data):
+    return load_dataset(test_data / "datasets" / "rmd17_aspirin_100.npz")
+
+
+@pytest.fixture(scope="module")
+def committee(dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("committee")
+    config = TrainingConfig(hyperparameters=TINY, n_train=20, n_val=5, n_test=5, batch_size=5, warmup_steps=4,
+                            learning_rate=3e-3, max_epochs=2, torch_threads=1)
+    members = [r.checkpoint for r in train_committee(dataset, out, 2, config, progress=False)]
+    return export_committee(members, out / "committee.pt")
+
+
+def md(steps=60, **kw):
+    return SimulationConfig(temperature_K=300, steps=steps, report_interval_steps=10, checkpoint_interval_steps=20,
+                            **kw)
+
+
+def test_uncertainty_column_and_summary(toy_model, aspirin, committee, tmp_path):
+    summary = run_simulation(toy_model, aspirin.atomic_numbers, aspirin.positions_angstrom, tmp_path / "run", md(),
+                             progress=False, trust=TrustSettings(committee))
+    table = read_state_csv(tmp_path / "run" / "state.csv")
+    sigma = table[UNCERTAINTY_COLUMN]
+    assert len(sigma) == 7 and np.all(np.isfinite(sigma)) and np.all(sigma > 0)
+    assert summary.max_force_uncertainty_kcal_per_mol_per_A == pytest.approx(sigma.max())
+    assert summary.first_untrusted_time_ps is None and not summary.stopped_untrusted
+    module, _ = load_exported(committee)  # row 0 is the starting structure: recompute its spread by hand
+    expected = module.uncertainty(torch.as_tensor(aspirin.positions_angstrom / 10)).numpy().max() * KJ_NM_TO_KCAL_A
+    assert sigma[0] == pytest.approx(expected, rel=1e-5)
+
+
+def test_threshold_keeps_untrusted_frames_and_stop_ends_the_run(toy_model, aspirin, committee, tmp_path):
+    free = run_simulation(toy_model, aspirin.atomic_numbers, aspirin.positions_angstrom, tmp_path / "free", md(),
+                          progress=False, trust=TrustSettings(committee))
+    sigma = read_state_csv(tmp_path / "free" / "state.csv")[UNCERTAINTY_COLUMN]
+    threshold = float(np.sort(sigma)[3])  # three reports lie above it
+    first = int(np.flatnonzero(sigma > threshold)[0])
+    watched = run_simulation(toy_model, aspirin.atomic_numbers, aspirin.positions_angstrom, tmp_path / "watched", md(),
+                             progress=False, trust=TrustSettings(committee, threshold))
+    assert watched.steps_completed == 60 and watched.first_untrusted_time_ps == pytest.approx(first * 10 * 0.5e-3)
+    with np.load(tmp_path / "watched" / UNTRUSTED_FRAMES_FILE) as frames:
+        assert frames["steps"].tolist() == [10 * k for k in np.flatnonzero(sigma > threshold)]
+        assert frames["positions_angstrom"].shape == (3, 21, 3)
+    stopped = run_simulation(toy_model, aspirin.atomic_numbers, aspirin.positions_angstrom, tmp_path / "stop", md(),
+                             progress=False, trust=TrustSettings(committee, threshold, stop_when_untrusted=True))
+    assert stopped.stopped_untrusted and stopped.stable and stopped.steps_completed == 10 * first
+    assert len(read_state_csv(tmp_path / "stop" / "state.csv")["step"]) == first + 1
+    again = run_simulation(toy_model, aspirin.atomic_numbers, aspirin.positions_angstrom, tmp_path / "stop", md(),
+                           progress=False, trust=TrustSettings(committee, threshold, stop_when_untrusted=True))
+    assert again.steps_completed == stopped.steps_completed and again.steps_this_session == stopped.steps_this_session
+
+
+def test_extended_run_reports_what_an_uninterrupted_one_does(toy_model, aspirin, committee, tmp_path):
+    threshold = 1e-9  # every report untrusted: the frames file must hold each exactly once
+    whole = run_simulation(toy_model, aspirin.atomic_numbers, aspirin.positions_angstrom, tmp_path / "whole", md(60),
+                           progress=False, trust=TrustSettings(committee, threshold))
+    run_simulation(toy_model, aspirin.atomic_numbers, aspirin.positions_angstrom, tmp_path / "parts", md(30),
+                   progress=False, trust=TrustSettings(committee, threshold))
+    parts = run_simulation(toy_model, aspirin.atomic_numbers, aspirin.positions_angstrom, tmp_path / "parts", md(60),
+                           progress=False, trust=TrustSettings(committee, threshold))
+    assert parts.resumed_from_step is not None
+    a = read_state_csv(tmp_path / "whole" / "state.csv")[UNCERTAINTY_COLUMN]
+    b = read_state_csv(tmp_path / "parts" / "state.csv")[UNCERTAINTY_COLUMN]
+    np.testing.assert_allclose(b, a, rtol=1e-6)
+    assert parts.max_force_uncertainty_kcal_per_mol_per_A == pytest.approx(whole.max_force_uncertainty_kcal_per_mol_per_A)
+    with np.load(tmp_path / "parts" / UNTRUSTED_FRAMES_FILE) as frames:
+        assert frames["steps"].tolist() == list(range(0, 70, 10))
+    with pytest.raises(ResumeMismatchError, match="trust"):
+        run_simulation(toy_model, aspirin.atomic_numbers, aspirin.positions_angstrom, tmp_path / "parts", md(80),
+                       progress=False, trust=TrustSettings(committee, 2.0))
+
+
+def test_cli_trust_options(toy_model, committee, tmp_path, capsys):
+    assert main(["simulate", "--model", str(toy_model), "--structure", "aspirin", "--temperature", "300", "--timestep",
+                 "0.5", "--steps", "20", "--report-interval", "10", "--out", str(tmp_path / "r"), "--committee",
+                 str(committee), "--stop-when-untrusted", "1e-9", "--quiet"]) == 0
+    assert "stopped UNTRUSTED at 0 ps" in capsys.readouterr().out
+    assert main(["simulate", "--model", str(toy_model), "--structure", "aspirin", "--temperature", "300", "--timestep",
+                 "0.5", "--steps", "20", "--out", str(tmp_path / "x"), "--stop-when-untrusted", "1"]) == 1
+    assert "need --committee" in capsys.readouterr().err
+    assert main(["simulate", "--model", str(toy_model), "--structure", "aspirin", "--temperature", "300", "--timestep",
+                 "0.5", "--steps", "20", "--out", str(tmp_path / "y"), "--committee", str(toy_model)]) == 1
+    assert "not a committee" in capsys.readouterr().err
