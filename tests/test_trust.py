@@ -104,3 +104,54 @@ def test_cli_trust_options(toy_model, committee, tmp_path, capsys):
     assert main(["simulate", "--model", str(toy_model), "--structure", "aspirin", "--temperature", "300", "--timestep",
                  "0.5", "--steps", "20", "--out", str(tmp_path / "y"), "--committee", str(toy_model)]) == 1
     assert "not a committee" in capsys.readouterr().err
+
+
+# --- campaigns ----------------------------------------------------------------------------------------
+
+def _summary(collapse=None, sigma=1.0, first=None, stopped=False, length=5.0):
+    return {"stable": collapse is None, "collapse_time_ps": collapse, "simulated_time_ps": collapse or length,
+            "max_force_uncertainty_kcal_per_mol_per_A": sigma, "first_untrusted_time_ps": first,
+            "stopped_untrusted": stopped}
+
+
+def test_trust_alarm_by_hand():
+    from openmlff.metrics.correlation import trust_alarm
+
+    runs = [{"run_id": "a", "start": "s0", "summary": _summary(collapse=2.0, sigma=9.0, first=1.5)},
+            {"run_id": "b", "start": "s1", "summary": _summary(collapse=3.0, sigma=7.0, first=3.2)},
+            {"run_id": "c", "start": "s2", "summary": _summary(sigma=2.0, first=4.0)},
+            {"run_id": "d", "start": "s3", "summary": _summary(sigma=1.0)},
+            {"run_id": "e", "start": "s4", "summary": {"stable": True, "simulated_time_ps": 5.0}}]  # no committee
+    alarm = trust_alarm(runs, horizon_ps=5.0, n_bootstrap=200)
+    assert alarm["n_runs"] == 4 and alarm["n_collapsed"] == 2
+    assert alarm["roc"]["roc_auc"] == 1.0  # both collapsed runs had the largest spreads
+    assert alarm["lead_times_ps"] == pytest.approx([0.5, -0.2]) and alarm["median_lead_time_ps"] == pytest.approx(0.15)
+    assert alarm["warned_before_collapse"] == 0.5 and alarm["false_alarms"] == 1
+    assert trust_alarm(runs[-1:], 5.0) is None
+
+
+def test_campaign_with_a_committee(tmp_path, aspirin, committee, test_data):
+    import json
+
+    from openmlff.campaign import CampaignDirectory, CampaignSpecError, run_campaign
+    from openmlff.md import read_run_summary
+    from toy_models import write_toy_model
+
+    data = load_dataset(test_data / "datasets" / "rmd17_aspirin_100.npz")
+    models = {"stable": write_toy_model(tmp_path / "stable.pt", data.z, data.R[0]),
+              "blowup": write_toy_model(tmp_path / "blowup.pt", data.z, data.R[0], stretch_bond=(0, 14))}
+    spec = {"name": "trusted", "models": {k: str(v) for k, v in models.items()},
+            "starts": {"data": str(test_data / "datasets" / "rmd17_aspirin_100.npz"), "frames": [3]},
+            "temperatures_K": [500], "md": {"steps": 100, "report_interval_steps": 10, "platform": "Reference"},
+            "trust": {"committee": str(committee), "threshold_kcal_per_mol_per_A": 1e-9}}
+    (tmp_path / "trusted.json").write_text(json.dumps(spec))
+    result = run_campaign(tmp_path / "trusted.json", n_workers=1, progress=False)
+    folder = CampaignDirectory(result.directory)
+    summaries = {r.model: read_run_summary(folder.run_dir(r.run_id)) for r in folder.spec().expand()}
+    assert summaries["blowup"].collapsed and summaries["blowup"].first_untrusted_time_ps == 0.0
+    assert summaries["stable"].stable and summaries["stable"].max_force_uncertainty_kcal_per_mol_per_A > 0
+    spec["trust"]["stop_when_untrusted"] = True
+    del spec["trust"]["threshold_kcal_per_mol_per_A"]
+    (tmp_path / "bad.json").write_text(json.dumps(spec))
+    with pytest.raises(CampaignSpecError, match="trust.stop_when_untrusted"):
+        run_campaign(tmp_path / "bad.json", n_workers=1, progress=False)

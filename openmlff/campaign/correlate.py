@@ -5,7 +5,8 @@ training, validation and test frames (the split recorded with the model), gather
 (global, element-wise, share of bad frames), and for every starting conformation the metrics of
 its cluster, its neighbourhood and its own frame in the training data. Then relate them to the
 runs' fates (metrics.correlation.campaign_correlation), write correlation.json and CSV tables,
-and one self-contained HTML page with the collapse diagnoses.
+and one self-contained HTML page with the collapse diagnoses. Runs with a committee ([trust]) add
+the committee's force spread as a predictor of collapse and the alarm's lead time (trust_alarm).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from ..analysis.reference_data import find_reference_data, model_splits
 from ..errors import InputError
 from ..model_file import read_model_metadata
 from ..md.runner import read_run_summary
-from ..metrics.correlation import DEFAULT_N_BOOTSTRAP, campaign_correlation
+from ..metrics.correlation import DEFAULT_N_BOOTSTRAP, campaign_correlation, trust_alarm
 from ..metrics.evaluation import evaluate_model
 from ..metrics.metric_sets import model_metric_sets, start_conformation_metrics
 from ..report.campaign_page import diagnosis_entry, write_correlation_report
@@ -86,6 +87,9 @@ def correlate_campaign(campaign_dir, out_dir=None, *, data=None, n_bootstrap: in
     document = campaign_correlation(runs, horizon_ps, model_metrics=model_metrics, start_metrics=start_metrics or None,
                                     metric_units=info["metric_units"], start_metric_units=start_units,
                                     units=info["units"], n_bootstrap=n_bootstrap)
+    alarm = trust_alarm(runs, horizon_ps, n_bootstrap=n_bootstrap)
+    if alarm is not None:
+        document["trust"] = alarm
     write_correlation_tables(document, out)
     diagnoses = [diagnosis_entry(r["run_id"], r["summary"], model=r["model"], start=r["start"],
                                  atom_records=atom_records[r["model"].split("@")[0]])

@@ -32,6 +32,11 @@ folder. A TOML example (every key but `models` and `starts` has a default):
     frames_from_split = "train"            # (structure starts: the starting structure);
     checkpoint = "training/model.ckpt"     # reference = "start" always uses the starting structure
 
+    [trust]                                # optional: a committee evaluated at each report (openmlff.md.trust)
+    committee = "models/committee.pt"      # `openmlff export --committee ...`
+    threshold_kcal_per_mol_per_A = 5.0     # untrusted above this force spread (first_untrusted_time_ps)
+    stop_when_untrusted = false            # true: end each run at its first untrusted report
+
 This module holds the spec's data (DatasetFrames, RunSpec, CampaignSpec), its grid and what may change
 in an existing campaign; reading and validating a file is openmlff.campaign.spec_file's.
 
@@ -101,10 +106,20 @@ class RunSpec:
     frame: int | None = None
     structure: str | None = None
     reference: DatasetFrames | str | None = None
+    trust: dict | None = None
 
     @property
     def steps(self) -> int:
         return int(md_setting(self.md, "steps"))
+
+    def trust_settings(self):
+        """The run's openmlff.md.trust.TrustSettings (None without a [trust] table)."""
+        if self.trust is None:
+            return None
+        from ..md.trust import TrustSettings
+
+        return TrustSettings(Path(self.trust["committee"]), self.trust.get("threshold_kcal_per_mol_per_A"),
+                             bool(self.trust.get("stop_when_untrusted", False)))
 
     def simulation_config(self, torch_threads: int | None = None):
         """The SimulationConfig of this run; torch_threads fills that field when the spec leaves it unset."""
@@ -133,6 +148,7 @@ class CampaignSpec:
     md: dict = field(default_factory=dict)
     reference: DatasetFrames | str | None = None
     source: str | None = None
+    trust: dict | None = None
 
     # -- reading -----------------------------------------------------------------------------------
 
@@ -150,7 +166,8 @@ class CampaignSpec:
         ref = d.get("reference")
         return cls(models=dict(d["models"]), starts=starts, name=d["name"], seeds=list(d["seeds"]),
                    temperatures_K=list(d["temperatures_K"]), md=dict(d["md"]),
-                   reference=DatasetFrames.from_dict(ref) if isinstance(ref, dict) else ref, source=source)
+                   reference=DatasetFrames.from_dict(ref) if isinstance(ref, dict) else ref, source=source,
+                   trust=d.get("trust"))
 
     # -- writing -----------------------------------------------------------------------------------
 
@@ -158,8 +175,11 @@ class CampaignSpec:
         """Plain, normalised data (absolute paths, resolved frames): what campaign.json stores and hashes."""
         starts = self.starts.to_dict() if isinstance(self.starts, DatasetFrames) else {"structures": dict(self.starts)}
         ref = self.reference.to_dict() if isinstance(self.reference, DatasetFrames) else self.reference
-        return {"name": self.name, "models": dict(self.models), "starts": starts, "seeds": list(self.seeds),
-                "temperatures_K": list(self.temperatures_K), "md": dict(self.md), "reference": ref}
+        out = {"name": self.name, "models": dict(self.models), "starts": starts, "seeds": list(self.seeds),
+               "temperatures_K": list(self.temperatures_K), "md": dict(self.md), "reference": ref}
+        if self.trust is not None:  # absent, not None, so that campaign.json of campaigns without one is unchanged
+            out["trust"] = dict(self.trust)
+        return out
 
     def sha256(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
@@ -199,7 +219,8 @@ class CampaignSpec:
                             run_id=run_id(model, start, temperature, seed), model=model, model_path=model_path,
                             start=start, temperature_K=float(temperature), seed=int(seed), md=dict(self.md),
                             data=self.starts if is_frame else None, frame=int(where) if is_frame else None,
-                            structure=None if is_frame else str(where), reference=self.reference))
+                            structure=None if is_frame else str(where), reference=self.reference,
+                            trust=self.trust))
         return runs
 
     @property

@@ -25,7 +25,8 @@ GRID_FIELDS = ("temperature_K", "seed")
 #: Seed of the random order in which frames are drawn from a split set.
 FRAME_SELECTION_SEED = 0
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_TOP_LEVEL = ("name", "models", "starts", "seeds", "temperatures_K", "md", "reference")
+_TOP_LEVEL = ("name", "models", "starts", "seeds", "temperatures_K", "md", "reference", "trust")
+_TRUST_FIELDS = ("committee", "threshold_kcal_per_mol_per_A", "stop_when_untrusted")
 
 
 class CampaignSpecError(InputError):
@@ -80,8 +81,29 @@ class _Parser:
         for t in spec["temperatures_K"]:
             if not t > 0:
                 raise self.error("temperatures_K", f"each temperature must be positive (K), got {t}")
+        if raw.get("trust") is not None:
+            spec["trust"] = self.trust(raw["trust"])
         self.check_md_values(spec)
         return spec
+
+    def trust(self, raw) -> dict:
+        """[trust]: a committee file evaluated at each report of every run (openmlff.md.trust)."""
+        if not isinstance(raw, dict) or "committee" not in raw:
+            raise self.error("trust", "expected a table with 'committee' (a committee .pt file) and optionally "
+                                      "'threshold_kcal_per_mol_per_A' and 'stop_when_untrusted'")
+        unknown = [k for k in raw if k not in _TRUST_FIELDS]
+        if unknown:
+            raise self.error(f"trust.{unknown[0]}", f"unknown field; the fields are {list(_TRUST_FIELDS)}")
+        threshold = raw.get("threshold_kcal_per_mol_per_A")
+        if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
+                                      or not threshold > 0):
+            raise self.error("trust.threshold_kcal_per_mol_per_A", f"expected a positive force spread, got {threshold!r}")
+        stop = raw.get("stop_when_untrusted", False)
+        if not isinstance(stop, bool) or (stop and threshold is None):
+            raise self.error("trust.stop_when_untrusted", "expected true or false; true needs a threshold")
+        return {"committee": self.path_field(raw["committee"], "trust.committee"),
+                "threshold_kcal_per_mol_per_A": None if threshold is None else float(threshold),
+                "stop_when_untrusted": stop}
 
     def label(self, value, where: str) -> str:
         if not isinstance(value, str) or not _LABEL.match(value) or "__" in value:

@@ -150,7 +150,7 @@ def finished_state(run_dir, steps: int | None = None) -> str | None:
         return None
     if summary.collapsed:
         return FINISHED_COLLAPSED
-    if steps is None or summary.steps_completed >= steps:
+    if steps is None or summary.steps_completed >= steps or summary.stopped_untrusted:  # untrusted: ended early
         return FINISHED_STABLE
     return None
 

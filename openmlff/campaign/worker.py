@@ -54,7 +54,8 @@ def execute_run(run: RunSpec, run_dir: str, torch_threads: int | None = 1) -> di
 
             z, positions, topology, reference = start_inputs(run)
             summary = run_simulation(run.model_path, z, positions, run_dir, run.simulation_config(torch_threads),
-                                     topology=topology, reference_positions_angstrom=reference, progress=False)
+                                     topology=topology, reference_positions_angstrom=reference, progress=False,
+                                     trust=run.trust_settings())
         except Exception as exc:  # noqa: BLE001 - every failure is recorded, none stops the campaign
             error = record_failure(run_dir, run.run_id, exc, traceback.format_exc())
             append_attempt(run_dir, {"event": "failed", "error": error["message"][:500]})

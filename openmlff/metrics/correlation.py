@@ -45,7 +45,7 @@ import numpy as np
 from scipy import stats
 
 from ..errors import InputError
-from .run_stability import stability_of_runs, start_runs
+from .run_stability import run_outcome, stability_of_runs, start_runs
 
 DEFAULT_N_BOOTSTRAP = 2000
 DEFAULT_CONFIDENCE = 0.95
@@ -558,3 +558,35 @@ def similar_error_ranking(model_metrics: Mapping[str, Mapping[str, float]],
 
 def _as_float(value) -> float:
     return math.nan if value is None else float(value)
+
+
+def trust_alarm(runs: Iterable[Mapping], horizon_ps: float, n_bootstrap: int = DEFAULT_N_BOOTSTRAP,
+                seed: int = 0) -> dict | None:
+    """Does a committee's force spread predict collapse, and how early? From runs {"summary", "start"} whose
+    summaries carry max_force_uncertainty_kcal_per_mol_per_A (openmlff.md.trust); None when none does.
+
+    roc: ROC AUC of each run's largest spread for "collapsed within the horizon" (bootstrap over starts);
+    lead_times_ps: collapse_time_ps - first_untrusted_time_ps for each collapsed run that had crossed the
+    threshold (positive: the alarm came first); warned_before_collapse: share of collapses with an alarm
+    at or before them; false_alarms: runs without a collapse within the horizon that were untrusted.
+    Runs stopped when untrusted never collapse, so they give no lead time: run without the stop to measure it.
+    """
+    with_trust = [r for r in runs if r["summary"].get("max_force_uncertainty_kcal_per_mol_per_A") is not None]
+    if not with_trust:
+        return None
+    outcomes = [run_outcome(r["summary"], horizon_ps, str(r.get("run_id", k))) for k, r in enumerate(with_trust)]
+    collapsed = np.array([o[0] for o in outcomes])
+    score = np.array([float(r["summary"]["max_force_uncertainty_kcal_per_mol_per_A"]) for r in with_trust])
+    first = [r["summary"].get("first_untrusted_time_ps") for r in with_trust]
+    leads = [o[1] - f for o, f in zip(outcomes, first) if o[0] and f is not None]
+    n_collapsed = int(collapsed.sum())
+    return {
+        "n_runs": len(with_trust), "n_collapsed": n_collapsed, "unit": "kcal/mol/Å",
+        "roc": roc_auc_bootstrap(score, collapsed, groups=[r.get("start") for r in with_trust],
+                                 n_bootstrap=n_bootstrap, seed=seed),
+        "lead_times_ps": leads,
+        "median_lead_time_ps": float(np.median(leads)) if leads else None,
+        "warned_before_collapse": (sum(lead >= 0 for lead in leads) / n_collapsed) if n_collapsed else None,
+        "false_alarms": int(sum(1 for c, f in zip(collapsed, first) if not c and f is not None)),
+        "stopped_untrusted": int(sum(bool(r["summary"].get("stopped_untrusted")) for r in with_trust)),
+    }

@@ -352,10 +352,30 @@ def write_campaign_report(out_html, *, title: str, metrics_table: dict, stabilit
     return atomic_write_text(out_html, page)
 
 
+def trust_notes(alarm: dict | None) -> list[str]:
+    """The committee alarm of a campaign (trust_alarm) in sentences."""
+    if not alarm:
+        return []
+    roc = alarm["roc"]
+    lines = [f"Committee force spread as a predictor of collapse: ROC AUC {_fmt(roc['roc_auc'], 3)} "
+             f"[{_fmt(roc['roc_auc_ci_low'], 3)}, {_fmt(roc['roc_auc_ci_high'], 3)}] over {alarm['n_runs']} runs "
+             f"({alarm['n_collapsed']} collapsed), score: each run's largest spread ({alarm['unit']})."]
+    if alarm["lead_times_ps"]:
+        lines.append(f"Alarm lead time before the collapse: median {_fmt(alarm['median_lead_time_ps'])} ps over "
+                     f"{len(alarm['lead_times_ps'])} collapsed runs that crossed the threshold; "
+                     f"{_fmt(alarm['warned_before_collapse'], 3)} of the collapses were warned; "
+                     f"{alarm['false_alarms']} runs without a collapse were untrusted.")
+    if alarm["stopped_untrusted"]:
+        lines.append(f"{alarm['stopped_untrusted']} runs were stopped when untrusted (no collapse, no lead time).")
+    return lines
+
+
 def write_correlation_report(out_html, document: dict, *, title: str, diagnoses: list[dict] | None = None,
                              notes: list[str] | None = None, figures_dir=None) -> Path:
     """write_campaign_report with everything taken from a correlation document
-    (openmlff.metrics.correlation.campaign_correlation): its metrics, units, stability and correlation tables."""
+    (openmlff.metrics.correlation.campaign_correlation): its metrics, units, stability and correlation tables;
+    a "trust" entry (metrics.correlation.trust_alarm) becomes notes on the committee's alarm."""
+    notes = list(notes or []) + trust_notes(document.get("trust"))
     return write_campaign_report(
         out_html, title=title, metrics_table=document.get("model_metrics") or {},
         metric_units={**(document.get("start_metric_units") or {}), **(document.get("metric_units") or {})},
