@@ -120,6 +120,31 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--quiet", action="store_true")
     ft.set_defaults(handler=_finetune)
 
+    al = sub.add_parser("active-learn", help="committee MD, label the most uncertain frames, retrain; N rounds")
+    al.add_argument("--data", required=True, help="labelled data; new labels must be at its level of theory")
+    _unit_options(al)
+    al.add_argument("--method", required=True, help="reference method: dft, dft:FUNCTIONAL/BASIS, gfn2-xtb or "
+                                                    "ase:MODULE:CLASS")
+    al.add_argument("--rounds", type=int, required=True, help="labelling rounds (the last committee is measured too)")
+    al.add_argument("--out", required=True, help="the loop's folder (rounds.json, report.html; resumed when it exists)")
+    al.add_argument("--committee-size", type=int, default=3)
+    al.add_argument("--frames-per-round", type=int, default=20)
+    al.add_argument("--starts", type=int, default=8, help="held-out starting conformations per campaign")
+    al.add_argument("--seeds", type=int, default=1, help="MD seeds per start")
+    al.add_argument("--md-steps", type=int, default=4000)
+    al.add_argument("--md-temperature", type=float, default=500.0, help="K")
+    al.add_argument("--threshold", type=float, default=None, help="untrusted force spread, kcal/mol/Å (recorded)")
+    al.add_argument("--continue-epochs", type=int, default=30, help="epochs of each member's continued training")
+    al.add_argument("--budget", type=float, default=None, help="wall-clock budget of the loop in s")
+    al.add_argument("--keep-going", action="store_true", help="do not stop when stability stops improving")
+    al.add_argument("--allow-other-level", action="store_true",
+                    help="label with a method other than the data's level of theory (mixing levels: at your risk)")
+    add_config_arguments(al, TrainingConfig, choices={"architecture": sorted(ARCHITECTURES), "preset": list(PRESETS),
+                                                      "dtype": list(DTYPES)},
+                         group="round 0's training settings (openmlff.training.TrainingConfig)")
+    al.add_argument("--quiet", action="store_true")
+    al.set_defaults(handler=_active_learn)
+
     rc = sub.add_parser("recruit", help="pick labelled frames the model has not seen where its errors are large")
     rc.add_argument("checkpoint", help="the trained model's checkpoint (model.ckpt)")
     rc.add_argument("--pool", required=True, help="labelled frames to choose from (the training data file itself: "
@@ -314,6 +339,28 @@ def _finetune(args) -> int:
                       warmup_steps=args.warmup_steps, seed=args.seed, torch_threads=args.threads,
                       progress=not args.quiet)
     _print_training(result)
+    return 0
+
+
+def _active_learn(args) -> int:
+    from .config import config_from_args
+    from .improve.active import ActiveLearningConfig, active_learn, write_active_learning_report
+    from .training import TrainingConfig
+
+    config = ActiveLearningConfig(
+        method=args.method, rounds=args.rounds, committee_size=args.committee_size,
+        training=config_from_args(TrainingConfig, args), continue_epochs=args.continue_epochs, starts=args.starts,
+        seeds=tuple(range(args.seeds)), temperature_K=args.md_temperature, md_steps=args.md_steps,
+        frames_per_round=args.frames_per_round, threshold_kcal_per_mol_per_A=args.threshold, budget_s=args.budget,
+        stop_when_not_improving=not args.keep_going, allow_other_level=args.allow_other_level)
+    document = active_learn(_load(args, args.data), args.out, config, progress=not args.quiet)
+    page = write_active_learning_report(document, Path(args.out) / "report.html")
+    for e in document["rounds"]:
+        s = e.get("stability") or {}
+        print(f"round {e['round']}: {e['training_frames']} training frames, held-out force MAE "
+              f"{e['held_out']['force_mae']:.3f} kcal/mol/Å, {s.get('n_stable')}/{s.get('n_runs')} runs stable"
+              + (f"; +{e['labelled_frames']} frames labelled in {e['label_wall_s']:.0f} s" if "labelled_frames" in e else ""))
+    print(f"stopped: {document.get('stop_reason')}; {page}")
     return 0
 
 

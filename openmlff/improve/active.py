@@ -1,0 +1,342 @@
+"""Active learning: a committee runs MD, the conformations it is least sure of get reference labels, it learns them.
+
+Round 0 trains a committee of K models on the data (training.trainer.train_committee: one split,
+seeds seed..seed+K-1). Every round r then
+  1. exports the committee (export.export_committee) and runs a stability campaign on its mean from
+     held-out conformations of the data (the test split, `starts` of them) with the committee's force
+     spread at every report (campaign [trust], md/trust.py);
+  2. collects candidates: every reported frame of every run before its collapse (a collapsed run's
+     frames at or after the collapse step are left out), with its largest force spread;
+  3. selects `frames_per_round`: the 4x as many most uncertain candidates, thinned by farthest-point
+     sampling in the inverse-distance descriptor (metrics.conformations), starting from the most
+     uncertain, so that near-duplicates (neighbouring frames of one run) are not labelled twice;
+  4. labels them with the reference method (reference.label_conformations: chunked, resumable; frames
+     that fail are left out and counted);
+  5. continues each member on its data plus the new labels (training.start.continue_start), which
+     is round r + 1's committee.
+The loop stops after `rounds` labelling rounds (the last committee is still run, so every round's
+stability is measured), when the wall-clock budget is spent, or when the share of stable runs did not
+rise over the previous round (`stop_when_not_improving`). Each step's output is a file or folder
+of DIR/round_<r>/ and is reused when it exists, so a killed loop resumes where it was; rounds.json
+records every round: frames added, the labels' cost, the committee's held-out force metrics and
+uncertainty ranking, stability. The labels must be at the data's level of theory (the method is
+recorded beside the data's; a different one is refused unless `allow_other_level`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic_io import atomic_write_json, atomic_write_stream
+from ..data.dataset import Dataset
+from ..errors import InputError, StateError
+from ..training.config import TrainingConfig
+
+ROUNDS_FILE = "rounds.json"
+
+
+@dataclass
+class ActiveLearningConfig:
+    """Settings of the loop (module docstring); `training` is round 0's TrainingConfig."""
+
+    method: str = "gfn2-xtb"
+    rounds: int = 2
+    committee_size: int = 3
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    continue_epochs: int = 30
+    continue_learning_rate: float = 2.5e-4
+    starts: int = 8
+    seeds: tuple[int, ...] = (0,)
+    temperature_K: float = 500.0
+    md_steps: int = 4000
+    timestep_fs: float = 0.5
+    report_interval_steps: int = 50
+    frames_per_round: int = 20
+    threshold_kcal_per_mol_per_A: float | None = None
+    budget_s: float | None = None
+    stop_when_not_improving: bool = True
+    label_workers: int = 2
+    md_workers: int = 2
+    allow_other_level: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("rounds", "committee_size", "starts", "md_steps", "frames_per_round", "continue_epochs"):
+            if getattr(self, name) < (0 if name == "rounds" else 1):
+                raise InputError(f"active learning: {name} must be positive, got {getattr(self, name)}")
+        if self.committee_size < 2:
+            raise InputError(f"active learning needs a committee of at least 2 models, got {self.committee_size}")
+
+
+def active_learn(dataset: Dataset, out_dir, config: ActiveLearningConfig, progress: bool = True) -> dict:
+    """Run (or resume) the loop in out_dir; returns the rounds.json document."""
+    from ..reference import get_reference_method
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    method = get_reference_method(config.method)
+    data_level = dataset.provenance.get("level_of_theory")
+    if not config.allow_other_level and data_level and not _same_level(data_level, method):
+        raise InputError(f"{dataset.source}: its labels are {data_level!r}, {config.method} gives "
+                         f"{method.level_of_theory!r}; labels of two levels of theory cannot be mixed (choose the "
+                         "data's method, or allow_other_level)")
+    document = _read_rounds(out, config)
+    t0 = time.perf_counter() - document.get("wall_time_s", 0.0)
+    say = print if progress else (lambda *a, **k: None)
+    members = _round_zero(dataset, out, config, progress)
+    for r in range(config.rounds + 1):
+        entry = next((e for e in document["rounds"] if e["round"] == r), None)
+        if entry is None or "stability" not in entry:
+            say(f"[active-learn] round {r}: campaign of the committee of {len(members)}")
+            entry = _measure(r, members, dataset, out, config, progress)
+            _store(document, entry, out, t0)
+        if r == config.rounds:
+            document["stop_reason"] = f"{config.rounds} labelling rounds done"
+            break
+        if _stop_early(document, r, config, t0):
+            break
+        if "labelled_frames" not in entry:
+            say(f"[active-learn] round {r}: selecting and labelling {config.frames_per_round} frames with {config.method}")
+            entry.update(_select_and_label(r, dataset, out, config, progress))
+            _store(document, entry, out, t0)
+        members = _continue(r + 1, members, out, config, progress)
+    _store(document, None, out, t0)
+    return document
+
+
+# --- the steps ------------------------------------------------------------------------------------
+
+def _round_zero(dataset, out: Path, config: ActiveLearningConfig, progress: bool) -> list[Path]:
+    from ..training.trainer import train_committee
+
+    results = train_committee(dataset, out / "round_0" / "members", config.committee_size, config.training,
+                              progress=progress)
+    return [r.checkpoint for r in results]
+
+
+def _continue(r: int, members: list[Path], out: Path, config: ActiveLearningConfig, progress: bool) -> list[Path]:
+    """Round r's members: each of round r-1's continued on its own data plus round r-1's labels."""
+    from ..data import load_dataset
+    from ..training.checkpoint import read_checkpoint
+    from ..training.start import continue_start
+    from ..training.trainer import train
+
+    added = load_dataset(out / f"round_{r - 1}" / "labelled.npz")
+    new = []
+    for k, ckpt in enumerate(members):
+        parent = read_checkpoint(ckpt)
+        data = load_dataset(parent.state["data_provenance"]["source_file"])
+        folder = out / f"round_{r}" / "members" / f"member_{k}"
+        combined, start = continue_start(parent, data, added, folder)
+        cfg = replace(TrainingConfig.from_dict(parent.config), max_epochs=config.continue_epochs, time_budget_s=None,
+                      learning_rate=config.continue_learning_rate, warmup_steps=0,
+                      early_stopping_patience_epochs=10_000)
+        new.append(train(combined, folder, cfg, progress=progress, start=start).checkpoint)
+    return new
+
+
+def _measure(r: int, members: list[Path], dataset: Dataset, out: Path, config: ActiveLearningConfig,
+             progress: bool) -> dict:
+    """Export the committee, run its campaign, and measure it: held-out metrics, uncertainty ranking, stability."""
+    from ..campaign import CampaignDirectory, run_campaign
+    from ..export import export_committee
+    from ..md import read_run_summary
+    from ..metrics.evaluation import evaluate_model
+    from ..metrics.run_stability import share_stable_interval, stability_of_runs
+    from ..metrics.uncertainty import uncertainty_report
+    from ..training.checkpoint import read_checkpoint
+
+    folder = out / f"round_{r}"
+    committee = folder / "committee.pt"
+    if not committee.exists():
+        export_committee(members, committee)
+    split = read_checkpoint(members[0]).split
+    test = dataset.subset(split.test)
+    starts = sorted(int(f) for f in np.random.default_rng(0).choice(split.test, size=min(config.starts, split.test.size),
+                                                                     replace=False))
+    spec = {"name": f"round_{r}", "models": {"committee": str(committee.resolve())},
+            "starts": {"data": str(Path(dataset.source).resolve()), "frames": starts},
+            "seeds": list(config.seeds), "temperatures_K": [config.temperature_K],
+            "md": {"steps": config.md_steps, "timestep_fs": config.timestep_fs,
+                   "report_interval_steps": config.report_interval_steps, "checkpoint_interval_steps": 1000},
+            "trust": {"committee": str(committee.resolve()),
+                      "threshold_kcal_per_mol_per_A": config.threshold_kcal_per_mol_per_A}}
+    spec_path = folder / "campaign.json"
+    spec_path.write_text(json.dumps(spec, indent=1))
+    t0 = time.perf_counter()
+    run_campaign(spec_path, out=folder / "campaign", n_workers=config.md_workers, retry_failed=True, progress=progress)
+    md_wall = time.perf_counter() - t0
+    where = CampaignDirectory(folder / "campaign")
+    summaries = {run.run_id: read_run_summary(where.run_dir(run.run_id)) for run in where.spec().expand()}
+    horizon = config.md_steps * config.timestep_fs * 1e-3
+    stability = stability_of_runs({k: v for k, v in summaries.items() if v is not None}, horizon)
+    stability["share_stable_ci95"] = list(share_stable_interval(stability["n_stable"], stability["n_runs"]))
+    held_out = evaluate_model(committee, test, include_frames=False)
+    unc = uncertainty_report(committee, test)
+    training = read_checkpoint(members[0]).state
+    return {"round": r, "committee": str(committee), "training_frames": len(training["split"]["train"]),
+            "training_wall_s": round(sum(read_checkpoint(m).state["elapsed_s"] for m in members), 1),
+            "md_wall_s": round(md_wall, 1),
+            "held_out": {"frames": test.n_frames, "force_mae": held_out["force_mae"], "force_max": held_out["force_max"],
+                         "H_fnm_mae": held_out["elements"].get("H", {}).get("fnm_mae"),
+                         "energy_mae": held_out["energy_mae"], "units": held_out["units"],
+                         "uncertainty_spearman": unc["spearman"]},
+            "stability": {k: v for k, v in stability.items() if k != "run_ids"}}
+
+
+def candidate_frames(campaign_dir) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(positions (n, n_atoms, 3) Å, largest force spread (n,) kcal/mol/Å, "run_id@step" labels) of every reported
+    frame of a campaign with a committee that came before its run's collapse."""
+    import mdtraj
+
+    from ..campaign import CampaignDirectory
+    from ..md import read_run_summary
+    from ..md.reporters import read_state_csv
+    from ..md.trust import UNCERTAINTY_COLUMN
+
+    where = CampaignDirectory(campaign_dir)
+    positions, sigma, labels = [], [], []
+    for run in where.spec().expand():
+        run_dir = where.run_dir(run.run_id)
+        summary = read_run_summary(run_dir)
+        if summary is None:
+            continue
+        table = read_state_csv(run_dir / "state.csv")
+        if UNCERTAINTY_COLUMN not in table:
+            raise StateError(f"{run_dir}: state.csv has no {UNCERTAINTY_COLUMN}; the campaign ran without a committee")
+        traj = mdtraj.load(str(run_dir / summary.trajectory), top=str(run_dir / "topology.pdb"))
+        n = min(traj.n_frames, len(table["step"]))
+        keep = np.arange(n)
+        if summary.collapsed:
+            keep = keep[table["step"][:n] < summary.collapse_step]
+        positions.append(traj.xyz[keep] * 10.0)
+        sigma.append(table[UNCERTAINTY_COLUMN][keep])
+        labels += [f"{run.run_id}@{int(s)}" for s in table["step"][keep]]
+    if not positions:
+        return np.empty((0, 0, 3)), np.empty(0), []
+    return np.concatenate(positions).astype(np.float64), np.concatenate(sigma), labels
+
+
+def select_frames(positions, sigma, count: int, pool_factor: int = 4) -> np.ndarray:
+    """Indices of `count` frames: the pool_factor x count most uncertain, thinned by farthest-point sampling
+    in the inverse-distance descriptor, starting from the most uncertain (module docstring)."""
+    from ..metrics.conformations import conformation_descriptor
+
+    order = np.argsort(-np.asarray(sigma), kind="stable")[:max(count, pool_factor * count)]
+    if order.size <= count:
+        return order
+    X = conformation_descriptor(np.asarray(positions)[order])
+    chosen = [0]
+    distance = np.linalg.norm(X - X[0], axis=1)
+    while len(chosen) < count:
+        nxt = int(np.argmax(distance))
+        chosen.append(nxt)
+        distance = np.minimum(distance, np.linalg.norm(X - X[nxt], axis=1))
+    return order[np.asarray(chosen)]
+
+
+def _select_and_label(r: int, dataset: Dataset, out: Path, config: ActiveLearningConfig, progress: bool) -> dict:
+    from ..data import save_dataset
+    from ..reference import label_conformations
+
+    folder = out / f"round_{r}"
+    selected_path = folder / "selected.npz"
+    if not selected_path.exists():
+        R, sigma, labels = candidate_frames(folder / "campaign")
+        if not len(sigma):
+            raise StateError(f"{folder / 'campaign'}: no frame before a collapse to label")
+        pick = select_frames(R, sigma, config.frames_per_round)
+        arrays = {"positions_angstrom": R[pick], "force_uncertainty_kcal_per_mol_per_A": sigma[pick],
+                  "labels": np.asarray([labels[i] for i in pick]), "n_candidates": np.asarray(len(sigma))}
+        atomic_write_stream(selected_path, lambda fh: np.savez(fh, **arrays))
+    with np.load(selected_path) as sel:
+        R, sigma, n_candidates = sel["positions_angstrom"], sel["force_uncertainty_kcal_per_mol_per_A"], int(sel["n_candidates"])
+    t0 = time.perf_counter()
+    result = label_conformations(config.method, dataset.z, R, folder / "labels", chunk_size=5,
+                                 n_workers=config.label_workers, progress=progress, name=f"{dataset.name}_round_{r}")
+    label_wall = time.perf_counter() - t0
+    if result.dataset is None:
+        raise StateError(f"{folder}: every selected frame failed with {config.method}; nothing to add")
+    save_dataset(result.dataset, folder / "labelled.npz")
+    return {"candidates": n_candidates, "selected": int(len(sigma)), "labelled_frames": result.n_labelled,
+            "label_failures": result.n_failed, "label_wall_s": round(label_wall, 1),
+            "label_chunks_computed": result.chunks_computed,
+            "selected_uncertainty_mean_kcal_per_mol_per_A": float(np.mean(sigma))}
+
+
+# --- bookkeeping ----------------------------------------------------------------------------------
+
+def _same_level(data_level: str, method) -> bool:
+    """Whether the method's level of theory is the data's (functional/basis or xTB flavour, case-insensitive)."""
+    a, b = data_level.lower(), method.level_of_theory.lower()
+    return a.split(" (")[0].split(",")[0].strip() == b.split(" (")[0].split(",")[0].strip()
+
+
+def _read_rounds(out: Path, config: ActiveLearningConfig) -> dict:
+    path = out / ROUNDS_FILE
+    settings = json.loads(json.dumps(asdict(config), default=str))
+    if path.is_file():
+        document = json.loads(path.read_text())
+        from ..resume import check_resumable
+
+        check_resumable(document["settings"], settings, where=str(path), job="active-learning loop",
+                        may_change=("rounds", "budget_s", "label_workers", "md_workers", "stop_when_not_improving",
+                                    "training.torch_threads"), may_grow=())
+        document["settings"] = settings
+        return document
+    return {"settings": settings, "rounds": [], "wall_time_s": 0.0}
+
+
+def _store(document: dict, entry: dict | None, out: Path, t0: float) -> None:
+    if entry is not None:
+        document["rounds"] = [e for e in document["rounds"] if e["round"] != entry["round"]] + [entry]
+        document["rounds"].sort(key=lambda e: e["round"])
+    document["wall_time_s"] = round(time.perf_counter() - t0, 1)
+    atomic_write_json(out / ROUNDS_FILE, document)
+
+
+def _stop_early(document: dict, r: int, config: ActiveLearningConfig, t0: float) -> bool:
+    if config.budget_s is not None and time.perf_counter() - t0 >= config.budget_s:
+        document["stop_reason"] = f"budget of {config.budget_s:g} s spent after round {r}"
+        return True
+    if config.stop_when_not_improving and r >= 1:
+        shares = {e["round"]: e["stability"]["share_stable"] for e in document["rounds"] if "stability" in e}
+        if shares.get(r, 0.0) <= shares.get(r - 1, 0.0):
+            document["stop_reason"] = (f"stability did not improve in round {r} (share stable {shares[r]:.2f}, "
+                                       f"round {r - 1}: {shares[r - 1]:.2f})")
+            return True
+    return False
+
+
+def write_active_learning_report(document: dict, out_html) -> Path:
+    """One HTML page of the loop (the campaign report): per round the committee's held-out metrics and
+    uncertainty ranking, the frames added and their cost, the stability of its runs and their survival curves."""
+    from ..report.campaign_page import write_campaign_report
+
+    rounds = [e for e in document["rounds"] if "stability" in e]
+    if not rounds:
+        raise StateError("no round has been measured yet")
+    units = rounds[0]["held_out"]["units"]
+    metrics = {f"round_{e['round']}": {
+        "training frames": e["training_frames"], "test.force_mae": e["held_out"]["force_mae"],
+        "test.force_max": e["held_out"]["force_max"], "test.H.fnm_mae": e["held_out"]["H_fnm_mae"],
+        "test.energy_mae": e["held_out"]["energy_mae"],
+        "uncertainty-error Spearman (frames)": e["held_out"]["uncertainty_spearman"]["frame_mean_uncertainty_vs_force_mae"],
+        "frames labelled after the round": e.get("labelled_frames"), "labelling wall time": e.get("label_wall_s"),
+        "committee training wall time": e["training_wall_s"], "campaign wall time": e["md_wall_s"]} for e in rounds}
+    metric_units = {"test.force_mae": units["force"], "test.force_max": units["force"], "test.H.fnm_mae": units["fnm"],
+                    "test.energy_mae": units["energy"], "labelling wall time": "s",
+                    "committee training wall time": "s (all members)", "campaign wall time": "s"}
+    s = document["settings"]
+    notes = [f"Active learning with {s['method']} labels: committees of {s['committee_size']}, "
+             f"{s['frames_per_round']} frames per round, campaigns of {s['starts']} held-out starts x "
+             f"{len(s['seeds'])} seeds, {s['md_steps']} steps of {s['timestep_fs']} fs at {s['temperature_K']} K.",
+             f"Stopped: {document.get('stop_reason', 'not finished')}; wall time {document.get('wall_time_s', 0):.0f} s."]
+    return write_campaign_report(out_html, title="openmlff active learning", metrics_table=metrics,
+                                 metric_units=metric_units,
+                                 stability_per_model={f"round_{e['round']}": e["stability"] for e in rounds},
+                                 survival=True, scatter_data=[], notes=notes)
