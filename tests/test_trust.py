@@ -12,7 +12,8 @@ from openmlff.data import load_dataset
 from openmlff.export import export_committee, load_exported
 from openmlff.md import ResumeMismatchError, SimulationConfig, run_simulation
 from openmlff.md.reporters import read_state_csv
-from openmlff.md.trust import UNCERTAINTY_COLUMN, UNTRUSTED_FRAMES_FILE, TrustSettings
+from openmlff.md.reporters import UNCERTAINTY_COLUMN
+from openmlff.md.trust import UNTRUSTED_FRAMES_FILE, TrustSettings
 from openmlff.training import TrainingConfig
 from openmlff.training.trainer import train_committee
 
@@ -53,7 +54,7 @@ def test_uncertainty_column_and_summary(toy_model, aspirin, committee, tmp_path)
 
 
 def test_threshold_keeps_untrusted_frames_and_stop_ends_the_run(toy_model, aspirin, committee, tmp_path):
-    free = run_simulation(toy_model, aspirin.atomic_numbers, aspirin.positions_angstrom, tmp_path / "free", md(),
+    run_simulation(toy_model, aspirin.atomic_numbers, aspirin.positions_angstrom, tmp_path / "free", md(),
                           progress=False, trust=TrustSettings(committee))
     sigma = read_state_csv(tmp_path / "free" / "state.csv")[UNCERTAINTY_COLUMN]
     threshold = float(np.sort(sigma)[3])  # three reports lie above it

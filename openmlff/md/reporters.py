@@ -37,6 +37,8 @@ STATE_COLUMNS = (
     "step", "time_ps", "potential_energy_kJ_per_mol", "kinetic_energy_kJ_per_mol",
     "total_energy_kJ_per_mol", "temperature_K", "speed_ns_per_day", "estimated_time_left_s",
 )
+#: The extra column of state.csv in a run with a committee (md/trust.py): the largest force spread over the atoms.
+UNCERTAINTY_COLUMN = "max_force_uncertainty_kcal_per_mol_per_A"
 
 
 @dataclass
@@ -183,8 +185,6 @@ class StateCSVReporter(FileBacked, ScheduledReporter):
     include = ("positions", "energy")
 
     def __init__(self, path, keep_rows: int | None = None, interval_steps: int = 1, annotate=None) -> None:
-        from .trust import UNCERTAINTY_COLUMN
-
         self.path = Path(path)
         self.interval_steps = int(interval_steps)
         self.annotate = annotate

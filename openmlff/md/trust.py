@@ -29,7 +29,6 @@ from .reporters import ScheduledReporter, StepRecord
 
 UNTRUSTED_FRAMES_FILE = "untrusted_frames.npz"
 TRUST_STATE_FILE = "trust_state.npz"
-UNCERTAINTY_COLUMN = "max_force_uncertainty_kcal_per_mol_per_A"
 #: kJ/mol/nm -> kcal/mol/Å
 _KJ_NM_TO_KCAL_A = ev_to("kcal/mol") / EV_IN_KJ_PER_MOL / NM_IN_ANGSTROM
 
