@@ -55,7 +55,7 @@ def test_uncertainty_column_and_summary(toy_model, aspirin, committee, tmp_path)
 
 def test_threshold_keeps_untrusted_frames_and_stop_ends_the_run(toy_model, aspirin, committee, tmp_path):
     run_simulation(toy_model, aspirin.atomic_numbers, aspirin.positions_angstrom, tmp_path / "free", md(),
-                          progress=False, trust=TrustSettings(committee))
+                   progress=False, trust=TrustSettings(committee))
     sigma = read_state_csv(tmp_path / "free" / "state.csv")[UNCERTAINTY_COLUMN]
     threshold = float(np.sort(sigma)[3])  # three reports lie above it
     first = int(np.flatnonzero(sigma > threshold)[0])
