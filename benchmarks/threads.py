@@ -35,14 +35,10 @@ BATCH = 16
 ROUNDS = 5
 
 
-def processor() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+def _processor() -> str:
+    from openmlff.versions import processor_name  # here: a worker must import torch only after its own setup
+
+    return processor_name()
 
 
 # --- the timed work, in a fresh process -----------------------------------------------------------
@@ -156,7 +152,7 @@ def main(argv=None) -> int:
 
     from openmlff.threads import usable_cpus
 
-    print(f"processor: {processor()}; usable CPUs: {usable_cpus()}; os.cpu_count(): {os.cpu_count()}; "
+    print(f"processor: {_processor()}; usable CPUs: {usable_cpus()}; os.cpu_count(): {os.cpu_count()}; "
           f"python {platform.python_version()}; {args.seconds:g} s of work per cell")
     results = {}
     for repeat, load in [(r, l) for r in range(args.repeats) for l in ("quiet", "busy")]:
@@ -197,7 +193,7 @@ def main(argv=None) -> int:
     print("\n" + "\n".join(verdicts))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({"processor": processor(), "seconds": args.seconds,
+        Path(args.out).write_text(json.dumps({"processor": _processor(), "seconds": args.seconds,
                                               "results": [{"workload": w, "setting": s, "load": l, **r}
                                                           for (w, s, l), r in results.items()]}, indent=2))
     return 0

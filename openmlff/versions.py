@@ -38,3 +38,17 @@ def runtime_versions() -> dict[str, str]:
         except PackageNotFoundError:
             continue
     return out
+
+
+def processor_name() -> str:
+    """The CPU model as /proc/cpuinfo names it (platform.processor() elsewhere), for benchmark tables."""
+    import platform
+    from pathlib import Path
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"

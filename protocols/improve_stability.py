@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -248,6 +247,7 @@ def main(argv=None) -> int:
     from openmlff.threads import set_threads  # first: openmlff sets OMP_WAIT_POLICY before torch starts OpenMP
 
     from openmlff.atomic_io import atomic_write_json
+    from openmlff.versions import processor_name
     from openmlff.campaign import run_campaign
     from openmlff.campaign.correlate import correlate_campaign
     from openmlff.data.shipped import shipped_dataset_path
@@ -301,7 +301,7 @@ def main(argv=None) -> int:
                 "recruit": args.recruit, "continue_epochs": args.continue_epochs, "starts": starts,
                 "seeds": args.seeds, "runs_per_arm": len(starts) * args.seeds, "horizon_ps": horizon_ps,
                 "temperature_K": args.temperature, "timestep_fs": 0.5, "quick": args.quick,
-                "processor": _processor(), "threads_per_job": 1, "jobs_at_a_time": args.workers}
+                "processor": f"{processor_name()}, {os.cpu_count()} cores", "threads_per_job": 1, "jobs_at_a_time": args.workers}
     metrics_table = {a: {f"test.{k}": v for k, v in m.items()} for a, m in held_out["arms"].items()}
     u = held_out["units"]
     units = {f"test.{k}": (u["energy"] if k == "energy_mae" else u["fnm"] if "fnm" in k else u["force"]) for k in HELD_OUT}
@@ -322,16 +322,6 @@ def main(argv=None) -> int:
     print(text, flush=True)
     say(f"done in {wall / 60:.1f} min: {out / 'report.html'}, {out / 'results.json'}, {out / 'answer.txt'}")
     return 0
-
-
-def _processor() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
-    except OSError:
-        pass
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
 
 
 if __name__ == "__main__":

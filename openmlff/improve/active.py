@@ -129,7 +129,7 @@ def _continue(r: int, members: list[Path], out: Path, config: ActiveLearningConf
     new = []
     for k, ckpt in enumerate(members):
         parent = read_checkpoint(ckpt)
-        data = load_dataset(parent.state["data_provenance"]["source_file"])
+        data = load_dataset(parent.data_source)
         folder = out / f"round_{r}" / "members" / f"member_{k}"
         combined, start = continue_start(parent, data, added, folder)
         cfg = replace(TrainingConfig.from_dict(parent.config), max_epochs=config.continue_epochs, time_budget_s=None,

@@ -24,7 +24,6 @@ Labels are the pool's own, so no level of theory is mixed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -54,10 +53,10 @@ def seen_frames(parent: TrainingCheckpoint, pool: Dataset) -> tuple[np.ndarray, 
     """(boolean mask of pool frames the parent has seen, how that was decided)."""
     from ..data import load_dataset
 
-    source = (parent.state.get("data_provenance") or {}).get("source_file")
+    source = parent.data_source
     if pool.fingerprint() == parent.data_fingerprint:
         reference, how = pool, "the pool is the parent's training data: its split's frames are left out"
-    elif source and Path(source).is_file():
+    elif source is not None and source.is_file():
         reference = load_dataset(source)
         if reference.fingerprint() != parent.data_fingerprint:
             raise InputError(f"{source}: the parent's training data file has changed since it was trained; "

@@ -25,7 +25,6 @@ are saved in the checkpoint's `origin`, the weights themselves in `sample_weight
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 
@@ -132,8 +131,8 @@ def recorded_training_data(parent) -> Dataset:
     """The training data file named in a checkpoint's data provenance; InputError when it is not there."""
     from ..data import load_dataset
 
-    source = (parent.state.get("data_provenance") or {}).get("source_file")
-    if not source or not Path(source).is_file():
+    source = parent.data_source
+    if source is None or not source.is_file():
         raise InputError(f"{parent.path}: its training data file ({source or 'not recorded'}) is not found; "
                          "give it with --data")
     return load_dataset(source)

@@ -72,6 +72,12 @@ class TrainingCheckpoint:
     def data_fingerprint(self) -> str | None:
         return self.state.get("data_fingerprint")
 
+    @property
+    def data_source(self) -> Path | None:
+        """The training data file recorded in the checkpoint's data provenance (None: not recorded)."""
+        source = (self.state.get("data_provenance") or {}).get("source_file")
+        return Path(source) if source else None
+
     def state_dict(self, weights: str = "best") -> dict:
         """The stored weights: 'best' (EMA weights of the best validation epoch), 'ema' or 'raw'."""
         if weights not in WEIGHT_KEYS:
