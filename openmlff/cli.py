@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--ensemble", type=int, default=None, metavar="K",
                     help="train a committee of K models (seeds SEED..SEED+K-1, one split) into OUT/member_<k> and "
                          "export it as OUT/committee.pt")
+    tr.add_argument("--ensemble-workers", type=int, default=1, metavar="W",
+                    help="with --ensemble: members trained W at a time, one process of one thread each (default 1: "
+                         "one after another with --threads)")
     tr.add_argument("--continue-from", default=None, metavar="CHECKPOINT",
                     help="start from this trained model's best weights, with its architecture, size and split "
                          "(other settings from this command line)")
@@ -135,6 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
     al.add_argument("--md-temperature", type=float, default=500.0, help="K")
     al.add_argument("--threshold", type=float, default=None, help="untrusted force spread, kcal/mol/Å (recorded)")
     al.add_argument("--continue-epochs", type=int, default=30, help="epochs of each member's continued training")
+    al.add_argument("--drive", choices=("mean", "member"), default="mean",
+                    help="what drives the MD: the committee mean (default) or member 0 alone (1/K of the cost per "
+                         "step); the spread is evaluated at each report either way")
+    al.add_argument("--training-workers", type=int, default=1,
+                    help="members trained this many at a time, one process of one thread each (default 1)")
     al.add_argument("--budget", type=float, default=None, help="wall-clock budget of the loop in s")
     al.add_argument("--keep-going", action="store_true", help="do not stop when stability stops improving")
     al.add_argument("--allow-other-level", action="store_true",
@@ -307,7 +315,8 @@ def _train(args) -> int:
         from .export import export_committee
         from .training.trainer import train_committee
 
-        results = train_committee(dataset, args.out, args.ensemble, config, progress=not args.quiet)
+        results = train_committee(dataset, args.out, args.ensemble, config, progress=not args.quiet,
+                                  workers=args.ensemble_workers)
         for result in results:
             _print_training(result)
         path = export_committee([r.checkpoint for r in results], Path(args.out) / "committee.pt")
@@ -352,6 +361,7 @@ def _active_learn(args) -> int:
         training=config_from_args(TrainingConfig, args), continue_epochs=args.continue_epochs, starts=args.starts,
         seeds=tuple(range(args.seeds)), temperature_K=args.md_temperature, md_steps=args.md_steps,
         frames_per_round=args.frames_per_round, threshold_kcal_per_mol_per_A=args.threshold, budget_s=args.budget,
+        drive=args.drive, training_workers=args.training_workers,
         stop_when_not_improving=not args.keep_going, allow_other_level=args.allow_other_level)
     document = active_learn(_load(args, args.data), args.out, config, progress=not args.quiet)
     page = write_active_learning_report(document, Path(args.out) / "report.html")

@@ -80,6 +80,24 @@ def test_cli_active_learn(xtb_data, tmp_path, capsys):
                  str(tmp_path / "al"), "--committee-size", "2", "--frames-per-round", "2", "--starts", "2",
                  "--md-steps", "40", "--continue-epochs", "1", "--keep-going",
                  "--hyperparameters", json.dumps(TINY), "--n-train", "20", "--n-val", "5", "--n-test", "10",
-                 "--batch-size", "5", "--max-epochs", "1", "--quiet"]) == 0
+                 "--batch-size", "5", "--max-epochs", "1", "--drive", "member", "--training-workers", "2",
+                 "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "round 1: 22 training frames" in out and (tmp_path / "al" / "report.html").is_file()
+    doc = json.loads((tmp_path / "al" / "rounds.json").read_text())
+    assert [e["md_driven_by"] for e in doc["rounds"]] == ["member_0", "member_0"]
+    spec = json.loads((tmp_path / "al" / "round_1" / "campaign.json").read_text())
+    assert list(spec["models"]) == ["member_0"] and spec["trust"]["committee"].endswith("committee.pt")
+    # the members trained side by side are the members trained one after another (same seeds, same split)
+    alone = ActiveLearningConfig(method="gfn2-xtb", rounds=0, committee_size=2, training=TrainingConfig(
+        hyperparameters=TINY, n_train=20, n_val=5, n_test=10, batch_size=5, max_epochs=1, torch_threads=1),
+        starts=2, md_steps=40, md_workers=1, label_workers=1)
+    from openmlff.improve.active import _round_zero
+
+    sequential = _round_zero(load_dataset(xtb_data), tmp_path / "seq", alone, progress=False)
+    for k, ckpt in enumerate(sequential):
+        a = read_checkpoint(ckpt).state
+        b = read_checkpoint(tmp_path / "al" / "round_0" / "members" / f"member_{k}" / "model.ckpt").state
+        assert a["split"] == b["split"] and a["config"]["seed"] == b["config"]["seed"] == k
+        for name, value in a["best_state"].items():
+            np.testing.assert_allclose(value.numpy(), b["best_state"][name].numpy(), rtol=1e-5, atol=1e-6)

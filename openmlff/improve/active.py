@@ -2,18 +2,20 @@
 
 Round 0 trains a committee of K models on the data (training.trainer.train_committee: one split,
 seeds seed..seed+K-1). Every round r then
-  1. exports the committee (export.export_committee) and runs a stability campaign on its mean from
-     held-out conformations of the data (the test split, `starts` of them) with the committee's force
-     spread at every report (campaign [trust], md/trust.py);
+  1. exports the committee (export.export_committee) and runs a stability campaign from held-out
+     conformations of the data (the test split, `starts` of them), driven by the committee mean or, with
+     drive "member", by member 0 alone (a K-th of the cost per step), with the committee's force spread
+     at every report either way (campaign [trust], md/trust.py);
   2. collects candidates: every reported frame of every run before its collapse (a collapsed run's
      frames at or after the collapse step are left out), with its largest force spread;
   3. selects `frames_per_round`: the 4x as many most uncertain candidates, thinned by farthest-point
      sampling in the inverse-distance descriptor (metrics.conformations), starting from the most
      uncertain, so that near-duplicates (neighbouring frames of one run) are not labelled twice;
-  4. labels them with the reference method (reference.label_conformations: chunked, resumable; frames
-     that fail are left out and counted);
+  4. labels them with the reference method (reference.label_conformations: resumable, one frame per
+     chunk so that every worker has work when a frame takes minutes, as DFT does; frames that fail are
+     left out and counted);
   5. continues each member on its data plus the new labels (training.start.continue_start), which
-     is round r + 1's committee.
+     is round r + 1's committee (`training_workers` members at a time, one thread each).
 The loop stops after `rounds` labelling rounds (the last committee is still run, so every round's
 stability is measured), when the wall-clock budget is spent, or when the share of stable runs did not
 rise over the previous round (`stop_when_not_improving`). Each step's output is a file or folder
@@ -63,11 +65,20 @@ class ActiveLearningConfig:
     label_workers: int = 2
     md_workers: int = 2
     allow_other_level: bool = False
+    drive: str = "mean"
+    training_workers: int = 1
+
+    #: Fields added after loops were first recorded, with the value that reproduces what those did.
+    ADDED_FIELDS = {"drive": "mean", "training_workers": 1}
 
     def __post_init__(self) -> None:
         for name in ("rounds", "committee_size", "starts", "md_steps", "frames_per_round", "continue_epochs"):
             if getattr(self, name) < (0 if name == "rounds" else 1):
                 raise InputError(f"active learning: {name} must be positive, got {getattr(self, name)}")
+        if self.drive not in ("mean", "member"):
+            raise InputError(f"active learning: drive must be 'mean' or 'member', got {self.drive!r}")
+        if self.training_workers < 1:
+            raise InputError(f"active learning: training_workers must be positive, got {self.training_workers}")
         if self.committee_size < 2:
             raise InputError(f"active learning needs a committee of at least 2 models, got {self.committee_size}")
 
@@ -92,7 +103,7 @@ def active_learn(dataset: Dataset, out_dir, config: ActiveLearningConfig, progre
         entry = next((e for e in document["rounds"] if e["round"] == r), None)
         if entry is None or "stability" not in entry:
             say(f"[active-learn] round {r}: campaign of the committee of {len(members)}")
-            entry = _measure(r, members, dataset, out, config, progress)
+            entry = measure_committee(r, members, dataset, out, config, progress)
             _store(document, entry, out, t0)
         if r == config.rounds:
             document["stop_reason"] = f"{config.rounds} labelling rounds done"
@@ -103,7 +114,7 @@ def active_learn(dataset: Dataset, out_dir, config: ActiveLearningConfig, progre
             say(f"[active-learn] round {r}: selecting and labelling {config.frames_per_round} frames with {config.method}")
             entry.update(_select_and_label(r, dataset, out, config, progress))
             _store(document, entry, out, t0)
-        members = _continue(r + 1, members, out, config, progress)
+        members = continue_committee(r + 1, members, out, config, progress)
     _store(document, None, out, t0)
     return document
 
@@ -114,19 +125,22 @@ def _round_zero(dataset, out: Path, config: ActiveLearningConfig, progress: bool
     from ..training.trainer import train_committee
 
     results = train_committee(dataset, out / "round_0" / "members", config.committee_size, config.training,
-                              progress=progress)
+                              progress=progress, workers=config.training_workers)
     return [r.checkpoint for r in results]
 
 
-def _continue(r: int, members: list[Path], out: Path, config: ActiveLearningConfig, progress: bool) -> list[Path]:
-    """Round r's members: each of round r-1's continued on its own data plus round r-1's labels."""
+def continue_committee(r: int, members: list[Path], out: Path, config: ActiveLearningConfig,
+                       progress: bool = True) -> list[Path]:
+    """Round r's members (OUT/round_<r>/members): each of round r-1's continued on its own data plus the frames
+    of OUT/round_<r-1>/labelled.npz, `continue_epochs` at `continue_learning_rate`. A protocol's control arm
+    (random pool frames instead of uncertain ones) uses it with its own OUT and labelled files."""
     from ..data import load_dataset
     from ..training.checkpoint import read_checkpoint
     from ..training.start import continue_start
-    from ..training.trainer import train
+    from ..training.trainer import train_side_by_side
 
     added = load_dataset(out / f"round_{r - 1}" / "labelled.npz")
-    new = []
+    jobs = []
     for k, ckpt in enumerate(members):
         parent = read_checkpoint(ckpt)
         data = load_dataset(parent.data_source)
@@ -135,15 +149,16 @@ def _continue(r: int, members: list[Path], out: Path, config: ActiveLearningConf
         cfg = replace(TrainingConfig.from_dict(parent.config), max_epochs=config.continue_epochs, time_budget_s=None,
                       learning_rate=config.continue_learning_rate, warmup_steps=0,
                       early_stopping_patience_epochs=10_000)
-        new.append(train(combined, folder, cfg, progress=progress, start=start).checkpoint)
-    return new
+        jobs.append((combined, folder, cfg, start))
+    return [r.checkpoint for r in train_side_by_side(jobs, config.training_workers, progress=progress)]
 
 
-def _measure(r: int, members: list[Path], dataset: Dataset, out: Path, config: ActiveLearningConfig,
-             progress: bool) -> dict:
-    """Export the committee, run its campaign, and measure it: held-out metrics, uncertainty ranking, stability."""
+def measure_committee(r: int, members: list[Path], dataset: Dataset, out: Path, config: ActiveLearningConfig,
+                      progress: bool = True) -> dict:
+    """Export the committee to OUT/round_<r>/, run its campaign there (driven as `config.drive` says) and measure
+    it: held-out metrics of the committee mean, uncertainty ranking, stability; the round's record."""
     from ..campaign import CampaignDirectory, run_campaign
-    from ..export import export_committee
+    from ..export import export_checkpoint, export_committee
     from ..md import read_run_summary
     from ..metrics.evaluation import evaluate_model
     from ..metrics.run_stability import share_stable_interval, stability_of_runs
@@ -158,7 +173,12 @@ def _measure(r: int, members: list[Path], dataset: Dataset, out: Path, config: A
     test = dataset.subset(split.test)
     starts = sorted(int(f) for f in np.random.default_rng(0).choice(split.test, size=min(config.starts, split.test.size),
                                                                      replace=False))
-    spec = {"name": f"round_{r}", "models": {"committee": str(committee.resolve())},
+    driver = {"committee": committee}
+    if config.drive == "member":
+        driver = {"member_0": folder / "member_0.pt"}
+        if not driver["member_0"].exists():
+            export_checkpoint(members[0], driver["member_0"])
+    spec = {"name": f"round_{r}", "models": {name: str(path.resolve()) for name, path in driver.items()},
             "starts": {"data": str(Path(dataset.source).resolve()), "frames": starts},
             "seeds": list(config.seeds), "temperatures_K": [config.temperature_K],
             "md": {"steps": config.md_steps, "timestep_fs": config.timestep_fs,
@@ -178,7 +198,7 @@ def _measure(r: int, members: list[Path], dataset: Dataset, out: Path, config: A
     held_out = evaluate_model(committee, test, include_frames=False)
     unc = uncertainty_report(committee, test)
     training = read_checkpoint(members[0]).state
-    return {"round": r, "committee": str(committee), "training_frames": len(training["split"]["train"]),
+    return {"round": r, "committee": str(committee), "md_driven_by": next(iter(driver)), "training_frames": len(training["split"]["train"]),
             "training_wall_s": round(sum(read_checkpoint(m).state["elapsed_s"] for m in members), 1),
             "md_wall_s": round(md_wall, 1),
             "held_out": {"frames": test.n_frames, "force_mae": held_out["force_mae"], "force_max": held_out["force_max"],
@@ -255,7 +275,7 @@ def _select_and_label(r: int, dataset: Dataset, out: Path, config: ActiveLearnin
     with np.load(selected_path) as sel:
         R, sigma, n_candidates = sel["positions_angstrom"], sel["force_uncertainty_kcal_per_mol_per_A"], int(sel["n_candidates"])
     t0 = time.perf_counter()
-    result = label_conformations(config.method, dataset.z, R, folder / "labels", chunk_size=5,
+    result = label_conformations(config.method, dataset.z, R, folder / "labels", chunk_size=1,
                                  n_workers=config.label_workers, progress=progress, name=f"{dataset.name}_round_{r}")
     label_wall = time.perf_counter() - t0
     if result.dataset is None:
@@ -282,9 +302,10 @@ def _read_rounds(out: Path, config: ActiveLearningConfig) -> dict:
         document = json.loads(path.read_text())
         from ..resume import check_resumable
 
+        document["settings"] = {**ActiveLearningConfig.ADDED_FIELDS, **document["settings"]}
         check_resumable(document["settings"], settings, where=str(path), job="active-learning loop",
                         may_change=("rounds", "budget_s", "label_workers", "md_workers", "stop_when_not_improving",
-                                    "training.torch_threads"), may_grow=())
+                                    "training.torch_threads", "training_workers"), may_grow=())
         document["settings"] = settings
         return document
     return {"settings": settings, "rounds": [], "wall_time_s": 0.0}

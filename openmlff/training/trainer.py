@@ -80,15 +80,45 @@ def train(dataset: Dataset, out_dir, config: TrainingConfig | None = None, progr
 
 
 def train_committee(dataset: Dataset, out_dir, members: int, config: TrainingConfig | None = None,
-                    progress: bool = True) -> list[TrainingResult]:
-    """Train `members` models one after another in out_dir/member_<k>: seeds seed + k (initial weights and
-    batch order) and one split (split_seed, default seed), so they differ only by chance; each resumes."""
+                    progress: bool = True, workers: int = 1) -> list[TrainingResult]:
+    """Train `members` models in out_dir/member_<k>: seeds seed + k (initial weights and batch order) and one
+    split (split_seed, default seed), so they differ only by chance; `workers` at a time (train_side_by_side);
+    each resumes."""
     config = config or TrainingConfig()
     if members < 2:
         raise TrainingError(f"a committee needs at least 2 members, got {members}")
     split_seed = config.seed if config.split_seed is None else config.split_seed
-    return [train(dataset, Path(out_dir) / f"member_{k}", replace(config, seed=config.seed + k, split_seed=split_seed),
-                  progress=progress) for k in range(members)]
+    jobs = [(dataset, Path(out_dir) / f"member_{k}", replace(config, seed=config.seed + k, split_seed=split_seed), None)
+            for k in range(members)]
+    return train_side_by_side(jobs, workers, progress=progress)
+
+
+def train_side_by_side(jobs, workers: int = 1, progress: bool = True) -> list[TrainingResult]:
+    """Run train(dataset, out_dir, config, start=start) for each (dataset, out_dir, config, start) of `jobs`.
+
+    workers 1: one after another in this process. More: that many spawned processes of one torch thread
+    each (the jobs' torch_threads is set to 1 so that the pool, not OpenMP, uses the cores; it is a
+    resumable setting), without progress bars; results in the order of `jobs`.
+    """
+    if workers < 1:
+        raise TrainingError(f"workers must be >= 1, got {workers}")
+    if workers == 1 or len(jobs) == 1:
+        return [train(d, o, c, progress=progress, start=s) for d, o, c, s in jobs]
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=get_context("spawn"),
+                             initializer=_init_training_worker, initargs=(os.getpid(),)) as pool:
+        futures = [pool.submit(train, d, o, replace(c, torch_threads=1), False, s) for d, o, c, s in jobs]
+        return [f.result() for f in futures]
+
+
+def _init_training_worker(parent_pid: int) -> None:
+    from ..processes import die_with_parent
+
+    die_with_parent(parent_pid)
+    set_threads(1)
 
 
 def load_checkpoint(path, weights: str = "best") -> tuple[Potential, dict]:
