@@ -192,19 +192,10 @@ def stability_per_arm(campaign_dir: Path, arms: dict, horizon_ps: float) -> dict
 
 
 def comparisons(stability: dict) -> list[dict]:
-    from openmlff.metrics.run_stability import compare_stability
+    from openmlff.metrics.run_stability import comparison_row
 
-    rows = []
-    for method, control in CONTROLS.items():
-        if control is None:
-            continue
-        m, c = stability[method], stability[control]
-        rows.append({"method": method, "control": control, **compare_stability(m, c),
-                     "method_share_stable": m["share_stable"], "method_share_stable_ci": m["share_stable_ci95"],
-                     "control_share_stable": c["share_stable"], "control_share_stable_ci": c["share_stable_ci95"],
-                     "method_km_median_ps": m["km_median_time_to_collapse_ps"],
-                     "control_km_median_ps": c["km_median_time_to_collapse_ps"]})
-    return rows
+    return [comparison_row(method, control, stability[method], stability[control])
+            for method, control in CONTROLS.items() if control is not None]
 
 
 def write_answer(out: Path, arms: dict, held_out: dict, stability: dict, rows: list[dict], correlation_answer: str,

@@ -98,7 +98,8 @@ def test_cli_ensemble_export_committee_and_metrics(tmp_path, test_data, capsys):
     data = test_data / "datasets" / "rmd17_aspirin_100.npz"
     args = ["--hyperparameters", '{"hidden_channels": 16, "num_layers": 1, "num_heads": 2, "num_rbf": 8}',
             "--n-train", "20", "--n-val", "5", "--n-test", "5", "--batch-size", "5", "--max-epochs", "1", "--quiet"]
-    assert main(["train", "--data", str(data), "--out", str(tmp_path / "c"), "--ensemble", "2", *args]) == 0
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "c"), "--ensemble", "2",
+                 "--ensemble-workers", "2", *args]) == 0
     assert (tmp_path / "c" / "committee.pt").is_file()
     ckpts = [str(tmp_path / "c" / f"member_{k}" / "model.ckpt") for k in range(2)]
     assert main(["export", "--committee", *ckpts, "--out", str(tmp_path / "again.pt")]) == 0

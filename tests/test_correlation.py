@@ -284,6 +284,13 @@ def test_logrank_comparison_by_hand():
     assert compare_stability(none, none)["logrank_p"] is None
     same = compare_stability(control, control)
     assert same["logrank_p"] is None and same["better"] == "same"
+    from openmlff.metrics.run_stability import comparison_row
+
+    row = comparison_row("m", "c", method, control)
+    assert row["method"] == "m" and row["control"] == "c" and row["logrank_p"] == result["logrank_p"]
+    assert row["method_share_stable"] == 0.5 and row["control_share_stable"] == 0.25
+    assert row["method_share_stable_ci"] == pytest.approx(list(share_stable_interval(2, 4)))
+    assert row["control_km_median_ps"] == control["km_median_time_to_collapse_ps"]
 
 
 def test_similar_error_ranking_compares_fine_grained_metrics_with_the_mae():

@@ -162,6 +162,19 @@ def compare_stability(method: Mapping, control: Mapping) -> dict:
             "better": "method" if z < 0 else "control" if z > 0 else "same"}
 
 
+def comparison_row(method_name: str, control_name: str, method: Mapping, control: Mapping) -> dict:
+    """One row of a method-against-control table (the campaign report's `comparisons`): compare_stability
+    plus each side's share of stable runs with its Wilson 95 % interval and Kaplan-Meier median (ps)."""
+    def ci(s):
+        return list(s.get("share_stable_ci95") or share_stable_interval(s["n_stable"], s["n_runs"]))
+
+    return {"method": method_name, "control": control_name, **compare_stability(method, control),
+            "method_share_stable": method["share_stable"], "method_share_stable_ci": ci(method),
+            "control_share_stable": control["share_stable"], "control_share_stable_ci": ci(control),
+            "method_km_median_ps": method["km_median_time_to_collapse_ps"],
+            "control_km_median_ps": control["km_median_time_to_collapse_ps"]}
+
+
 def _same_runs(a: Mapping, b: Mapping) -> bool:
     """Whether two sets of runs have the same multiset of (time, collapsed)."""
     def key(s):
