@@ -114,7 +114,8 @@ def part_settings(args, part: str, n_frames: int):
     return ActiveLearningConfig(
         method="dft" if aspirin else "gfn2-xtb", rounds=args.rounds,
         committee_size=args.committee if aspirin else args.alanine_committee,
-        training=training, continue_epochs=args.continue_epochs if aspirin else args.alanine_continue_epochs, starts=args.starts if aspirin else args.alanine_starts,
+        training=training, continue_epochs=args.continue_epochs if aspirin else args.alanine_continue_epochs,
+        starts=args.starts if aspirin else args.alanine_starts,
         seeds=(0,), temperature_K=args.temperature, md_steps=int(round(length * 1000 / 0.5)), timestep_fs=0.5,
         report_interval_steps=50, frames_per_round=args.frames_per_round if aspirin else args.alanine_frames_per_round,
         stop_when_not_improving=False, label_workers=args.workers, md_workers=args.workers, drive="member",

@@ -198,7 +198,8 @@ def measure_committee(r: int, members: list[Path], dataset: Dataset, out: Path, 
     held_out = evaluate_model(committee, test, include_frames=False)
     unc = uncertainty_report(committee, test)
     training = read_checkpoint(members[0]).state
-    return {"round": r, "committee": str(committee), "md_driven_by": next(iter(driver)), "training_frames": len(training["split"]["train"]),
+    return {"round": r, "committee": str(committee), "md_driven_by": next(iter(driver)),
+            "training_frames": len(training["split"]["train"]),
             "training_wall_s": round(sum(read_checkpoint(m).state["elapsed_s"] for m in members), 1),
             "md_wall_s": round(md_wall, 1),
             "held_out": {"frames": test.n_frames, "force_mae": held_out["force_mae"], "force_max": held_out["force_max"],
