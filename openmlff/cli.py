@@ -5,7 +5,8 @@ Forms scripts rely on (keep them): `data info PATH`, `train --data PATH --model 
 `simulate --model FILE.pt (--data PATH --frame I | --structure FILE) --temperature K --timestep FS
 --steps N --out RUNDIR`, `finetune CHECKPOINT --reweight frames|clusters --out DIR [--time-budget S]`,
 `recruit CHECKPOINT --pool PATH --count N --strategy clusters|frames|random --out FILE`,
-`train --continue-from CHECKPOINT --add-data FILE ...`.
+`train --continue-from CHECKPOINT --add-data FILE ...`; `--model` of metrics and simulate also takes
+`amber14`, `gaff-2.11`, `gfn2-xtb`, `gfn1-xtb`, `dft` (openmlff.potentials).
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"openmlff {args.command}: error: {describe_os_error(exc)}", file=sys.stderr)
         return 1
 
+
+MODEL_HELP = ("an exported model file (.pt), or a classical force field 'amber14' (ff14SB; peptides) or 'gaff-2.11' "
+              "(GAFF 2.11 + AM1-BCC; small molecules; needs the [classical] extra), or a reference method "
+              "'gfn2-xtb', 'gfn1-xtb', 'dft' (PySCF PBE/def2-SVP)")
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="openmlff", description=__doc__.splitlines()[0])
@@ -180,8 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--weights", default="best", choices=["best", "ema", "raw"])
     ex.set_defaults(handler=_export)
 
-    me = sub.add_parser("metrics", help="force metrics of a model on a dataset")
-    me.add_argument("--model", required=True)
+    me = sub.add_parser("metrics", help="force metrics of a model (or a classical force field, or xTB/DFT) on a dataset")
+    me.add_argument("--model", required=True, help=MODEL_HELP)
     me.add_argument("--data", required=True)
     _unit_options(me)
     me.add_argument("--out", required=True, help="JSON file")
@@ -217,11 +222,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .md.config import SimulationConfig
     from .md.integrators import INTEGRATORS
-    from .md.system import BACKENDS
+    from .potentials.exported import BACKENDS
     from .md.trajectory import TRAJECTORY_FORMATS
 
-    si = sub.add_parser("simulate", help="MD with a model in OpenMM; resumes an unfinished run directory")
-    si.add_argument("--model", required=True)
+    si = sub.add_parser("simulate", help="MD with a model (or a classical force field, or xTB/DFT) in OpenMM; resumes "
+                                         "an unfinished run directory")
+    si.add_argument("--model", required=True, help=MODEL_HELP)
     start = si.add_mutually_exclusive_group(required=True)
     start.add_argument("--data", help="dataset whose frame --frame starts the run")
     start.add_argument("--structure", help="built-in name or PDB/XYZ file")

@@ -17,7 +17,7 @@ from openmm import unit
 from openmlff._compat import import_openmmtorch
 from openmlff.elements import find_bonds, masses
 from openmlff.export import energies_and_forces, export_potential
-from openmlff.md.system import TorchModelComputation
+from openmlff.potentials.exported import TorchModelComputation
 from openmlff.structures import load_structure
 from openmlff.training import TrainingConfig, train
 from openmlff.units import EV_IN_KJ_PER_MOL

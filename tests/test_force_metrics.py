@@ -64,13 +64,17 @@ def test_global_metrics_by_hand(forces):
     assert got["fnm_max"] == approx(5 / M_H)
     assert got["energy_mae"] == approx((0.5 + 1.5) / 2)
     assert got["energy_rmse"] == approx(math.sqrt((0.25 + 2.25) / 2))
+    errors = np.asarray(E_PRED) - np.asarray(E_REF)  # the MAE after the mean signed error is subtracted
+    assert got["energy_mae_offset_removed"] == approx(np.abs(errors - errors.mean()).mean())
+    shifted = global_force_metrics(F_pred, F_ref, Z, E_pred=np.asarray(E_PRED) + 1234.5, E_ref=E_REF, energy_unit="eV")
+    assert shifted["energy_mae_offset_removed"] == approx(got["energy_mae_offset_removed"])
     assert got["n_frames"] == 2 and got["n_atoms"] == 4
     assert got["units"] == {"force": "eV/Å", "fnm": "(eV/Å)/Da", "energy": "eV"}
 
 
 def test_global_metrics_without_energies(forces):
     got = global_force_metrics(*forces, Z)
-    assert got["energy_mae"] is None and got["energy_rmse"] is None
+    assert got["energy_mae"] is None and got["energy_rmse"] is None and got["energy_mae_offset_removed"] is None
 
 
 def test_element_metrics_by_hand(forces):

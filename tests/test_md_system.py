@@ -1,4 +1,4 @@
-"""openmlff.md.system: model metadata, the System, and one model giving the same energies and forces
+"""openmlff.potentials.exported: model metadata, the System, and one model giving the same energies and forces
 in TorchForce, PythonForce and plain torch (docs/architecture.md, "Exported model contract")."""
 
 from __future__ import annotations

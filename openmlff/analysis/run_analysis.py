@@ -136,11 +136,18 @@ def analyze_run(run_dir, data=None, model=None, config: AnalysisConfig | None = 
 
 # --- pieces ----------------------------------------------------------------------------------------
 
-def _model(run: RunData, model) -> tuple[Path, dict, dict]:
-    """The model to evaluate, its metadata, and a JSON block saying which file it is and whether it is the run's."""
+def _model(run: RunData, model) -> tuple[Path | str, dict, dict]:
+    """The model to evaluate, its metadata, and a JSON block saying which file it is and whether it is the run's.
+
+    A run driven by a classical force field or a reference method (no file) is evaluated by its name."""
     from ..model_file import file_sha256, read_model_metadata
 
-    recorded_sha = run.record["model"].get("sha256")
+    recorded = run.record["model"]
+    recorded_sha = recorded.get("sha256")
+    if model is None and run.model_path is None:
+        info = {"kind": recorded.get("kind"), "name": recorded.get("name"), "given": False, "sha256": recorded_sha,
+                "is_run_model": True}
+        return str(recorded.get("name")), dict(recorded.get("metadata") or {}), info
     path = Path(model) if model is not None else run.model_path
     if model is not None and not path.is_file():
         raise FileNotFoundError(f"{path}: model file not found")
@@ -256,7 +263,7 @@ def _dihedrals(traj, times):
     return doc, table
 
 
-def _diagnosis(run: RunData, broken: list[dict], model_path: Path, reference: ReferenceData | None,
+def _diagnosis(run: RunData, broken: list[dict], model_path: Path | str, reference: ReferenceData | None,
                config: AnalysisConfig, progress: bool):
     """The collapse diagnosis with the model's atom-wise errors on its training frames (when they can be had)."""
     collapsed = bool(broken) or (run.summary is not None and not run.summary.stable)
@@ -266,9 +273,9 @@ def _diagnosis(run: RunData, broken: list[dict], model_path: Path, reference: Re
         reason = "not asked for (evaluate_errors=False)"
     elif reference is None:
         reason = "no reference data: give --data, or a model whose metadata names an existing training data file"
-    elif not model_path.is_file():
+    elif isinstance(model_path, Path) and not model_path.is_file():
         reason = f"model file {model_path} not found; give --model"
-    elif not _has_batched_energies(model_path):
+    elif isinstance(model_path, Path) and not _has_batched_energies(model_path):
         reason = (f"model file {model_path} has no batched energies() method (openmlff.export.ExportedPotential "
                   "has one), which evaluate_model needs; give --model")
     if reason is not None:

@@ -62,8 +62,10 @@ class RunData:
         return self.frame_steps * self.timestep_fs * FS_IN_PS
 
     @property
-    def model_path(self) -> Path:
-        return Path(self.record["model"]["path"])
+    def model_path(self) -> Path | None:
+        """The run's model file; None for a classical force field or a reference method (run.json's model.name)."""
+        path = self.record["model"].get("path")
+        return None if path is None else Path(path)
 
     @property
     def model_metadata(self) -> dict:

@@ -22,7 +22,7 @@ from .reporters import (
 )
 from .rundir import ResumeMismatchError, RunBusyError, RunDirectory, RunSummary
 from .runner import read_run_summary, run_simulation
-from .system import (
+from ..potentials.exported import (
     BACKENDS, MODEL_METADATA_FILE, ModelFileError, TorchModelComputation, build_system, check_model_atoms,
     file_sha256, read_model_metadata, torchforce_properties,
 )

@@ -15,7 +15,7 @@ import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 
 from ..units import EV_IN_KJ_PER_MOL, NM_IN_ANGSTROM
-from .system import TorchModelComputation, check_model_atoms, read_model_metadata
+from ..potentials.exported import TorchModelComputation, check_model_atoms, read_model_metadata
 
 
 class ExportedModelCalculator(Calculator):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from ..config import check, setting
 from . import monitor as _monitor
 from .integrators import INTEGRATORS
-from .system import BACKENDS, torchforce_properties
+from ..potentials.exported import BACKENDS, torchforce_properties
 from .trajectory import TRAJECTORY_FORMATS
 
 #: Config fields that may differ when a run is resumed (they do not change the trajectory).

@@ -20,7 +20,6 @@ from .. import elements
 from ..atomic_io import atomic_write_json
 from ..errors import InputError
 from ..locks import BusyError, FolderLock, is_locked
-from ..model_file import file_sha256
 from ..resume import ResumeMismatchError, check_resumable
 from ..versions import runtime_versions
 from .config import EXTENSIBLE_FIELDS, RESUMABLE_CHANGES, SimulationConfig
@@ -196,12 +195,13 @@ def _array_sha256(array: np.ndarray | None) -> str | None:
     return hashlib.sha256(np.ascontiguousarray(array, dtype=np.float64).tobytes()).hexdigest()
 
 
-def run_record(model_path: Path, metadata: dict, zs, start_angstrom, reference, config: SimulationConfig,
-                platform_name: str, platform_properties: dict) -> dict:
+def run_record(model: dict, zs, start_angstrom, reference, config: SimulationConfig,
+               platform_name: str, platform_properties: dict) -> dict:
+    """run.json's document; `model` is the potential's record (openmlff.potentials.Potential.record)."""
     kind = INTEGRATORS[config.integrator]
     return {
         "created": _now(),
-        "model": {"path": str(model_path), "sha256": file_sha256(model_path), "metadata": metadata},
+        "model": model,
         "structure": {
             "atomic_numbers": zs.tolist(),
             "symbols": elements.symbols(zs),

@@ -1,5 +1,5 @@
-"""Production MD with an exported model in OpenMM, watched by the stability monitor, written to a run
-directory that can be resumed after any interruption (docs/architecture.md "MD run directory").
+"""Production MD with a potential (an exported model, a classical force field or a reference method) in OpenMM,
+watched by the stability monitor, written to a run directory that can be resumed after any interruption (docs/architecture.md "MD run directory").
 
 The run directory holds:
   run.json          every input (model SHA-256, atoms, starting positions, config), versions, platform and
@@ -46,13 +46,14 @@ from .reporters import Checkpointer, ScheduledReporter, StateCSVReporter, StepRe
 from .rundir import (
     ResumeMismatchError, RunDirectory, RunSummary, check_same_inputs, record_extension, run_record,
 )
-from .system import build_system, read_model_metadata
+from ..potentials import Potential, get_potential
 from .trajectory import DCDTrajectoryWriter, TrajectoryMark, open_trajectory
 from .trust import TrustReporter, TrustSettings, UntrustedStop
 
-#: Model evaluations in every new Context before it steps. TorchScript's profiling executor runs a model's first
-#: call through another graph than the later ones, and its forces differ from theirs in the last bits; a resumed
-#: run whose first step used that call would drift from the uninterrupted run (visible ~100 steps later).
+#: Model evaluations in every new Context before it steps (Potential.warmup_evaluations; 2 for an exported model).
+#: TorchScript's profiling executor runs a model's first call through another graph than the later ones, and its
+#: forces differ from theirs in the last bits; a resumed run whose first step used that call would drift from the
+#: uninterrupted run (visible ~100 steps later).
 MODEL_WARMUP_EVALUATIONS = 2
 
 
@@ -62,7 +63,7 @@ def read_run_summary(out_dir) -> RunSummary | None:
 
 
 def run_simulation(
-    model_path,
+    model: "str | Path | Potential",
     atomic_numbers,
     positions_angstrom,
     out_dir,
@@ -74,7 +75,10 @@ def run_simulation(
     reporters: list | None = None,
     trust: TrustSettings | None = None,
 ) -> RunSummary:
-    """Run (or resume, or extend) MD of one molecule with an exported model; returns its RunSummary.
+    """Run (or resume, or extend) MD of one molecule with a potential; returns its RunSummary.
+
+    model: an exported model file, a potential name ('amber14', 'gaff-2.11', 'gfn2-xtb', 'dft'; see
+    openmlff.potentials) or a Potential.
 
     positions_angstrom (n_atoms, 3): the starting structure, also where the monitor finds bonds;
     reference_positions_angstrom (n_frames, n_atoms, 3): frames whose mean bond lengths the monitor
@@ -105,20 +109,20 @@ def run_simulation(
         raise InputError(f"positions_angstrom must be a finite ({len(zs)}, 3) array for {len(zs)} atoms, "
                          f"got shape {start_angstrom.shape}")
     reference = None if reference_positions_angstrom is None else np.asarray(reference_positions_angstrom, dtype=np.float64)
-    structure = _structure_for_run(zs, start_angstrom, topology)
-
-    model_path = Path(model_path).resolve()
-    model_metadata = read_model_metadata(model_path)
+    potential = get_potential(model)
+    potential.check_atoms(zs)
+    structure = _structure_for_run(
+        zs, start_angstrom, topology if topology is not None else potential.topology(zs, start_angstrom))
     platform, platform_properties = select_platform(config.platform, config.platform_precision)
-    record = run_record(model_path, model_metadata, zs, start_angstrom, reference, config,
-                         platform.getName(), platform_properties)
+    record = run_record(potential.record(zs, start_angstrom, structure.topology), zs, start_angstrom, reference, config,
+                        platform.getName(), platform_properties)
     if trust is not None:
         record["trust"] = trust.record()
 
     paths.directory.mkdir(parents=True, exist_ok=True)
     with paths.lock():  # one writer per run directory: a second simulate or campaign worker is refused here
         try:
-            return _resume_or_run(paths, record, config, platform, platform_properties, model_path, zs, start_angstrom,
+            return _resume_or_run(paths, record, config, platform, platform_properties, potential, zs, start_angstrom,
                                   reference, structure, progress, on_report, reporters, trust)
         except OSError as exc:
             if exc.filename is None:  # a buffered write of a trajectory or CSV failed (a full disk): name the run
@@ -127,7 +131,7 @@ def run_simulation(
 
 
 def _resume_or_run(paths: RunDirectory, record: dict, config: SimulationConfig, platform, platform_properties: dict,
-                   model_path: Path, zs, start_angstrom, reference, structure, progress: bool, on_report,
+                   potential: Potential, zs, start_angstrom, reference, structure, progress: bool, on_report,
                    reporters, trust: TrustSettings | None) -> RunSummary:
     """run_simulation's work once the run directory's lock is held."""
     if paths.run_json.is_file():
@@ -148,7 +152,8 @@ def _resume_or_run(paths: RunDirectory, record: dict, config: SimulationConfig, 
 
     set_threads(config.torch_threads, atoms_per_call=len(zs))
     setup_start = time.perf_counter()
-    system = build_system(zs, model_path, backend=config.backend, torch_properties=config.torch_properties)
+    system = potential.build_system(zs, start_angstrom, backend=config.backend,
+                                    torch_properties=config.torch_properties, topology=structure.topology)
     integrator = make_integrator(config.integrator, config.temperature_K, config.friction_per_ps, config.timestep_fs,
                                  config.openmm_seed)
     simulation = app.Simulation(structure.topology, system, integrator, platform, platform_properties)
@@ -158,7 +163,8 @@ def _resume_or_run(paths: RunDirectory, record: dict, config: SimulationConfig, 
     if not paths.run_json.is_file():
         atomic_write_json(paths.run_json, record)
 
-    run = _Run(config, simulation, paths, zs, start_angstrom, reference, structure, on_report, reporters, trust)
+    run = _Run(config, simulation, paths, zs, start_angstrom, reference, structure, on_report, reporters, trust,
+               warmup_evaluations=potential.warmup_evaluations)
     try:
         return run.execute(progress, setup_s=time.perf_counter() - setup_start)
     finally:
@@ -196,8 +202,10 @@ class _Run:
     (trajectory, state CSV, the caller's, the stability monitor, checkpoints), steps, and writes the summary."""
 
     def __init__(self, config: SimulationConfig, simulation: app.Simulation, paths: RunDirectory, zs, start_angstrom,
-                 reference, structure, on_report, reporters, trust: TrustSettings | None = None):
+                 reference, structure, on_report, reporters, trust: TrustSettings | None = None,
+                 warmup_evaluations: int = MODEL_WARMUP_EVALUATIONS):
         self.config = config
+        self.warmup_evaluations = int(warmup_evaluations)
         self.trust = None if trust is None else TrustReporter(trust, zs, config.report_interval_steps, config.timestep_fs)
         self.simulation = simulation
         self.context = simulation.context
@@ -270,8 +278,8 @@ class _Run:
         return None
 
     def _warm_up_model(self) -> None:
-        """Evaluate the model MODEL_WARMUP_EVALUATIONS times (read-only), so that fresh and resumed runs step alike."""
-        for _ in range(MODEL_WARMUP_EVALUATIONS):
+        """Evaluate the model `warmup_evaluations` times (read-only), so that fresh and resumed runs step alike."""
+        for _ in range(self.warmup_evaluations):
             self.context.getState(getEnergy=True, getForces=True)
 
     def _minimize(self) -> None:

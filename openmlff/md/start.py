@@ -22,20 +22,20 @@ def reference_frames(positions_angstrom: np.ndarray) -> np.ndarray:
     return positions_angstrom[::max(1, len(positions_angstrom) // MAX_REFERENCE_FRAMES)]
 
 
-def run_from_dataset_frame(model_path, dataset: Dataset, frame: int, out_dir, config: SimulationConfig,
+def run_from_dataset_frame(model, dataset: Dataset, frame: int, out_dir, config: SimulationConfig,
                            progress: bool = True, trust=None) -> dict:
     """MD from frame `frame` of `dataset`; bond references are the mean over (up to 2000 of) its frames."""
     if not 0 <= frame < dataset.n_frames:
         raise InputError(f"{dataset.source}: frame {frame} does not exist (the dataset has {dataset.n_frames} frames, 0-based)")
-    return run_simulation(model_path, dataset.z, dataset.R[frame], out_dir, config,
+    return run_simulation(model, dataset.z, dataset.R[frame], out_dir, config,
                           reference_positions_angstrom=reference_frames(dataset.R), progress=progress, trust=trust)
 
 
-def run_from_structure(model_path, structure, out_dir, config: SimulationConfig, progress: bool = True,
+def run_from_structure(model, structure, out_dir, config: SimulationConfig, progress: bool = True,
                        trust=None) -> dict:
     """MD from a built-in structure name ('aspirin', 'ac-ala3-nhme', 'chignolin') or a PDB/XYZ file."""
     from ..structures import load_structure
 
     s = load_structure(structure)
-    return run_simulation(model_path, np.asarray(s.atomic_numbers), s.positions_angstrom, out_dir, config,
+    return run_simulation(model, np.asarray(s.atomic_numbers), s.positions_angstrom, out_dir, config,
                           topology=s.topology, progress=progress, trust=trust)

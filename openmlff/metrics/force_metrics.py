@@ -16,6 +16,7 @@ m_i of atom i in dalton, and a set of frames Φ and atoms A (N = 3 |Φ| |A| comp
     fnm_rmse   = sqrt( (1/N) Σ_{f∈Φ, i∈A, a} (dF_fia / m_i)² )  an acceleration error that weighs
     fnm_max    = max_{f∈Φ, i∈A} |dF_fi| / m_i                  light hydrogens up; unit (force_unit)/Da)
     energy_mae = (1/|Φ|) Σ_f |E_pred_f - E_ref_f|,   energy_rmse = sqrt( (1/|Φ|) Σ_f (E_pred_f - E_ref_f)² )
+    energy_mae_offset_removed = (1/|Φ|) Σ_f |e_f - mean(e)|, e_f = E_pred_f - E_ref_f (arbitrary energy zeros)
 
 The four scopes only choose Φ and A: global (all frames, all atoms), element-wise (all frames,
 the atoms of one element), atom-wise (all frames, one atom) and per-frame (one frame, all atoms).
@@ -206,11 +207,15 @@ class ForceErrorAccumulator:
         unit_names = metric_units(force_unit, energy_unit)
         reduced = _reduce_errors(self._abs_sum, self._sq_sum, self._max_norm, self._inv_mass, self._n_frames)
         out = {key: float(value) for key, value in _convert(reduced, units.force_from_ev_per_angstrom(force_unit)).items()}
-        out["energy_mae"] = out["energy_rmse"] = None
+        out["energy_mae"] = out["energy_rmse"] = out["energy_mae_offset_removed"] = None
         if self._has_energies:
             factor = units.ev_to(energy_unit)
             out["energy_mae"] = self._energy_abs_sum / self._n_frames * factor
             out["energy_rmse"] = float(np.sqrt(self._energy_sq_sum / self._n_frames)) * factor
+            # A classical force field's (or another level of theory's) energy zero is arbitrary: the MAE
+            # after subtracting the mean signed error compares energy differences between frames.
+            errors = np.concatenate([chunk["energy_error"] for chunk in self._frame_chunks])
+            out["energy_mae_offset_removed"] = float(np.abs(errors - errors.mean()).mean()) * factor
         out.update(n_frames=self._n_frames, n_atoms=self.n_atoms, units=unit_names)
         return out
 

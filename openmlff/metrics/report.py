@@ -17,13 +17,13 @@ from ..errors import InputError
 from .conformations import cluster_conformations, cluster_force_metrics
 from .force_metrics import DEFAULT_ENERGY_UNIT, DEFAULT_FORCE_UNIT, jsonable
 
-_SECTIONS = ("units", "elements", "atoms", "frames", "model", "data", "evaluation")
+_SECTIONS = ("units", "elements", "atoms", "frames", "model", "potential", "data", "evaluation")
 
 
 def metrics_report(model, dataset, *, frames_label: str = "all", dataset_frames=None, batch_size: int = 32,
                    force_unit: str = DEFAULT_FORCE_UNIT, energy_unit: str = DEFAULT_ENERGY_UNIT,
                    n_clusters: int | None = None, cluster_seed: int = 0, progress: bool = False) -> dict:
-    """Evaluate the model file on `dataset` (the selected frames) and return the JSON-ready metrics report.
+    """Evaluate the model file (or a potential named by openmlff.potentials: 'amber14', 'gfn2-xtb', ...) on `dataset` (the selected frames) and return the JSON-ready metrics report.
 
     frames_label: how the frames were chosen ("all", "test", "20:60", ...), stored as
     data.selection. dataset_frames: the frames' indices in the full dataset (default 0..n-1).
@@ -45,13 +45,14 @@ def metrics_report(model, dataset, *, frames_label: str = "all", dataset_frames=
         "atoms": result["atoms"],
         "frames": dict(result["frames"], dataset_frame=[int(i) for i in indices]),
         "model": result["model"],
+        "potential": result["potential"],
         "data": dict(result["data"], selection=frames_label),
         "evaluation": result["evaluation"],
     }
     from ..model_file import read_model_metadata
     from .uncertainty import is_committee, uncertainty_report
 
-    if is_committee(read_model_metadata(model)):
+    if result["potential"]["kind"] == "mlff" and is_committee(read_model_metadata(model)):
         report["uncertainty"] = uncertainty_report(model, dataset, batch_size=batch_size, force_unit=force_unit)
     return add_conformation_clusters(report, dataset.R, n_clusters=n_clusters, seed=cluster_seed)
 

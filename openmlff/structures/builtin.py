@@ -380,3 +380,26 @@ def _index() -> dict:
 
 def _resource_path(relative: str) -> Path:
     return STRUCTURES_DIR / relative if relative else STRUCTURES_DIR
+
+
+def find_builtin(atomic_numbers, positions_angstrom=None) -> Structure | None:
+    """The shipped structure with exactly these atomic numbers in this order, or None.
+
+    With positions, its bonds must also hold in them (every bond shorter than 1.5 x the covalent
+    radii sum), so a molecule with the same formula in another atom order is not taken for it. Used
+    where a potential needs more than atoms: amber14's residues, the net charge of chignolin.
+    """
+    z = np.asarray(atomic_numbers, dtype=np.int64).reshape(-1)
+    for name in list_structures():
+        structure = load_structure(name)
+        if not np.array_equal(structure.atomic_numbers, z):
+            continue
+        if positions_angstrom is not None:
+            pos = np.asarray(positions_angstrom, dtype=np.float64)
+            bonds = structure.bonds()
+            radii = elements.covalent_radii(z)
+            lengths = np.linalg.norm(pos[bonds[:, 0]] - pos[bonds[:, 1]], axis=-1)
+            if np.any(lengths > 1.5 * (radii[bonds[:, 0]] + radii[bonds[:, 1]])):
+                continue
+        return structure
+    return None

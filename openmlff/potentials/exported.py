@@ -1,4 +1,4 @@
-"""The OpenMM System of a molecule driven by an exported TorchScript model.
+"""An exported TorchScript model as a potential, and the OpenMM System it drives.
 
 The model file follows the export contract (docs/architecture.md "Exported model contract"): `forward(positions)` takes (n_atoms, 3)
 positions in nm of any float dtype and returns the potential energy in kJ/mol; a JSON document
@@ -15,11 +15,16 @@ import numpy as np
 import openmm
 from openmm import unit
 
-from .. import elements
+from .. import elements, units
 from ..errors import InputError
 from ..model_file import (
-    METADATA_NAME as MODEL_METADATA_FILE, ModelFileError, check_model_atoms, file_sha256, read_model_metadata,
+    METADATA_NAME as MODEL_METADATA_FILE, ModelFileError, check_model_atoms, energies_and_forces, file_sha256,
+    load_exported, read_model_metadata,
 )
+from .base import Potential
+
+__all__ = ["BACKENDS", "MODEL_METADATA_FILE", "ExportedModel", "ModelFileError", "TorchModelComputation",
+           "build_system", "check_model_atoms", "file_sha256", "read_model_metadata", "torchforce_properties"]
 
 #: Ways of attaching the model to the System.
 BACKENDS = ("torchforce", "pythonforce")
@@ -108,3 +113,41 @@ def build_system(atomic_numbers, model_path, backend: str = "torchforce",
     force.setName(f"openmlff model ({backend})")
     system.addForce(force)
     return system
+
+
+class ExportedModel(Potential):
+    """An exported model file (docs/architecture.md "Exported model contract") as a potential, kind "mlff"."""
+
+    kind = "mlff"
+    #: TorchScript's profiling executor runs a model's first two calls through other graphs.
+    warmup_evaluations = 2
+
+    def __init__(self, model_path) -> None:
+        self._path = Path(model_path).resolve()
+        self.name = str(model_path)
+        self._metadata = read_model_metadata(self._path)  # ModelFileError naming the file
+        self._module = None
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    def check_atoms(self, atomic_numbers, where: str = "structure") -> None:
+        check_model_atoms(self._path, self._metadata, atomic_numbers, structure_name=where)
+
+    def metadata(self, atomic_numbers=None) -> dict:
+        return self._metadata
+
+    def identity_sha256(self, atomic_numbers=None, positions_angstrom=None, topology=None) -> str:
+        return file_sha256(self._path)
+
+    def build_system(self, atomic_numbers, positions_angstrom=None, backend: str = "torchforce",
+                     torch_properties: dict | None = None, topology=None) -> openmm.System:
+        return build_system(atomic_numbers, self._path, backend=backend, torch_properties=torch_properties)
+
+    def energies_and_forces(self, atomic_numbers, positions_angstrom) -> tuple[np.ndarray, np.ndarray]:
+        """One batched call of the TorchScript module (kJ/mol, kJ/mol/nm) converted to eV and eV/Å."""
+        if self._module is None:
+            self._module = load_exported(self._path)[0]
+        e_kj, f_kj = energies_and_forces(self._module, np.asarray(positions_angstrom) / units.NM_IN_ANGSTROM)
+        return e_kj / units.EV_IN_KJ_PER_MOL, f_kj / (units.EV_IN_KJ_PER_MOL * units.NM_IN_ANGSTROM)
