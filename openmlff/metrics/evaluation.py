@@ -9,6 +9,7 @@ ForceErrorAccumulator, so memory stays bounded whatever the number of frames.
 from __future__ import annotations
 
 import time
+
 import numpy as np
 from tqdm.auto import tqdm
 

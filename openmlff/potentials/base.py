@@ -81,9 +81,13 @@ class Potential(ABC):
         from .. import units
 
         R = np.asarray(positions_angstrom, dtype=np.float64)
-        system = self.build_system(atomic_numbers, R[0])
-        platform = openmm.Platform.getPlatformByName("CPU")
-        context = openmm.Context(system, openmm.VerletIntegrator(0.0005), platform, {"Threads": "1"})
+        key = tuple(np.asarray(atomic_numbers).reshape(-1).tolist())
+        contexts = self.__dict__.setdefault("_evaluation_contexts", {})  # one Context per molecule, not per batch
+        if key not in contexts:
+            system = self.build_system(atomic_numbers, R[0])
+            platform = openmm.Platform.getPlatformByName("CPU")
+            contexts[key] = openmm.Context(system, openmm.VerletIntegrator(0.0005), platform, {"Threads": "1"})
+        context = contexts[key]
         energies = np.empty(len(R))
         forces = np.empty_like(R)
         for k, frame in enumerate(R):
@@ -91,7 +95,6 @@ class Potential(ABC):
             state = context.getState(getEnergy=True, getForces=True)
             energies[k] = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
             forces[k] = state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
-        del context
         return energies / units.EV_IN_KJ_PER_MOL, forces / (units.EV_IN_KJ_PER_MOL * units.NM_IN_ANGSTROM)
 
     def __repr__(self) -> str:
