@@ -52,6 +52,16 @@ class ToySpringPotential(torch.nn.Module):
         energy = energy + torch.sum(self.epsilon * (self.sigma / rp) ** 6 * switch)
         return energy
 
+    @torch.jit.export
+    def energies(self, positions: torch.Tensor) -> torch.Tensor:
+        """The energies (n_frames,) of a batch (n_frames, n_atoms, 3), as an openmlff export has them."""
+        x = positions.to(self.spring_r0.dtype)
+        r = torch.linalg.norm(x[:, self.spring_j] - x[:, self.spring_i], dim=2)
+        energy = 0.5 * torch.sum(self.spring_k * (r - self.spring_r0) ** 2, dim=1)
+        rp = torch.linalg.norm(x[:, self.pair_j] - x[:, self.pair_i], dim=2)
+        switch = torch.where(rp < self.cutoff, 0.5 * (torch.cos(torch.pi * rp / self.cutoff) + 1.0), torch.zeros_like(rp))
+        return energy + torch.sum(self.epsilon * (self.sigma / rp) ** 6 * switch, dim=1)
+
 
 def _angle_pairs(bonds: np.ndarray, n_atoms: int) -> dict[tuple[int, int], tuple[int, int]]:
     """1-3 pairs (a, c) of the bond graph, each with one bond (a, b) or (b, c) it passes through."""

@@ -240,6 +240,7 @@ def _resume_identity(record: dict) -> dict:
         "platform properties": record["platform"]["properties_requested"],
         "config": {f.name: record["config"].get(f.name) for f in fields(SimulationConfig)},
         "trust": record.get("trust"),  # absent (None) in runs without a committee, and in older run.json files
+        "replicas": record.get("replicas"),  # a member of a batch (md/replicas.py) resumes only through its batch
     }
 
 

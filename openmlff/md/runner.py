@@ -171,6 +171,26 @@ def _resume_or_run(paths: RunDirectory, record: dict, config: SimulationConfig, 
         run.close()
 
 
+def minimize(context: openmm.Context, start_angstrom: np.ndarray, run_json: Path) -> None:
+    """LocalEnergyMinimizer from the starting positions; energies and displacement recorded in run.json."""
+    before = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+    t0 = time.perf_counter()
+    openmm.LocalEnergyMinimizer.minimize(context)
+    state = context.getState(getEnergy=True, getPositions=True)
+    moved = state.getPositions(asNumpy=True).value_in_unit(unit.angstrom) - start_angstrom
+    minimization = {
+        "potential_energy_before_kJ_per_mol": before,
+        "potential_energy_after_kJ_per_mol": state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole),
+        "rms_displacement_angstrom": float(np.sqrt((moved ** 2).sum(axis=1).mean())),
+        "max_displacement_angstrom": float(np.linalg.norm(moved, axis=1).max()),
+        "tolerance_kJ_per_mol_per_nm": 10.0,  # LocalEnergyMinimizer's default
+        "wall_time_s": time.perf_counter() - t0,
+    }
+    recorded = json.loads(run_json.read_text())
+    recorded["minimization"] = minimization
+    atomic_write_json(run_json, recorded)
+
+
 def _structure_for_run(zs: np.ndarray, start_angstrom: np.ndarray, topology: app.Topology | None):
     """An openmlff.structures.Structure of the run's start: the given topology, or one built from the atoms."""
     from ..structures.builtin import Structure, structure_from_atoms
@@ -283,23 +303,7 @@ class _Run:
             self.context.getState(getEnergy=True, getForces=True)
 
     def _minimize(self) -> None:
-        """LocalEnergyMinimizer from the starting positions; energies and displacement recorded in run.json."""
-        before = self.context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
-        t0 = time.perf_counter()
-        openmm.LocalEnergyMinimizer.minimize(self.context)
-        state = self.context.getState(getEnergy=True, getPositions=True)
-        moved = state.getPositions(asNumpy=True).value_in_unit(unit.angstrom) - self.start_angstrom
-        minimization = {
-            "potential_energy_before_kJ_per_mol": before,
-            "potential_energy_after_kJ_per_mol": state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole),
-            "rms_displacement_angstrom": float(np.sqrt((moved ** 2).sum(axis=1).mean())),
-            "max_displacement_angstrom": float(np.linalg.norm(moved, axis=1).max()),
-            "tolerance_kJ_per_mol_per_nm": 10.0,  # LocalEnergyMinimizer's default
-            "wall_time_s": time.perf_counter() - t0,
-        }
-        recorded = json.loads(self.paths.run_json.read_text())
-        recorded["minimization"] = minimization
-        atomic_write_json(self.paths.run_json, recorded)
+        minimize(self.context, self.start_angstrom, self.paths.run_json)
 
     def _restore(self) -> int:
         document, data = self.checkpointer.load()

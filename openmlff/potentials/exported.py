@@ -13,9 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import openmm
+import torch
 from openmm import unit
 
 from .. import elements, units
+from ..atomic_io import atomic_write
 from ..errors import InputError
 from ..model_file import (
     METADATA_NAME as MODEL_METADATA_FILE, ModelFileError, check_model_atoms, energies_and_forces, file_sha256,
@@ -24,7 +26,7 @@ from ..model_file import (
 from .base import Potential
 
 __all__ = ["BACKENDS", "MODEL_METADATA_FILE", "ExportedModel", "ModelFileError", "TorchModelComputation",
-           "build_system", "check_model_atoms", "file_sha256", "read_model_metadata", "torchforce_properties"]
+           "build_replica_system", "build_system", "write_replica_module", "check_model_atoms", "file_sha256", "read_model_metadata", "torchforce_properties"]
 
 #: Ways of attaching the model to the System.
 BACKENDS = ("torchforce", "pythonforce")
@@ -97,6 +99,11 @@ def build_system(atomic_numbers, model_path, backend: str = "torchforce",
     metadata = read_model_metadata(model_path)
     check_model_atoms(model_path, metadata, zs)
 
+    return _system(zs, model_path, backend, torch_properties)
+
+
+def _system(zs: np.ndarray, model_path: Path, backend: str, torch_properties: dict[str, str] | None) -> openmm.System:
+    """One particle per atom (openmlff masses) and the TorchScript file as the System's only force."""
     system = openmm.System()
     for mass in elements.masses(zs):
         system.addParticle(float(mass))
@@ -113,6 +120,47 @@ def build_system(atomic_numbers, model_path, backend: str = "torchforce",
     force.setName(f"openmlff model ({backend})")
     system.addForce(force)
     return system
+
+
+def write_replica_module(model_path, n_atoms: int, out_path) -> Path:
+    """Write a TorchScript module for replicas: N non-interacting copies of the molecule in one System.
+
+    `forward(positions)` takes (N * n_atoms, 3) positions in nm (copy k is atoms k*n_atoms .. (k+1)*n_atoms - 1;
+    N is read off the positions, so one file serves any number of copies) and returns the sum of the copies'
+    energies in kJ/mol from one batched call of the model's `energies`: each copy is a frame of its own, so its
+    neighbour pairs never reach another copy. `energies(positions)` returns the copies' energies (N,).
+    Written atomically; ModelFileError naming the model file if it has no batched `energies` method.
+    """
+    model, _ = load_exported(model_path)
+    if not hasattr(model, "energies"):
+        raise ModelFileError(f"{model_path}: has no batched `energies` method (docs/architecture.md \"Exported model "
+                             "contract\"); replicas need an openmlff export")
+    module = torch.jit.script(_Replicas(model, int(n_atoms)))
+    return atomic_write(out_path, lambda tmp: torch.jit.save(module, tmp))
+
+
+class _Replicas(torch.nn.Module):
+    """write_replica_module's module: the copies of a molecule as the frames of one batched `energies` call."""
+
+    def __init__(self, model, n_atoms: int) -> None:
+        super().__init__()
+        self.model = model
+        self.n_atoms = n_atoms
+
+    def forward(self, positions: torch.Tensor) -> torch.Tensor:
+        return self.model.energies(positions.reshape(-1, self.n_atoms, 3)).sum()
+
+    @torch.jit.export
+    def energies(self, positions: torch.Tensor) -> torch.Tensor:
+        return self.model.energies(positions.reshape(-1, self.n_atoms, 3))
+
+
+def build_replica_system(atomic_numbers, replica_module_path, n_replicas: int, backend: str = "torchforce",
+                         torch_properties: dict[str, str] | None = None) -> openmm.System:
+    """A non-periodic System of `n_replicas` copies of the molecule (write_replica_module's file as its one force):
+    particle k * n_atoms + i is atom i of copy k."""
+    zs = np.tile(np.asarray(atomic_numbers, dtype=np.int64), int(n_replicas))
+    return _system(zs, replica_module_path, backend, torch_properties)
 
 
 class ExportedModel(Potential):
