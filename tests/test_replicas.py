@@ -115,3 +115,16 @@ def test_a_resumed_batch_equals_an_uninterrupted_one(aspirin, toy_model, tmp_pat
         parts = read_state_csv(tmp_path / "parts" / f"replica_{k:03d}" / "state.csv")
         for column in ("step", "potential_energy_kJ_per_mol", "kinetic_energy_kJ_per_mol"):
             assert np.array_equal(whole[column], parts[column]), column
+
+
+def test_minimised_replicas_start_where_their_lone_runs_start(aspirin, toy_model, tmp_path):
+    cfg = _config(integrator="verlet", minimize=True, steps=100)
+    starts = _starts(aspirin, 2, scale=0.05)
+    run_replicas(toy_model, aspirin.atomic_numbers, starts, tmp_path / "batch", cfg, seeds=[1, 2], progress=False)
+    run_simulation(toy_model, aspirin.atomic_numbers, starts[1], tmp_path / "lone", _config(
+        integrator="verlet", minimize=True, steps=100, seed=2), progress=False)
+    batch = json.loads((tmp_path / "batch" / "replica_001" / "run.json").read_text())["minimization"]
+    lone = json.loads((tmp_path / "lone" / "run.json").read_text())["minimization"]
+    assert batch["potential_energy_after_kJ_per_mol"] == lone["potential_energy_after_kJ_per_mol"]
+    np.testing.assert_allclose(read_state_csv(tmp_path / "batch" / "replica_001" / "state.csv")["total_energy_kJ_per_mol"],
+                               read_state_csv(tmp_path / "lone" / "state.csv")["total_energy_kJ_per_mol"], atol=1e-6)

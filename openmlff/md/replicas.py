@@ -301,17 +301,13 @@ class _Batch:
     def _start_fresh(self) -> None:
         from ..structures import structure_to_pdb
 
-        cfg = self.config
         positions, velocities = [], []
         for k in self.active:
             member = self.members[k]
             structure_to_pdb(member.structure, member.paths.topology_pdb)
-            start = self.starts[k]
-            if cfg.minimize:
-                start = self._minimize_alone(k)
+            start, velocity = self._lone_start(k)
             positions.append(start / 10.0)
-            velocities.append(_initial_velocities(self.potential, self.zs, start, self.configs[k], self.platform,
-                                                  self.platform_properties))
+            velocities.append(velocity)
         self.context.setPositions(np.concatenate(positions))
         self._warm_up()
         self.context.setVelocities(np.concatenate(velocities))
@@ -322,13 +318,22 @@ class _Batch:
         collapsed = self._report(0, full=True, monitor=True)
         self._after_checks(0, collapsed, checkpoint=True)
 
-    def _minimize_alone(self, k: int) -> np.ndarray:
-        """Minimise copy k in a Context of its own (as a lone run does); its minimisation goes to its run.json."""
-        system = self.potential.build_system(self.zs, self.starts[k], backend=self.config.backend)
-        context = openmm.Context(system, openmm.VerletIntegrator(0.001), self.platform, self.platform_properties)
+    def _lone_start(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Copy k's start (Å) and initial velocities (nm/ps) as its lone run makes them, in a Context of its own:
+        minimised when asked (recorded in its run.json), then Context.setVelocitiesToTemperature with its seed
+        (OpenMM adjusts the draw to the System and the integrator, so the same System and integrator are used)."""
+        cfg = self.configs[k]
+        system = self.potential.build_system(self.zs, self.starts[k], backend=cfg.backend)
+        integrator = make_integrator(cfg.integrator, cfg.temperature_K, cfg.friction_per_ps, cfg.timestep_fs,
+                                     cfg.openmm_seed)
+        context = openmm.Context(system, integrator, self.platform, self.platform_properties)
         context.setPositions(self.starts[k] / 10.0)
-        minimize(context, self.starts[k], self.paths[k].run_json)
-        return context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.angstrom)
+        if cfg.minimize:
+            minimize(context, self.starts[k], self.paths[k].run_json)
+        context.setVelocitiesToTemperature(cfg.temperature_K * unit.kelvin, cfg.openmm_seed)
+        state = context.getState(getPositions=True, getVelocities=True)
+        return (np.asarray(state.getPositions(asNumpy=True).value_in_unit(unit.angstrom)),
+                np.asarray(state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)))
 
     def _restore(self, document: dict, data: bytes) -> None:
         self.context.loadCheckpoint(data)
@@ -480,19 +485,6 @@ def _load_module(path: Path):
     module = torch.jit.load(str(path), map_location="cpu")
     module.eval()
     return module
-
-
-def _initial_velocities(potential, zs, start_angstrom, config: SimulationConfig, platform, properties) -> np.ndarray:
-    """The velocities (nm/ps) a lone run with this seed starts from: Context.setVelocitiesToTemperature in the lone
-    run's own System and integrator (OpenMM adjusts the draw to both: forces and leapfrog half steps)."""
-    system = potential.build_system(zs, start_angstrom, backend=config.backend)
-    integrator = make_integrator(config.integrator, config.temperature_K, config.friction_per_ps, config.timestep_fs,
-                                 config.openmm_seed)
-    context = openmm.Context(system, integrator, platform, properties)
-    context.setPositions(np.asarray(start_angstrom) / 10.0)
-    context.setVelocitiesToTemperature(config.temperature_K * unit.kelvin, config.openmm_seed)
-    return np.asarray(context.getState(getVelocities=True).getVelocities(asNumpy=True).value_in_unit(
-        unit.nanometer / unit.picosecond))
 
 
 def _sha256(array) -> str:
