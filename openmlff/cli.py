@@ -232,6 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--data", help="dataset whose frame --frame starts the run")
     start.add_argument("--structure", help="built-in name or PDB/XYZ file")
     si.add_argument("--frame", type=int, default=0)
+    si.add_argument("--replicas", type=int, default=1, metavar="N",
+                    help="N copies in one OpenMM Context, the model evaluating them in one batched call "
+                         "(openmlff.md.replicas): from --frames (N frames) or N seeds (--seed .. --seed+N-1) from "
+                         "one start; each copy is a run directory OUT/replica_000 ...")
+    si.add_argument("--frames", type=int, nargs="+", default=None, metavar="I",
+                    help="with --data and --replicas: the frames the copies start from, one each")
     _unit_options(si)
     si.add_argument("--out", required=True, help="the run directory (resumed when it exists)")
     add_config_arguments(si, SimulationConfig, required=("temperature_K", "timestep_fs", "steps"),
@@ -493,6 +499,8 @@ def _simulate(args) -> int:
         trust = TrustSettings(Path(args.committee), threshold, args.stop_when_untrusted is not None)
     elif args.untrusted_threshold is not None or args.stop_when_untrusted is not None:
         raise InputError("--untrusted-threshold and --stop-when-untrusted need --committee FILE.pt")
+    if args.replicas != 1 or args.frames is not None:
+        return _simulate_replicas(args, config, trust)
     if args.data:
         summary = run_from_dataset_frame(args.model, _load(args, args.data), args.frame, args.out, config,
                                          progress=not args.quiet, trust=trust)
@@ -506,6 +514,47 @@ def _simulate(args) -> int:
         state += f"; largest committee force spread {summary.max_force_uncertainty_kcal_per_mol_per_A:.3g} kcal/mol/Å"
     speed = "" if summary.ns_per_day is None else f", {summary.ns_per_day:.2f} ns/day"
     print(f"{args.out}: {summary.steps_completed}/{summary.steps_requested} steps, {state}{speed}")
+    return 0
+
+
+def _simulate_replicas(args, config, trust) -> int:
+    """`simulate --replicas N`: N copies in one Context (openmlff.md.replicas), one line per copy."""
+    import numpy as np
+
+    from .md.replicas import run_replicas
+    from .md.start import reference_frames
+
+    n = args.replicas
+    if n < 1:
+        raise InputError(f"--replicas must be a positive integer, got {n}")
+    if trust is not None:
+        raise InputError("--committee is not available with --replicas (run the starts one by one)")
+    if args.frames is not None and not args.data:
+        raise InputError("--frames needs --data")
+    if args.data:
+        dataset = _load(args, args.data)
+        frames = args.frames if args.frames is not None else [args.frame] * n
+        if len(frames) != n:
+            raise InputError(f"--replicas {n} needs {n} frames, --frames gives {len(frames)}")
+        bad = [f for f in frames if not 0 <= f < dataset.n_frames]
+        if bad:
+            raise InputError(f"{args.data}: frame {bad[0]} does not exist (the dataset has {dataset.n_frames} "
+                             "frames, 0-based)")
+        z, starts, topology, reference = dataset.z, dataset.R[frames], None, reference_frames(dataset.R)
+        seeds = [config.seed + k for k in range(n)] if args.frames is None or len(set(frames)) < n else [config.seed] * n
+    else:
+        from .structures import load_structure
+
+        s = load_structure(args.structure)
+        z, starts, topology, reference = s.atomic_numbers, np.stack([s.positions_angstrom] * n), s.topology, None
+        seeds = [config.seed + k for k in range(n)]
+    summaries = run_replicas(args.model, z, starts, args.out, config, seeds=seeds, topology=topology,
+                             reference_positions_angstrom=reference, progress=not args.quiet)
+    for k, summary in enumerate(summaries):
+        state = "stable" if summary.stable else f"COLLAPSED at {summary.collapse_time_ps} ps ({summary.collapse_reason})"
+        speed = "" if summary.ns_per_day is None else f", {summary.ns_per_day:.2f} ns/day per copy"
+        print(f"{args.out}/replica_{k:03d} (seed {seeds[k]}): {summary.steps_completed}/{summary.steps_requested} "
+              f"steps, {state}{speed}")
     return 0
 
 

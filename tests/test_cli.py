@@ -90,6 +90,23 @@ def test_simulate_from_builtin_structure(trained, tmp_path):
     assert summary["steps_requested"] == 20
 
 
+def test_simulate_replicas_from_frames_and_from_seeds(trained, tmp_path):
+    root, data = trained
+    out = openmlff("simulate", "--model", root / "model.pt", "--data", data, "--replicas", 2, "--frames", 3, 9,
+                   "--temperature", 300, "--timestep", 0.5, "--steps", 20, "--out", tmp_path / "frames",
+                   "--report-interval", 10, "--seed", 4, "--quiet").stdout
+    assert "replica_000 (seed 4)" in out and "replica_001 (seed 4)" in out
+    record = json.loads((tmp_path / "frames" / "replica_001" / "run.json").read_text())
+    assert record["replicas"]["count"] == 2 and record["config"]["seed"] == 4
+    out = openmlff("simulate", "--model", root / "model.pt", "--structure", "aspirin", "--replicas", 2,
+                   "--temperature", 300, "--timestep", 0.5, "--steps", 20, "--out", tmp_path / "seeds",
+                   "--report-interval", 10, "--seed", 4, "--quiet").stdout
+    assert "replica_001 (seed 5)" in out
+    bad = openmlff("simulate", "--model", root / "model.pt", "--data", data, "--replicas", 3, "--frames", 1, 2,
+                   "--temperature", 300, "--timestep", 0.5, "--steps", 20, "--out", tmp_path / "bad", check=False)
+    assert bad.returncode != 0 and "--replicas 3 needs 3 frames" in bad.stderr
+
+
 def test_data_generate_and_label_with_gfn2_xtb(tmp_path, test_data):
     out = tmp_path / "aspirin_xtb.npz"
     openmlff("data", "generate", "--structure", "aspirin", "--method", "gfn2-xtb", "--temperature", 500,
