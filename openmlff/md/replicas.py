@@ -164,11 +164,10 @@ class _ReplicaState:
 class _Member(_Run):
     """One copy: a lone run's writers, monitor and summary, driven by the batch instead of a Simulation."""
 
-    def __init__(self, batch: "_Batch", index: int, config: SimulationConfig, paths: RunDirectory, start) -> None:
-        self.index = index
+    def __init__(self, batch: "_Batch", index: int) -> None:
         self.view = _ReplicaView(batch, index)
-        structure = _structure_for_run(batch.zs, start, batch.topology)
-        super().__init__(config, self.view, paths, batch.zs, start, batch.reference, structure, None, None)
+        super().__init__(batch.configs[index], self.view, batch.paths[index], batch.zs, batch.starts[index],
+                         batch.reference, batch.structures[index], None, None)
 
 
 class _Batch:
@@ -187,6 +186,8 @@ class _Batch:
         self.seeds = seeds
         self.starts = starts
         self.paths = [RunDirectory(d, config.trajectory_format) for d in run_dirs]
+        self.structures = [_structure_for_run(zs, start, topology if topology is not None
+                                              else potential.topology(zs, start)) for start in starts]
         self.platform, self.platform_properties = select_platform(config.platform, config.platform_precision)
         self.batch_seed = _batch_seed(seeds, starts)
         self.context = None
@@ -200,9 +201,7 @@ class _Batch:
 
     def _records(self) -> list[dict]:
         records = []
-        for k, (cfg, paths) in enumerate(zip(self.configs, self.paths)):
-            structure = _structure_for_run(self.zs, self.starts[k], self.topology if self.topology is not None
-                                           else self.potential.topology(self.zs, self.starts[k]))
+        for k, (cfg, paths, structure) in enumerate(zip(self.configs, self.paths, self.structures)):
             record = run_record(self.potential.record(self.zs, self.starts[k], structure.topology), self.zs,
                                 self.starts[k], self.reference, cfg, self.platform.getName(), self.platform_properties)
             record["replicas"] = {"batch_directory": os.path.relpath(self.batch_dir.resolve(), paths.directory.resolve()),
@@ -272,7 +271,7 @@ class _Batch:
                     name: self.platform.getPropertyValue(self.context, name) for name in self.platform.getPropertyNames()}
                 record["torchforce_properties"] = _force_properties(self.context.getSystem())
                 atomic_write_json(self.paths[k].run_json, record)
-        self.members = {k: _Member(self, k, self.configs[k], self.paths[k], self.starts[k]) for k in self.active}
+        self.members = {k: _Member(self, k) for k in self.active}
         if document is None:
             self._start_fresh()
         else:
