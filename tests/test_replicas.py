@@ -5,6 +5,7 @@ uninterrupted one."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import openmm
@@ -104,6 +105,22 @@ def test_a_collapse_ends_one_copy_and_the_batch_goes_on(aspirin, toy_model, tmp_
                        reference_positions_angstrom=aspirin.positions_angstrom[None], progress=False)
 
 
+def test_a_batch_whose_copies_all_collapsed_is_not_run_again(aspirin, toy_model, tmp_path):
+    from openmlff import elements
+
+    starts = _starts(aspirin, 2, scale=0.01)
+    i, j = elements.find_bonds(aspirin.atomic_numbers, aspirin.positions_angstrom)[0]
+    starts[:, j] += 1.5 * (starts[:, j] - starts[:, i]) / np.linalg.norm(starts[:, j] - starts[:, i], axis=1)[:, None]
+    args = (toy_model, aspirin.atomic_numbers, starts, tmp_path / "batch", _config())
+    first = run_replicas(*args, reference_positions_angstrom=aspirin.positions_angstrom[None], progress=False)
+    assert not any(s.stable for s in first)
+    files = {p: p.stat().st_mtime_ns for p in (tmp_path / "batch").rglob("*") if p.is_file() and ".lock" not in p.name
+             and p.name != "replicas_model.pt"}
+    again = run_replicas(*args, reference_positions_angstrom=aspirin.positions_angstrom[None], progress=False)
+    assert [s.collapse_step for s in again] == [s.collapse_step for s in first]
+    assert {p: p.stat().st_mtime_ns for p in files} == files
+
+
 def test_a_resumed_batch_equals_an_uninterrupted_one(aspirin, toy_model, tmp_path):
     starts = _starts(aspirin, 2)
     run_replicas(toy_model, aspirin.atomic_numbers, starts, tmp_path / "whole", _config(), progress=False)
@@ -128,3 +145,34 @@ def test_minimised_replicas_start_where_their_lone_runs_start(aspirin, toy_model
     assert batch["potential_energy_after_kJ_per_mol"] == lone["potential_energy_after_kJ_per_mol"]
     np.testing.assert_allclose(read_state_csv(tmp_path / "batch" / "replica_001" / "state.csv")["total_energy_kJ_per_mol"],
                                read_state_csv(tmp_path / "lone" / "state.csv")["total_energy_kJ_per_mol"], atol=1e-6)
+
+
+def test_langevin_copies_sample_the_ensemble_of_lone_runs(aspirin, toy_model, tmp_path):
+    """Same physics: 6 copies of one batch against 6 lone runs of the same seeds (Langevin, 400 K): per-run means of
+    the temperature and the potential energy agree between the two groups (Welch's t-test), both sit at the
+    equipartition temperature, and the pooled distributions agree (two-sample Kolmogorov-Smirnov on decorrelated
+    samples). The test can fail: a batch whose copies shared one noise stream, or a thermostat coupled to the
+    whole System rather than each particle, or one with the wrong temperature, is refused by these checks."""
+    from scipy import stats
+
+    n, seeds = 6, [11, 12, 13, 14, 15, 16]
+    cfg = _config(temperature_K=400, steps=6000, report_interval_steps=50, checkpoint_interval_steps=6000,
+                  friction_per_ps=5.0)  # the start (at the minimum, kinetic energy only) is forgotten in ~0.2 ps
+    starts = _starts(aspirin, n, scale=0.01)
+    run_replicas(toy_model, aspirin.atomic_numbers, starts, tmp_path / "batch", cfg, seeds=seeds, progress=False)
+    for k, seed in enumerate(seeds):
+        run_simulation(toy_model, aspirin.atomic_numbers, starts[k], tmp_path / f"lone{k}", replace(cfg, seed=seed),
+                       progress=False)
+    burn_in = 20  # rows (1000 steps, 0.5 ps)
+    batch = [read_state_csv(tmp_path / "batch" / f"replica_{k:03d}" / "state.csv") for k in range(n)]
+    lone = [read_state_csv(tmp_path / f"lone{k}" / "state.csv") for k in range(n)]
+    for column in ("temperature_K", "potential_energy_kJ_per_mol"):
+        batch_means = [rows[column][burn_in:].mean() for rows in batch]
+        lone_means = [rows[column][burn_in:].mean() for rows in lone]
+        assert stats.ttest_ind(batch_means, lone_means, equal_var=False).pvalue > 1e-3, (column, batch_means, lone_means)
+        pooled_batch = np.concatenate([rows[column][burn_in::4] for rows in batch])
+        pooled_lone = np.concatenate([rows[column][burn_in::4] for rows in lone])
+        assert stats.ks_2samp(pooled_batch, pooled_lone).pvalue > 1e-3, column
+    for group in (batch, lone):  # equipartition: <T> = 400 K within a few per cent (21 atoms, 63 degrees of freedom)
+        assert np.mean([rows["temperature_K"][burn_in:].mean() for rows in group]) == pytest.approx(400, rel=0.04)
+    assert not any(np.array_equal(batch[0]["temperature_K"], rows["temperature_K"]) for rows in batch[1:])

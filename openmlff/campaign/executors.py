@@ -7,7 +7,9 @@
 Each task is `worker.execute_run`: it runs openmlff.md.run_simulation in runs/<run_id>/, so a
 campaign that is killed and started again resumes every interrupted run from its checkpoint and
 never repeats a finished one; a failure is written to that run's error.json and the others go on.
-Finished and failed runs are not submitted again (failed ones only with retry_failed=True).
+Finished and failed runs are not submitted again (failed ones only with retry_failed=True). Runs
+that share one OpenMM Context (md.replicas_per_context; openmlff.campaign.batches plans them once,
+in batches.json) are one task, `worker.execute_batch`, resumed the same way from the batch's checkpoint.
 
 Local pool: concurrent.futures.ProcessPoolExecutor (spawned processes), usable cores //
 torch_threads_per_run workers. Dask: `distributed.Client(scheduler_address)`; tasks are submitted
@@ -53,7 +55,8 @@ from .state import (
     CAMPAIGN_FILE, FAILED, INTERRUPTED, PENDING, RUN_STATES, RUNNING, CampaignDirectory, campaign_status,
     format_duration, run_state,
 )
-from .worker import execute_run, record_failure
+from .batches import BatchSpec, batch_dir, plan_tasks
+from .worker import execute_batch, execute_run, record_failure
 
 EXECUTORS = ("local", "dask")
 
@@ -117,6 +120,8 @@ def run_campaign(spec_or_dir, out=None, executor: str | None = None, n_workers: 
         raise InputError("a scheduler address needs executor 'dask'")
     if n_workers is not None and n_workers < 1:
         raise InputError(f"n_workers must be a positive integer, got {n_workers}")
+    from ..md.rundir import RunDirectory
+
     spec, where = campaign_directory(spec_or_dir, out)
     if not where.exists():
         spec.check_models()  # a new campaign with a bad model is refused before anything is written
@@ -131,36 +136,53 @@ def run_campaign(spec_or_dir, out=None, executor: str | None = None, n_workers: 
         outcomes = {}
         if to_do:
             workers = n_workers or default_workers(torch_threads_per_run)
-            backend = (_DaskBackend(scheduler_address, workers, len(to_do)) if executor == "dask"
-                       else _LocalBackend(min(workers, len(to_do))))
+            backend = _DaskBackend(scheduler_address, workers, len(to_do)) if executor == "dask" else None
             try:
+                tasks = plan_tasks(where.directory, spec, to_do, backend.workers if backend else workers,
+                                   started_alone=lambda run: RunDirectory(where.run_dir(run.run_id)).run_json.is_file(),
+                                   n_atoms=_atom_counter(), platform=_platform_name(spec))
+                if backend is None:
+                    backend = _LocalBackend(min(workers, len(tasks)))
                 where.record_session({"executor": executor, "workers": backend.workers, "scheduler": backend.address,
-                                      "runs_submitted": len(to_do), "torch_threads_per_run": torch_threads_per_run})
-                outcomes = _collect(where, spec, to_do, backend, torch_threads_per_run, progress, status_interval_s)
+                                      "runs_submitted": sum(len(_members(t)) for t in tasks),
+                                      "batches": sum(isinstance(t, BatchSpec) for t in tasks),
+                                      "runs_at_once": _runs_at_once(tasks, backend.workers),
+                                      "torch_threads_per_run": torch_threads_per_run})
+                outcomes = _collect(where, spec, tasks, backend, torch_threads_per_run, progress, status_interval_s)
             finally:
-                backend.close()
+                if backend is not None:
+                    backend.close()
     finally:
         lock.release()
-    return CampaignResult(where.directory, len(to_do), outcomes, campaign_status(where.directory))
+    submitted = sum(outcomes.values()) if to_do else 0
+    return CampaignResult(where.directory, submitted, outcomes, campaign_status(where.directory))
 
 
-def _collect(where: CampaignDirectory, spec: CampaignSpec, to_do: list[RunSpec], backend, threads: int,
+def _collect(where: CampaignDirectory, spec: CampaignSpec, tasks: list, backend, threads: int,
              progress: bool, status_interval_s: float) -> dict[str, int]:
-    """Submit every run, then take the outcomes as they complete; a task that raised is recorded as failed."""
+    """Submit every task (a run, or a batch of runs), then take the runs' outcomes as tasks complete; a task that
+    raised is recorded as failed for each of its runs."""
     from tqdm.auto import tqdm
 
     done: queue.Queue = queue.Queue()
     futures = {}
-    for run in to_do:
-        future = backend.submit(run, str(where.run_dir(run.run_id)), threads)
-        futures[future] = run
+    for task in tasks:
+        if isinstance(task, BatchSpec):
+            future = backend.submit(task.batch_id, execute_batch, task, str(batch_dir(where.directory, task.batch_id)),
+                                    [str(where.run_dir(run.run_id)) for run in task.runs], threads)
+        else:
+            future = backend.submit(task.run_id, execute_run, task, str(where.run_dir(task.run_id)), threads)
+        futures[future] = task
         future.add_done_callback(done.put)
+    n_runs = sum(len(_members(t)) for t in tasks)
+    n_batches = sum(isinstance(t, BatchSpec) for t in tasks)
     outcomes: Counter = Counter()
     say = tqdm.write if progress else (lambda _msg: None)
-    say(f"[campaign {spec.name}] {len(to_do)} of {len(spec.expand())} runs to do, {backend.workers} at a time "
-        f"({backend.describe()}); directory {where.directory}")
+    say(f"[campaign {spec.name}] {n_runs} of {len(spec.expand())} runs to do"
+        + (f" ({n_runs - len(tasks) + n_batches} of them in {n_batches} replica batches)" if n_batches else "")
+        + f", {backend.workers} tasks at a time ({backend.describe()}); directory {where.directory}")
     next_status = time.monotonic() + status_interval_s
-    with tqdm(total=len(to_do), unit="run", desc=f"campaign {spec.name}", disable=not progress,
+    with tqdm(total=n_runs, unit="run", desc=f"campaign {spec.name}", disable=not progress,
               dynamic_ncols=True) as bar:
         for _ in range(len(futures)):
             while True:
@@ -171,12 +193,11 @@ def _collect(where: CampaignDirectory, spec: CampaignSpec, to_do: list[RunSpec],
                     if progress:
                         say(_status_line(where))
                     next_status = time.monotonic() + status_interval_s
-            run = futures[future]
-            outcome = _outcome(future, run, where.run_dir(run.run_id))
-            outcomes[outcome["state"]] += 1
-            if outcome["state"] == FAILED:
-                say(f"[campaign {spec.name}] {run.run_id} failed: {outcome['error'].splitlines()[0][:300]}")
-            bar.update(1)
+            for outcome in _outcomes(future, futures[future], where):
+                outcomes[outcome["state"]] += 1
+                if outcome["state"] == FAILED:
+                    say(f"[campaign {spec.name}] {outcome['run_id']} failed: {outcome['error'].splitlines()[0][:300]}")
+                bar.update(1)
             bar.set_postfix({state: n for state, n in sorted(outcomes.items())}, refresh=False)
             if progress and time.monotonic() >= next_status:
                 say(_status_line(where))
@@ -184,15 +205,55 @@ def _collect(where: CampaignDirectory, spec: CampaignSpec, to_do: list[RunSpec],
     return {state: outcomes[state] for state in RUN_STATES if outcomes[state]}
 
 
-def _outcome(future, run: RunSpec, run_dir: Path) -> dict:
-    """The task's outcome; a task that raised (a worker that died, a cancelled task) is written to error.json."""
+def _members(task) -> tuple[RunSpec, ...]:
+    return task.runs if isinstance(task, BatchSpec) else (task,)
+
+
+def _outcomes(future, task, where: CampaignDirectory) -> list[dict]:
+    """The task's outcomes (one per run); a task that raised (a worker that died, a cancelled task) is written to
+    each of its runs' error.json."""
     try:
-        return future.result()
+        result = future.result()
+        return result if isinstance(result, list) else [result]
     except BaseException as exc:  # noqa: BLE001 - includes CancelledError; recorded, never re-raised
         trace = "".join(traceback.format_exception(exc))
-        record_failure(run_dir, run.run_id, exc, "the task did not return (its worker died or it was cancelled); "
-                       "the run resumes from its checkpoint with --retry-failed\n" + trace)
-        return {"run_id": run.run_id, "state": FAILED, "error": f"{type(exc).__name__}: {exc}"}
+        out = []
+        for run in _members(task):
+            record_failure(where.run_dir(run.run_id), run.run_id, exc, "the task did not return (its worker died or "
+                           "it was cancelled); the run resumes from its checkpoint with --retry-failed\n" + trace)
+            out.append({"run_id": run.run_id, "state": FAILED, "error": f"{type(exc).__name__}: {exc}"})
+        return out
+
+
+def _runs_at_once(tasks: list, workers: int) -> int:
+    """Runs going at once while every worker has a task: the largest `workers` tasks' members."""
+    sizes = sorted((len(_members(t)) for t in tasks), reverse=True)
+    return sum(sizes[:workers])
+
+
+def _platform_name(spec: CampaignSpec) -> str:
+    """The OpenMM platform the runs will use: md.platform, or the one openmlff.md.select_platform picks here."""
+    from ..md.platforms import PlatformError, select_platform
+
+    try:
+        return select_platform(spec.md.get("platform"))[0].getName()
+    except PlatformError:  # not on this host (the workers may have it): the name as given
+        return str(spec.md.get("platform"))
+
+
+def _atom_counter():
+    """run -> atoms of its molecule (dataset starts: the dataset's; structures: the structure's), one load each."""
+    from .worker import start_inputs
+
+    counts: dict = {}
+
+    def atoms(run: RunSpec) -> int:
+        source = run.data.data if run.data is not None else run.structure
+        if source not in counts:
+            counts[source] = len(start_inputs(run)[0])
+        return counts[source]
+
+    return atoms
 
 
 def _status_line(where: CampaignDirectory) -> str:
@@ -216,8 +277,8 @@ class _LocalBackend:
     def describe(self) -> str:
         return "local process pool"
 
-    def submit(self, run: RunSpec, run_dir: str, threads: int):
-        return self.pool.submit(execute_run, run, run_dir, threads)
+    def submit(self, name: str, function, *args):
+        return self.pool.submit(function, *args)
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
@@ -242,9 +303,8 @@ class _DaskBackend:
     def describe(self) -> str:
         return f"Dask scheduler {self.address}"
 
-    def submit(self, run: RunSpec, run_dir: str, threads: int):
-        return self.client.submit(execute_run, run, run_dir, threads, pure=False,
-                                  key=f"openmlff-{run.run_id}-{uuid.uuid4().hex[:8]}")
+    def submit(self, name: str, function, *args):
+        return self.client.submit(function, *args, pure=False, key=f"openmlff-{name}-{uuid.uuid4().hex[:8]}")
 
     def close(self) -> None:
         self.client.close()

@@ -26,6 +26,8 @@ folder. A TOML example (every key but `models` and `starts` has a default):
     timestep_fs = 0.5                      # temperature_K and seed (those are the grid);
     steps = 20000                          # or length_ps = 10 instead of steps
     platform = "CPU"
+    # replicas_per_context = 8             # runs per OpenMM Context (openmlff.campaign.batches; 1: alone;
+    #                                      #   default: batched where benchmarks/replicas.py measured it faster)
 
     [reference]                            # optional: where the bond reference lengths come from
     data = "data/rmd17_aspirin.npz"        # default: every frame of the starts' dataset
@@ -138,6 +140,8 @@ class CampaignSpec:
     models: label -> model file (absolute); starts: DatasetFrames (frames required) or a dict
     start label -> structure name/file; md: SimulationConfig fields (steps resolved from
     length_ps); reference: None (default), "start", or DatasetFrames. source: the file it came from.
+    replicas_per_context: md.replicas_per_context (None: the measured default); how runs are executed, not what
+    they are, so it may change in an existing campaign (the batches already planned keep their members).
     """
 
     models: dict[str, str]
@@ -149,6 +153,7 @@ class CampaignSpec:
     reference: DatasetFrames | str | None = None
     source: str | None = None
     trust: dict | None = None
+    replicas_per_context: int | None = None
 
     # -- reading -----------------------------------------------------------------------------------
 
@@ -167,7 +172,7 @@ class CampaignSpec:
         return cls(models=dict(d["models"]), starts=starts, name=d["name"], seeds=list(d["seeds"]),
                    temperatures_K=list(d["temperatures_K"]), md=dict(d["md"]),
                    reference=DatasetFrames.from_dict(ref) if isinstance(ref, dict) else ref, source=source,
-                   trust=d.get("trust"))
+                   trust=d.get("trust"), replicas_per_context=d.get("replicas_per_context"))
 
     # -- writing -----------------------------------------------------------------------------------
 
@@ -179,6 +184,8 @@ class CampaignSpec:
                "temperatures_K": list(self.temperatures_K), "md": dict(self.md), "reference": ref}
         if self.trust is not None:  # absent, not None, so that campaign.json of campaigns without one is unchanged
             out["trust"] = dict(self.trust)
+        if self.replicas_per_context is not None:  # likewise
+            out["replicas_per_context"] = int(self.replicas_per_context)
         return out
 
     def sha256(self) -> str:
@@ -264,6 +271,8 @@ def spec_changes(old: CampaignSpec, new: CampaignSpec) -> list[str]:
     """
     a, b = old.to_dict(), new.to_dict()
     a["md"], b["md"] = _full_md(a["md"]), _full_md(b["md"])
+    for d in (a, b):  # how runs are executed, not what they are: batches.py keeps the planned batches
+        d.pop("replicas_per_context", None)
     return [_describe(d) for d in resume_differences(a, b, may_grow=GROWABLE_FIELDS)]
 
 

@@ -83,6 +83,9 @@ class _Parser:
                 raise self.error("temperatures_K", f"each temperature must be positive (K), got {t}")
         if raw.get("trust") is not None:
             spec["trust"] = self.trust(raw["trust"])
+        replicas = self.replicas_per_context(raw.get("md", {}), "trust" in spec)
+        if replicas is not None:
+            spec["replicas_per_context"] = replicas
         self.check_md_values(spec)
         return spec
 
@@ -245,11 +248,11 @@ class _Parser:
             if key in GRID_FIELDS:
                 grid = "temperatures_K" if key == "temperature_K" else "seeds"
                 raise self.error(f"md.{key}", f"is set by the grid: use the top-level '{grid}' list")
-            if key == "length_ps":
+            if key in ("length_ps", "replicas_per_context"):
                 continue
             if key not in known:
                 raise self.error(f"md.{key}", f"not a SimulationConfig field; the fields are {sorted(known)} "
-                                 "(and length_ps)")
+                                 "(and length_ps, replicas_per_context)")
             if not _matches_annotation(value, known[key]):
                 raise self.error(f"md.{key}", f"expected {known[key]}, got {value!r}")
             md[key] = value
@@ -262,6 +265,19 @@ class _Parser:
             timestep_fs = md.get("timestep_fs", SimulationConfig.timestep_fs)
             md["steps"] = int(round(length / (timestep_fs * FS_IN_PS)))
         return md
+
+    def replicas_per_context(self, md: dict, trust: bool) -> int | None:
+        """md.replicas_per_context: runs per OpenMM Context (openmlff.campaign.batches); None = measured default."""
+        value = md.get("replicas_per_context")
+        if value is None:
+            return None
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise self.error("md.replicas_per_context", f"expected a positive integer (1: every run alone), "
+                                                        f"got {value!r}")
+        if value > 1 and trust:
+            raise self.error("md.replicas_per_context", "runs with a [trust] committee run one per Context; "
+                                                        "set 1 or leave it out")
+        return value
 
     def check_md_values(self, spec: dict) -> None:
         """Build one SimulationConfig per temperature, so a bad value fails now, naming the field."""

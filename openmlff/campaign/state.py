@@ -7,6 +7,8 @@
         attempts.jsonl      one line when an attempt starts and one when it ends (host, pid, the
                             checkpoint step it resumed from, outcome)
         error.json          the error and traceback of an attempt that failed
+    DIR/batches.json        runs that share one OpenMM Context (openmlff.campaign.batches), planned once
+    DIR/batches/<batch_id>/ such a batch's directory (openmlff.md.replicas: its checkpoint for all its runs)
 
 The state of a run is derived from those files alone, so a killed executor leaves nothing stale:
   pending              no run.json yet
@@ -231,7 +233,7 @@ def campaign_status(directory) -> dict:
     steps_done counts a finished run in full (a collapsed run has nothing left to do) and an
     unfinished one by the last step in its state.csv. The time left assumes the runs still to do
     (pending, running, interrupted) go at the median speed measured so far, as many at once as the
-    last session had workers; None until some speed was measured.
+    last session ran (its workers, times the runs of its replica batches); None until some speed was measured.
     """
     where = CampaignDirectory(directory)
     document = where.read()
@@ -251,11 +253,12 @@ def campaign_status(directory) -> dict:
     ns_per_day = statistics.median(speeds) if speeds else None
     sessions = document.get("sessions") or []
     workers = int(sessions[-1].get("workers") or 1) if sessions else 1
+    at_once_max = int(sessions[-1].get("runs_at_once") or workers) if sessions else 1  # replica batches: more
     to_do = [steps - min(r["steps_simulated"], steps) for r in rows if r["state"] in (PENDING, RUNNING, INTERRUPTED)]
     time_left = None
     if ns_per_day and to_do:
         steps_per_s = ns_per_day / (timestep_fs * FS_IN_NS) / SECONDS_PER_DAY
-        at_once = min(workers, len(to_do))
+        at_once = min(at_once_max, len(to_do))
         time_left = max(sum(to_do) / (steps_per_s * at_once), max(to_do) / steps_per_s)
     elif not to_do:
         time_left = 0.0

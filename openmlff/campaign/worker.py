@@ -5,9 +5,10 @@ killed campaign's Dask tasks are still going), logs the attempt, builds the star
 structure) and the bond reference, and calls openmlff.md.run_simulation in the run's directory,
 which resumes from its checkpoint or returns a finished run's summary at once. Any exception is
 written to error.json with its traceback and returned as a failed outcome: it never propagates,
-so one bad run does not stop the others.
+so one bad run does not stop the others. `execute_batch` does the same for the runs of one replica batch
+(openmlff.campaign.batches) through openmlff.md.run_replicas, which takes every member's lock and the batch's.
 
-This module imports OpenMM and torch only inside execute_run, after OPENMM_CPU_THREADS is set,
+This module imports OpenMM and torch only inside execute_run and execute_batch, after OPENMM_CPU_THREADS is set,
 so the CPU platform of each worker uses as many threads as the run is given.
 """
 
@@ -23,19 +24,25 @@ import numpy as np
 
 from ..atomic_io import atomic_write_json
 from ..errors import InputError
+from .batches import BatchSpec
 from .spec import DatasetFrames, RunSpec
 from .state import (
     ERROR_FILE, FAILED, FINISHED_COLLAPSED, FINISHED_STABLE, RUNNING, append_attempt, finished_state,
 )
 
 
+def _set_cpu_threads(run: RunSpec, torch_threads: int | None) -> None:
+    """OPENMM_CPU_THREADS for this process: set before OpenMM is imported."""
+    threads = run.md.get("torch_threads") or torch_threads
+    if threads is not None:
+        os.environ.setdefault("OPENMM_CPU_THREADS", str(int(threads)))
+
+
 def execute_run(run: RunSpec, run_dir: str, torch_threads: int | None = 1) -> dict:
     """Run (or resume) one campaign run in `run_dir`; returns {'run_id', 'state', 'summary' | 'error'}, never raises."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    threads = run.md.get("torch_threads") or torch_threads
-    if threads is not None:
-        os.environ.setdefault("OPENMM_CPU_THREADS", str(int(threads)))
+    _set_cpu_threads(run, torch_threads)
     from ..md.rundir import RunBusyError, RunDirectory  # imports OpenMM: after OPENMM_CPU_THREADS is set
 
     run_files = RunDirectory(run_dir)
@@ -66,6 +73,61 @@ def execute_run(run: RunSpec, run_dir: str, torch_threads: int | None = 1) -> di
         return {"run_id": run.run_id, "state": state, "summary": summary}
     finally:
         lock.release()
+
+
+def execute_batch(batch: BatchSpec, batch_dir: str, run_dirs: list[str], torch_threads: int | None = 1) -> list[dict]:
+    """Run (or resume) a batch of campaign runs in one Context (openmlff.md.run_replicas in `batch_dir`, each run in
+    its run directory); one outcome per run as execute_run's, never raises. A failure is every member's."""
+    runs, run_dirs = batch.runs, [Path(d) for d in run_dirs]
+    _set_cpu_threads(runs[0], torch_threads)
+    from ..locks import is_locked
+    from ..md.rundir import RunBusyError, RunDirectory  # imports OpenMM: after OPENMM_CPU_THREADS is set
+
+    def outcomes(state: str, **extra) -> list[dict]:
+        return [{"run_id": run.run_id, "state": state, **extra} for run in runs]
+
+    if any(is_locked(d) for d in run_dirs) or is_locked(Path(batch_dir)):
+        return outcomes(RUNNING, error=f"{batch_dir}: another process runs this batch")
+    if all(finished_state(d, run.steps) is not None for run, d in zip(runs, run_dirs)):
+        return [{"run_id": run.run_id, "state": finished_state(d), "summary": RunDirectory(d).read_summary()}
+                for run, d in zip(runs, run_dirs)]
+    for run, d in zip(runs, run_dirs):
+        d.mkdir(parents=True, exist_ok=True)
+        (d / ERROR_FILE).unlink(missing_ok=True)
+        append_attempt(d, {"event": "start", "run_id": run.run_id, "batch": batch.batch_id,
+                           "new_run": not RunDirectory(d).run_json.is_file()})
+    try:
+        from ..md.replicas import run_replicas
+
+        inputs = [start_inputs(run) for run in runs]
+        z, _, topology, reference = inputs[0]
+        for run, (z_k, _, _, reference_k) in zip(runs, inputs):
+            if not np.array_equal(z_k, z) or not _same_array(reference_k, reference):
+                raise InputError(f"batch {batch.batch_id}: run {run.run_id} is not the molecule (or bond reference) "
+                                 f"of {runs[0].run_id}; batches.json may not join them")
+        summaries = run_replicas(runs[0].model_path, z, np.stack([p for _, p, _, _ in inputs]), batch_dir,
+                                 runs[0].simulation_config(torch_threads), seeds=[run.seed for run in runs],
+                                 run_dirs=run_dirs, topology=topology, reference_positions_angstrom=reference,
+                                 progress=False)
+    except RunBusyError as exc:
+        return outcomes(RUNNING, error=str(exc))
+    except Exception as exc:  # noqa: BLE001 - every failure is recorded, none stops the campaign
+        trace = traceback.format_exc()
+        for run, d in zip(runs, run_dirs):
+            error = record_failure(d, run.run_id, exc, trace)
+            append_attempt(d, {"event": "failed", "batch": batch.batch_id, "error": error["message"][:500]})
+        return outcomes(FAILED, error=f"{type(exc).__name__}: {exc}")
+    out = []
+    for run, d, summary in zip(runs, run_dirs, summaries):
+        state = FINISHED_COLLAPSED if summary.collapsed else FINISHED_STABLE
+        append_attempt(d, {"event": "finished", "batch": batch.batch_id, "state": state,
+                           "steps_completed": summary.steps_completed, "steps_this_session": summary.steps_this_session})
+        out.append({"run_id": run.run_id, "state": state, "summary": summary})
+    return out
+
+
+def _same_array(a, b) -> bool:
+    return (a is None and b is None) or (a is not None and b is not None and np.array_equal(a, b))
 
 
 def record_failure(run_dir, run_id: str, exc: BaseException, trace: str) -> dict:

@@ -24,8 +24,9 @@ from .rundir import ResumeMismatchError, RunBusyError, RunDirectory, RunSummary
 from .runner import read_run_summary, run_simulation
 from ..potentials.exported import (
     BACKENDS, MODEL_METADATA_FILE, ModelFileError, TorchModelComputation, build_system, check_model_atoms,
-    file_sha256, read_model_metadata, torchforce_properties,
+    build_replica_system, file_sha256, read_model_metadata, torchforce_properties, write_replica_module,
 )
+from .replicas import replica_directories, run_replicas
 from .trajectory import (
     TRAJECTORY_FILES, TRAJECTORY_FORMATS, DCDTrajectoryWriter, HDF5TrajectoryWriter, TrajectoryMark,
     TrajectoryWriter, XTCTrajectoryWriter, hdf5_partial_path, open_trajectory, read_dcd_frames, read_dcd_layout,
@@ -38,9 +39,10 @@ __all__ = [
     "ExportedModelCalculator", "HDF5TrajectoryWriter", "ModelFileError", "PlatformError", "ResumeMismatchError",
     "MonitorReporter", "RunBusyError", "RunDirectory", "RunSummary", "ScheduledReporter", "SimulationConfig",
     "StabilityMonitor", "StateCSVReporter", "StepRecord", "StepRecords", "TorchModelComputation",
-    "TrajectoryMark", "TrajectoryWriter", "XTCTrajectoryWriter", "available_platforms", "build_system",
+    "TrajectoryMark", "TrajectoryWriter", "XTCTrajectoryWriter", "available_platforms", "build_replica_system",
+    "build_system",
     "check_model_atoms", "default_temperature_limit_K", "file_sha256", "hdf5_partial_path", "make_integrator",
     "open_trajectory", "read_dcd_frames", "read_dcd_layout", "read_model_metadata", "read_run_summary",
-    "read_state_csv", "run_simulation", "select_platform", "torchforce_properties",
-    "truncate_dcd",
+    "read_state_csv", "replica_directories", "run_replicas", "run_simulation", "select_platform",
+    "torchforce_properties", "truncate_dcd", "write_replica_module",
 ]

@@ -257,7 +257,10 @@ class _Batch:
         else:
             document, data, step = None, None, 0
             self.active = list(range(len(self.paths)))
-        to_run = [k for k in self.active if step < cfg.steps or self.paths[k].read_summary() is None]
+        # a collapsed copy is done for good, even while the checkpoint still counts it (the batch's last collapse
+        # writes no checkpoint: there is nothing left to run)
+        summaries = {k: self.paths[k].read_summary() for k in self.active}
+        to_run = [k for k in self.active if summaries[k] is None or (not summaries[k].collapsed and step < cfg.steps)]
         if not to_run:
             return [p.read_summary() for p in self.paths]
         for k in range(len(self.paths)):

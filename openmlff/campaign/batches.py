@@ -1,0 +1,134 @@
+"""Replica batches of a campaign: which runs share one OpenMM Context (md.replicas_per_context), planned once.
+
+A batch is runs of one model, one temperature and one molecule (frames of the starts' dataset, or seeds of one
+structure), run by openmlff.md.run_replicas in DIR/batches/<batch_id>/ while each run keeps its own
+DIR/runs/<run_id>/: `campaign status`, `analyze` and `correlate` see ordinary runs.
+
+The plan is written to DIR/batches.json when runs are first batched and is never changed: a batch's checkpoint
+holds all its members, so it resumes with the same ones. A later session (other workers, a grown grid, another
+replicas_per_context) batches only runs that are neither planned nor started alone.
+
+Batch size: md.replicas_per_context = 1 runs every run alone; N > 1 makes batches of N; unset, AUTO_REPLICAS where
+benchmarks/replicas.py measured batching faster (see `auto_replicas`), else 1. Either way a batch has at most
+ceil(runs to plan / workers) members, so no worker idles for want of a task. Runs with a [trust] committee run
+alone (the committee is evaluated per run by run_simulation).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..atomic_io import atomic_write_json
+from ..errors import InputError
+from .spec import CampaignSpec, RunSpec
+
+BATCHES_FILE = "batches.json"
+BATCHES_FOLDER = "batches"
+
+#: Copies per Context where batching measured faster (benchmarks/replicas.py, untrained models, 1 thread,
+#: Intel Xeon, 2026-12-03): on the CPU platform, replica-steps/s at 8 copies against one lone Context were
+#: ET 1.43x, ViSNet 1.31x, NequIP 2.07x on aspirin (21 atoms); see AUTO_MAX_ATOMS for larger molecules.
+AUTO_REPLICAS = 8
+#: Above this many atoms batching was not measured faster on the CPU (chignolin, 166 atoms: see the README's
+#: replica table), so unset replicas_per_context runs larger molecules alone.
+AUTO_MAX_ATOMS = 64
+
+
+@dataclass(frozen=True)
+class BatchSpec:
+    """Runs that share one Context: its id (its folder under DIR/batches/) and its members, in the plan's order."""
+
+    batch_id: str
+    runs: tuple[RunSpec, ...]
+
+
+def auto_replicas(platform: str, backend: str, n_atoms: int) -> int:
+    """Copies per Context when replicas_per_context is unset: AUTO_REPLICAS where measured faster, else 1.
+
+    Measured only for the CPU platform with TorchForce; on CUDA no measurement has been taken here yet, so runs go
+    alone until one is (give md.replicas_per_context to batch them).
+    """
+    if platform == "CPU" and backend == "torchforce" and n_atoms <= AUTO_MAX_ATOMS:
+        return AUTO_REPLICAS
+    return 1
+
+
+def plan_tasks(directory: Path, spec: CampaignSpec, to_do: list[RunSpec], workers: int, started_alone,
+               n_atoms, platform: str) -> list[RunSpec | BatchSpec]:
+    """The tasks for `to_do`: the recorded batches with a member to do, then new batches, then runs alone.
+
+    started_alone(run) tells whether a run already has files of its own (it then stays alone); n_atoms(run) the
+    atoms of its molecule; platform: the OpenMM platform the runs will use. New batches are recorded in
+    DIR/batches.json before this returns.
+    """
+    plan = read_plan(directory)
+    planned = {run_id: batch_id for batch_id, members in plan.items() for run_id in members}
+    by_id = {run.run_id: run for run in spec.expand()}
+    for batch_id, members in plan.items():
+        missing = [m for m in members if m not in by_id]
+        if missing:
+            raise InputError(f"{directory / BATCHES_FILE}: batch {batch_id} names run {missing[0]}, which the "
+                             "campaign's spec does not have")
+    wanted = {run.run_id for run in to_do}
+    tasks: list[RunSpec | BatchSpec] = [BatchSpec(batch_id, tuple(by_id[m] for m in members))
+                                        for batch_id, members in plan.items() if wanted & set(members)]
+    free = [run for run in to_do if run.run_id not in planned]
+    groups: dict[tuple, list[RunSpec]] = {}
+    alone: list[RunSpec] = []
+    for run in free:
+        size = _size(spec, run, n_atoms, platform)
+        if size > 1 and not started_alone(run):
+            groups.setdefault(_group_key(run) + (size,), []).append(run)
+        else:
+            alone.append(run)
+    new = {}
+    cap = max(1, math.ceil(len(free) / max(1, workers)))
+    for key, runs in groups.items():
+        size = min(key[-1], cap)
+        for first in range(0, len(runs), size):
+            chunk = runs[first:first + size]
+            if len(chunk) == 1:
+                alone.append(chunk[0])
+                continue
+            batch_id = f"batch{len(plan) + len(new):04d}"
+            new[batch_id] = [run.run_id for run in chunk]
+            tasks.append(BatchSpec(batch_id, tuple(chunk)))
+    if new:
+        atomic_write_json(directory / BATCHES_FILE, {"batches": {**plan, **new}})
+    return tasks + alone
+
+
+def read_plan(directory: Path) -> dict[str, list[str]]:
+    """batch id -> member run ids, from DIR/batches.json ({} without one)."""
+    import json
+
+    path = Path(directory) / BATCHES_FILE
+    if not path.is_file():
+        return {}
+    try:
+        batches = json.loads(path.read_text())["batches"]
+        return {str(k): [str(m) for m in v] for k, v in batches.items()}
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+        raise InputError(f"{path}: expected {{\"batches\": {{batch id: [run ids]}}}} ({type(exc).__name__}: {exc})"
+                         ) from None
+
+
+def batch_dir(directory: Path, batch_id: str) -> Path:
+    return Path(directory) / BATCHES_FOLDER / batch_id
+
+
+def _size(spec: CampaignSpec, run: RunSpec, n_atoms, platform: str) -> int:
+    if run.trust is not None:
+        return 1
+    if spec.replicas_per_context is not None:
+        return spec.replicas_per_context
+    return auto_replicas(platform, run.md.get("backend", "torchforce"), n_atoms(run))
+
+
+def _group_key(run: RunSpec) -> tuple:
+    """Runs with the same key may share a Context: one model, temperature and molecule (one dataset, or one
+    structure)."""
+    molecule = ("data", run.data.data) if run.data is not None else ("structure", run.structure)
+    return (run.model, run.temperature_K) + molecule
