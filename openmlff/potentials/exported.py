@@ -10,6 +10,7 @@ comparisons and models TorchForce cannot run); both give the same energies and f
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import openmm
@@ -26,7 +27,7 @@ from ..model_file import (
 from .base import Potential
 
 __all__ = ["BACKENDS", "MODEL_METADATA_FILE", "ExportedModel", "ModelFileError", "TorchModelComputation",
-           "build_replica_system", "build_system", "write_replica_module", "check_model_atoms", "file_sha256", "read_model_metadata", "torchforce_properties"]
+           "build_replica_system", "build_system", "model_force", "write_replica_module", "check_model_atoms", "file_sha256", "read_model_metadata", "torchforce_properties"]
 
 #: Ways of attaching the model to the System.
 BACKENDS = ("torchforce", "pythonforce")
@@ -44,20 +45,22 @@ def torchforce_properties(cuda_graphs: bool = False, cuda_graph_warmup_steps: in
 class TorchModelComputation:
     """PythonForce computation: energy (kJ/mol) and forces (kJ/mol/nm) of a TorchScript model by autograd.
 
-    Holds only the model path when pickled (OpenMM pickles PythonForce computations for
-    XmlSerializer); the model is loaded on first use.
+    atoms: the System's particles that are the model's atoms, in the model's order (None: all of them);
+    periodic: hand the model the State's box. Holds only the model path and those settings when pickled
+    (OpenMM pickles PythonForce computations for XmlSerializer); the model is loaded on first use.
     """
 
-    def __init__(self, model_path) -> None:
+    def __init__(self, model_path, atoms=None, periodic: bool = False) -> None:
         self.model_path = str(model_path)
+        self.atoms = None if atoms is None else [int(a) for a in atoms]
+        self.periodic = bool(periodic)
         self._model = None
 
     def __getstate__(self) -> dict:
-        return {"model_path": self.model_path}
+        return {"model_path": self.model_path, "atoms": self.atoms, "periodic": self.periodic}
 
     def __setstate__(self, state: dict) -> None:
-        self.model_path = state["model_path"]
-        self._model = None
+        self.__init__(state["model_path"], state.get("atoms"), state.get("periodic", False))
 
     @property
     def model(self):
@@ -68,17 +71,25 @@ class TorchModelComputation:
             self._model.eval()
         return self._model
 
-    def energy_and_forces(self, positions_nm: np.ndarray) -> tuple[float, np.ndarray]:
-        """Energy in kJ/mol and forces (n_atoms, 3) in kJ/mol/nm at positions in nm."""
+    def energy_and_forces(self, positions_nm: np.ndarray, box_nm: np.ndarray | None = None) -> tuple[float, np.ndarray]:
+        """Energy in kJ/mol and forces (n_particles, 3) in kJ/mol/nm at positions in nm (the box (3, 3) in nm when
+        periodic); particles outside `atoms` get no force."""
         import torch
 
-        x = torch.tensor(np.asarray(positions_nm, dtype=np.float64), requires_grad=True)
-        energy = self.model(x)
+        positions = np.asarray(positions_nm, dtype=np.float64)
+        x = torch.tensor(positions if self.atoms is None else positions[self.atoms], requires_grad=True)
+        box = torch.tensor(np.asarray(box_nm, dtype=np.float64)) if self.periodic else None
+        energy = self.model(x) if box is None else self.model(x, box)
         (grad,) = torch.autograd.grad(energy, x)
-        return float(energy.detach()), -grad.detach().numpy().astype(np.float64)
+        if self.atoms is None:
+            return float(energy.detach()), -grad.detach().numpy().astype(np.float64)
+        forces = np.zeros_like(positions)
+        forces[self.atoms] = -grad.detach().numpy()
+        return float(energy.detach()), forces
 
     def __call__(self, state: openmm.State) -> tuple[float, np.ndarray]:
-        return self.energy_and_forces(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer))
+        box = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer) if self.periodic else None
+        return self.energy_and_forces(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer), box)
 
 
 def build_system(atomic_numbers, model_path, backend: str = "torchforce",
@@ -90,10 +101,7 @@ def build_system(atomic_numbers, model_path, backend: str = "torchforce",
     (see torchforce_properties), set with TorchForce.setProperty; 'torchforce' backend only.
     ModelFileError naming the model file if its metadata's atomic numbers differ from `atomic_numbers`.
     """
-    if backend not in BACKENDS:
-        raise InputError(f"unknown backend {backend!r}; expected one of {list(BACKENDS)}")
-    if torch_properties and backend != "torchforce":
-        raise InputError(f"TorchForce properties {sorted(torch_properties)} need the 'torchforce' backend, not {backend!r}")
+    _check_backend(backend, torch_properties)
     model_path = Path(model_path)
     zs = np.asarray(atomic_numbers, dtype=np.int64)
     metadata = read_model_metadata(model_path)
@@ -102,24 +110,61 @@ def build_system(atomic_numbers, model_path, backend: str = "torchforce",
     return _system(zs, model_path, backend, torch_properties)
 
 
+def _check_backend(backend: str, torch_properties: dict[str, str] | None) -> None:
+    if backend not in BACKENDS:
+        raise InputError(f"unknown backend {backend!r}; expected one of {list(BACKENDS)}")
+    if torch_properties and backend != "torchforce":
+        raise InputError(f"TorchForce properties {sorted(torch_properties)} need the 'torchforce' backend, not {backend!r}")
+
+
 def _system(zs: np.ndarray, model_path: Path, backend: str, torch_properties: dict[str, str] | None) -> openmm.System:
     """One particle per atom (openmlff masses) and the TorchScript file as the System's only force."""
     system = openmm.System()
     for mass in elements.masses(zs):
         system.addParticle(float(mass))
+    system.addForce(model_force(model_path, backend, torch_properties))
+    return system
+
+
+def model_force(model_path, backend: str = "torchforce", torch_properties: dict[str, str] | None = None, atoms=None,
+                periodic: bool = False) -> openmm.Force:
+    """The model file as an OpenMM Force (TorchForce or PythonForce; the file is not checked here).
+
+    atoms: the System's particles that are the model's atoms, in the model's order (None: particle i is atom i);
+    periodic: the force uses periodic boundary conditions and the model gets OpenMM's box. With `atoms`, TorchForce
+    runs a TorchScript module that selects those particles and calls the model (openmm-ml's mixed systems).
+    """
+    _check_backend(backend, torch_properties)
     if backend == "torchforce":
         from .._compat import import_openmmtorch
 
-        force = import_openmmtorch().TorchForce(str(model_path))
+        openmmtorch = import_openmmtorch()
+        if atoms is None:
+            force = openmmtorch.TorchForce(str(model_path))
+        else:
+            model, _ = load_exported(model_path)
+            force = openmmtorch.TorchForce(torch.jit.script(_Placed(model, [int(a) for a in atoms])))
         force.setOutputsForces(False)
         for name, value in (torch_properties or {}).items():
             force.setProperty(str(name), str(value))
     else:
-        force = openmm.PythonForce(TorchModelComputation(model_path))
-    force.setUsesPeriodicBoundaryConditions(False)
+        force = openmm.PythonForce(TorchModelComputation(model_path, atoms, periodic))
+    force.setUsesPeriodicBoundaryConditions(bool(periodic))
     force.setName(f"openmlff model ({backend})")
-    system.addForce(force)
-    return system
+    return force
+
+
+class _Placed(torch.nn.Module):
+    """The model on some of a System's particles: forward(positions (n_particles, 3) nm, box) = model(positions[atoms],
+    box)."""
+
+    def __init__(self, model, atoms: list[int]) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("atoms", torch.tensor(atoms, dtype=torch.long))
+
+    def forward(self, positions: torch.Tensor, box_vectors: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.model(positions.index_select(0, self.atoms), box_vectors)
 
 
 def write_replica_module(model_path, n_atoms: int, out_path) -> Path:
