@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from openmlff.campaign import (
-    FINISHED_COLLAPSED, FINISHED_STABLE, INTERRUPTED, CampaignDirectory, CampaignSpec, CampaignSpecError, read_attempts,
-    run_campaign, run_state,
+    FINISHED_COLLAPSED, FINISHED_STABLE, INTERRUPTED, CampaignDirectory, CampaignSpec, CampaignSpecError, format_status,
+    read_attempts, run_campaign, run_state,
 )
 from openmlff.campaign.batches import AUTO_REPLICAS, BATCHES_FILE, BatchSpec, auto_replicas, plan_tasks
 from openmlff.md import read_state_csv
@@ -62,7 +62,8 @@ def test_the_default_batches_only_where_measured_faster(tmp_path, models, aspiri
                                              aspirin_data, frames=tuple(range(0, 40, 2)), seeds=(0,)))
     assert spec.replicas_per_context is None
     assert auto_replicas("CPU", "torchforce", 21) == AUTO_REPLICAS > 1
-    assert auto_replicas("CPU", "torchforce", 166) == auto_replicas("CUDA", "torchforce", 21) == 1
+    assert auto_replicas("CPU", "torchforce", 42) == auto_replicas("CPU", "torchforce", 166) == 1
+    assert auto_replicas("CUDA", "torchforce", 21) == 1
     assert auto_replicas("CPU", "pythonforce", 21) == 1
     assert all(isinstance(t, str) for t in _members(_plan(tmp_path / "a", spec, platform="Reference")))
     assert all(isinstance(t, str) for t in _members(_plan(tmp_path / "b", spec, platform="CPU", atoms=166)))
@@ -93,6 +94,7 @@ def test_batched_campaign_runs_are_ordinary_runs(tmp_path, models, aspirin_data)
     assert session["batches"] == 4 and session["runs_at_once"] == 4
     status = result.status
     assert status["counts"][FINISHED_STABLE] == 4 and status["steps_done"] == status["steps_total"]
+    assert status["runs_at_once"] == 4 and "at 4 at once (2 workers, replica batches)" in format_status(status)
     for run in folder.spec().expand():
         run_dir = folder.run_dir(run.run_id)
         summary = check_run_done_once(run_dir)

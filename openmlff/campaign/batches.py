@@ -27,13 +27,15 @@ from .spec import CampaignSpec, RunSpec
 BATCHES_FILE = "batches.json"
 BATCHES_FOLDER = "batches"
 
-#: Copies per Context where batching measured faster (benchmarks/replicas.py, untrained models, 1 thread,
-#: Intel Xeon, 2026-12-03): on the CPU platform, replica-steps/s at 8 copies against one lone Context were
-#: ET 1.43x, ViSNet 1.31x, NequIP 2.07x on aspirin (21 atoms); see AUTO_MAX_ATOMS for larger molecules.
+#: Copies per Context where batching measured faster (benchmarks/replicas.py, untrained models of the default CPU
+#: size, 1 thread, CPU platform, Intel Xeon, 2026-12-03): replica-steps/s at 8 copies against one lone Context on
+#: aspirin (21 atoms) ET 1.19-1.43x, ViSNet 1.44x, NequIP 2.08x; run_replicas of 8 copies against 8 run_simulation
+#: runs (ET, monitor, reports and set-up included) 1.25x.
 AUTO_REPLICAS = 8
-#: Above this many atoms batching was not measured faster on the CPU (chignolin, 166 atoms: see the README's
-#: replica table), so unset replicas_per_context runs larger molecules alone.
-AUTO_MAX_ATOMS = 64
+#: The largest molecule batching was measured faster for. Ac-Ala3-NHMe (42 atoms, ET) gained nothing (0.96-1.05x at
+#: 2-8 copies) and chignolin (166) lost from 8 copies on (ET 0.64x, ViSNet 1.18x, NequIP 1.03x; at 32: 0.53-0.77x),
+#: so unset replicas_per_context runs larger molecules alone.
+AUTO_MAX_ATOMS = 21
 
 
 @dataclass(frozen=True)

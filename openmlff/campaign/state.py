@@ -266,7 +266,8 @@ def campaign_status(directory) -> dict:
         "campaign": spec.name, "directory": str(where.directory), "spec_sha256": document["spec_sha256"],
         "n_runs": len(rows), "counts": counts, "steps_per_run": steps, "timestep_fs": timestep_fs,
         "steps_done": int(done), "steps_total": int(total), "progress": done / total if total else 1.0,
-        "ns_per_day_per_run": ns_per_day, "workers": workers, "estimated_time_left_s": time_left,
+        "ns_per_day_per_run": ns_per_day, "workers": workers, "runs_at_once": at_once_max,
+        "estimated_time_left_s": time_left,
         "executor_active": is_locked(where.directory),
         "last_session": sessions[-1] if sessions else None, "runs": rows,
     }
@@ -282,7 +283,8 @@ def format_status(status: dict, runs: bool = True) -> str:
         f"  {counts}",
         f"  progress {100 * status['progress']:.1f}% ({status['steps_done']}/{status['steps_total']} steps); "
         f"MD speed {'-' if speed is None else f'{speed:.3g} ns/day'} per run; "
-        f"time left {format_duration(status['estimated_time_left_s'])} at {status['workers']} at once",
+        f"time left {format_duration(status['estimated_time_left_s'])} at {status['runs_at_once']} at once"
+        + (f" ({status['workers']} workers, replica batches)" if status["runs_at_once"] != status["workers"] else ""),
     ]
     if runs and status["runs"]:
         width = max(len(r["run_id"]) for r in status["runs"])
