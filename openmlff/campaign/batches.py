@@ -62,7 +62,7 @@ def plan_tasks(directory: Path, spec: CampaignSpec, to_do: list[RunSpec], worker
     """The tasks for `to_do`: the recorded batches with a member to do, then new batches, then runs alone.
 
     started_alone(run) tells whether a run already has files of its own (it then stays alone); n_atoms(run) the
-    atoms of its molecule; platform: the OpenMM platform the runs will use. New batches are recorded in
+    atoms of its molecule (None when its start cannot be read: it goes alone); platform: the OpenMM platform the runs will use. New batches are recorded in
     DIR/batches.json before this returns.
     """
     plan = read_plan(directory)
@@ -126,7 +126,11 @@ def _size(spec: CampaignSpec, run: RunSpec, n_atoms, platform: str) -> int:
         return 1
     if spec.replicas_per_context is not None:
         return spec.replicas_per_context
-    return auto_replicas(platform, run.md.get("backend", "torchforce"), n_atoms(run))
+    backend = run.md.get("backend", "torchforce")
+    if auto_replicas(platform, backend, 0) == 1:  # not batched at any size: leave the start unread
+        return 1
+    atoms = n_atoms(run)
+    return 1 if atoms is None else auto_replicas(platform, backend, atoms)
 
 
 def _group_key(run: RunSpec) -> tuple:

@@ -242,15 +242,21 @@ def _platform_name(spec: CampaignSpec) -> str:
 
 
 def _atom_counter():
-    """run -> atoms of its molecule (dataset starts: the dataset's; structures: the structure's), one load each."""
-    from .worker import start_inputs
+    """run -> atoms of its molecule (the starts' dataset, or the structure), one load each; None when the start cannot
+    be read (the run then goes alone, and its worker records the error as it would for any run)."""
+    from ..structures import load_structure
+    from .worker import load_frames_dataset
 
     counts: dict = {}
 
-    def atoms(run: RunSpec) -> int:
+    def atoms(run: RunSpec) -> int | None:
         source = run.data.data if run.data is not None else run.structure
         if source not in counts:
-            counts[source] = len(start_inputs(run)[0])
+            try:
+                counts[source] = (load_frames_dataset(run.data).n_atoms if run.data is not None
+                                  else load_structure(run.structure).n_atoms)
+            except (InputError, OSError):
+                counts[source] = None
         return counts[source]
 
     return atoms
