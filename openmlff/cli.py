@@ -215,6 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--plots", action="store_true", help="also write PNG figures")
     an.add_argument("--bond-deviation", type=float, default=None, help="collapse threshold in Å (default: the run's)")
     an.add_argument("--no-errors", action="store_true", help="skip evaluating the model on its training data")
+    an.add_argument("--water", choices=("strip", "keep"), default="strip",
+                    help="solvated runs: strip (the molecule alone, default) or keep the water (and ions) for the "
+                         "solvation analysis: box volume, density, first-shell waters, water g(r) around each element")
     an.add_argument("--batch-size", type=int, default=32, help="frames per batch when evaluating the model")
     an.add_argument("--threads", type=int, default=None, help="torch threads (default: openmlff.threads' choice)")
     an.add_argument("--quiet", action="store_true")
@@ -455,7 +458,7 @@ def _analyze(args) -> int:
     set_threads(args.threads)
 
     config = AnalysisConfig(bond_deviation_limit_angstrom=args.bond_deviation, evaluate_errors=not args.no_errors,
-                            evaluation_batch_size=args.batch_size)
+                            evaluation_batch_size=args.batch_size, water=args.water)
     analysis = analyze_run(args.rundir, data=args.data, model=args.model, config=config,
                            energy_unit=args.file_energy_unit, length_unit=args.file_length_unit, progress=not args.quiet)
     out = Path(args.out) if args.out else Path(args.rundir) / DEFAULT_ANALYSIS_FOLDER
@@ -467,6 +470,11 @@ def _analyze(args) -> int:
           f"{bonds['n_broken']} of {bonds['n_bonds']} bonds beyond ±{bonds['limit_angstrom']} Å; "
           f"h(r) MAE {'n/a (no reference data)' if hr is None else f'{hr:.4f}'}; "
           f"RMSD to start {doc['rmsd_to_start_nm']['final']:.4f} nm")
+    if "solvation" in doc:
+        solv = doc["solvation"]
+        print(f"  water: {solv['waters']} molecules, density {solv['density_g_per_cm3']['mean']:.3f} g/cm^3 (mean), "
+              f"{solv['first_shell_waters']['mean']:.1f} in the first shell (O within "
+              f"{solv['first_shell_waters']['shell_nm']} nm)")
     for bond in diagnosis["bonds"]:
         text = (f"  broke at {bond['first_time_ps']:.4g} ps: {bond['elements'][0]}{bond['atoms'][0]}-"
                 f"{bond['elements'][1]}{bond['atoms'][1]}")

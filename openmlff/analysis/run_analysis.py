@@ -21,7 +21,7 @@ from ..errors import InputError
 from ..md.start import MAX_REFERENCE_FRAMES
 from ..metrics.force_metrics import DEFAULT_FORCE_UNIT, jsonable
 from ..units import NM_IN_ANGSTROM
-from . import diagnosis, observables, stability
+from . import diagnosis, observables, solvation, stability
 from .reference_data import ReferenceData, find_reference_data
 from .run_files import RunData, dataset_trajectory, evenly_spaced_frames, load_run
 
@@ -47,6 +47,8 @@ class AnalysisConfig:
     evaluation_batch_size: int = 32
     worst_atom_share: float = diagnosis.DEFAULT_WORST_SHARE
     force_unit: str = DEFAULT_FORCE_UNIT
+    #: Solvated runs: "strip" analyses the molecule alone; "keep" also the water around it ("solvation").
+    water: str = "strip"
 
     def __post_init__(self) -> None:
         for name in ("distance_bin_width_nm", "rdf_bin_width_nm"):
@@ -55,6 +57,8 @@ class AnalysisConfig:
         if self.bond_deviation_limit_angstrom is not None and not self.bond_deviation_limit_angstrom > 0:
             raise InputError(f"AnalysisConfig.bond_deviation_limit_angstrom must be positive, got "
                              f"{self.bond_deviation_limit_angstrom}")
+        if self.water not in ("strip", "keep"):
+            raise InputError(f"AnalysisConfig.water must be 'strip' or 'keep', got {self.water!r}")
         if self.distance_r_max_nm is not None and not self.distance_r_max_nm > 0:
             raise InputError(f"AnalysisConfig.distance_r_max_nm must be positive, got {self.distance_r_max_nm}")
 
@@ -84,7 +88,7 @@ def analyze_run(run_dir, data=None, model=None, config: AnalysisConfig | None = 
     model (run.json). energy_unit/length_unit: units of the data file when it cannot tell them.
     """
     config = config or AnalysisConfig()
-    run = load_run(run_dir)
+    run = load_run(run_dir, keep_solvent=config.water == "keep")
     model_path, model_metadata, model_info = _model(run, model)
     reference = find_reference_data(model_metadata, data, energy_unit=energy_unit, length_unit=length_unit)
     traj = run.trajectory
@@ -126,6 +130,12 @@ def analyze_run(run_dir, data=None, model=None, config: AnalysisConfig | None = 
     doc["dihedrals"] = dihedrals_doc
     if dihedral_table is not None:
         tables["dihedrals.csv"] = dihedral_table
+
+    if run.environment is not None:
+        doc["environment"] = {k: v for k, v in run.environment.items() if k not in ("atomic_numbers", "ml_atoms")}
+        doc["environment"]["water"] = config.water
+    if run.solvated_trajectory is not None and run.environment.get("kind") == "solvated":
+        doc["solvation"], tables["solvation.csv"], tables["water_rdf.csv"] = _solvation(run, config)
 
     doc["diagnosis"], atom_table = _diagnosis(run, broken[:config.n_first_broken_bonds], model_path, reference,
                                               config, progress)
@@ -248,6 +258,27 @@ def _rdfs(traj, reference_traj, r_max_nm: float, bin_width_nm: float):
            "normalisation": "volume of the sphere of radius r_max (isolated molecule, no box)",
            "reference": reference_traj is not None}
     return doc, table
+
+
+def _solvation(run: RunData, config: AnalysisConfig):
+    """The water around the molecule (analysis/solvation.py) from the trajectory's frames (no collapse frames)."""
+    full = run.solvated_trajectory
+    atoms = np.asarray(run.environment["ml_atoms"])
+    times = run.frame_times_ps[:full.n_frames]
+    volume, density = solvation.box_volumes_nm3(full), solvation.densities_g_per_cm3(full)
+    shell = solvation.first_shell_waters(full, atoms)
+    r_max = min(1.0, 0.5 * float(full.unitcell_lengths.min()))
+    r, g = solvation.water_rdfs(full, atoms, r_max, config.rdf_bin_width_nm)
+    doc = {"frames": full.n_frames, "waters": int(solvation.water_oxygens(full.topology).size),
+           "box_volume_nm3": {"start": float(volume[0]), "final": float(volume[-1]), "mean": float(volume.mean())},
+           "density_g_per_cm3": {"start": float(density[0]), "final": float(density[-1]), "mean": float(density.mean())},
+           "first_shell_waters": {"shell_nm": solvation.DEFAULT_SHELL_NM, "mean": float(shell.mean()),
+                                  "min": int(shell.min()), "max": int(shell.max())},
+           "water_rdf": {"pairs": list(g), "r_range_nm": [0.0, r_max], "bin_width_nm": config.rdf_bin_width_nm,
+                         "normalisation": "box volume (periodic, minimum images)"}}
+    series = {"frame": np.arange(full.n_frames), "time [ps]": times, "box_volume [nm^3]": volume,
+              "density [g/cm^3]": density, f"first_shell_waters (O within {solvation.DEFAULT_SHELL_NM} nm)": shell}
+    return doc, series, {"r [nm]": r, **{f"g {pair}": values for pair, values in g.items()}}
 
 
 def _dihedrals(traj, times):

@@ -55,6 +55,10 @@ class RunData:
     start_positions_angstrom: np.ndarray
     frame_interval_steps: int
     timestep_fs: float
+    #: run.json's "environment" (a periodic or solvated run, md/environment.py), else None.
+    environment: dict | None = None
+    #: The whole system's frames (water and ions too) of a solvated run loaded with keep_solvent, else None.
+    solvated_trajectory: mdtraj.Trajectory | None = None
 
     @property
     def frame_times_ps(self) -> np.ndarray:
@@ -102,8 +106,11 @@ def check_dcd_complete(path) -> int:
     return int(complete)
 
 
-def load_run(run_dir) -> RunData:
+def load_run(run_dir, keep_solvent: bool = False) -> RunData:
     """Read run.json, summary.json (if the run has ended), the topology and the trajectory of a run directory.
+
+    In a periodic or solvated run `trajectory` is the molecule alone (the model's atoms, no box); with
+    keep_solvent the whole system's frames are also in `solvated_trajectory`.
 
     RunFileError naming the file when run.json or the topology is missing, the trajectory is
     missing, empty or truncated, or the topology's atoms differ from run.json's atomic numbers.
@@ -128,15 +135,24 @@ def load_run(run_dir) -> RunData:
     if expected is not None and traj.n_frames < expected:
         raise RunFileError(f"{trajectory_path}: truncated trajectory: holds {traj.n_frames} frames, the run "
                            f"wrote {expected} ({'summary.json' if summary else 'checkpoint.json'})")
+    environment = record.get("environment")
+    system_zs = zs if environment is None else np.asarray(environment["atomic_numbers"], dtype=np.int64)
     topology_zs = topology_atomic_numbers(traj.topology)
-    if not np.array_equal(topology_zs, zs):
+    if not np.array_equal(topology_zs, system_zs):
         raise RunFileError(f"{trajectory_path}: the topology's elements {topology_zs.tolist()} differ from the atomic "
-                           f"numbers in {paths.run_json} {zs.tolist()}")
+                           f"numbers in {paths.run_json} {system_zs.tolist()}")
+    solvated = None
+    if environment is not None:
+        solvated = traj if keep_solvent else None
+        traj = traj.atom_slice(np.asarray(environment["ml_atoms"], dtype=np.int64))
+        traj.unitcell_vectors = None  # the molecule's atoms are continuous (unwrapped): distances need no images
     steps = np.arange(traj.n_frames, dtype=np.int64) * interval
     n_trajectory_frames = traj.n_frames
     collapse = summary.collapse_frames if summary is not None else None
     if collapse:
-        extra = read_trajectory(paths.directory / collapse["file"], collapse.get("topology"))
+        # a periodic run's collapse frames hold the molecule alone (the monitor's atoms)
+        extra = read_trajectory(paths.directory / collapse["file"], collapse.get("topology"),
+                                molecule=traj.topology if environment is not None else None)
         collapse_steps = np.asarray(collapse["steps"], dtype=np.int64)
         if extra.n_frames != collapse_steps.size:
             raise RunFileError(f"{paths.directory / collapse['file']}: holds {extra.n_frames} frames, summary.json "
@@ -147,20 +163,24 @@ def load_run(run_dir) -> RunData:
             steps = np.concatenate([steps, collapse_steps[later]])
     return RunData(directory=paths.directory, record=record, summary=summary, trajectory=traj, frame_steps=steps,
                    n_trajectory_frames=n_trajectory_frames, atomic_numbers=zs, start_positions_angstrom=start,
-                   frame_interval_steps=interval, timestep_fs=timestep_fs)
+                   frame_interval_steps=interval, timestep_fs=timestep_fs, environment=environment,
+                   solvated_trajectory=solvated)
 
 
-def read_trajectory(path, topology_name: str | None = None) -> mdtraj.Trajectory:
+def read_trajectory(path, topology_name: str | None = None, molecule: mdtraj.Topology | None = None
+                    ) -> mdtraj.Trajectory:
     """A run's trajectory file with mdtraj: DCD or XTC with the topology file `topology_name` beside it
-    (default topology.pdb), HDF5 (.h5) on its own. RunFileError naming the file if one is missing,
-    empty, truncated (DCD) or unreadable."""
+    (default topology.pdb), or with the Topology `molecule` when given, HDF5 (.h5) on its own. RunFileError
+    naming the file if one is missing, empty, truncated (DCD) or unreadable."""
     path = Path(path)
     if not path.is_file():
         raise RunFileError(f"{path}: trajectory file not found")
     if os.path.getsize(path) == 0:
         raise RunFileError(f"{path}: trajectory file is empty (0 bytes)")
     kwargs = {}
-    if path.suffix.lower() != ".h5":
+    if molecule is not None:
+        kwargs["top"] = molecule
+    elif path.suffix.lower() != ".h5":
         topology_path = path.parent / topology_name if topology_name else RunDirectory(path.parent).topology_pdb
         if not topology_path.is_file():
             raise RunFileError(f"{topology_path}: topology not found; the trajectory {path} holds no atoms or "

@@ -67,6 +67,13 @@ class SimulationConfig:
                                                 aliases=("--temperature-limit",))
     collapse_frames_kept: int = setting(_monitor.DEFAULT_FRAMES_KEPT, "checked frames written to "
                                         "collapse_frames.dcd after a collapse")
+    solvate_padding_nm: float | None = setting(None, "solvate the molecule in TIP3P-FB water this far around it, in "
+                                               "nm: the model on the molecule, amber14 on the water (mixed ML/MM, "
+                                               "PME; md/environment.py)", aliases=("--solvate",))
+    pressure_bar: float | None = setting(None, "NPT: a Monte Carlo barostat at this pressure in bar (periodic and "
+                                               "solvated runs)", aliases=("--pressure",))
+    barostat_interval_steps: int | None = setting(None, "steps between Monte Carlo box moves (default 25)")
+    nonbonded_cutoff_nm: float | None = setting(None, "PME real-space cutoff of solvated runs in nm (default 1.0)")
     backend: str = setting("torchforce", "torchforce (openmm-torch) or pythonforce (openmm.PythonForce)")
     torch_threads: int | None = setting(None, "torch threads (default: openmlff.threads' choice, 1 for molecules "
                                               "below 2000 atoms)", aliases=("--threads",))
@@ -95,6 +102,11 @@ class SimulationConfig:
               "min_nonbonded_distance_angstrom", f"must be positive or None, got {self.min_nonbonded_distance_angstrom}")
         check(self, self.collapse_frames_kept >= 0, "collapse_frames_kept",
               f"must be >= 0, got {self.collapse_frames_kept}")
+        for name in ("solvate_padding_nm", "pressure_bar", "barostat_interval_steps", "nonbonded_cutoff_nm"):
+            value = getattr(self, name)
+            check(self, value is None or value > 0, name, f"must be positive or None, got {value}")
+        check(self, self.pressure_bar is None or self.integrator != "verlet", "pressure_bar",
+              "NPT needs a thermostat: use integrator langevin_middle or nose_hoover, not verlet")
         check(self, self.torch_threads is None or self.torch_threads >= 1, "torch_threads",
               f"must be a positive integer or None, got {self.torch_threads}")
 

@@ -282,9 +282,11 @@ class MonitorReporter:
     """
 
     def __init__(self, monitor: StabilityMonitor, masses_dalton, monitor_interval_steps: int,
-                 report_interval_steps: int) -> None:
+                 report_interval_steps: int, atoms=None) -> None:
         self.monitor = monitor
         self.masses_dalton = np.asarray(masses_dalton, dtype=np.float64)
+        #: The System's particles that are the monitored molecule (None: all): its bonds, contacts and temperature.
+        self.atoms = None if atoms is None else np.asarray(atoms, dtype=np.int64)
         self.degrees_of_freedom = 3 * len(self.masses_dalton)  # no constraints, no centre-of-mass motion removal
         self.monitor_interval_steps = int(monitor_interval_steps)
         self.report_interval_steps = int(report_interval_steps)
@@ -299,22 +301,31 @@ class MonitorReporter:
 
     def report(self, simulation, state) -> None:
         step = int(simulation.currentStep)
-        positions = np.asarray(state.getPositions(asNumpy=True).value_in_unit(unit.angstrom))
+        positions = self._mine(state.getPositions(asNumpy=True).value_in_unit(unit.angstrom))
         if step % self.report_interval_steps == 0:
-            kinetic = state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
+            kinetic = (state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole) if self.atoms is None
+                       else self._kinetic(state))
             self.last_temperature_K = temperature_K(kinetic, self.degrees_of_freedom)
+            # In a solvated run the energy is the whole system's; the forces checked are the molecule's.
             event = self.monitor.check(step, positions, state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole),
                                        self.last_temperature_K,
-                                       np.asarray(state.getForces(asNumpy=True).value_in_unit(
+                                       self._mine(state.getForces(asNumpy=True).value_in_unit(
                                            unit.kilojoule_per_mole / unit.nanometer)))
         else:
-            velocities = np.asarray(state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond))
-            kinetic = 0.5 * float(np.sum(self.masses_dalton[:, None] * velocities ** 2))  # kJ/mol
-            event = self.monitor.check(step, positions, None, temperature_K(kinetic, self.degrees_of_freedom))
+            event = self.monitor.check(step, positions, None, temperature_K(self._kinetic(state), self.degrees_of_freedom))
             if event is not None and self.monitor.recent_frames:
                 self._record_energy(simulation)
         if event is not None:
             raise CollapseDetected(event)
+
+    def _mine(self, values) -> np.ndarray:
+        values = np.asarray(values)
+        return values if self.atoms is None else values[self.atoms]
+
+    def _kinetic(self, state) -> float:
+        """The monitored atoms' kinetic energy in kJ/mol."""
+        velocities = self._mine(state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond))
+        return 0.5 * float(np.sum(self.masses_dalton[:, None] * velocities ** 2))
 
     def _record_energy(self, simulation) -> None:
         try:

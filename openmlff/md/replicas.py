@@ -105,6 +105,9 @@ def run_replicas(model, atomic_numbers, starts_angstrom, batch_dir, config: Simu
     if not isinstance(potential, ExportedModel):
         raise InputError(f"replicas need an exported model file (one batched call of its `energies`); "
                          f"{potential.name!r} is a {potential.kind} potential: run its starts one by one")
+    if config.solvate_padding_nm is not None or config.pressure_bar is not None or (
+            topology is not None and topology.getPeriodicBoxVectors() is not None):
+        raise InputError("replicas are copies of a molecule in vacuum; run periodic and solvated systems one by one")
     potential.check_atoms(zs)
     batch = _Batch(potential, zs, starts, seeds, run_dirs, Path(batch_dir), config, topology, reference)
     return batch.run(progress)

@@ -59,6 +59,8 @@ class StepRecord:
     estimated_time_left_s: float = float("nan")
     #: The committee's force spread per atom (kcal/mol/Å) when the run has one (md/trust.py), else None.
     force_uncertainty_kcal_per_mol_per_A: np.ndarray | None = None
+    #: Box vectors (3, 3) in nm as rows in a periodic run, else None.
+    box_nm: np.ndarray | None = None
 
     @property
     def total_energy_kJ_per_mol(self) -> float:
@@ -91,8 +93,10 @@ class StepRecords:
     the steps since the previous record; time left at this session's pace (NaN until a step is timed).
     """
 
-    def __init__(self, timestep_fs: float, degrees_of_freedom: int, steps_requested: int, start_step: int = 0) -> None:
+    def __init__(self, timestep_fs: float, degrees_of_freedom: int, steps_requested: int, start_step: int = 0,
+                 periodic: bool = False) -> None:
         self.timestep_fs = float(timestep_fs)
+        self.periodic = bool(periodic)  # records carry the box (NPT changes it)
         self.degrees_of_freedom = int(degrees_of_freedom)
         self.steps_requested = int(steps_requested)
         now = time.perf_counter()
@@ -118,7 +122,9 @@ class StepRecords:
                                   potential_energy_kJ_per_mol=potential, kinetic_energy_kJ_per_mol=kinetic,
                                   temperature_K=temperature_K(kinetic, self.degrees_of_freedom),
                                   speed_ns_per_day=ns_per_day(step - last_step, self.timestep_fs, now - last_time),
-                                  estimated_time_left_s=max(left, 0.0))
+                                  estimated_time_left_s=max(left, 0.0),
+                                  box_nm=np.asarray(state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(
+                                      unit.nanometer)) if self.periodic else None)
         return self._cached
 
 

@@ -159,6 +159,11 @@ class RunDirectory:
         return self.directory / "collapse_frames.dcd"
 
     @property
+    def solvated_start(self) -> Path:
+        """The relaxed start of a --solvate run (md/environment.py), kept so that every session starts from it."""
+        return self.directory / "solvated_start.npz"
+
+    @property
     def checkpoint_json(self) -> Path:
         return self.directory / CHECKPOINT_JSON
 

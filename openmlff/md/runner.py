@@ -39,6 +39,10 @@ from ..threads import set_threads
 from ..units import FS_IN_PS, NM_IN_ANGSTROM
 from . import monitor as _monitor
 from .config import SimulationConfig
+from .environment import (
+    Environment, build_environment_system, degrees_of_freedom, prepare_environment, save_solvated_start,
+)
+from .environment import platform_properties as platform_properties_for
 from .integrators import make_integrator
 from .monitor import CollapseDetected, CollapseEvent, MonitorReporter, StabilityMonitor
 from .platforms import select_platform
@@ -110,20 +114,29 @@ def run_simulation(
                          f"got shape {start_angstrom.shape}")
     reference = None if reference_positions_angstrom is None else np.asarray(reference_positions_angstrom, dtype=np.float64)
     potential = get_potential(model)
-    potential.check_atoms(zs)
     structure = _structure_for_run(
         zs, start_angstrom, topology if topology is not None else potential.topology(zs, start_angstrom))
+    environment = prepare_environment(structure, config, potential, where=_where(topology), saved=paths.solvated_start)
+    if environment.kind != "vacuum":
+        _check_environment_options(environment, config, trust)
+        zs, start_angstrom = environment.atomic_numbers[environment.ml_atoms], \
+            environment.positions_angstrom[environment.ml_atoms]
+        structure = _structure_for_run(zs, start_angstrom, _subset_topology(environment))
+    potential.check_atoms(zs)
     platform, platform_properties = select_platform(config.platform, config.platform_precision)
+    platform_properties = platform_properties_for(platform, platform_properties, environment)
     record = run_record(potential.record(zs, start_angstrom, structure.topology), zs, start_angstrom, reference, config,
                         platform.getName(), platform_properties)
     if trust is not None:
         record["trust"] = trust.record()
+    if environment.kind != "vacuum":
+        record["environment"] = environment.record(config)
 
     paths.directory.mkdir(parents=True, exist_ok=True)
     with paths.lock():  # one writer per run directory: a second simulate or campaign worker is refused here
         try:
             return _resume_or_run(paths, record, config, platform, platform_properties, potential, zs, start_angstrom,
-                                  reference, structure, progress, on_report, reporters, trust)
+                                  reference, structure, progress, on_report, reporters, trust, environment)
         except OSError as exc:
             if exc.filename is None:  # a buffered write of a trajectory or CSV failed (a full disk): name the run
                 raise OSError(exc.errno, exc.strerror or str(exc), str(paths.directory)) from exc
@@ -132,7 +145,7 @@ def run_simulation(
 
 def _resume_or_run(paths: RunDirectory, record: dict, config: SimulationConfig, platform, platform_properties: dict,
                    potential: Potential, zs, start_angstrom, reference, structure, progress: bool, on_report,
-                   reporters, trust: TrustSettings | None) -> RunSummary:
+                   reporters, trust: TrustSettings | None, environment: Environment) -> RunSummary:
     """run_simulation's work once the run directory's lock is held."""
     if paths.run_json.is_file():
         recorded = json.loads(paths.run_json.read_text())
@@ -152,19 +165,24 @@ def _resume_or_run(paths: RunDirectory, record: dict, config: SimulationConfig, 
 
     set_threads(config.torch_threads, atoms_per_call=len(zs))
     setup_start = time.perf_counter()
-    system = potential.build_system(zs, start_angstrom, backend=config.backend,
-                                    torch_properties=config.torch_properties, topology=structure.topology)
+    if environment.kind == "vacuum":
+        system = potential.build_system(zs, start_angstrom, backend=config.backend,
+                                        torch_properties=config.torch_properties, topology=structure.topology)
+    else:
+        system = build_environment_system(potential, environment, config)
     integrator = make_integrator(config.integrator, config.temperature_K, config.friction_per_ps, config.timestep_fs,
                                  config.openmm_seed)
-    simulation = app.Simulation(structure.topology, system, integrator, platform, platform_properties)
+    simulation = app.Simulation(environment.topology, system, integrator, platform, platform_properties)
     record["platform"]["properties_in_effect"] = {
         name: platform.getPropertyValue(simulation.context, name) for name in platform.getPropertyNames()}
     record["torchforce_properties"] = _force_properties(system)
     if not paths.run_json.is_file():
+        if environment.solvent_relaxation is not None:
+            save_solvated_start(paths.solvated_start, environment)  # before run.json: a run never lacks its start
         atomic_write_json(paths.run_json, record)
 
     run = _Run(config, simulation, paths, zs, start_angstrom, reference, structure, on_report, reporters, trust,
-               warmup_evaluations=potential.warmup_evaluations)
+               warmup_evaluations=potential.warmup_evaluations, environment=environment)
     try:
         return run.execute(progress, setup_s=time.perf_counter() - setup_start)
     finally:
@@ -189,6 +207,28 @@ def minimize(context: openmm.Context, start_angstrom: np.ndarray, run_json: Path
     recorded = json.loads(run_json.read_text())
     recorded["minimization"] = minimization
     atomic_write_json(run_json, recorded)
+
+
+def _where(topology) -> str:
+    return "structure" if topology is None else "the structure's topology"
+
+
+def _check_environment_options(environment: Environment, config: SimulationConfig, trust) -> None:
+    """Options that periodic and solvated runs do not have (yet)."""
+    if trust is not None:
+        raise InputError("--committee (trust) is not available in periodic or solvated runs; run the molecule in vacuum")
+    if config.trajectory_format == "hdf5":
+        raise InputError("trajectory_format hdf5 keeps no box; periodic and solvated runs write dcd or xtc")
+
+
+def _subset_topology(environment: Environment) -> app.Topology:
+    """A Topology of the molecule alone (the ML atoms; no box): collapse frames and the monitor's bonds use it."""
+    import mdtraj
+
+    full = mdtraj.Topology.from_openmm(environment.topology)
+    topology = full.subset(environment.ml_atoms.tolist()).to_openmm()
+    topology.setPeriodicBoxVectors(None)
+    return topology
 
 
 def _structure_for_run(zs: np.ndarray, start_angstrom: np.ndarray, topology: app.Topology | None):
@@ -223,7 +263,7 @@ class _Run:
 
     def __init__(self, config: SimulationConfig, simulation: app.Simulation, paths: RunDirectory, zs, start_angstrom,
                  reference, structure, on_report, reporters, trust: TrustSettings | None = None,
-                 warmup_evaluations: int = MODEL_WARMUP_EVALUATIONS):
+                 warmup_evaluations: int = MODEL_WARMUP_EVALUATIONS, environment: Environment | None = None):
         self.config = config
         self.warmup_evaluations = int(warmup_evaluations)
         self.trust = None if trust is None else TrustReporter(trust, zs, config.report_interval_steps, config.timestep_fs)
@@ -240,8 +280,15 @@ class _Run:
             temperature_limit_K=config.resolved_temperature_limit_K,
             min_nonbonded_distance_angstrom=config.min_nonbonded_distance_angstrom,
             frames_kept=config.collapse_frames_kept)
+        vacuum = environment is None or environment.kind == "vacuum"
+        #: The whole system (topology.pdb, the trajectory) and where its molecule is; the monitor sees the molecule.
+        self.environment = environment
+        self.system_structure = structure if vacuum else environment.structure()
         self.watch = MonitorReporter(self.monitor, elements.masses(zs), config.monitor_interval_steps,
-                                     config.report_interval_steps)
+                                     config.report_interval_steps, atoms=None if vacuum else environment.ml_atoms)
+        self.degrees_of_freedom = (self.watch.degrees_of_freedom if vacuum
+                                   else degrees_of_freedom(simulation.system))
+        self.periodic = not vacuum
         self.checkpointer = Checkpointer(paths)
         self.trajectory = None
         self.states: StateCSVReporter | None = None
@@ -258,8 +305,9 @@ class _Run:
 
     def _open_writers(self, step: int, resume_at: TrajectoryMark | None, state_rows: int | None) -> None:
         cfg = self.config
-        self.records = StepRecords(cfg.timestep_fs, self.watch.degrees_of_freedom, cfg.steps, start_step=step)
-        self.trajectory = open_trajectory(cfg.trajectory_format, self.paths.trajectory, self.structure.topology,
+        self.records = StepRecords(cfg.timestep_fs, self.degrees_of_freedom, cfg.steps, start_step=step,
+                                   periodic=self.periodic)
+        self.trajectory = open_trajectory(cfg.trajectory_format, self.paths.trajectory, self.system_structure.topology,
                                           cfg.timestep_fs, cfg.report_interval_steps, resume_at=resume_at)
         self.states = StateCSVReporter(self.paths.state_csv, keep_rows=state_rows, interval_steps=cfg.report_interval_steps,
                                        annotate=None if self.trust is None else self.trust.annotate)
@@ -271,12 +319,14 @@ class _Run:
         from ..structures import structure_to_pdb
 
         cfg = self.config
-        structure_to_pdb(self.structure, self.paths.topology_pdb)
-        self.context.setPositions(self.start_angstrom / NM_IN_ANGSTROM)
+        structure_to_pdb(self.system_structure, self.paths.topology_pdb)
+        self.context.setPositions(self.system_structure.positions_angstrom / NM_IN_ANGSTROM)
         self._warm_up_model()
         if cfg.minimize:
             self._minimize()
         self.context.setVelocitiesToTemperature(cfg.temperature_K * unit.kelvin, cfg.openmm_seed)
+        if self.simulation.system.getNumConstraints():  # rigid water: no velocity along a constraint at step 0
+            self.context.applyVelocityConstraints(1e-6)
         self.context.setStepCount(0)
         self.context.setTime(0.0)
         self._open_writers(0, None, None)
@@ -303,7 +353,7 @@ class _Run:
             self.context.getState(getEnergy=True, getForces=True)
 
     def _minimize(self) -> None:
-        minimize(self.context, self.start_angstrom, self.paths.run_json)
+        minimize(self.context, self.system_structure.positions_angstrom, self.paths.run_json)
 
     def _restore(self) -> int:
         document, data = self.checkpointer.load()
@@ -381,6 +431,12 @@ class _Run:
         })
         if self.trust is not None:
             self.trust.save(self.paths.directory)
+        if self.periodic:
+            # OpenMM's CPU platform sums periodic forces in an order that depends on the Context's history, so a
+            # Context restored from this checkpoint would drift from this one in the last bits: continue as a
+            # resumed session would, from a re-initialised Context (and the model's warm-up calls).
+            self.context.reinitialize(preserveState=True)
+            self._warm_up_model()
         self._last_checkpoint_time = time.perf_counter()
 
     def _write_collapse_frames(self) -> dict | None:
@@ -400,6 +456,7 @@ class _Run:
         finally:
             writer.close()
         return {"file": self.paths.collapse_frames.name, "topology": self.paths.topology_pdb.name,
+                **({"atoms": "the molecule's (environment.ml_atoms of the topology)"} if self.periodic else {}),
                 "steps": [f.step for f in frames],
                 "temperature_K": [_finite_or_none(f.temperature_K) for f in frames],
                 "potential_energy_kJ_per_mol": [_finite_or_none(f.potential_energy_kJ_per_mol) for f in frames],
@@ -454,7 +511,8 @@ class _Run:
 
 class _InOrder:
     """A reporter as it is, but asking for unwrapped positions: OpenMM then calls all of a run's reporters due
-    at a step in one group, in list order (the molecule is not periodic, so wrapping changes nothing)."""
+    at a step in one group, in list order (in a periodic run every atom's path stays continuous, so the molecule
+    stays whole in the trajectory and for the monitor)."""
 
     def __init__(self, reporter) -> None:
         self.reporter = reporter

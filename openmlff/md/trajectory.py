@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import openmm
 import openmm.app as app
 from openmm import unit
 
@@ -200,7 +201,7 @@ class DCDTrajectoryWriter(FileBacked, TrajectoryWriter):
             self.frames_written = resume_at.frames
 
     def _write(self, record: StepRecord) -> None:
-        self._dcd.writeModel(record.positions_nm)
+        self._dcd.writeModel(record.positions_nm, periodicBoxVectors=_box(record))
 
 
 # --- XTC ------------------------------------------------------------------------------------------
@@ -239,7 +240,12 @@ class XTCTrajectoryWriter(TrajectoryWriter):
         self.frames_written = resume_at.frames
 
     def _write(self, record: StepRecord) -> None:
-        self._xtc.writeModel(record.positions_nm)
+        self._xtc.writeModel(record.positions_nm, periodicBoxVectors=_box(record))
+
+
+def _box(record: StepRecord):
+    """The record's box as OpenMM's box vectors (None: the writer takes the topology's, or writes none)."""
+    return None if record.box_nm is None else [openmm.Vec3(*row) for row in record.box_nm] * unit.nanometer
 
 
 # --- HDF5 ---------------------------------------------------------------------------------------
