@@ -7,7 +7,9 @@ timed along these paths, all 0.5 fs Langevin steps at 500 K:
 
   floor         bare forward + torch.autograd.grad(energy, positions) of the TorchScript module
                 (float64 positions in nm, what TorchForce hands it) at the frames the torchforce path
-                visits (a model's cost depends on the geometry): the least a step can cost
+                visits (a model's cost depends on the geometry): the least a step can cost. Every path runs
+                with denormals flushed to zero, as openmlff runs models (benchmarks/denormals.py: unflushed,
+                the floor from Python was about 2x slower, which made TorchForce look faster than the floor)
   torchforce    openmm.LangevinMiddleIntegrator.step with the model in openmmtorch.TorchForce
   torchforce-frozen  the same with the model's parameters set requires_grad=False first: TorchForce
                 calls energy.backward(), which also computes the parameters' gradients unless
@@ -36,7 +38,6 @@ import json
 import os
 import platform as _platform
 import shutil
-import statistics
 import tempfile
 import time
 from dataclasses import dataclass
@@ -50,6 +51,8 @@ from openmm import unit
 from openmlff.md import ExportedModelCalculator, SimulationConfig, build_system, run_simulation
 from openmlff.models import ARCHITECTURES
 from openmlff.structures import load_structure
+from openmlff.threads import set_threads
+from openmlff.versions import processor_name
 
 MOLECULES = ("aspirin", "ac-ala3-nhme", "chignolin")
 PATHS = ("floor", "torchforce", "torchforce-frozen", "pythonforce", "ase")
@@ -264,12 +267,13 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = p.parse_args(argv)
 
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)  # openmlff's production setting: these threads, denormals flushed to zero
     if args.platform == "CUDA":
         args.paths = [x for x in args.paths if x != "ase"] + ["torchforce-cudagraphs"]
     print(f"# MD speed, {datetime.datetime.now().isoformat(timespec='minutes')}, {_platform.node()}, "
-          f"{_platform.processor() or _platform.machine()}, {os.cpu_count()} cores, load average "
-          f"{os.getloadavg()[0]:.1f}; torch {torch.__version__} ({args.threads} thread(s)), openmm {openmm.__version__}")
+          f"{processor_name()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; torch "
+          f"{torch.__version__} ({args.threads} thread(s), denormals flushed to zero in every path, as openmlff runs "
+          f"them: openmlff.threads.flush_denormals), openmm {openmm.__version__}")
     print(f"# untrained models, default CPU sizes; OpenMM platform {args.platform}; {TIMESTEP_FS} fs Langevin steps at "
           f"{TEMPERATURE_K:g} K; {args.steps} steps per path in {ROUNDS} interleaved rounds, each from the starting "
           "structure; ms/step = best round's wall time per step, cpu ms = best round's process CPU time per step; "

@@ -17,6 +17,7 @@ import torch
 
 from . import elements
 from .errors import InputError
+from .threads import flush_denormals
 
 #: Name of the metadata document inside the TorchScript file (an extra file).
 METADATA_NAME = "openmlff.json"
@@ -88,7 +89,9 @@ def file_sha256(path) -> str:
 
 
 def energies_and_forces(module: torch.jit.ScriptModule, positions_nm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Energies (n_frames,) in kJ/mol and forces (n_frames, n_atoms, 3) in kJ/mol/nm of an exported model."""
+    """Energies (n_frames,) in kJ/mol and forces (n_frames, n_atoms, 3) in kJ/mol/nm of an exported model
+    (denormals flushed to zero: threads.flush_denormals)."""
+    flush_denormals()
     pos = torch.as_tensor(np.asarray(positions_nm), dtype=torch.float64)
     if pos.ndim == 2:
         pos = pos[None]

@@ -75,6 +75,16 @@ def test_the_default_batches_only_where_measured_faster(tmp_path, models, aspiri
     assert max(len(m) for m in few) == 3
 
 
+def test_solvated_and_npt_runs_go_alone(tmp_path, models, aspirin_data):
+    """Replicas are molecules in vacuum: md.solvate_padding_nm or md.pressure_bar runs alone, whatever the size."""
+    for md in ({"solvate_padding_nm": 1.0}, {"pressure_bar": 1.0}):
+        folder = tmp_path / next(iter(md))
+        folder.mkdir()
+        spec = CampaignSpec.from_file(write_spec(folder, {"stable": models["stable"]}, aspirin_data,
+                                                 frames=tuple(range(8)), seeds=(0,), replicas_per_context=4, **md))
+        assert all(isinstance(t, str) for t in _members(_plan(folder, spec, platform="CPU")))
+
+
 @pytest.mark.parametrize("value, expected", [(0, "positive integer"), (2.5, "positive integer"),
                                              (True, "positive integer")])
 def test_bad_replicas_per_context_names_the_field(tmp_path, models, aspirin_data, value, expected):

@@ -22,7 +22,7 @@ from openmm import app, unit
 pytest.importorskip("openmmml")
 
 from openmlff.errors import InputError  # noqa: E402
-from openmlff.md import SimulationConfig, run_simulation  # noqa: E402
+from openmlff.md import SimulationConfig  # noqa: E402
 from openmlff.md.reporters import read_state_csv  # noqa: E402
 from openmlff.md.start import run_from_structure  # noqa: E402
 from openmlff.structures import load_structure  # noqa: E402

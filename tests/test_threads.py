@@ -61,3 +61,38 @@ def test_importing_openmlff_makes_openmp_threads_passive_unless_the_user_chose()
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**env, "OMP_WAIT_POLICY": "ACTIVE"})
     assert out.stdout.strip() == "ACTIVE"
+
+
+def test_model_calls_flush_denormals_to_zero_with_unchanged_forces(tmp_path):
+    """set_threads and every model evaluation flush denormals (threads.flush_denormals); the forces of a real
+    model are the same as unflushed (benchmarks/denormals.py measured them bit-identical)."""
+    code = """
+import numpy as np, torch, sys
+sys.path.insert(0, 'tests')
+from openmlff.structures import load_structure
+from openmlff.models import build_potential
+from openmlff.export import export_potential
+from openmlff.model_file import energies_and_forces, load_exported
+tiny = torch.tensor([1e-39], dtype=torch.float32)
+assert (tiny * 1.0).item() != 0.0                       # denormals kept: torch's default
+aspirin = load_structure('aspirin')
+torch.manual_seed(0)
+path = export_potential(build_potential('et').eval(), aspirin.atomic_numbers, sys.argv[1])
+module = load_exported(path)[0]
+x = aspirin.positions_angstrom[None] / 10 + 0.005 * np.random.default_rng(0).standard_normal((4, 21, 3))
+torch.set_flush_denormal(False)
+plain = module.energies(torch.tensor(x, requires_grad=True)).detach().numpy()
+e, f = energies_and_forces(module, x)                   # flushes from here on
+assert (tiny * 1.0).item() == 0.0
+torch.set_flush_denormal(False)
+e0 = module.energies(torch.tensor(x)).detach().numpy()
+np.testing.assert_allclose(e, plain, rtol=1e-12)
+np.testing.assert_allclose(e0, plain, rtol=1e-12)
+from openmlff.threads import set_threads
+set_threads(1)
+assert (tiny * 1.0).item() == 0.0
+print('ok')
+"""
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "et.pt")], capture_output=True, text=True,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr

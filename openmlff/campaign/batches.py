@@ -122,8 +122,8 @@ def batch_dir(directory: Path, batch_id: str) -> Path:
 
 
 def _size(spec: CampaignSpec, run: RunSpec, n_atoms, platform: str) -> int:
-    if run.trust is not None:
-        return 1
+    if run.trust is not None or any(run.md.get(k) is not None for k in ("solvate_padding_nm", "pressure_bar")):
+        return 1  # replicas are molecules in vacuum: committees, solvated and NPT runs go alone
     if spec.replicas_per_context is not None:
         return spec.replicas_per_context
     backend = run.md.get("backend", "torchforce")

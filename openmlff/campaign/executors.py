@@ -243,7 +243,8 @@ def _platform_name(spec: CampaignSpec) -> str:
 
 def _atom_counter():
     """run -> atoms of its molecule (the starts' dataset, or the structure), one load each; None when the start cannot
-    be read (the run then goes alone, and its worker records the error as it would for any run)."""
+    be read or is periodic (the run then goes alone: replicas are molecules in vacuum; a worker records a
+    start's error as it would for any run)."""
     from ..structures import load_structure
     from .worker import load_frames_dataset
 
@@ -253,8 +254,12 @@ def _atom_counter():
         source = run.data.data if run.data is not None else run.structure
         if source not in counts:
             try:
-                counts[source] = (load_frames_dataset(run.data).n_atoms if run.data is not None
-                                  else load_structure(run.structure).n_atoms)
+                if run.data is not None:
+                    counts[source] = load_frames_dataset(run.data).n_atoms
+                else:
+                    structure = load_structure(run.structure)
+                    periodic = structure.topology.getPeriodicBoxVectors() is not None
+                    counts[source] = None if periodic else structure.n_atoms
             except (InputError, OSError):
                 counts[source] = None
         return counts[source]

@@ -20,6 +20,7 @@ from openmm import unit
 from .. import elements, units
 from ..atomic_io import atomic_write
 from ..errors import InputError
+from ..threads import flush_denormals
 from ..model_file import (
     METADATA_NAME as MODEL_METADATA_FILE, ModelFileError, check_model_atoms, energies_and_forces, file_sha256,
     load_exported, read_model_metadata,
@@ -76,6 +77,7 @@ class TorchModelComputation:
         periodic); particles outside `atoms` get no force."""
         import torch
 
+        flush_denormals()  # in the thread that calls the model (ASE's loop, OpenMM's PythonForce callback)
         positions = np.asarray(positions_nm, dtype=np.float64)
         x = torch.tensor(positions if self.atoms is None else positions[self.atoms], requires_grad=True)
         box = torch.tensor(np.asarray(box_nm, dtype=np.float64)) if self.periodic else None
