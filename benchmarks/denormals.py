@@ -33,7 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from md_speed import ase_stepper, export_untrained, floor_stepper, interleaved, md_frames, openmm_stepper  # noqa: E402
 
-from openmlff import units  # noqa: E402
+from openmlff import threads, units  # noqa: E402
 from openmlff.models import ARCHITECTURES, build_potential  # noqa: E402
 from openmlff.potentials import get_potential  # noqa: E402
 from openmlff.structures import load_structure  # noqa: E402
@@ -121,6 +121,7 @@ def main(argv=None) -> int:
                                                    "ase"])
     args = p.parse_args(argv)
     torch.set_num_threads(1)
+    threads.FLUSH_DENORMALS = False  # openmlff would flush on its own in every path: here only `flushed` does
     supported = torch.set_flush_denormal(False)
     structure = load_structure(args.molecule)
     z, x = structure.atomic_numbers, structure.positions_angstrom

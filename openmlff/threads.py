@@ -91,6 +91,10 @@ def default_threads(atoms_per_call: int | None) -> int:
     return min(usable_cpus(), MAX_DEFAULT_THREADS)
 
 
+#: openmlff flushes denormals wherever a model runs; benchmarks/denormals.py turns it off to time the difference.
+FLUSH_DENORMALS = True
+
+
 def flush_denormals() -> bool:
     """Flush denormal floats to zero in this thread (torch.set_flush_denormal(True)); True where the CPU can.
 
@@ -101,7 +105,7 @@ def flush_denormals() -> bool:
     """
     import torch
 
-    return bool(torch.set_flush_denormal(True))
+    return bool(torch.set_flush_denormal(True)) if FLUSH_DENORMALS else False
 
 
 def set_threads(threads: int | None, atoms_per_call: int | None = None) -> int:
