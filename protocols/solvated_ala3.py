@@ -30,7 +30,8 @@ def parse_args(argv=None):
     p.add_argument("--frames", type=int, default=500, help="GFN2-xTB frames (stride 16 steps of 0.5 fs, 500 K)")
     p.add_argument("--train-seconds", type=float, default=1500.0, help="training wall-time budget in s")
     p.add_argument("--length-ps", type=float, default=10.0)
-    p.add_argument("--padding-nm", type=float, default=1.0, help="water around the peptide, in nm")
+    p.add_argument("--padding-nm", type=float, default=1.5,
+                   help="Modeller's padding in nm (cube edge = the peptide's diameter + padding, at least 2 x padding)")
     p.add_argument("--temperature", type=float, default=300.0)
     p.add_argument("--quick", action="store_true", help="100 frames, 300 s of training, 1 ps")
     args = p.parse_args(argv)

@@ -30,9 +30,10 @@ from openmlff.structures import load_structure  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from toy_models import write_toy_model  # noqa: E402
 
-#: A small box: 0.6 nm of water around the peptide (about 70 waters), PME cutoff below half its edge.
+#: A small box: Modeller's padding 0.6 nm (edge 1.51 nm, about 70 waters), the PME cutoff below half its edge with
+#: room for NPT.
 SOLVATED = dict(timestep_fs=0.5, report_interval_steps=20, monitor_interval_steps=10, solvate_padding_nm=0.6,
-                nonbonded_cutoff_nm=0.7)
+                nonbonded_cutoff_nm=0.65)
 
 
 @pytest.fixture(scope="module")
@@ -227,6 +228,10 @@ def test_bad_environment_options_are_refused(peptide_toy, toy_model, aspirin, tm
     with pytest.raises(InputError, match="hdf5"):
         run_from_structure(peptide_toy, "ac-ala3-nhme", tmp_path / "c",
                            SimulationConfig(steps=10, trajectory_format="hdf5", **SOLVATED), progress=False)
+    with pytest.raises(InputError, match="too small for a PME cutoff"):  # a 1.51 nm box: twice 0.7 nm + 10 % for NPT
+        run_from_structure(peptide_toy, "ac-ala3-nhme", tmp_path / "d",
+                           SimulationConfig(steps=10, **{**SOLVATED, "nonbonded_cutoff_nm": 0.7}, pressure_bar=1.0),
+                           progress=False)
     with pytest.raises(Exception, match="pressure_bar"):
         SimulationConfig(pressure_bar=1.0, integrator="verlet")
     from openmlff.md.replicas import run_replicas
@@ -241,7 +246,7 @@ def test_cli_solvate_and_analysis_with_and_without_water(npt_run, peptide_toy, t
     """`openmlff simulate --solvate PADDING_NM --pressure BAR`, then `openmlff analyze` (--water strip | keep)."""
     out = tmp_path / "cli"
     done = subprocess.run([sys.executable, "-m", "openmlff", "simulate", "--model", str(peptide_toy), "--structure",
-                           "ac-ala3-nhme", "--solvate", "0.6", "--nonbonded-cutoff-nm", "0.7", "--pressure", "1",
+                           "ac-ala3-nhme", "--solvate", "0.6", "--nonbonded-cutoff-nm", "0.65", "--pressure", "1",
                            "--temperature", "300", "--timestep", "0.5", "--steps", "60", "--report-interval", "20",
                            "--out", str(out), "--quiet"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
@@ -260,3 +265,20 @@ def test_cli_solvate_and_analysis_with_and_without_water(npt_run, peptide_toy, t
     assert solvation["first_shell_waters"]["min"] > 5
     assert "O-O(water)" in solvation["water_rdf"]["pairs"] and (tmp_path / "keep" / "water_rdf.csv").is_file()
     assert "water:" in done.stdout
+
+
+def test_dataset_frame_is_solvated_with_the_peptides_residues(test_data, tmp_path):
+    """A start from a dataset frame (no residues): amber14's residues are found for the coupling, and the monitor's
+    bond reference stays the dataset's mean bond lengths."""
+    from openmlff.data import load_dataset
+    from openmlff.md.start import run_from_dataset_frame
+
+    dataset = load_dataset(test_data / "datasets" / "md22_Ac-Ala3-NHMe_5.npz")
+    model = write_toy_model(tmp_path / "toy.pt", dataset.z, dataset.R[0])
+    summary = run_from_dataset_frame(model, dataset, 0, tmp_path / "run", SimulationConfig(steps=20, **SOLVATED),
+                                     progress=False)
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert summary.stable and record["environment"]["ml_atoms"] == list(range(42))
+    assert record["reference_positions"]["n_frames"] == 5
+    residues = {r.name for r in app.PDBFile(str(tmp_path / "run" / "topology.pdb")).topology.residues()}
+    assert {"ACE", "ALA", "NME", "HOH"} <= residues

@@ -67,9 +67,11 @@ class SimulationConfig:
                                                 aliases=("--temperature-limit",))
     collapse_frames_kept: int = setting(_monitor.DEFAULT_FRAMES_KEPT, "checked frames written to "
                                         "collapse_frames.dcd after a collapse")
-    solvate_padding_nm: float | None = setting(None, "solvate the molecule in TIP3P-FB water this far around it, in "
-                                               "nm: the model on the molecule, amber14 on the water (mixed ML/MM, "
-                                               "PME; md/environment.py)", aliases=("--solvate",))
+    solvate_padding_nm: float | None = setting(None, "solvate the molecule in a cube of TIP3P-FB water, OpenMM "
+                                               "Modeller's padding in nm (edge = the molecule's diameter + padding, "
+                                               "at least 2 x padding: its periodic images are at least padding "
+                                               "apart); the model on the molecule, amber14 on the water (mixed "
+                                               "ML/MM, PME; md/environment.py)", aliases=("--solvate",))
     pressure_bar: float | None = setting(None, "NPT: a Monte Carlo barostat at this pressure in bar (periodic and "
                                                "solvated runs)", aliases=("--pressure",))
     barostat_interval_steps: int | None = setting(None, "steps between Monte Carlo box moves (default 25)")

@@ -80,15 +80,11 @@ class Environment:
     def solvated(self) -> bool:
         return self.kind == "solvated"
 
-    @property
-    def n_solvent_atoms(self) -> int:
-        return int(len(self.atomic_numbers) - len(self.ml_atoms))
-
     def record(self, config) -> dict | None:
         """run.json's "environment" block (None in vacuum, as in runs written before this module)."""
         if self.kind == "vacuum":
             return None
-        residues = [r.name for r in self.topology.residues()]
+        residues = [r.name.upper() for r in self.topology.residues()]
         return {
             "kind": self.kind,
             "n_atoms": int(len(self.atomic_numbers)),
@@ -127,13 +123,13 @@ def barostat_interval(config) -> int:
     return int(config.barostat_interval_steps or DEFAULT_BAROSTAT_INTERVAL_STEPS)
 
 
-def prepare_environment(structure, config, potential=None, where: str = "structure", saved=None) -> Environment:
+def prepare_environment(structure, config, where: str = "structure", saved=None) -> Environment:
     """The Environment of a run from its starting structure (an openmlff Structure) and config.
 
     A box in the structure's topology makes the run periodic; solvent residues in it make it solvated;
-    config.solvate_padding_nm solvates a molecule that has no box. `potential` (amber14 when it is the
-    control) gives residues to a molecule read without them. saved: a solvated_start.npz written by
-    `save_solvated_start` for the same inputs, whose relaxed positions are used instead of relaxing again.
+    config.solvate_padding_nm solvates a molecule that has no box (a molecule read without residues gets
+    amber14's, as `--model amber14` finds them). saved: a solvated_start.npz written by `save_solvated_start`
+    for the same inputs, whose relaxed positions are used instead of relaxing again.
     """
     topology, positions = structure.topology, np.asarray(structure.positions_angstrom, dtype=np.float64)
     zs = np.asarray(structure.atomic_numbers, dtype=np.int64)
@@ -185,7 +181,8 @@ def _check_box(box_nm: np.ndarray, where: str) -> None:
 
 
 def _solvate(structure, config, saved=None) -> Environment:
-    """The molecule in a TIP3P-FB box with `config.solvate_padding_nm` of water around it (OpenMM's Modeller)."""
+    """The molecule in a cube of TIP3P-FB water (OpenMM's Modeller: edge = the molecule's diameter +
+    solvate_padding_nm, at least twice the padding)."""
     if config.solvate_padding_nm <= 0:
         raise InputError(f"solvate_padding_nm must be positive, got {config.solvate_padding_nm}")
     topology = _with_residues(structure)
@@ -285,6 +282,27 @@ def _with_residues(structure) -> app.Topology:
     from ..potentials.classical import Amber14
 
     return Amber14().topology(structure.atomic_numbers, structure.positions_angstrom)
+
+
+#: Under NPT the box must stay above twice the PME cutoff while it fluctuates: this much room is asked for.
+NPT_BOX_MARGIN = 1.1
+
+
+def check_box_for_cutoff(environment: Environment, config) -> None:
+    """InputError when the box's shortest height is not above twice the PME cutoff (OpenMM's limit), with 10 %
+    to spare under NPT, where the barostat shrinks the box (OpenMM stops the run when it falls below)."""
+    if not environment.solvated:
+        return
+    box = environment.box_nm
+    volume = abs(np.linalg.det(box))
+    heights = [volume / np.linalg.norm(np.cross(box[(k + 1) % 3], box[(k + 2) % 3])) for k in range(3)]
+    needed = 2 * cutoff_nm(config) * (NPT_BOX_MARGIN if config.pressure_bar is not None else 1.0)
+    if min(heights) <= needed:
+        raise InputError(
+            f"the box is {min(heights):.3f} nm across, too small for a PME cutoff of {cutoff_nm(config)} nm: it must "
+            f"exceed {needed:.2f} nm (twice the cutoff{', and 10 % to spare under NPT' if config.pressure_bar else ''}); "
+            "give a larger --solvate padding (Modeller's box edge is the molecule's diameter + padding, at least "
+            "2 x padding) or a smaller --nonbonded-cutoff-nm")
 
 
 def build_environment_system(potential, environment: Environment, config) -> openmm.System:

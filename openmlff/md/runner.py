@@ -40,7 +40,8 @@ from ..units import FS_IN_PS, NM_IN_ANGSTROM
 from . import monitor as _monitor
 from .config import SimulationConfig
 from .environment import (
-    Environment, build_environment_system, degrees_of_freedom, prepare_environment, save_solvated_start,
+    Environment, build_environment_system, check_box_for_cutoff, degrees_of_freedom, prepare_environment,
+    save_solvated_start,
 )
 from .environment import platform_properties as platform_properties_for
 from .integrators import make_integrator
@@ -116,9 +117,10 @@ def run_simulation(
     potential = get_potential(model)
     structure = _structure_for_run(
         zs, start_angstrom, topology if topology is not None else potential.topology(zs, start_angstrom))
-    environment = prepare_environment(structure, config, potential, where=_where(topology), saved=paths.solvated_start)
+    environment = prepare_environment(structure, config, where=_where(topology), saved=paths.solvated_start)
     if environment.kind != "vacuum":
         _check_environment_options(environment, config, trust)
+        check_box_for_cutoff(environment, config)
         zs, start_angstrom = environment.atomic_numbers[environment.ml_atoms], \
             environment.positions_angstrom[environment.ml_atoms]
         structure = _structure_for_run(zs, start_angstrom, _subset_topology(environment))
