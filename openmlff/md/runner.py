@@ -41,9 +41,8 @@ from . import monitor as _monitor
 from .config import SimulationConfig
 from .environment import (
     Environment, build_environment_system, check_box_for_cutoff, degrees_of_freedom, prepare_environment,
-    save_solvated_start,
+    save_solvated_start, platform_properties as platform_properties_for,
 )
-from .environment import platform_properties as platform_properties_for
 from .integrators import make_integrator
 from .monitor import CollapseDetected, CollapseEvent, MonitorReporter, StabilityMonitor
 from .platforms import select_platform
@@ -283,8 +282,7 @@ class _Run:
             min_nonbonded_distance_angstrom=config.min_nonbonded_distance_angstrom,
             frames_kept=config.collapse_frames_kept)
         vacuum = environment is None or environment.kind == "vacuum"
-        #: The whole system (topology.pdb, the trajectory) and where its molecule is; the monitor sees the molecule.
-        self.environment = environment
+        #: The whole system (topology.pdb, the trajectory); the monitor sees the molecule (environment.ml_atoms).
         self.system_structure = structure if vacuum else environment.structure()
         self.watch = MonitorReporter(self.monitor, elements.masses(zs), config.monitor_interval_steps,
                                      config.report_interval_steps, atoms=None if vacuum else environment.ml_atoms)
