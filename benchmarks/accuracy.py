@@ -67,13 +67,15 @@ def main(argv=None) -> int:
 
     t0 = time.perf_counter()
     jobs = [(a, args.out, args.time_budget, args.threads, args.seed) for a in args.architectures]
+    from openmlff.versions import processor_name
+
     if args.parallel:
         with ProcessPoolExecutor(max_workers=len(jobs)) as pool:
             rows = list(pool.map(train_and_measure, *zip(*jobs)))
     else:
         rows = [train_and_measure(*job) for job in jobs]
     print(f"# accuracy on rMD17 aspirin (1200 shipped frames: 950 train / 50 val / 200 test, seed {args.seed}), "
-          f"{time.strftime('%Y-%m-%d')}, {platform.machine()} CPU, {args.threads} torch thread(s) per model"
+          f"{time.strftime('%Y-%m-%d')}, {processor_name()} ({platform.machine()}), {args.threads} torch thread(s) per model"
           f"{', trained in parallel' if args.parallel else ''}; wall time {time.perf_counter() - t0:.0f} s")
     header = (f"{'model':<8} {'params':>9} {'train s':>8} {'epochs':>7} {'E MAE kcal/mol':>15} "
               f"{'F MAE kcal/mol/Å':>17} {'F max kcal/mol/Å':>17} {'H FNM max (kcal/mol/Å)/Da':>26}")

@@ -10,6 +10,8 @@ from openmlff.models import build_potential, fit_element_energies
 #: Small sizes per architecture variant: fast, but every code path (l=2, vertex terms, parity) is exercised.
 SMALL = {
     "et": ("et", {"hidden_channels": 16, "num_layers": 2, "num_heads": 4, "num_rbf": 12}),
+    "et-scalar-head": ("et", {"hidden_channels": 16, "num_layers": 2, "num_heads": 4, "num_rbf": 12,
+                              "output_head": "scalar"}),
     "visnet-l1": ("visnet", {"hidden_channels": 16, "num_layers": 3, "num_heads": 4, "num_rbf": 12}),
     "visnet-l2-vertex": ("visnet", {"hidden_channels": 16, "num_layers": 3, "num_heads": 4, "num_rbf": 12,
                                     "lmax": 2, "vertex": True}),

@@ -36,6 +36,20 @@ def test_fit_element_energies_recovers_known_references():
     assert abs(one[zs[0]].sum() - (-3101.0)) < 1e-9
 
 
+def test_saved_hyperparameters_without_a_later_field_rebuild_the_model_they_were_saved_with():
+    """ET's output_head came after the first checkpoints: one stored without it is the scalar-head model."""
+    hp = default_hyperparameters("et")
+    assert hp["output_head"] == "gated"
+    before = {k: v for k, v in hp.items() if k != "output_head"}
+    old_model = build_potential("et", {**before, "output_head": "scalar"})
+    rebuilt = build_potential("et", before, saved=True)
+    rebuilt.load_state_dict(old_model.state_dict())  # strict: the same parameters
+    assert isinstance(rebuilt.network.head, torch.nn.Sequential)
+    assert not isinstance(build_potential("et", before).network.head, torch.nn.Sequential)  # new models: gated
+    with pytest.raises(Exception, match="output_head must be one of"):
+        build_potential("et", {"output_head": "mlp"})
+
+
 def test_paper_preset_has_paper_sizes():
     hp = default_hyperparameters("et", "paper")
     assert (hp["hidden_channels"], hp["num_layers"], hp["num_heads"], hp["num_rbf"], hp["cutoff_angstrom"]) == (256, 6, 8, 32, 5.0)

@@ -74,6 +74,42 @@ def test_resumed_training_matches_uninterrupted(tmp_path, aspirin):
         torch.testing.assert_close(pa, pb, msg=name)
 
 
+def test_ema_warmup_follows_the_weights_early_and_resumes_exactly(tmp_path, aspirin):
+    from openmlff.training.ema import ExponentialMovingAverage
+
+    model = torch.nn.Linear(2, 1)
+    for warmup, kept in ((True, 0.1), (False, 0.99)):  # update 0: decay min(0.99, 1/10) with warm-up
+        ema = ExponentialMovingAverage(model, 0.99, warmup)
+        before = ema.shadow.weight.detach().clone()
+        with torch.no_grad():
+            model.weight.add_(1.0)
+        ema.update(model, 0)
+        torch.testing.assert_close(ema.shadow.weight, kept * before + (1 - kept) * model.weight.detach())
+        with torch.no_grad():
+            model.weight.sub_(1.0)
+    assert ExponentialMovingAverage(model, 0.99, True).decay_at(10_000) == 0.99
+    straight = train(aspirin, tmp_path / "a", tiny_config(max_epochs=3, ema_decay=0.9), progress=False)
+    train(aspirin, tmp_path / "b", tiny_config(max_epochs=1, ema_decay=0.9), progress=False)
+    resumed = train(aspirin, tmp_path / "b", tiny_config(max_epochs=3, ema_decay=0.9), progress=False)
+    a, _ = load_checkpoint(straight.checkpoint, weights="ema")
+    b, _ = load_checkpoint(resumed.checkpoint, weights="ema")
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
+        torch.testing.assert_close(pa, pb, msg=name)
+
+
+def test_checkpoint_from_before_ema_warmup_resumes_as_it_ran(tmp_path, aspirin):
+    from openmlff.training.checkpoint import write_checkpoint
+
+    train(aspirin, tmp_path, tiny_config(max_epochs=1), progress=False)
+    state = dict(read_checkpoint(tmp_path / "model.ckpt").state)
+    state["config"] = {k: v for k, v in state["config"].items() if k != "ema_warmup"}  # as 0.1.0 wrote it
+    write_checkpoint(tmp_path / "model.ckpt", state)
+    train(aspirin, tmp_path, tiny_config(max_epochs=2), progress=False)  # today's default does not block it
+    assert read_checkpoint(tmp_path / "model.ckpt").state["config"]["ema_warmup"] is False
+    with pytest.raises(TrainingError, match="ema_warmup"):  # now recorded: switching it on is a change
+        train(aspirin, tmp_path, tiny_config(max_epochs=3, ema_warmup=True), progress=False)
+
+
 def test_mismatched_resume_is_refused(tmp_path, aspirin):
     train(aspirin, tmp_path, tiny_config(max_epochs=1), progress=False)
     with pytest.raises(TrainingError, match="batch_size"):

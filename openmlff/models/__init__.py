@@ -37,10 +37,14 @@ def default_hyperparameters(architecture: str, preset: str = "cpu") -> dict:
     raise InputError(f"unknown preset {preset!r}; expected 'cpu' or 'paper'")
 
 
-def build_potential(architecture: str, hyperparameters: dict | None = None) -> Potential:
-    """A fresh Potential of the named architecture; unknown hyperparameter names are an error."""
+def build_potential(architecture: str, hyperparameters: dict | None = None, saved: bool = False) -> Potential:
+    """A fresh Potential of the named architecture; unknown hyperparameter names are an error.
+
+    saved: the hyperparameters were stored with a model (a checkpoint): one stored before a hyperparameter
+    existed lacks it and is rebuilt as it was then (the config's ADDED values), not with today's default.
+    """
     config_cls, network_cls = _lookup(architecture)
-    params = dict(hyperparameters or {})
+    params = {**(getattr(config_cls, "ADDED", {}) if saved else {}), **dict(hyperparameters or {})}
     known = {f.name for f in fields(config_cls)}
     unknown = set(params) - known
     if unknown:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from typing import Optional
+from typing import ClassVar, Optional
 
 import torch
 from torch import Tensor, nn
 
 from ..errors import InputError
-from .layers import MAX_Z, CosineCutoff, ExpNormalSmearing, aggregate_and_update, aggregate_scalars
+from .layers import (MAX_Z, CosineCutoff, EquivariantScalarHead, ExpNormalSmearing, aggregate_and_update,
+                     aggregate_scalars)
 from .neighbors import neighbor_pairs
 
 
@@ -31,6 +32,17 @@ class ETConfig:
     cutoff_angstrom: float = 5.0
     trainable_rbf: bool = True
     neighbor_method: str = "auto"  # all_pairs, cell_list or auto (see models/neighbors.py)
+    #: "gated": TorchMD-Net's head, a gated equivariant block that reads the vector features too (they carry
+    #: what the last layer learnt about directions); "scalar": an MLP on the scalar features alone (before 0.1.1).
+    output_head: str = "gated"
+
+    #: hyperparameters added later, with the value that rebuilds a model saved without them
+    ADDED: ClassVar[dict] = {"output_head": "scalar"}
+    OUTPUT_HEADS: ClassVar[tuple] = ("gated", "scalar")
+
+    def __post_init__(self) -> None:
+        if self.output_head not in self.OUTPUT_HEADS:
+            raise InputError(f"output_head must be one of {list(self.OUTPUT_HEADS)}, got {self.output_head!r}")
 
     @classmethod
     def paper(cls) -> "ETConfig":
@@ -110,7 +122,9 @@ class EquivariantAttention(nn.Module):
 
 
 class EquivariantTransformer(nn.Module):
-    """ET representation + scalar head: (z, pos in Å, batch) -> one raw output per atom (before scaling)."""
+    """ET representation + output head: (z, pos in Å, batch) -> one raw output per atom (before scaling)."""
+
+    __constants__ = ["gated"]
 
     def __init__(self, config: ETConfig):
         super().__init__()
@@ -124,8 +138,12 @@ class EquivariantTransformer(nn.Module):
         self.layers = nn.ModuleList(
             [EquivariantAttention(c.hidden_channels, c.num_rbf, c.num_heads, c.cutoff_angstrom) for _ in range(c.num_layers)])
         self.out_norm = nn.LayerNorm(c.hidden_channels)
-        self.head = nn.Sequential(
-            nn.Linear(c.hidden_channels, c.hidden_channels // 2), nn.SiLU(), nn.Linear(c.hidden_channels // 2, 1))
+        self.gated = c.output_head == "gated"
+        if self.gated:
+            self.head = EquivariantScalarHead(c.hidden_channels)
+        else:
+            self.head = nn.Sequential(
+                nn.Linear(c.hidden_channels, c.hidden_channels // 2), nn.SiLU(), nn.Linear(c.hidden_channels // 2, 1))
 
     def forward(self, z: Tensor, pos: Tensor, batch: Tensor, box: Optional[Tensor] = None) -> Tensor:
         i, j, rij = neighbor_pairs(pos, batch, self.cutoff_angstrom, self.neighbor_method, box)
@@ -139,4 +157,6 @@ class EquivariantTransformer(nn.Module):
             dx, dvec = layer(x, vec, i, j, r, rbf, unit)
             x = x + dx
             vec = vec + dvec
+        if self.gated:
+            return self.head(self.out_norm(x), vec)
         return self.head(self.out_norm(x)).squeeze(-1)

@@ -70,3 +70,55 @@ def aggregate_and_update(vec_msg: Tensor, receivers: Tensor, vec: Tensor, vec_do
 def aggregate_scalars(x_msg: Tensor, receivers: Tensor, n_atoms: int) -> Tensor:
     """Sum of scalar messages (E, hidden) per receiving atom -> (n_atoms, hidden)."""
     return torch.zeros(n_atoms, x_msg.size(1), dtype=x_msg.dtype, device=x_msg.device).index_add_(0, receivers, x_msg)
+
+
+def safe_norm(vec: Tensor, eps: float = 1.0e-8) -> Tensor:
+    """Norm over the component axis (N, C, H) -> (N, H), with `eps` under the square root so its
+    gradient stays finite (also the second one, which force training needs) where a feature is zero:
+    on an isolated atom, or where contributions cancel by symmetry."""
+    return torch.sqrt((vec * vec).sum(dim=1) + eps)
+
+
+def xavier_init(*layers: nn.Linear) -> None:
+    for lin in layers:
+        nn.init.xavier_uniform_(lin.weight)
+        if lin.bias is not None:
+            nn.init.zeros_(lin.bias)
+
+
+class GatedEquivariantBlock(nn.Module):
+    """PaiNN's gated equivariant block: scalars mix with vector norms; vectors are rescaled by learned gates."""
+
+    def __init__(self, hidden_in: int, hidden_out: int):
+        super().__init__()
+        self.hidden_out = hidden_out
+        self.vec1_proj = nn.Linear(hidden_in, hidden_in, bias=False)
+        self.vec2_proj = nn.Linear(hidden_in, hidden_out, bias=False)
+        self.update = nn.Sequential(nn.Linear(2 * hidden_in, hidden_in), nn.SiLU(), nn.Linear(hidden_in, 2 * hidden_out))
+        self.act = nn.SiLU()
+        xavier_init(self.vec1_proj, self.vec2_proj, self.update[0], self.update[2])
+
+    def forward(self, x: Tensor, vec: Tensor) -> Tuple[Tensor, Tensor]:
+        h = torch.cat([x, safe_norm(self.vec1_proj(vec))], dim=-1)
+        x, gate = torch.split(self.update(h), self.hidden_out, dim=-1)
+        return self.act(x), gate.unsqueeze(1) * self.vec2_proj(vec)
+
+
+class EquivariantScalarHead(nn.Module):
+    """Output head: a gated equivariant block, then one invariant scalar per atom from scalars and vector norms.
+
+    The authors' head is two gated blocks whose last vector output is thrown away; computing only
+    the scalar of the second block gives the same function without unused parameters.
+    """
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        half = hidden // 2
+        self.block = GatedEquivariantBlock(hidden, half)
+        self.vec_proj = nn.Linear(half, half, bias=False)
+        self.readout = nn.Sequential(nn.Linear(2 * half, half), nn.SiLU(), nn.Linear(half, 1))
+        xavier_init(self.vec_proj, self.readout[0], self.readout[2])
+
+    def forward(self, x: Tensor, vec: Tensor) -> Tensor:
+        x, vec = self.block(x, vec)
+        return self.readout(torch.cat([x, safe_norm(self.vec_proj(vec))], dim=-1)).squeeze(-1)

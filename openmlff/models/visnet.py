@@ -45,7 +45,8 @@ from torch import Tensor, nn
 
 from ..errors import InputError
 from .et import NeighborEmbedding
-from .layers import MAX_Z, CosineCutoff, ExpNormalSmearing, aggregate_and_update, aggregate_scalars
+from .layers import (MAX_Z, CosineCutoff, EquivariantScalarHead, ExpNormalSmearing, aggregate_and_update,
+                     aggregate_scalars, xavier_init)
 from .neighbors import neighbor_pairs
 
 
@@ -119,27 +120,13 @@ def rejection_dot(a: Tensor, b: Tensor, sh: Tensor, lmax: int) -> Tensor:
     return out
 
 
-def safe_norm(vec: Tensor, eps: float = 1.0e-8) -> Tensor:
-    """Norm over the component axis (N, C, H) -> (N, H), with `eps` under the square root so its
-    gradient stays finite (also the second one, which force training needs) where a feature is zero:
-    on an isolated atom, or where contributions cancel by symmetry."""
-    return torch.sqrt((vec * vec).sum(dim=1) + eps)
-
-
-def _xavier(*layers: nn.Linear) -> None:
-    for lin in layers:
-        nn.init.xavier_uniform_(lin.weight)
-        if lin.bias is not None:
-            nn.init.zeros_(lin.bias)
-
-
 class EdgeEmbedding(nn.Module):
     """Initial edge features f_ij = (x_i + x_j) * W rbf(r_ij): symmetric in the two atoms."""
 
     def __init__(self, num_rbf: int, hidden: int):
         super().__init__()
         self.proj = nn.Linear(num_rbf, hidden)
-        _xavier(self.proj)
+        xavier_init(self.proj)
 
     def forward(self, x: Tensor, i: Tensor, j: Tensor, rbf: Tensor) -> Tensor:
         return (x[i] + x[j]) * self.proj(rbf)
@@ -164,7 +151,7 @@ class ViSMessagePassing(nn.Module):
         self.s_proj = nn.Linear(hidden, 2 * hidden)
         self.o_proj = nn.Linear(hidden, 3 * hidden)
         self.vec_proj = nn.Linear(hidden, 3 * hidden, bias=False)
-        _xavier(self.q_proj, self.k_proj, self.v_proj, self.dk_proj, self.dv_proj, self.s_proj, self.o_proj,
+        xavier_init(self.q_proj, self.k_proj, self.v_proj, self.dk_proj, self.dv_proj, self.s_proj, self.o_proj,
                 self.vec_proj)
 
     def forward(self, x: Tensor, vec: Tensor, f: Tensor, i: Tensor, j: Tensor, r: Tensor,
@@ -206,11 +193,11 @@ class EdgeUpdate(nn.Module):
         self.w_trg_proj = nn.Linear(hidden, hidden, bias=False)
         self.w_src_proj = nn.Linear(hidden, hidden, bias=False)
         self.f_proj = nn.Linear(hidden, 2 * hidden if vertex else hidden)
-        _xavier(self.w_trg_proj, self.w_src_proj, self.f_proj)
+        xavier_init(self.w_trg_proj, self.w_src_proj, self.f_proj)
         if vertex:
             self.t_trg_proj = nn.Linear(hidden, hidden, bias=False)
             self.t_src_proj = nn.Linear(hidden, hidden, bias=False)
-            _xavier(self.t_trg_proj, self.t_src_proj)
+            xavier_init(self.t_trg_proj, self.t_src_proj)
         else:  # TorchScript needs the attributes; identity maps that the vertex=False branch never calls
             self.t_trg_proj = nn.Identity()
             self.t_src_proj = nn.Identity()
@@ -238,44 +225,6 @@ class ViSMPBlock(nn.Module):
                 sh: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         dx, dvec = self.nodes(x, vec, f, i, j, r, sh)
         return dx, dvec, self.edges(vec, f, i, j, sh)
-
-
-class GatedEquivariantBlock(nn.Module):
-    """PaiNN's gated equivariant block: scalars mix with vector norms; vectors are rescaled by learned gates."""
-
-    def __init__(self, hidden_in: int, hidden_out: int):
-        super().__init__()
-        self.hidden_out = hidden_out
-        self.vec1_proj = nn.Linear(hidden_in, hidden_in, bias=False)
-        self.vec2_proj = nn.Linear(hidden_in, hidden_out, bias=False)
-        self.update = nn.Sequential(nn.Linear(2 * hidden_in, hidden_in), nn.SiLU(), nn.Linear(hidden_in, 2 * hidden_out))
-        self.act = nn.SiLU()
-        _xavier(self.vec1_proj, self.vec2_proj, self.update[0], self.update[2])
-
-    def forward(self, x: Tensor, vec: Tensor) -> Tuple[Tensor, Tensor]:
-        h = torch.cat([x, safe_norm(self.vec1_proj(vec))], dim=-1)
-        x, gate = torch.split(self.update(h), self.hidden_out, dim=-1)
-        return self.act(x), gate.unsqueeze(1) * self.vec2_proj(vec)
-
-
-class EquivariantScalarHead(nn.Module):
-    """Output head: a gated equivariant block, then one invariant scalar per atom from scalars and vector norms.
-
-    The authors' head is two gated blocks whose last vector output is thrown away; computing only
-    the scalar of the second block gives the same function without unused parameters.
-    """
-
-    def __init__(self, hidden: int):
-        super().__init__()
-        half = hidden // 2
-        self.block = GatedEquivariantBlock(hidden, half)
-        self.vec_proj = nn.Linear(half, half, bias=False)
-        self.readout = nn.Sequential(nn.Linear(2 * half, half), nn.SiLU(), nn.Linear(half, 1))
-        _xavier(self.vec_proj, self.readout[0], self.readout[2])
-
-    def forward(self, x: Tensor, vec: Tensor) -> Tensor:
-        x, vec = self.block(x, vec)
-        return self.readout(torch.cat([x, safe_norm(self.vec_proj(vec))], dim=-1)).squeeze(-1)
 
 
 class ViSNet(nn.Module):

@@ -89,7 +89,7 @@ class TrainingCheckpoint:
         """The Potential with the chosen weights, in the training dtype, in eval mode."""
         from ..models import build_potential
 
-        potential = build_potential(self.architecture, self.hyperparameters)
+        potential = build_potential(self.architecture, self.hyperparameters, saved=True)
         potential.to(getattr(torch, self.config["dtype"]))
         potential.load_state_dict(self.state_dict(weights))
         potential.eval()

@@ -20,7 +20,7 @@ DTYPES = ("float32", "float64")
 RESUMABLE_CHANGES = ("time_budget_s", "max_epochs", "torch_threads", "early_stopping_patience_epochs")
 #: Fields added after checkpoints were first written, with the value that reproduces what those did:
 #: a checkpoint without the field resumes as if it had it.
-ADDED_FIELDS = {"loss": "mse", "loss_options": {}, "split_seed": None}
+ADDED_FIELDS = {"loss": "mse", "loss_options": {}, "split_seed": None, "ema_warmup": False}
 
 
 @dataclass
@@ -51,6 +51,8 @@ class TrainingConfig:
     energy_weight: float = setting(0.05, "weight of the energy term of the loss")
     force_weight: float = setting(0.95, "weight of the force term of the loss")
     ema_decay: float = setting(0.99, "decay of the exponential moving average of the weights")
+    ema_warmup: bool = setting(True, "grow the EMA's decay as min(ema_decay, (1 + step) / (10 + step)) so that the "
+                                     "average does not hold on to the random initial weights early on")
     dtype: str = setting("float32", "float32 or float64")
     torch_threads: int | None = setting(None, "torch threads (default: openmlff.threads' choice: 1 unless a batch "
                                               "holds thousands of atoms)", aliases=("--threads",))

@@ -74,6 +74,7 @@ def train(dataset: Dataset, out_dir, config: TrainingConfig | None = None, progr
     set_threads(config.torch_threads, atoms_per_call=config.batch_size * int(dataset.z.size))
     ckpt_path = out_dir / CHECKPOINT_NAME
     state = _load_or_start(dataset, ckpt_path, config, start)
+    config = TrainingConfig.from_dict(state["config"])  # a resumed run's settings (see _load_or_start)
     if state["status"] == "finished":
         return _result(ckpt_path, state)
     return _Loop(dataset, out_dir, config, state, progress).run()
@@ -138,8 +139,13 @@ def _load_or_start(dataset: Dataset, ckpt_path: Path, config: TrainingConfig, st
                 f"{ckpt_path}: the checkpoint was trained on other data (fingerprint {ckpt.get('data_fingerprint', '?')[:12]}, "
                 f"this dataset {fingerprint[:12]} from {dataset.source}); use another output folder")
         new = config.to_dict()
-        # a field newer than the checkpoint reads as the value that reproduces it (ADDED_FIELDS), else None
+        # a field newer than the checkpoint reads as the value that reproduces it (ADDED_FIELDS), else None;
+        # left at its default, such a field resumes as the checkpoint ran (a new default does not block a resume)
         old = {k: ckpt["config"].get(k, ADDED_FIELDS.get(k)) for k in new}
+        defaults = TrainingConfig().to_dict()
+        for k in ADDED_FIELDS:
+            if k not in ckpt["config"] and new[k] == defaults[k]:
+                new[k] = old[k]
         origin = {"origin": None if start is None else start.origin}
         check_resumable({**old, "origin": ckpt.get("origin")}, {**new, **origin}, where=str(ckpt_path),
                         may_change=TrainingConfig.RESUMABLE_CHANGES, job="training run", error=TrainingResumeError)
@@ -230,9 +236,9 @@ class _Loop:
         self.F = torch.as_tensor(dataset.F, dtype=self.dtype)
 
         torch.manual_seed(config.seed)
-        self.model = build_potential(state["architecture"], state["hyperparameters"]).to(self.dtype)
+        self.model = build_potential(state["architecture"], state["hyperparameters"], saved=True).to(self.dtype)
         self.model.set_energy_statistics(state["element_energy_ev"], state["scale_ev"])
-        self.ema = ExponentialMovingAverage(self.model, config.ema_decay)
+        self.ema = ExponentialMovingAverage(self.model, config.ema_decay, config.ema_warmup)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate)
         self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.optimizer, mode="min", factor=config.lr_factor, patience=config.lr_patience_epochs,
@@ -316,7 +322,7 @@ class _Loop:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            self.ema.update(self.model)
+            self.ema.update(self.model, st["step"])
             st["step"] += 1
             total_loss += float(loss.detach()) * n
             total_fmae += float((forces.detach() - f_ref).abs().mean()) * n

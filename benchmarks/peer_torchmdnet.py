@@ -1,0 +1,223 @@
+"""TorchMD-Net's side of benchmarks/peers.py: train its ET with its own Lightning module, keep the weights at
+wall-clock marks, evaluate them, and script one for OpenMM. Runs in the peers' virtual environment
+(`.venv-peers`, made by peers.py), never imports openmlff.
+
+    python peer_torchmdnet.py train    WORK --marks 60 150 300 --seed 0
+    python peer_torchmdnet.py evaluate WORK            -> WORK/torchmdnet/curve.json
+    python peer_torchmdnet.py md       WORK            -> WORK/torchmdnet/md.json
+
+WORK holds what peers.py wrote: data/{coords,embed,energy,forces}.npy (Å, kcal/mol, kcal/mol/Å: the
+units of rMD17 and of TorchMD-Net's own MD17 loader), data/splits.npz (idx_train, idx_val, idx_test)
+and settings.json (the pair's shared settings).
+
+The recipe is TorchMD-Net's examples/ET-MD17.yaml (standardize, neighbour embedding, expnorm RBF, EMA of
+the energy loss 0.05, AdamW, warm-up then reduce-on-plateau) with the sizes and optimiser settings that
+peers.py gives both sides. Its training loop is TorchMD-Net's (torchmdnet.module.LNNP under
+lightning.Trainer); the only addition is a callback that copies the weights at each mark and stops after
+the last. The clock starts at the first training step and counts validation, like openmlff's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+
+
+def _args(work: Path, settings: dict, seed: int):
+    """TorchMD-Net's own argument parser with ET-MD17.yaml's recipe and the pair's shared settings."""
+    from torchmdnet.scripts.train import get_argparse
+
+    data = work / "data"
+    log_dir = work / "torchmdnet"
+    recipe = {  # examples/ET-MD17.yaml
+        "activation": "silu", "aggr": "add", "attn_activation": "silu", "cutoff_lower": 0.0,
+        "derivative": True, "distance_influence": "both", "ema_alpha_y": 0.05, "ema_alpha_neg_dy": 1.0,
+        "lr_min": 1.0e-7, "max_num_neighbors": 32, "max_z": 100, "model": "equivariant-transformer",
+        "neighbor_embedding": True, "output_model": "Scalar", "precision": 32, "prior_model": None,
+        "rbf_type": "expnorm", "reduce_op": "add", "standardize": True, "trainable_rbf": False, "weight_decay": 0.0,
+    }
+    shared = {
+        "embedding_dimension": settings["hidden_channels"], "num_layers": settings["num_layers"],
+        "num_heads": settings["num_heads"], "num_rbf": settings["num_rbf"],
+        "cutoff_upper": settings["cutoff_angstrom"], "batch_size": settings["batch_size"],
+        "inference_batch_size": 64, "lr": settings["learning_rate"], "lr_warmup_steps": settings["warmup_steps"],
+        "lr_factor": settings["lr_factor"], "lr_patience": settings["lr_patience_epochs"],
+        "y_weight": settings["energy_weight"], "neg_dy_weight": settings["force_weight"],
+        "early_stopping_patience": 10_000, "num_epochs": 100_000,
+    }
+    files = {
+        "dataset": "Custom", "coord_files": str(data / "coords.npy"), "embed_files": str(data / "embed.npy"),
+        "energy_files": str(data / "energy.npy"), "force_files": str(data / "forces.npy"),
+        "splits": str(data / "splits.npz"), "log_dir": str(log_dir), "seed": seed, "num_workers": 0,
+        "ngpus": 1, "save_interval": 1, "test_interval": -1,
+    }
+    args = get_argparse().parse_args([])
+    for key, value in {**recipe, **shared, **files}.items():
+        if not hasattr(args, key):
+            raise SystemExit(f"torchmd-net has no option {key!r}: another version than 3.1?")
+        setattr(args, key, value)
+    return args
+
+
+def _model_and_data(work: Path, seed: int):
+    from torchmdnet.data import DataModule
+    from torchmdnet.models.model import create_prior_models
+
+    settings = json.loads((work / "settings.json").read_text())
+    args = _args(work, settings, seed)
+    Path(args.log_dir).mkdir(parents=True, exist_ok=True)
+    data = DataModule(args)
+    data.prepare_data()
+    data.setup("fit")
+    prior_models = create_prior_models(vars(args), data.dataset)
+    args.prior_args = [p.get_init_args() for p in prior_models]
+    return args, data, prior_models
+
+
+def train(work: Path, marks: list[float], seed: int) -> None:
+    import lightning.pytorch as pl
+    from lightning.pytorch.loggers import CSVLogger
+    from torchmdnet.module import LNNP
+
+    torch.set_num_threads(1)
+    pl.seed_everything(seed, workers=True)
+    args, data, prior_models = _model_and_data(work, seed)
+    module = LNNP(args, prior_model=prior_models, mean=data.mean, std=data.std)
+    out = Path(args.log_dir)
+    (out / "stats.json").write_text(json.dumps({"mean": float(data.mean), "std": float(data.std)}))
+
+    class Snapshots(pl.Callback):
+        """Copies the weights when the training clock passes each mark; stops after the last one."""
+
+        def __init__(self):
+            self.t0, self.paused, self.k, self.rows = None, 0.0, 0, []
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if self.t0 is None:
+                self.t0 = time.perf_counter()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            elapsed = time.perf_counter() - self.t0 - self.paused
+            if self.k < len(marks) and elapsed >= marks[self.k]:
+                t = time.perf_counter()
+                torch.save({k: v.detach().clone() for k, v in pl_module.model.state_dict().items()},
+                           out / f"weights_{marks[self.k]:g}s.pt")
+                self.rows.append({"mark_s": marks[self.k], "elapsed_s": round(elapsed, 2),
+                                  "steps": trainer.global_step, "epochs": trainer.current_epoch})
+                (out / "marks.json").write_text(json.dumps(self.rows, indent=1))
+                print(f"[torchmdnet] {marks[self.k]:g} s: step {trainer.global_step}, epoch {trainer.current_epoch}",
+                      flush=True)
+                self.k += 1
+                self.paused += time.perf_counter() - t
+                if self.k == len(marks):
+                    trainer.should_stop = True
+
+    trainer = pl.Trainer(max_epochs=args.num_epochs, accelerator="cpu", devices=1, callbacks=[Snapshots()],
+                         logger=[CSVLogger(str(out), name="", version="")], precision=args.precision,
+                         inference_mode=False, num_sanity_val_steps=0, enable_checkpointing=False,
+                         enable_progress_bar=False)
+    trainer.fit(module, data)
+
+
+def _load(work: Path, weights: Path, seed: int, derivative: bool):
+    from torchmdnet.models.model import create_model
+
+    args, data, prior_models = _model_and_data(work, seed)
+    args = argparse.Namespace(**{**vars(args), "derivative": derivative})
+    model = create_model(vars(args), prior_models, data.mean, data.std)
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    return model.eval()
+
+
+def evaluate(work: Path, seed: int) -> None:
+    """Energy and force MAEs (kcal/mol, kcal/mol/Å) of every kept set of weights on the validation and test frames."""
+    torch.set_num_threads(1)
+    out = work / "torchmdnet"
+    d = work / "data"
+    pos, z = np.load(d / "coords.npy"), np.load(d / "embed.npy")
+    energy, forces = np.load(d / "energy.npy").reshape(-1), np.load(d / "forces.npy")
+    splits = np.load(d / "splits.npz")
+    rows = []
+    for mark in json.loads((out / "marks.json").read_text()):
+        model = _load(work, out / f"weights_{mark['mark_s']:g}s.pt", seed, derivative=True)
+        row = dict(mark)
+        for part, key in (("val", "idx_val"), ("test", "idx_test")):
+            idx = splits[key]
+            e_err, f_err = [], []
+            for start in range(0, len(idx), 64):
+                chunk = idx[start:start + 64]
+                n = len(chunk)
+                zz = torch.as_tensor(np.tile(z, n), dtype=torch.long)
+                pp = torch.as_tensor(pos[chunk].reshape(-1, 3), dtype=torch.float32)
+                bb = torch.arange(n).repeat_interleave(len(z))
+                y, neg_dy = model(zz, pp, batch=bb)
+                e_err.append(np.abs(y.detach().numpy().reshape(-1) - energy[chunk]))
+                f_err.append(np.abs(neg_dy.detach().numpy().reshape(n, -1, 3) - forces[chunk]))
+            row[f"{part}_energy_mae_kcal_per_mol"] = float(np.concatenate(e_err).mean())
+            row[f"{part}_force_mae_kcal_per_mol_per_A"] = float(np.concatenate(f_err).mean())
+        rows.append(row)
+        print(f"[torchmdnet] {row['mark_s']:g} s: test F MAE {row['test_force_mae_kcal_per_mol_per_A']:.3f} kcal/mol/Å",
+              flush=True)
+    (out / "curve.json").write_text(json.dumps(rows, indent=1))
+
+
+class _OpenMMModule(torch.nn.Module):
+    """TorchMD-Net's model the way its documentation attaches it to OpenMM through openmm-torch: positions in nm
+    -> energy in kJ/mol (the model works in Å and kcal/mol here)."""
+
+    def __init__(self, model, z):
+        super().__init__()
+        self.model = model
+        self.register_buffer("z", torch.as_tensor(z, dtype=torch.long))
+
+    def forward(self, positions):
+        y, _ = self.model(self.z, positions.to(torch.float32) * 10.0)
+        return y.sum().to(torch.float64) * 4.184  # kcal/mol -> kJ/mol
+
+
+def md(work: Path, seed: int, steps: int) -> None:
+    """Script the last kept weights for openmm-torch and time MD (TorchForce) and the bare forward + backward."""
+    sys.path.insert(0, str(HERE))
+    from peer_timing import floor_ms, md_ms_per_step
+
+    torch.set_num_threads(1)
+    out = work / "torchmdnet"
+    last = json.loads((out / "marks.json").read_text())[-1]
+    model = _load(work, out / f"weights_{last['mark_s']:g}s.pt", seed, derivative=False)
+    z = np.load(work / "data" / "embed.npy")
+    start = np.load(work / "data" / "coords.npy")[0]
+    path = out / "model_openmm.pt"
+    torch.jit.script(_OpenMMModule(model, z)).save(str(path))
+    result = {"model": str(path), "md_ms_per_step": md_ms_per_step(str(path), z, start, steps=steps),
+              "floor_ms": floor_ms(str(path), start), "torch": torch.__version__}
+    (out / "md.json").write_text(json.dumps(result, indent=1))
+    print(f"[torchmdnet] MD {result['md_ms_per_step']:.2f} ms/step, floor {result['floor_ms']:.2f} ms", flush=True)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("command", choices=("train", "evaluate", "md"))
+    p.add_argument("work", type=Path)
+    p.add_argument("--marks", type=float, nargs="+", default=[60, 150, 300])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=200)
+    a = p.parse_args(argv)
+    if a.command == "train":
+        train(a.work, sorted(a.marks), a.seed)
+    elif a.command == "evaluate":
+        evaluate(a.work, a.seed)
+    else:
+        md(a.work, a.seed, a.steps)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,304 @@
+"""openmlff against its peers, side by side: learning curves at equal CPU budget and MD speed in OpenMM.
+
+Pair `et`: openmlff's ET against TorchMD-Net 3.1's ET (torchmd-net from the package index, trained by its
+own Lightning module: benchmarks/peer_torchmdnet.py). Both get the same 950 training / 50 validation /
+200 test frames of the shipped rMD17 aspirin (PBE/def2-SVP; the test frames are seen by neither), the
+same size (64 channels, 3 layers, 8 heads, 32 RBF, 5 Å), loss weights 0.05 energy / 0.95 forces,
+batch 16, Adam(W) at lr 1e-3 with 500 linear warm-up steps, reduce-on-plateau (factor 0.8, 8 epochs);
+otherwise each keeps its own recipe (openmlff's defaults; TorchMD-Net's examples/ET-MD17.yaml). The two
+train at the same time, one process and one torch thread each (a 2-core machine: one core each).
+
+At each mark (wall seconds of the training loop, validation included) each side's weights are copied,
+the weights the tool validates and exports: openmlff's EMA of weights, TorchMD-Net's raw weights
+(openmlff's raw weights are evaluated too). They are evaluated afterwards, outside the clock, on the 50
+validation and the 200 test frames. Then the last weights of each are scripted for openmm-torch and
+timed: MD steps with TorchForce on OpenMM's CPU platform (1 thread) and the bare forward + backward
+(benchmarks/peer_timing.py).
+
+    python benchmarks/peers.py [--marks 60 150 300 600 1200] [--seed 0] [--out results/peers] [--steps 200]
+
+The peers live in their own virtual environment, `.venv-peers` beside `.venv` (made on the first run:
+torch 2.12.1, torchmd-net 3.1.0 (installed without its dependency pins: it asks for setuptools >= 82,
+torch 2.12.1 for < 82), lightning, torch_geometric, warp-lang, OpenMM 8.6.1, openmm-torch 1.10; about
+6 GB). Prints the processor and thread settings with every table; writes OUT/peers.json, OUT/peers.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+PEERS_VENV = ROOT / ".venv-peers"
+#: What the peers' environment holds; torchmd-net goes in last with --no-deps (see the module docstring).
+PEER_PACKAGES = ["torch==2.12.1", "openmm==8.6.1", "acellera-openmmtorch-cpu==1.10", "lightning==2.6.6",
+                 "torch_geometric==2.8.1", "warp-lang==1.19.0", "h5py", "ase", "tqdm", "pyyaml"]
+PEER_NO_DEPS = ["torchmd-net==3.1.0"]
+SHARED = {  # the settings both sides of the ET pair get
+    "hidden_channels": 64, "num_layers": 3, "num_heads": 8, "num_rbf": 32, "cutoff_angstrom": 5.0,
+    "batch_size": 16, "learning_rate": 1.0e-3, "warmup_steps": 500, "lr_factor": 0.8, "lr_patience_epochs": 8,
+    "energy_weight": 0.05, "force_weight": 0.95, "n_train": 950, "n_val": 50, "n_test": 200,
+}
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+
+
+def peers_python() -> Path:
+    """The peers' interpreter, installing their environment first if it is missing or incomplete."""
+    python = PEERS_VENV / "bin" / "python"
+    stamp = PEERS_VENV / ".peers-installed"
+    want = " ".join(PEER_PACKAGES + PEER_NO_DEPS)
+    if python.exists() and stamp.exists() and stamp.read_text() == want:
+        return python
+    print(f"[peers] installing the peers' environment in {PEERS_VENV} (about 6 GB, minutes): {want}", flush=True)
+    if not python.exists():
+        subprocess.run(["python3.11", "-m", "venv", str(PEERS_VENV)], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", *PEER_PACKAGES], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--no-deps", *PEER_NO_DEPS], check=True)
+    stamp.write_text(want)
+    return python
+
+
+def prepare(work: Path, seed: int) -> None:
+    """The shipped frames in TorchMD-Net's Custom layout (Å, kcal/mol, kcal/mol/Å) and the split both use."""
+    from openmlff import units
+    from openmlff.data import load_dataset
+    from openmlff.data.shipped import shipped_dataset_path
+    from openmlff.data.splits import make_split
+
+    ds = load_dataset(shipped_dataset_path())
+    split = make_split(ds.n_frames, n_train=SHARED["n_train"], n_val=SHARED["n_val"], n_test=SHARED["n_test"],
+                       seed=seed)
+    data = work / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    kcal = units.ev_to("kcal/mol")
+    np.save(data / "coords.npy", ds.R.astype(np.float32))
+    np.save(data / "embed.npy", np.asarray(ds.z, dtype=np.int64))
+    np.save(data / "energy.npy", (ds.E * kcal).reshape(-1, 1).astype(np.float32))
+    np.save(data / "forces.npy", (ds.F * kcal).astype(np.float32))
+    np.savez(data / "splits.npz", idx_train=np.asarray(split.train), idx_val=np.asarray(split.val),
+             idx_test=np.asarray(split.test))
+    (work / "settings.json").write_text(json.dumps(SHARED, indent=1))
+
+
+def openmlff_config(seed: int, budget_s: float):
+    from openmlff.training import TrainingConfig
+
+    return TrainingConfig(
+        architecture="et", seed=seed, n_train=SHARED["n_train"], n_val=SHARED["n_val"], n_test=SHARED["n_test"],
+        batch_size=SHARED["batch_size"], learning_rate=SHARED["learning_rate"], warmup_steps=SHARED["warmup_steps"],
+        lr_factor=SHARED["lr_factor"], lr_patience_epochs=SHARED["lr_patience_epochs"],
+        energy_weight=SHARED["energy_weight"], force_weight=SHARED["force_weight"], time_budget_s=budget_s,
+        torch_threads=1, hyperparameters={k: SHARED[k] for k in ("hidden_channels", "num_layers", "num_heads",
+                                                                 "num_rbf", "cutoff_angstrom")})
+
+
+def train_openmlff(work: Path, marks: list[float], seed: int) -> None:
+    """openmlff's training to each mark in turn (a longer budget resumes the checkpoint), keeping a copy at each."""
+    from openmlff.data import load_dataset
+    from openmlff.data.shipped import shipped_dataset_path
+    from openmlff.training import train
+
+    ds = load_dataset(shipped_dataset_path())
+    out = work / "openmlff"
+    rows = []
+    for mark in marks:
+        result = train(ds, out / "run", openmlff_config(seed, mark), progress=False)
+        shutil.copyfile(result.checkpoint, out / f"weights_{mark:g}s.ckpt")
+        rows.append({"mark_s": mark, "elapsed_s": round(result.elapsed_s, 2), "steps": result.steps,
+                     "epochs": result.epochs})
+        (out / "marks.json").write_text(json.dumps(rows, indent=1))
+        print(f"[openmlff] {mark:g} s: step {result.steps}, epoch {result.epochs}", flush=True)
+
+
+def evaluate_openmlff(work: Path) -> list[dict]:
+    """MAEs of openmlff's EMA weights (what it validates and exports) and raw weights at each mark."""
+    import torch
+
+    from openmlff import units
+    from openmlff.data import load_dataset
+    from openmlff.data.shipped import shipped_dataset_path
+    from openmlff.threads import set_threads
+    from openmlff.training.checkpoint import read_checkpoint
+
+    set_threads(1)
+    ds = load_dataset(shipped_dataset_path())
+    split = np.load(work / "data" / "splits.npz")
+    kcal = units.ev_to("kcal/mol")
+    rows = []
+    for mark in json.loads((work / "openmlff" / "marks.json").read_text()):
+        ckpt = read_checkpoint(work / "openmlff" / f"weights_{mark['mark_s']:g}s.ckpt")
+        assert list(ckpt.split.test) == list(split["idx_test"]), "openmlff's split differs from the peer's"
+        row = dict(mark)
+        for weights, tag in (("ema", ""), ("raw", "raw_")):
+            potential = ckpt.potential(weights).eval()
+            for part in ("val", "test"):
+                idx = split[f"idx_{part}"]
+                e_err, f_err = [], []
+                for start in range(0, len(idx), 64):
+                    chunk = idx[start:start + 64]
+                    n = len(chunk)
+                    z = torch.as_tensor(np.tile(ds.z, n), dtype=torch.long)
+                    pos = torch.as_tensor(ds.R[chunk].reshape(-1, 3), dtype=torch.float32)
+                    batch = torch.arange(n).repeat_interleave(len(ds.z))
+                    energy, forces = potential.energy_and_forces(z, pos, batch, n)
+                    e_err.append(np.abs(energy.detach().numpy() - ds.E[chunk]) * kcal)
+                    f_err.append(np.abs(forces.detach().numpy().reshape(n, -1, 3) - ds.F[chunk]) * kcal)
+                row[f"{tag}{part}_energy_mae_kcal_per_mol"] = float(np.concatenate(e_err).mean())
+                row[f"{tag}{part}_force_mae_kcal_per_mol_per_A"] = float(np.concatenate(f_err).mean())
+        rows.append(row)
+    (work / "openmlff" / "curve.json").write_text(json.dumps(rows, indent=1))
+    return rows
+
+
+def md_openmlff(work: Path, steps: int) -> dict:
+    """Export openmlff's last weights as `openmlff export` does and time them like the peer's."""
+    sys.path.insert(0, str(HERE))
+    from peer_timing import floor_ms, md_ms_per_step
+
+    from openmlff.data import load_dataset
+    from openmlff.data.shipped import shipped_dataset_path
+    from openmlff.export import export_checkpoint
+    from openmlff.threads import set_threads
+
+    set_threads(1)  # what every openmlff command does first (1 thread, denormals flushed)
+    last = json.loads((work / "openmlff" / "marks.json").read_text())[-1]
+    path = export_checkpoint(work / "openmlff" / f"weights_{last['mark_s']:g}s.ckpt", work / "openmlff" / "model.pt",
+                             weights="ema")
+    ds = load_dataset(shipped_dataset_path())
+    return {"model": str(path), "md_ms_per_step": md_ms_per_step(str(path), ds.z, ds.R[0], steps=steps),
+            "floor_ms": floor_ms(str(path), ds.R[0])}
+
+
+def _run_side_by_side(commands: dict[str, list[str]], logs: Path) -> None:
+    """Start every command at once (one torch thread each), stream their mark lines, fail if any fails."""
+    env = {**os.environ, **ONE_THREAD, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    procs = {}
+    for name, cmd in commands.items():
+        log = open(logs / f"{name}.log", "w")
+        procs[name] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log)
+    seen = {name: 0 for name in procs}
+    while any(p.poll() is None for p, _ in procs.values()):
+        time.sleep(5)
+        for name in procs:
+            lines = [l for l in (logs / f"{name}.log").read_text(errors="replace").splitlines() if l.startswith("[")]
+            for line in lines[seen[name]:]:
+                print(line, flush=True)
+            seen[name] = len(lines)
+    for name, (p, log) in procs.items():
+        log.close()
+        if p.returncode != 0:
+            tail = "\n".join((logs / f"{name}.log").read_text(errors="replace").splitlines()[-30:])
+            raise SystemExit(f"{name} failed (exit {p.returncode}); the end of {logs / (name + '.log')}:\n{tail}")
+
+
+def table(ours: list[dict], peer: list[dict], peer_name: str) -> str:
+    lines = [f"{'mark s':>7} | {'openmlff epochs':>15} {'val F':>7} {'test F':>7} {'test E':>7} {'raw test F':>10} | "
+             f"{peer_name + ' epochs':>17} {'val F':>7} {'test F':>7} {'test E':>7} | {'ratio F':>7}"]
+    for a, b in zip(ours, peer):
+        lines.append(
+            f"{a['mark_s']:>7g} | {a['epochs']:>15d} {a['val_force_mae_kcal_per_mol_per_A']:>7.3f} "
+            f"{a['test_force_mae_kcal_per_mol_per_A']:>7.3f} {a['test_energy_mae_kcal_per_mol']:>7.3f} "
+            f"{a['raw_test_force_mae_kcal_per_mol_per_A']:>10.3f} | {b['epochs']:>17d} "
+            f"{b['val_force_mae_kcal_per_mol_per_A']:>7.3f} {b['test_force_mae_kcal_per_mol_per_A']:>7.3f} "
+            f"{b['test_energy_mae_kcal_per_mol']:>7.3f} | "
+            f"{a['test_force_mae_kcal_per_mol_per_A'] / b['test_force_mae_kcal_per_mol_per_A']:>7.3f}")
+    return "\n".join(lines)
+
+
+def plot(ours: list[dict], peer: list[dict], peer_name: str, path: Path, header: str) -> None:
+    """Test (solid) and validation (dashed) force MAE against wall time and against optimiser steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True)
+    for ax, x_key, x_label in ((axes[0], "mark_s", "training wall time (s), 1 thread each, side by side"),
+                               (axes[1], "steps", "optimiser steps (batches of 16 frames)")):
+        for rows, name, color in ((ours, "openmlff ET (EMA)", "C0"), (peer, peer_name, "C1")):
+            x = [r[x_key] for r in rows]
+            ax.plot(x, [r["test_force_mae_kcal_per_mol_per_A"] for r in rows], "o-", color=color, label=f"{name}, test")
+            ax.plot(x, [r["val_force_mae_kcal_per_mol_per_A"] for r in rows], "--", color=color, alpha=0.6,
+                    label=f"{name}, validation")
+        ax.plot([r[x_key] for r in ours], [r["raw_test_force_mae_kcal_per_mol_per_A"] for r in ours], ":",
+                color="grey", label="openmlff ET (raw weights), test")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(x_label)
+    axes[0].set_ylabel("force MAE (kcal/mol/Å), rMD17 aspirin")
+    axes[1].legend(fontsize=7)
+    fig.suptitle(header.replace("; 1 torch", ";\n1 torch"), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--marks", type=float, nargs="+", default=[60, 150, 300, 600, 1200],
+                   help="wall-clock seconds of training at which both sides are evaluated")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=ROOT / "results" / "peers")
+    p.add_argument("--steps", type=int, default=200, help="MD steps per timing round")
+    p.add_argument("--_side", choices=("openmlff",), help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    marks = sorted(a.marks)
+    work = a.out.resolve()
+    if a._side == "openmlff":  # one side of the pair, started by the run below
+        train_openmlff(work, marks, a.seed)
+        return 0
+
+    from openmlff.versions import processor_name
+
+    python = peers_python()
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    prepare(work, a.seed)
+    header = (f"processor {processor_name()}; {os.cpu_count()} cores; 1 torch thread per side (OMP_NUM_THREADS=1), "
+              f"both at once; seed {a.seed}; marks {marks} s")
+    print(f"[peers] {header}", flush=True)
+    peer_script = str(HERE / "peer_torchmdnet.py")
+    marks_args = ["--marks", *[f"{m:g}" for m in marks], "--seed", str(a.seed)]
+    _run_side_by_side({
+        "openmlff": [sys.executable, str(Path(__file__).resolve()), "--_side", "openmlff", "--out", str(work),
+                     "--seed", str(a.seed), "--marks", *[f"{m:g}" for m in marks]],
+        "torchmdnet": [str(python), peer_script, "train", str(work), *marks_args],
+    }, work)
+    print("[peers] training done; evaluating (outside the clock)", flush=True)
+    ours = evaluate_openmlff(work)
+    subprocess.run([str(python), peer_script, "evaluate", str(work), "--seed", str(a.seed)], check=True,
+                   env={**os.environ, **ONE_THREAD})
+    peer = json.loads((work / "torchmdnet" / "curve.json").read_text())
+    print("[peers] timing MD (one side at a time)", flush=True)
+    md_ours = md_openmlff(work, a.steps)
+    subprocess.run([str(python), peer_script, "md", str(work), "--seed", str(a.seed), "--steps", str(a.steps)],
+                   check=True, env={**os.environ, **ONE_THREAD})
+    md_peer = json.loads((work / "torchmdnet" / "md.json").read_text())
+
+    print(f"\nET on rMD17 aspirin: force / energy MAE (kcal/mol/Å, kcal/mol) against training wall time\n{header}")
+    print(table(ours, peer, "TorchMD-Net"))
+    print(f"\nMD in OpenMM (TorchForce, CPU platform, 1 thread, 0.5 fs Langevin, aspirin 21 atoms), ms/step; "
+          f"floor = bare forward + backward from Python (denormals flushed)\n{header}")
+    print(f"{'model':>12} | {'MD ms/step':>10} | {'floor ms':>8}")
+    for name, md in (("openmlff", md_ours), ("TorchMD-Net", md_peer)):
+        print(f"{name:>12} | {md['md_ms_per_step']:>10.2f} | {md['floor_ms']:>8.2f}")
+    print(f"MD step time openmlff / TorchMD-Net: {md_ours['md_ms_per_step'] / md_peer['md_ms_per_step']:.3f}")
+    result = {"header": header, "shared_settings": SHARED, "openmlff": ours, "torchmdnet": peer,
+              "md": {"openmlff": md_ours, "torchmdnet": md_peer}}
+    (work / "peers.json").write_text(json.dumps(result, indent=1))
+    plot(ours, peer, "TorchMD-Net ET", work / "peers.png", header)
+    print(f"\nwrote {work / 'peers.json'} and {work / 'peers.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
