@@ -17,17 +17,27 @@ import numpy as np
 
 
 def md_ms_per_step(module_path: str, atomic_numbers, positions_angstrom, steps: int = 200, rounds: int = 3,
-                   threads: int = 1) -> float:
-    """Wall ms per 0.5 fs Langevin step with the module in openmmtorch.TorchForce on OpenMM's CPU platform."""
+                   threads: int = 1, outputs_forces: bool = False) -> float:
+    """Wall ms per 0.5 fs Langevin step with the module in openmmtorch.TorchForce on OpenMM's CPU platform
+    (`outputs_forces`: the module returns (energy, forces in kJ/mol/nm) instead of the energy alone)."""
     import openmm
     import openmmtorch
-    from openmm import app, unit
+    from openmm import app
 
     system = openmm.System()
     for z in atomic_numbers:
         system.addParticle(app.Element.getByAtomicNumber(int(z)).mass)
     force = openmmtorch.TorchForce(str(module_path))
+    force.setOutputsForces(outputs_forces)
     system.addForce(force)
+    return system_md_ms_per_step(system, positions_angstrom, steps=steps, rounds=rounds, threads=threads)
+
+
+def system_md_ms_per_step(system, positions_angstrom, steps: int = 200, rounds: int = 3, threads: int = 1) -> float:
+    """Wall ms per 0.5 fs Langevin step of any OpenMM System on the CPU platform: best of `rounds` rounds."""
+    import openmm
+    from openmm import unit
+
     integrator = openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 1 / unit.picosecond, 0.5 * unit.femtosecond)
     integrator.setRandomNumberSeed(1)
     platform = openmm.Platform.getPlatformByName("CPU")
@@ -45,19 +55,27 @@ def md_ms_per_step(module_path: str, atomic_numbers, positions_angstrom, steps: 
     return best
 
 
-def floor_ms(module_path: str, positions_angstrom, calls: int = 100, rounds: int = 3) -> float:
-    """Wall ms of one forward + autograd.grad of the module at the start geometry (float64 nm, as TorchForce)."""
+def best_ms(call, calls: int = 100, rounds: int = 3) -> float:
+    """Wall ms of one `call()`, best of `rounds` rounds of `calls` calls after 5 warm-up calls, denormals flushed
+    as openmlff runs models (benchmarks/denormals.py)."""
     import torch
 
     torch.set_flush_denormal(True)
-    module = torch.jit.load(str(module_path))
-    pos = torch.tensor(np.asarray(positions_angstrom, dtype=np.float64) * 0.1, requires_grad=True)
     for _ in range(5):
-        torch.autograd.grad(module(pos), pos)
+        call()
     best = float("inf")
     for _ in range(rounds):
         t0 = time.perf_counter()
         for _ in range(calls):
-            torch.autograd.grad(module(pos), pos)
+            call()
         best = min(best, (time.perf_counter() - t0) / calls * 1e3)
     return best
+
+
+def floor_ms(module_path: str, positions_angstrom, calls: int = 100, rounds: int = 3) -> float:
+    """Wall ms of one forward + autograd.grad of the module at the start geometry (float64 nm, as TorchForce)."""
+    import torch
+
+    module = torch.jit.load(str(module_path))
+    pos = torch.tensor(np.asarray(positions_angstrom, dtype=np.float64) * 0.1, requires_grad=True)
+    return best_ms(lambda: torch.autograd.grad(module(pos), pos), calls, rounds)
