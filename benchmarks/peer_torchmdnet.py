@@ -196,7 +196,8 @@ def md(work: Path, seed: int, steps: int) -> None:
     start = np.load(work / "data" / "coords.npy")[0]
     path = out / "model_openmm.pt"
     torch.jit.script(_OpenMMModule(model, z)).save(str(path))
-    result = {"model": str(path), "md_ms_per_step": md_ms_per_step(str(path), z, start, steps=steps),
+    result = {"model": str(path), "path": "scripted model -> openmmtorch.TorchForce",
+              "md_ms_per_step": md_ms_per_step(str(path), z, start, steps=steps),
               "floor_ms": floor_ms(str(path), start), "torch": torch.__version__}
     (out / "md.json").write_text(json.dumps(result, indent=1))
     print(f"[torchmdnet] MD {result['md_ms_per_step']:.2f} ms/step, floor {result['floor_ms']:.2f} ms", flush=True)
