@@ -22,52 +22,32 @@ training step and counts validation, like openmlff's.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
 import yaml
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from peer_driver import MarkSnapshots, main as driver_main  # noqa: E402
 SYMBOLS = {1: "H", 6: "C", 7: "N", 8: "O"}
 
 
-class Snapshots(pl.Callback):
-    """Saves a nequip checkpoint (EMA weights included) when the training clock passes each mark; stops after the
-    last. Time spent saving is taken off the clock. The config names it as `peer_nequip.Snapshots`."""
+class Snapshots(MarkSnapshots):
+    """A nequip checkpoint (EMA weights included) at each mark; the config names it `peer_nequip.Snapshots`."""
 
-    def __init__(self, marks, out_dir):
-        self.marks, self.out = [float(m) for m in marks], Path(out_dir)
-        self.t0, self.paused, self.k, self.rows = None, 0.0, 0, []
+    name = "nequip"
 
     def on_train_start(self, trainer, pl_module):
         torch.set_num_threads(1)
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if self.t0 is None:
-            self.t0 = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        elapsed = time.perf_counter() - self.t0 - self.paused
-        if self.k < len(self.marks) and elapsed >= self.marks[self.k]:
-            t = time.perf_counter()
-            mark = self.marks[self.k]
-            trainer.save_checkpoint(str(self.out / f"weights_{mark:g}s.ckpt"))
-            self.rows.append({"mark_s": mark, "elapsed_s": round(elapsed, 2), "steps": trainer.global_step,
-                              "epochs": trainer.current_epoch})
-            (self.out / "marks.json").write_text(json.dumps(self.rows, indent=1))
-            print(f"[nequip] {mark:g} s: step {trainer.global_step}, epoch {trainer.current_epoch}", flush=True)
-            self.k += 1
-            self.paused += time.perf_counter() - t
-            if self.k == len(self.marks):
-                trainer.should_stop = True
+    def save(self, trainer, pl_module, path_stem):
+        trainer.save_checkpoint(f"{path_stem}.ckpt")
 
 
 def _write_xyz(work: Path) -> dict[str, Path]:
@@ -224,7 +204,6 @@ def md(work: Path, seed: int, steps: int) -> None:
     from openmmml import MLPotential
     from openmmml.models import nequippotential
 
-    sys.path.insert(0, str(HERE))
     from peer_timing import best_ms, system_md_ms_per_step
 
     torch.set_num_threads(1)
@@ -261,20 +240,7 @@ def md(work: Path, seed: int, steps: int) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("command", choices=("train", "evaluate", "md"))
-    p.add_argument("work", type=Path)
-    p.add_argument("--marks", type=float, nargs="+", default=[60, 150, 300])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=200)
-    a = p.parse_args(argv)
-    if a.command == "train":
-        train(a.work.resolve(), sorted(a.marks), a.seed)
-    elif a.command == "evaluate":
-        evaluate(a.work.resolve(), a.seed)
-    else:
-        md(a.work.resolve(), a.seed, a.steps)
-    return 0
+    return driver_main(__doc__, train, evaluate, md, argv)
 
 
 if __name__ == "__main__":

@@ -22,13 +22,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from peer_driver import MarkSnapshots, main as driver_main  # noqa: E402
 
 
 def _args(work: Path, settings: dict, seed: int):
@@ -94,33 +95,14 @@ def train(work: Path, marks: list[float], seed: int) -> None:
     out = Path(args.log_dir)
     (out / "stats.json").write_text(json.dumps({"mean": float(data.mean), "std": float(data.std)}))
 
-    class Snapshots(pl.Callback):
-        """Copies the weights when the training clock passes each mark; stops after the last one."""
+    class Snapshots(MarkSnapshots):
+        name = "torchmdnet"
 
-        def __init__(self):
-            self.t0, self.paused, self.k, self.rows = None, 0.0, 0, []
+        def save(self, trainer, pl_module, path_stem):
+            torch.save({k: v.detach().clone() for k, v in pl_module.model.state_dict().items()},
+                       f"{path_stem}.pt")
 
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            if self.t0 is None:
-                self.t0 = time.perf_counter()
-
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            elapsed = time.perf_counter() - self.t0 - self.paused
-            if self.k < len(marks) and elapsed >= marks[self.k]:
-                t = time.perf_counter()
-                torch.save({k: v.detach().clone() for k, v in pl_module.model.state_dict().items()},
-                           out / f"weights_{marks[self.k]:g}s.pt")
-                self.rows.append({"mark_s": marks[self.k], "elapsed_s": round(elapsed, 2),
-                                  "steps": trainer.global_step, "epochs": trainer.current_epoch})
-                (out / "marks.json").write_text(json.dumps(self.rows, indent=1))
-                print(f"[torchmdnet] {marks[self.k]:g} s: step {trainer.global_step}, epoch {trainer.current_epoch}",
-                      flush=True)
-                self.k += 1
-                self.paused += time.perf_counter() - t
-                if self.k == len(marks):
-                    trainer.should_stop = True
-
-    trainer = pl.Trainer(max_epochs=args.num_epochs, accelerator="cpu", devices=1, callbacks=[Snapshots()],
+    trainer = pl.Trainer(max_epochs=args.num_epochs, accelerator="cpu", devices=1, callbacks=[Snapshots(marks, out)],
                          logger=[CSVLogger(str(out), name="", version="")], precision=args.precision,
                          inference_mode=False, num_sanity_val_steps=0, enable_checkpointing=False,
                          enable_progress_bar=False)
@@ -185,7 +167,6 @@ class _OpenMMModule(torch.nn.Module):
 
 def md(work: Path, seed: int, steps: int) -> None:
     """Script the last kept weights for openmm-torch and time MD (TorchForce) and the bare forward + backward."""
-    sys.path.insert(0, str(HERE))
     from peer_timing import floor_ms, md_ms_per_step
 
     torch.set_num_threads(1)
@@ -204,20 +185,7 @@ def md(work: Path, seed: int, steps: int) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("command", choices=("train", "evaluate", "md"))
-    p.add_argument("work", type=Path)
-    p.add_argument("--marks", type=float, nargs="+", default=[60, 150, 300])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=200)
-    a = p.parse_args(argv)
-    if a.command == "train":
-        train(a.work, sorted(a.marks), a.seed)
-    elif a.command == "evaluate":
-        evaluate(a.work, a.seed)
-    else:
-        md(a.work, a.seed, a.steps)
-    return 0
+    return driver_main(__doc__, train, evaluate, md, argv)
 
 
 if __name__ == "__main__":
