@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import lightning.pytorch as pl
+import numpy as np
 
 
 class MarkSnapshots(pl.Callback):
@@ -44,6 +45,28 @@ class MarkSnapshots(pl.Callback):
             self.paused += time.perf_counter() - t
             if self.k == len(self.marks):
                 trainer.should_stop = True
+
+
+def evaluate_marks(work: Path, name: str, suffix: str, predictor) -> None:
+    """Energy and force MAEs (kcal/mol, kcal/mol/Å) of every kept set of weights (WORK/NAME/weights_<mark>s<suffix>)
+    on the validation and test frames -> WORK/NAME/curve.json. `predictor(path)` returns a function of frame
+    indices giving (energies (n,), forces (n, atoms, 3)) in the data's units."""
+    out, d = work / name, work / "data"
+    energy, forces = np.load(d / "energy.npy").reshape(-1), np.load(d / "forces.npy")
+    splits = np.load(d / "splits.npz")
+    rows = []
+    for mark in json.loads((out / "marks.json").read_text()):
+        predict = predictor(out / f"weights_{mark['mark_s']:g}s{suffix}")
+        row = dict(mark)
+        for part in ("val", "test"):
+            idx = splits[f"idx_{part}"]
+            e, f = predict(idx)
+            row[f"{part}_energy_mae_kcal_per_mol"] = float(np.abs(e - energy[idx]).mean())
+            row[f"{part}_force_mae_kcal_per_mol_per_A"] = float(np.abs(f - forces[idx]).mean())
+        rows.append(row)
+        print(f"[{name}] {row['mark_s']:g} s: test F MAE {row['test_force_mae_kcal_per_mol_per_A']:.3f} kcal/mol/Å",
+              flush=True)
+    (out / "curve.json").write_text(json.dumps(rows, indent=1))
 
 
 def main(doc: str, train, evaluate, md, argv=None) -> int:

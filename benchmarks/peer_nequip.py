@@ -34,7 +34,7 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from peer_driver import MarkSnapshots, main as driver_main  # noqa: E402
+from peer_driver import MarkSnapshots, evaluate_marks, main as driver_main  # noqa: E402
 SYMBOLS = {1: "H", 6: "C", 7: "N", 8: "O"}
 
 
@@ -170,28 +170,23 @@ def evaluate(work: Path, seed: int) -> None:
     from ase import Atoms
 
     torch.set_num_threads(1)
-    out = work / "nequip"
-    d = work / "data"
-    pos, z = np.load(d / "coords.npy"), np.load(d / "embed.npy")
-    energy, forces = np.load(d / "energy.npy").reshape(-1), np.load(d / "forces.npy")
-    splits = np.load(d / "splits.npz")
-    rows = []
-    for mark in json.loads((out / "marks.json").read_text()):
-        calc = _calculator(out / f"weights_{mark['mark_s']:g}s.ckpt", work)
-        row = dict(mark)
-        for part in ("val", "test"):
-            e_err, f_err = [], []
-            for i in splits[f"idx_{part}"]:
+    pos, z = np.load(work / "data" / "coords.npy"), np.load(work / "data" / "embed.npy")
+
+    def predictor(ckpt: Path):
+        calc = _calculator(ckpt, work)
+
+        def predict(idx):
+            e, f = [], []
+            for i in idx:
                 atoms = Atoms(numbers=z, positions=pos[i], pbc=False)
                 atoms.calc = calc
-                e_err.append(abs(atoms.get_potential_energy() - energy[i]))
-                f_err.append(np.abs(atoms.get_forces() - forces[i]))
-            row[f"{part}_energy_mae_kcal_per_mol"] = float(np.mean(e_err))
-            row[f"{part}_force_mae_kcal_per_mol_per_A"] = float(np.mean(f_err))
-        rows.append(row)
-        print(f"[nequip] {row['mark_s']:g} s: test F MAE {row['test_force_mae_kcal_per_mol_per_A']:.3f} kcal/mol/Å",
-              flush=True)
-    (out / "curve.json").write_text(json.dumps(rows, indent=1))
+                e.append(atoms.get_potential_energy())
+                f.append(atoms.get_forces())
+            return np.asarray(e), np.asarray(f)
+
+        return predict
+
+    evaluate_marks(work, "nequip", ".ckpt", predictor)
 
 
 def md(work: Path, seed: int, steps: int) -> None:

@@ -29,7 +29,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from peer_driver import MarkSnapshots, main as driver_main  # noqa: E402
+from peer_driver import MarkSnapshots, evaluate_marks, main as driver_main  # noqa: E402
 
 
 def _args(work: Path, settings: dict, seed: int):
@@ -122,33 +122,26 @@ def _load(work: Path, weights: Path, seed: int, derivative: bool):
 def evaluate(work: Path, seed: int) -> None:
     """Energy and force MAEs (kcal/mol, kcal/mol/Å) of every kept set of weights on the validation and test frames."""
     torch.set_num_threads(1)
-    out = work / "torchmdnet"
-    d = work / "data"
-    pos, z = np.load(d / "coords.npy"), np.load(d / "embed.npy")
-    energy, forces = np.load(d / "energy.npy").reshape(-1), np.load(d / "forces.npy")
-    splits = np.load(d / "splits.npz")
-    rows = []
-    for mark in json.loads((out / "marks.json").read_text()):
-        model = _load(work, out / f"weights_{mark['mark_s']:g}s.pt", seed, derivative=True)
-        row = dict(mark)
-        for part, key in (("val", "idx_val"), ("test", "idx_test")):
-            idx = splits[key]
-            e_err, f_err = [], []
+    pos, z = np.load(work / "data" / "coords.npy"), np.load(work / "data" / "embed.npy")
+
+    def predictor(weights: Path):
+        model = _load(work, weights, seed, derivative=True)
+
+        def predict(idx):
+            e, f = [], []
             for start in range(0, len(idx), 64):
                 chunk = idx[start:start + 64]
                 n = len(chunk)
-                zz = torch.as_tensor(np.tile(z, n), dtype=torch.long)
-                pp = torch.as_tensor(pos[chunk].reshape(-1, 3), dtype=torch.float32)
-                bb = torch.arange(n).repeat_interleave(len(z))
-                y, neg_dy = model(zz, pp, batch=bb)
-                e_err.append(np.abs(y.detach().numpy().reshape(-1) - energy[chunk]))
-                f_err.append(np.abs(neg_dy.detach().numpy().reshape(n, -1, 3) - forces[chunk]))
-            row[f"{part}_energy_mae_kcal_per_mol"] = float(np.concatenate(e_err).mean())
-            row[f"{part}_force_mae_kcal_per_mol_per_A"] = float(np.concatenate(f_err).mean())
-        rows.append(row)
-        print(f"[torchmdnet] {row['mark_s']:g} s: test F MAE {row['test_force_mae_kcal_per_mol_per_A']:.3f} kcal/mol/Å",
-              flush=True)
-    (out / "curve.json").write_text(json.dumps(rows, indent=1))
+                y, neg_dy = model(torch.as_tensor(np.tile(z, n), dtype=torch.long),
+                                  torch.as_tensor(pos[chunk].reshape(-1, 3), dtype=torch.float32),
+                                  batch=torch.arange(n).repeat_interleave(len(z)))
+                e.append(y.detach().numpy().reshape(-1))
+                f.append(neg_dy.detach().numpy().reshape(n, -1, 3))
+            return np.concatenate(e), np.concatenate(f)
+
+        return predict
+
+    evaluate_marks(work, "torchmdnet", ".pt", predictor)
 
 
 class _OpenMMModule(torch.nn.Module):
