@@ -8,9 +8,10 @@ benchmarks/peer_nequip.py), openmlff's CPU preset: 32 features of l <= 1 without
 
 Both sides of a pair get the same 950 training / 50 validation / 200 test frames of the shipped rMD17
 aspirin (PBE/def2-SVP; the test frames are seen by neither), the same model size, loss weights 0.05
-energy / 0.95 forces and batch 16. The ET pair also shares the optimiser (Adam(W) at lr 1e-3 with 500
-linear warm-up steps, reduce-on-plateau factor 0.8 / 8 epochs); nequip keeps its tutorial's optimiser
-(Adam at lr 0.01, plateau factor 0.6 / 5 epochs, EMA 0.999), which has no warm-up. Otherwise each keeps
+energy / 0.95 forces, batch 16 and reduce-on-plateau factor 0.8 / 8 epochs on openmlff's and TorchMD-Net's side.
+The ET pair also shares the learning rate (Adam(W) at 1e-3 with 500 linear warm-up steps, openmlff's ET default);
+in the NequIP pair each side keeps its own: openmlff's NequIP default (lr 1e-2, 50 warm-up steps), nequip's
+tutorial optimiser (Adam at lr 0.01 without warm-up, plateau factor 0.6 / 5 epochs, EMA 0.999). Otherwise each keeps
 its own recipe (openmlff's defaults; TorchMD-Net's examples/ET-MD17.yaml; nequip's configs/tutorial.yaml).
 The two train at the same time, one process and one torch thread each (a 2-core machine: one core each).
 
@@ -55,7 +56,7 @@ PEER_PACKAGES = ["torch==2.12.1", "openmm==8.6.1", "acellera-openmmtorch-cpu==1.
                  "torch_geometric==2.8.1", "warp-lang==1.19.0", "nequip==0.19.1", "h5py", "ase", "tqdm", "pyyaml"]
 PEER_NO_DEPS = ["torchmd-net==3.1.0", "openmmml==1.8"]
 COMMON = {  # what both sides of every pair get (the nequip side keeps its own optimiser: see the docstring)
-    "batch_size": 16, "learning_rate": 1.0e-3, "warmup_steps": 500, "lr_factor": 0.8, "lr_patience_epochs": 8,
+    "batch_size": 16, "lr_factor": 0.8, "lr_patience_epochs": 8,
     "energy_weight": 0.05, "force_weight": 0.95, "n_train": 950, "n_val": 50, "n_test": 200,
 }
 
@@ -69,15 +70,16 @@ class Pair:
     peer: str  # the driver's output folder under WORK
     peer_name: str
     script: str
+    learning_rate: dict  # learning_rate and warmup_steps both sides get; empty: each side its own default
 
 
 PAIRS = {
     "et": Pair("et", {"hidden_channels": 64, "num_layers": 3, "num_heads": 8, "num_rbf": 32, "cutoff_angstrom": 5.0},
-               "torchmdnet", "TorchMD-Net", "peer_torchmdnet.py"),
+               "torchmdnet", "TorchMD-Net", "peer_torchmdnet.py", {"learning_rate": 1.0e-3, "warmup_steps": 500}),
     "nequip": Pair("nequip", {"num_features": 32, "l_max": 1, "parity": False, "num_layers": 3, "num_bessel": 8,
                               "trainable_bessel": True, "polynomial_p": 6, "radial_mlp_layers": 2,
                               "radial_mlp_width": 64, "cutoff_angstrom": 5.0},
-                   "nequip", "nequip", "peer_nequip.py"),
+                   "nequip", "nequip", "peer_nequip.py", {}),
 }
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
@@ -118,7 +120,8 @@ def prepare(work: Path, pair: Pair, seed: int) -> None:
     np.save(data / "forces.npy", (ds.F * kcal).astype(np.float32))
     np.savez(data / "splits.npz", idx_train=np.asarray(split.train), idx_val=np.asarray(split.val),
              idx_test=np.asarray(split.test))
-    (work / "settings.json").write_text(json.dumps({**COMMON, **pair.model, "architecture": pair.architecture},
+    (work / "settings.json").write_text(json.dumps({**COMMON, **pair.learning_rate, **pair.model,
+                                                    "architecture": pair.architecture},
                                                    indent=1))
 
 
@@ -127,8 +130,7 @@ def openmlff_config(pair: Pair, seed: int, budget_s: float):
 
     return TrainingConfig(
         architecture=pair.architecture, seed=seed, n_train=COMMON["n_train"], n_val=COMMON["n_val"],
-        n_test=COMMON["n_test"], batch_size=COMMON["batch_size"], learning_rate=COMMON["learning_rate"],
-        warmup_steps=COMMON["warmup_steps"], lr_factor=COMMON["lr_factor"],
+        n_test=COMMON["n_test"], batch_size=COMMON["batch_size"], **pair.learning_rate, lr_factor=COMMON["lr_factor"],
         lr_patience_epochs=COMMON["lr_patience_epochs"], energy_weight=COMMON["energy_weight"],
         force_weight=COMMON["force_weight"], time_budget_s=budget_s, torch_threads=1,
         hyperparameters=dict(pair.model))
@@ -324,8 +326,12 @@ def run_pair(pair: Pair, work: Path, marks: list[float], seed: int, steps: int, 
           f"{md_peer['floor_ms']:>8.2f}")
     print(f"MD step time openmlff (TorchForce) / {pair.peer_name}: "
           f"{md_ours['md_ms_per_step'] / md_peer['md_ms_per_step']:.3f}")
+    from openmlff.training.checkpoint import read_checkpoint
+
     result = {"header": header, "pair": pair.architecture, "peer": pair.peer_name,
-              "shared_settings": json.loads((work / "settings.json").read_text()), "openmlff": ours, pair.peer: peer,
+              "shared_settings": json.loads((work / "settings.json").read_text()),
+              "openmlff_training_config": read_checkpoint(work / "openmlff" / "run" / "model.ckpt").config,
+              "openmlff": ours, pair.peer: peer,
               "md": {"openmlff": md_ours, pair.peer: md_peer}}
     (work / "peers.json").write_text(json.dumps(result, indent=1))
     plot(ours, peer, pair, work / "peers.png", header)

@@ -9,4 +9,4 @@ from .threads import configure_process as _configure_process
 
 _configure_process()  # OMP_WAIT_POLICY=PASSIVE before torch starts OpenMP (see openmlff.threads)
 
-__version__ = "0.1.1"
+__version__ = "0.1.2"

@@ -220,7 +220,9 @@ def test_total_energy_is_conserved_in_openmm_nve(tmp_path, aspirin, variant):
 def test_training_reduces_validation_force_error(tmp_path, aspirin, architecture):
     config = TrainingConfig(architecture=architecture, hyperparameters=TINY[architecture], n_train=20, n_val=5,
                             n_test=5, batch_size=5, warmup_steps=4, learning_rate=1e-2, ema_decay=0.5,
-                            max_epochs=20, torch_threads=1)
+                            max_epochs=40, torch_threads=1)
+    # 40 epochs, not 20: on an AMD EPYC the tiny ViSNet had only reached 0.92 of its first error after 20 (0.54 after
+    # 40; ET 0.50, NequIP 0.44), where the Intel Xeon's kernels had taken it below 0.75. The bound needs margin.
     result = train(aspirin, tmp_path, config, progress=False)
     with open(tmp_path / "training_log.csv") as fh:
         first = float(next(csv.DictReader(fh))["val_force_mae_kcal_per_mol_per_A"])

@@ -12,13 +12,17 @@ import numpy as np
 import pytest
 import torch
 
+from openmlff.config import ConfigError
 from openmlff.data import load_dataset
 from openmlff.export import export_checkpoint, load_exported
 from openmlff.training import TrainingConfig, TrainingError, load_checkpoint, train
 from openmlff.training.checkpoint import read_checkpoint
 
+from model_helpers import TINY as TINY_SIZES  # tests/ is on sys.path (pytest rootdir insertion)
+
 torch.set_num_threads(1)
 TINY = {"hidden_channels": 16, "num_layers": 1, "num_heads": 2, "num_rbf": 8}
+TINY_NEQUIP = TINY_SIZES["nequip"]
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +112,41 @@ def test_checkpoint_from_before_ema_warmup_resumes_as_it_ran(tmp_path, aspirin):
     assert read_checkpoint(tmp_path / "model.ckpt").state["config"]["ema_warmup"] is False
     with pytest.raises(TrainingError, match="ema_warmup"):  # now recorded: switching it on is a change
         train(aspirin, tmp_path, tiny_config(max_epochs=3, ema_warmup=True), progress=False)
+
+
+def test_learning_rate_left_none_is_the_architectures_and_recorded(tmp_path, aspirin):
+    from openmlff.models import ARCHITECTURES
+    from openmlff.training.config import ARCHITECTURE_DEFAULTS
+
+    assert set(ARCHITECTURE_DEFAULTS) == set(ARCHITECTURES)
+    assert TrainingConfig(architecture="nequip").resolved().learning_rate == 1.0e-2
+    assert TrainingConfig(architecture="et").resolved().warmup_steps == 500
+    kept = TrainingConfig(architecture="nequip", learning_rate=2e-3, warmup_steps=0).resolved()
+    assert (kept.learning_rate, kept.warmup_steps) == (2e-3, 0)
+    with pytest.raises(ConfigError, match="learning_rate must be positive"):
+        TrainingConfig(learning_rate=0.0)
+    config = tiny_config(architecture="nequip", hyperparameters=TINY_NEQUIP, learning_rate=None, warmup_steps=None,
+                         max_epochs=1)
+    train(aspirin, tmp_path, config, progress=False)
+    recorded = read_checkpoint(tmp_path / "model.ckpt").state
+    assert (recorded["config"]["learning_rate"], recorded["config"]["warmup_steps"]) == (1.0e-2, 50)
+    # 4 steps of the 50-step warm-up to 1e-2: the optimiser ran at 4/50 of it
+    assert recorded["history"][-1]["learning_rate"] == pytest.approx(1.0e-2 * 4 / 50)
+
+
+def test_nequip_run_of_0_1_1_resumes_with_its_learning_rate(tmp_path, aspirin):
+    """A checkpoint records the learning rate it ran with (0.1.1: 1e-3 and 500 warm-up steps for every
+    architecture); resumed with the default left None, it goes on with that, not with today's NequIP default."""
+    old = dict(architecture="nequip", hyperparameters=TINY_NEQUIP, learning_rate=1.0e-3, warmup_steps=500)
+    train(aspirin, tmp_path, tiny_config(**old, max_epochs=1), progress=False)
+    train(aspirin, tmp_path, tiny_config(**{**old, "learning_rate": None, "warmup_steps": None}, max_epochs=2),
+          progress=False)
+    state = read_checkpoint(tmp_path / "model.ckpt").state
+    assert state["epoch"] == 2 and (state["config"]["learning_rate"], state["config"]["warmup_steps"]) == (1e-3, 500)
+    assert state["history"][-1]["learning_rate"] == pytest.approx(1.0e-3 * 8 / 500)
+    with pytest.raises(TrainingError, match="learning_rate"):  # asking for another one is a change
+        train(aspirin, tmp_path, tiny_config(**{**old, "learning_rate": 1e-2, "warmup_steps": None}, max_epochs=3),
+              progress=False)
 
 
 def test_mismatched_resume_is_refused(tmp_path, aspirin):

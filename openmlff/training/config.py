@@ -7,7 +7,7 @@ validates itself on construction: ConfigError names the field.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 from ..config import check, setting
 from ..errors import InputError
@@ -21,6 +21,15 @@ RESUMABLE_CHANGES = ("time_budget_s", "max_epochs", "torch_threads", "early_stop
 #: Fields added after checkpoints were first written, with the value that reproduces what those did:
 #: a checkpoint without the field resumes as if it had it.
 ADDED_FIELDS = {"loss": "mse", "loss_options": {}, "split_seed": None, "ema_warmup": False}
+#: The optimiser's defaults per architecture, taken by `learning_rate` and `warmup_steps` left None (resolved()
+#: records them in the checkpoint, so a run resumes with what it started with). ET and ViSNet: TorchMD-Net's
+#: recipe. NequIP: nequip's learning rate 1e-2 and a short warm-up; with 1e-3 and 500 warm-up steps (the default
+#: of 0.1.1 and before) it learnt about half as fast for the first ~1000 steps (README "Against nequip").
+ARCHITECTURE_DEFAULTS = {
+    "et": {"learning_rate": 1.0e-3, "warmup_steps": 500},
+    "visnet": {"learning_rate": 1.0e-3, "warmup_steps": 500},
+    "nequip": {"learning_rate": 1.0e-2, "warmup_steps": 50},
+}
 
 
 @dataclass
@@ -36,8 +45,11 @@ class TrainingConfig:
     seed: int = setting(0, "seed of the split, the initial weights and the batch order")
     split_seed: int | None = setting(None, "seed of the split alone (default: seed); committee members share it")
     batch_size: int = setting(16, "frames per optimiser step")
-    learning_rate: float = setting(1.0e-3, "peak learning rate (Adam)", aliases=("--lr",))
-    warmup_steps: int = setting(500, "optimiser steps of linear learning-rate warm-up")
+    learning_rate: float | None = setting(None, "peak learning rate (Adam); default: the architecture's "
+                                                "(ARCHITECTURE_DEFAULTS: 1e-3 for et and visnet, 1e-2 for nequip)",
+                                          aliases=("--lr",))
+    warmup_steps: int | None = setting(None, "optimiser steps of linear learning-rate warm-up; default: the "
+                                             "architecture's (500 for et and visnet, 50 for nequip)")
     lr_factor: float = setting(0.8, "learning-rate factor when the validation loss plateaus")
     lr_patience_epochs: int = setting(8, "epochs without improvement before the learning rate drops")
     min_learning_rate: float = setting(1.0e-6, "training stops when the learning rate reaches this")
@@ -72,9 +84,11 @@ class TrainingConfig:
         for name in ("batch_size", "early_stopping_patience_epochs"):
             check(self, getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
         for name in ("warmup_steps", "lr_patience_epochs", "max_epochs", "energy_weight", "force_weight"):
-            check(self, getattr(self, name) >= 0, name, f"must be >= 0, got {getattr(self, name)}")
+            value = getattr(self, name)
+            check(self, value is None and name == "warmup_steps" or value >= 0, name, f"must be >= 0, got {value}")
         for name in ("learning_rate", "min_learning_rate"):
-            check(self, getattr(self, name) > 0, name, f"must be positive, got {getattr(self, name)}")
+            value = getattr(self, name)
+            check(self, value is None and name == "learning_rate" or value > 0, name, f"must be positive, got {value}")
         check(self, 0 < self.lr_factor < 1, "lr_factor", f"must be in (0, 1), got {self.lr_factor}")
         check(self, self.energy_weight + self.force_weight > 0, "force_weight",
               "and energy_weight must not both be 0")
@@ -93,6 +107,11 @@ class TrainingConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def resolved(self) -> "TrainingConfig":
+        """This config with the architecture's optimiser defaults (ARCHITECTURE_DEFAULTS) in the fields left None."""
+        return replace(self, **{k: v for k, v in ARCHITECTURE_DEFAULTS[self.architecture].items()
+                                if getattr(self, k) is None})
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainingConfig":

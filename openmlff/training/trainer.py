@@ -29,7 +29,7 @@ from ..models.potential import Potential
 from ..resume import ResumeMismatchError, check_resumable
 from ..threads import set_threads
 from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_NAME, read_checkpoint, write_checkpoint
-from .config import ADDED_FIELDS, TrainingConfig
+from .config import ADDED_FIELDS, ARCHITECTURE_DEFAULTS, TrainingConfig
 from .ema import ExponentialMovingAverage
 from .losses import LossWeights, TrainingLoss
 from .start import TrainingStart
@@ -146,6 +146,9 @@ def _load_or_start(dataset: Dataset, ckpt_path: Path, config: TrainingConfig, st
         for k in ADDED_FIELDS:
             if k not in ckpt["config"] and new[k] == defaults[k]:
                 new[k] = old[k]
+        for k in ARCHITECTURE_DEFAULTS[config.architecture]:  # left to the architecture: as the run started
+            if new[k] is None:
+                new[k] = old[k]
         origin = {"origin": None if start is None else start.origin}
         check_resumable({**old, "origin": ckpt.get("origin")}, {**new, **origin}, where=str(ckpt_path),
                         may_change=TrainingConfig.RESUMABLE_CHANGES, job="training run", error=TrainingResumeError)
@@ -175,7 +178,7 @@ def _load_or_start(dataset: Dataset, ckpt_path: Path, config: TrainingConfig, st
     return {
         "format": CHECKPOINT_FORMAT,
         "status": "new",
-        "config": config.to_dict(),
+        "config": config.resolved().to_dict(),
         **begin,
         "data_fingerprint": fingerprint,
         "data_provenance": dict(dataset.provenance, name=dataset.name),
