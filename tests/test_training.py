@@ -1,6 +1,7 @@
 """Trainer: learns, logs, checkpoints, resumes (also after a real SIGKILL), refuses a mismatched resume."""
 
 import csv
+import math
 import os
 import signal
 import subprocess
@@ -147,6 +148,41 @@ def test_nequip_run_of_0_1_1_resumes_with_its_learning_rate(tmp_path, aspirin):
     with pytest.raises(TrainingError, match="learning_rate"):  # asking for another one is a change
         train(aspirin, tmp_path, tiny_config(**{**old, "learning_rate": 1e-2, "warmup_steps": None}, max_epochs=3),
               progress=False)
+
+
+def test_a_diverged_epoch_goes_back_to_the_best_with_half_the_learning_rate(tmp_path, aspirin, monkeypatch, capsys):
+    from openmlff.training import trainer
+
+    validate, save, saved = trainer._Loop.validate, trainer._Loop.save, {}
+
+    def blown_up(loop):  # the validation loss of epochs 3 (finite, 1000x) and 4 (NaN) as if the weights had blown up
+        val, epoch = validate(loop), loop.state["epoch"]
+        return dict(val, val_loss={3: val["val_loss"] * 1000, 4: math.nan}.get(epoch, val["val_loss"]))
+
+    def record(loop, status):
+        save(loop, status)
+        saved[loop.state["epoch"]] = [{k: v.clone() for k, v in sd.items()}
+                                      for sd in (loop.model.state_dict(), loop.ema.state_dict())]
+
+    monkeypatch.setattr(trainer._Loop, "validate", blown_up)
+    monkeypatch.setattr(trainer._Loop, "save", record)
+    train(aspirin, tmp_path, tiny_config(max_epochs=6), progress=False)
+    with open(tmp_path / "training_log.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["rolled_back"] for r in rows] == ["False", "False", "True", "True", "False", "False"]
+    assert rows[2]["best"] == rows[3]["best"] == "False"
+    best = max(int(r["epoch"]) for r in rows[:2] if r["best"] == "True")
+    for undone in (3, 4):  # raw weights and EMA written after an undone epoch are the best epoch's
+        for now, then in zip(saved[undone], saved[best]):
+            assert all(torch.equal(now[k], then[k]) for k in now)
+    assert not all(torch.equal(saved[5][0][k], saved[4][0][k]) for k in saved[5][0])  # and training went on
+    lrs = [float(r["learning_rate"]) for r in rows]  # warm-up over after epoch 1: 3e-3, then halved twice
+    assert lrs[1:] == pytest.approx([3e-3, 1.5e-3, 7.5e-4, 7.5e-4, 7.5e-4])
+    state = read_checkpoint(tmp_path / "model.ckpt").state
+    assert [r["epoch"] for r in state["rollbacks"]] == [3, 4] and state["best_epoch"] not in (3, 4)
+    assert "epoch 3 diverged" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="divergence_factor"):
+        tiny_config(divergence_factor=1.0)
 
 
 def test_mismatched_resume_is_refused(tmp_path, aspirin):

@@ -20,11 +20,14 @@ DTYPES = ("float32", "float64")
 RESUMABLE_CHANGES = ("time_budget_s", "max_epochs", "torch_threads", "early_stopping_patience_epochs")
 #: Fields added after checkpoints were first written, with the value that reproduces what those did:
 #: a checkpoint without the field resumes as if it had it.
-ADDED_FIELDS = {"loss": "mse", "loss_options": {}, "split_seed": None, "ema_warmup": False}
+ADDED_FIELDS = {"loss": "mse", "loss_options": {}, "split_seed": None, "ema_warmup": False,
+                "divergence_factor": None}
 #: The optimiser's defaults per architecture, taken by `learning_rate` and `warmup_steps` left None (resolved()
 #: records them in the checkpoint, so a run resumes with what it started with). ET and ViSNet: TorchMD-Net's
 #: recipe. NequIP: nequip's learning rate 1e-2 and a short warm-up; with 1e-3 and 500 warm-up steps (the default
-#: of 0.1.1 and before) it learnt about half as fast for the first ~1000 steps (README "Against nequip").
+#: of 0.1.1 and before) it learnt about half as fast for the first ~1000 steps (README "Against nequip"). As
+#: openmlff stores NequIP's weights at the 1/sqrt(fan-in) scale (models/nequip.py), 1e-2 is a larger step than
+#: it is in nequip: on aspirin it blew up once after 840 steps, which the divergence guard undid (trainer.py).
 ARCHITECTURE_DEFAULTS = {
     "et": {"learning_rate": 1.0e-3, "warmup_steps": 500},
     "visnet": {"learning_rate": 1.0e-3, "warmup_steps": 500},
@@ -65,6 +68,9 @@ class TrainingConfig:
     ema_decay: float = setting(0.99, "decay of the exponential moving average of the weights")
     ema_warmup: bool = setting(True, "grow the EMA's decay as min(ema_decay, (1 + step) / (10 + step)) so that the "
                                      "average does not hold on to the random initial weights early on")
+    divergence_factor: float | None = setting(
+        10.0, "an epoch whose validation loss is not finite or exceeds this multiple of the best is undone: weights, "
+              "EMA and optimiser go back to the previous epoch's and the learning rate is halved (None: never)")
     dtype: str = setting("float32", "float32 or float64")
     torch_threads: int | None = setting(None, "torch threads (default: openmlff.threads' choice: 1 unless a batch "
                                               "holds thousands of atoms)", aliases=("--threads",))
@@ -95,6 +101,8 @@ class TrainingConfig:
         check(self, 0 <= self.ema_decay < 1, "ema_decay", f"must be in [0, 1), got {self.ema_decay}")
         check(self, self.time_budget_s is None or self.time_budget_s > 0, "time_budget_s",
               f"must be positive or None, got {self.time_budget_s}")
+        check(self, self.divergence_factor is None or self.divergence_factor > 1, "divergence_factor",
+              f"must be > 1 or None, got {self.divergence_factor}")
         check(self, self.dtype in DTYPES, "dtype", f"must be one of {list(DTYPES)}, got {self.dtype!r}")
         check(self, self.loss in LOSSES, "loss", f"must be one of {list(LOSSES)}, got {self.loss!r}")
         check(self, isinstance(self.loss_options, dict), "loss_options", f"must be a table, got {self.loss_options!r}")

@@ -1,6 +1,9 @@
 """Training of a Potential on a Dataset: energy + force loss, Adam, warm-up and reduce-on-plateau
 learning rate, EMA of weights, early stopping, a wall-clock budget, a CSV log, a progress bar and
 a checkpoint (written atomically at every epoch) from which an interrupted training resumes.
+An epoch that diverges (validation loss not finite or `divergence_factor` times the best) sends the run back
+to its best epoch with half the learning rate, so that an unattended run never goes on from, or ends with,
+blown-up weights.
 
 The checkpoint `model.ckpt` holds everything needed to resume or export: configuration, split,
 energy statistics, raw/EMA/best weights, optimiser and scheduler state, history and elapsed time.
@@ -8,9 +11,11 @@ energy statistics, raw/EMA/best weights, optimiser and scheduler state, history 
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import math
+import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -254,6 +259,35 @@ class _Loop:
             self.plateau.load_state_dict(state["scheduler_state"])
         self.started = time.perf_counter()
         self.elapsed_before = float(state["elapsed_s"])
+        # what a diverged epoch goes back to, kept in the checkpoint so a resumed run rolls back as an uninterrupted one
+        if state.get("anchor") is None and config.divergence_factor is not None:
+            state["anchor"] = self.optimisation_state()
+
+    def optimisation_state(self) -> dict:
+        """Copies of the weights, EMA, optimiser and scheduler states (the size of the checkpoint's own)."""
+        return copy.deepcopy({"model": self.model.state_dict(), "ema": self.ema.state_dict(),
+                              "optimizer": self.optimizer.state_dict(), "plateau": self.plateau.state_dict()})
+
+    def diverged(self, val_loss: float) -> bool:
+        factor, best = self.cfg.divergence_factor, self.state["best_val_loss"]
+        if factor is None:
+            return False
+        return not math.isfinite(val_loss) or (math.isfinite(best) and val_loss > factor * best)
+
+    def roll_back(self) -> float:
+        """Back to the state after the best epoch (not merely the last accepted one, which may already be on its
+        way up), at half the learning rate of the diverged epoch (so halvings add up; the warm-up's target too);
+        the next epoch draws a new batch order. Returns the new learning rate."""
+        lr = 0.5 * self.optimizer.param_groups[0]["lr"]
+        anchor = copy.deepcopy(self.state["anchor"])  # Adam would otherwise step the anchor's own moment tensors
+        self.model.load_state_dict(anchor["model"])
+        self.ema.load_state_dict(anchor["ema"])
+        self.optimizer.load_state_dict(anchor["optimizer"])
+        self.plateau.load_state_dict(anchor["plateau"])
+        self.state["lr_scale"] = self.state.get("lr_scale", 1.0) * 0.5
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        return lr
 
     def elapsed(self) -> float:
         return self.elapsed_before + time.perf_counter() - self.started
@@ -277,7 +311,16 @@ class _Loop:
             train_loss, train_fmae, complete = self.train_epoch()
             st["epoch"] += 1
             val = self.validate()
-            improved = val["val_loss"] < st["best_val_loss"]
+            rolled_back = self.diverged(val["val_loss"])
+            if rolled_back:
+                before = self.optimizer.param_groups[0]["lr"]
+                after = self.roll_back()
+                st.setdefault("rollbacks", []).append({"epoch": st["epoch"], "step": st["step"],
+                                                       "val_loss": val["val_loss"], "learning_rate": after})
+                tqdm.write(f"training {st['architecture']}: epoch {st['epoch']} diverged (validation loss "
+                           f"{val['val_loss']:.3g}, best {st['best_val_loss']:.3g}); weights, EMA and optimiser "
+                           f"back to the previous epoch's, learning rate {before:.2e} -> {after:.2e}", file=sys.stderr)
+            improved = not rolled_back and val["val_loss"] < st["best_val_loss"]
             if improved:
                 st["best_val_loss"] = val["val_loss"]
                 st["best_epoch"] = st["epoch"]
@@ -285,13 +328,13 @@ class _Loop:
                 st["epochs_since_best"] = 0
             else:
                 st["epochs_since_best"] += 1
-            if st["step"] >= cfg.warmup_steps:
+            if st["step"] >= cfg.warmup_steps and not rolled_back:
                 self.plateau.step(val["val_loss"])
             lr = self.optimizer.param_groups[0]["lr"]
             st["history"].append({
                 "epoch": st["epoch"], "step": st["step"], "elapsed_s": round(self.elapsed(), 3), "learning_rate": lr,
                 "train_loss": train_loss, "train_force_mae_kcal_per_mol_per_A": train_fmae,
-                "epoch_complete": complete, **val, "best": improved})
+                "epoch_complete": complete, **val, "best": improved, "rolled_back": rolled_back})
             bar.update(1)
             bar.set_postfix_str(
                 f"val F MAE {val['val_force_mae_kcal_per_mol_per_A']:.3f} kcal/mol/Å, "
@@ -301,6 +344,8 @@ class _Loop:
                 stop_reason = "early stopping: no improvement in validation loss"
             elif lr <= cfg.min_learning_rate * (1 + 1e-9) and st["step"] >= cfg.warmup_steps:
                 stop_reason = "learning rate reached its minimum"
+            if improved and cfg.divergence_factor is not None:
+                st["anchor"] = self.optimisation_state()
             self.save(status="running")
         bar.close()
         st["stop_reason"] = stop_reason
@@ -337,7 +382,8 @@ class _Loop:
     def set_learning_rate(self) -> None:
         """Linear warm-up from 0 to the learning rate over `warmup_steps`; afterwards the plateau scheduler rules."""
         if self.state["step"] < self.cfg.warmup_steps:
-            lr = self.cfg.learning_rate * (self.state["step"] + 1) / self.cfg.warmup_steps
+            target = self.cfg.learning_rate * self.state.get("lr_scale", 1.0)
+            lr = target * (self.state["step"] + 1) / self.cfg.warmup_steps
             for g in self.optimizer.param_groups:
                 g["lr"] = lr
 
@@ -401,7 +447,8 @@ def history_csv(history: list[dict]) -> str:
     if not history:
         return ""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(history[0].keys()))
+    columns = list(dict.fromkeys(k for row in history for k in row))  # rows of older versions lack newer columns
+    writer = csv.DictWriter(buf, fieldnames=columns, restval="")
     writer.writeheader()
     writer.writerows(history)
     return buf.getvalue()
