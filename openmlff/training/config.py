@@ -70,7 +70,7 @@ class TrainingConfig:
                                      "average does not hold on to the random initial weights early on")
     divergence_factor: float | None = setting(
         10.0, "an epoch whose validation loss is not finite or exceeds this multiple of the best is undone: weights, "
-              "EMA and optimiser go back to the previous epoch's and the learning rate is halved (None: never)")
+              "EMA and optimiser go back to the best epoch's and the learning rate is halved (None: never)")
     dtype: str = setting("float32", "float32 or float64")
     torch_threads: int | None = setting(None, "torch threads (default: openmlff.threads' choice: 1 unless a batch "
                                               "holds thousands of atoms)", aliases=("--threads",))

@@ -319,7 +319,8 @@ class _Loop:
                                                        "val_loss": val["val_loss"], "learning_rate": after})
                 tqdm.write(f"training {st['architecture']}: epoch {st['epoch']} diverged (validation loss "
                            f"{val['val_loss']:.3g}, best {st['best_val_loss']:.3g}); weights, EMA and optimiser "
-                           f"back to the previous epoch's, learning rate {before:.2e} -> {after:.2e}", file=sys.stderr)
+                           f"back to those of the best epoch, {st['best_epoch']}; learning rate {before:.2e} -> "
+                           f"{after:.2e}", file=sys.stderr)
             improved = not rolled_back and val["val_loss"] < st["best_val_loss"]
             if improved:
                 st["best_val_loss"] = val["val_loss"]
