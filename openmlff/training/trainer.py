@@ -284,7 +284,6 @@ class _Loop:
         self.ema.load_state_dict(anchor["ema"])
         self.optimizer.load_state_dict(anchor["optimizer"])
         self.plateau.load_state_dict(anchor["plateau"])
-        self.state["lr_scale"] = self.state.get("lr_scale", 1.0) * 0.5
         for g in self.optimizer.param_groups:
             g["lr"] = lr
         return lr
@@ -383,7 +382,7 @@ class _Loop:
     def set_learning_rate(self) -> None:
         """Linear warm-up from 0 to the learning rate over `warmup_steps`; afterwards the plateau scheduler rules."""
         if self.state["step"] < self.cfg.warmup_steps:
-            target = self.cfg.learning_rate * self.state.get("lr_scale", 1.0)
+            target = self.cfg.learning_rate * 0.5 ** len(self.state.get("rollbacks", []))  # each rollback halves it
             lr = target * (self.state["step"] + 1) / self.cfg.warmup_steps
             for g in self.optimizer.param_groups:
                 g["lr"] = lr
