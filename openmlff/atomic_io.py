@@ -6,6 +6,7 @@ which is what lets every long job in openmlff resume from its last checkpoint.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -16,26 +17,36 @@ from typing import IO, Callable
 def atomic_write(path, write: Callable[[str], None]) -> Path:
     """Call write(tmp_path) on a temporary file beside `path`, fsync it, then os.replace it onto `path`.
 
-    A crash or an exception leaves any existing file at `path` untouched and no temporary behind.
+    A crash or an exception leaves any existing file at `path` untouched and no temporary behind. An OSError
+    (a full disk, say) names `path`, not the temporary: the user sees which file could not be written.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        write(tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file ordinary permissions
-        os.replace(tmp, path)
-        _fsync_directory(path.parent)
+        try:
+            _write_and_replace(path, tmp, write)
+        except OSError as exc:
+            if exc.filename is None or exc.filename == tmp:
+                raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+            raise
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return path
+
+
+def _write_and_replace(path: Path, tmp: str, write: Callable[[str], None]) -> None:
+    write(tmp)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file ordinary permissions
+    os.replace(tmp, path)
+    _fsync_directory(path.parent)
 
 
 def atomic_write_stream(path, write: Callable[[IO], None], *, text: bool = False) -> Path:
@@ -63,8 +74,20 @@ def atomic_write_json(path, obj, sort_keys: bool = False) -> Path:
 
 
 def atomic_torch_save(path, obj) -> Path:
+    """torch.save into memory, then written as bytes: torch's own file writer reports a full disk as a
+    RuntimeError ('unexpected pos'), Python's as OSError ENOSPC naming the file."""
     import torch
-    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def atomic_torchscript_save(path, module, extra_files: dict | None = None) -> Path:
+    """torch.jit.save of a scripted module, through memory for the same reason as atomic_torch_save."""
+    import torch
+    buffer = io.BytesIO()
+    torch.jit.save(module, buffer, _extra_files=extra_files or {})
+    return atomic_write_bytes(path, buffer.getvalue())
 
 
 def _fsync_directory(directory: Path) -> None:

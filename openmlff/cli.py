@@ -423,7 +423,7 @@ def _export(args) -> int:
 
 def _metrics(args) -> int:
     from .atomic_io import atomic_write_json
-    from .data.splits import select_frames
+    from .data.splits import check_data_of_split, select_frames
     from .metrics.report import metrics_report
     from .report import write_metrics_plots, write_metrics_tables
     from .threads import set_threads
@@ -431,7 +431,10 @@ def _metrics(args) -> int:
 
     dataset = _load(args, args.data)
     set_threads(args.threads, atoms_per_call=args.batch_size * dataset.n_atoms)
-    split = read_split(args.checkpoint)[0] if args.checkpoint else None
+    split = None
+    if args.checkpoint:
+        split, fingerprint = read_split(args.checkpoint)
+        check_data_of_split(dataset, args.checkpoint, fingerprint)
     indices = select_frames(args.frames, dataset.n_frames, split)
     dataset = dataset.subset(indices) if indices is not None else dataset
     report = metrics_report(args.model, dataset, frames_label=args.frames, dataset_frames=indices,
@@ -622,6 +625,10 @@ def _campaign_run(args) -> int:
         print(f"  failed: {r['run_id']}: {r['error']}", file=sys.stderr)
     if failed and not args.retry_failed:
         print(f"  {len(failed)} failed run(s) are left as they are; --retry-failed runs them again", file=sys.stderr)
+    if result.stopped:  # a full disk: one line, non-zero; the same command resumes them
+        print(f"openmlff campaign: error: {result.stopped[0]} ({len(result.stopped)} run(s) stopped, left interrupted: "
+              "free room and run the same command to resume them)", file=sys.stderr)
+        return 1
     return 3 if failed else 0
 
 

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from . import elements, units
-from .atomic_io import atomic_write
+from .atomic_io import atomic_torchscript_save
 from .model_file import (  # the readers, re-exported for `from openmlff.export import load_exported`
     METADATA_NAME, REQUIRED_METADATA_KEYS, ModelFileError, check_model_atoms, energies_and_forces, file_sha256,
     load_exported, read_model_metadata,
@@ -151,7 +151,7 @@ def _save_module(module, potential: Potential, atomic_numbers, path: Path, metad
     }
     meta.update(metadata or {})
     extra = {METADATA_NAME: json.dumps(meta, indent=2, default=str)}
-    atomic_write(path, lambda tmp: torch.jit.save(module, tmp, _extra_files=extra))
+    atomic_torchscript_save(path, module, extra)
     return path
 
 

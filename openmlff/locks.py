@@ -60,7 +60,12 @@ class FolderLock:
         if first:
             holder = {"host": socket.gethostname(), "pid": os.getpid(),
                       "since": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-            (self.folder / HOLDER_FILE).write_text(json.dumps(holder) + "\n")
+            try:
+                (self.folder / HOLDER_FILE).write_text(json.dumps(holder) + "\n")
+            except OSError as exc:  # a full disk, say: name the file (Path.write_text's error does not)
+                lock.release()
+                self._lock = None
+                raise OSError(exc.errno, exc.strerror or str(exc), str(self.folder / HOLDER_FILE)) from exc
         return self
 
     def release(self) -> None:

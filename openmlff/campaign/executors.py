@@ -44,10 +44,10 @@ import traceback
 import uuid
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import InputError, describe_os_error
 from ..processes import die_with_parent
 from ..threads import usable_cpus
 from .spec import CampaignSpec, RunSpec
@@ -56,7 +56,7 @@ from .state import (
     format_duration, run_state,
 )
 from .batches import BatchSpec, batch_dir, plan_tasks
-from .worker import execute_batch, execute_run, record_failure
+from .worker import execute_batch, execute_run, machine_fault, record_failure
 
 EXECUTORS = ("local", "dask")
 
@@ -69,6 +69,8 @@ class CampaignResult:
     submitted: int
     outcomes: dict[str, int]
     status: dict
+    #: why runs were left interrupted by a machine fault (worker.MACHINE_FAULTS: a full disk), one line per run
+    stopped: list[str] = field(default_factory=list)
 
 
 def default_workers(torch_threads_per_run: int = 1) -> int:
@@ -133,7 +135,7 @@ def run_campaign(spec_or_dir, out=None, executor: str | None = None, n_workers: 
         runs = spec.expand()
         wanted = (PENDING, INTERRUPTED, RUNNING) + ((FAILED,) if retry_failed else ())
         to_do = [run for run in runs if run_state(where.run_dir(run.run_id), spec.steps) in wanted]
-        outcomes = {}
+        outcomes, stopped = {}, []
         if to_do:
             workers = n_workers or default_workers(torch_threads_per_run)
             backend = _DaskBackend(scheduler_address, workers, len(to_do)) if executor == "dask" else None
@@ -148,20 +150,21 @@ def run_campaign(spec_or_dir, out=None, executor: str | None = None, n_workers: 
                                       "batches": sum(isinstance(t, BatchSpec) for t in tasks),
                                       "runs_at_once": _runs_at_once(tasks, backend.workers),
                                       "torch_threads_per_run": torch_threads_per_run})
-                outcomes = _collect(where, spec, tasks, backend, torch_threads_per_run, progress, status_interval_s)
+                outcomes = _collect(where, spec, tasks, backend, torch_threads_per_run, progress, status_interval_s,
+                                    stopped)
             finally:
                 if backend is not None:
                     backend.close()
     finally:
         lock.release()
     submitted = sum(outcomes.values()) if to_do else 0
-    return CampaignResult(where.directory, submitted, outcomes, campaign_status(where.directory))
+    return CampaignResult(where.directory, submitted, outcomes, campaign_status(where.directory), stopped)
 
 
 def _collect(where: CampaignDirectory, spec: CampaignSpec, tasks: list, backend, threads: int,
-             progress: bool, status_interval_s: float) -> dict[str, int]:
+             progress: bool, status_interval_s: float, stopped: list[str]) -> dict[str, int]:
     """Submit every task (a run, or a batch of runs), then take the runs' outcomes as tasks complete; a task that
-    raised is recorded as failed for each of its runs."""
+    raised is recorded as failed for each of its runs. Runs a machine fault stopped add their error to `stopped`."""
     from tqdm.auto import tqdm
 
     done: queue.Queue = queue.Queue()
@@ -197,6 +200,9 @@ def _collect(where: CampaignDirectory, spec: CampaignSpec, tasks: list, backend,
                 outcomes[outcome["state"]] += 1
                 if outcome["state"] == FAILED:
                     say(f"[campaign {spec.name}] {outcome['run_id']} failed: {outcome['error'].splitlines()[0][:300]}")
+                elif outcome["state"] == INTERRUPTED:
+                    stopped.append(f"{outcome['run_id']}: {outcome['error']}")
+                    say(f"[campaign {spec.name}] {outcome['run_id']} stopped (resumable): {outcome['error'][:300]}")
                 bar.update(1)
             bar.set_postfix({state: n for state, n in sorted(outcomes.items())}, refresh=False)
             if progress and time.monotonic() >= next_status:
@@ -217,6 +223,9 @@ def _outcomes(future, task, where: CampaignDirectory) -> list[dict]:
         return result if isinstance(result, list) else [result]
     except BaseException as exc:  # noqa: BLE001 - includes CancelledError; recorded, never re-raised
         trace = "".join(traceback.format_exception(exc))
+        if machine_fault(exc):
+            return [{"run_id": run.run_id, "state": INTERRUPTED, "error": describe_os_error(exc)}
+                    for run in _members(task)]
         out = []
         for run in _members(task):
             record_failure(where.run_dir(run.run_id), run.run_id, exc, "the task did not return (its worker died or "

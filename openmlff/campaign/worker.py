@@ -14,6 +14,7 @@ so the CPU platform of each worker uses as many threads as the run is given.
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import socket
@@ -23,11 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic_io import atomic_write_json
-from ..errors import InputError
+from ..errors import InputError, describe_os_error
 from .batches import BatchSpec
 from .spec import DatasetFrames, RunSpec
 from .state import (
-    ERROR_FILE, FAILED, FINISHED_COLLAPSED, FINISHED_STABLE, RUNNING, append_attempt, finished_state,
+    ERROR_FILE, FAILED, FINISHED_COLLAPSED, FINISHED_STABLE, INTERRUPTED, RUNNING, append_attempt, finished_state,
 )
 
 
@@ -53,10 +54,11 @@ def execute_run(run: RunSpec, run_dir: str, torch_threads: int | None = 1) -> di
     try:
         if finished_state(run_dir, run.steps) is not None:
             return {"run_id": run.run_id, "state": finished_state(run_dir), "summary": run_files.read_summary()}
-        (run_dir / ERROR_FILE).unlink(missing_ok=True)
-        append_attempt(run_dir, {"event": "start", "run_id": run.run_id, "new_run": not run_files.run_json.is_file(),
-                                 "resume_from_step": run_files.checkpoint_step()})
         try:
+            (run_dir / ERROR_FILE).unlink(missing_ok=True)
+            append_attempt(run_dir, {"event": "start", "run_id": run.run_id,
+                                     "new_run": not run_files.run_json.is_file(),
+                                     "resume_from_step": run_files.checkpoint_step()})
             from ..md.runner import run_simulation
 
             z, positions, topology, reference = start_inputs(run)
@@ -64,6 +66,8 @@ def execute_run(run: RunSpec, run_dir: str, torch_threads: int | None = 1) -> di
                                      topology=topology, reference_positions_angstrom=reference, progress=False,
                                      trust=run.trust_settings())
         except Exception as exc:  # noqa: BLE001 - every failure is recorded, none stops the campaign
+            if machine_fault(exc):
+                return _interrupted([run], [run_dir], exc)[0]
             error = record_failure(run_dir, run.run_id, exc, traceback.format_exc())
             append_attempt(run_dir, {"event": "failed", "error": error["message"][:500]})
             return {"run_id": run.run_id, "state": FAILED, "error": f"{error['error_type']}: {error['message']}"}
@@ -91,12 +95,12 @@ def execute_batch(batch: BatchSpec, batch_dir: str, run_dirs: list[str], torch_t
     if all(finished_state(d, run.steps) is not None for run, d in zip(runs, run_dirs)):
         return [{"run_id": run.run_id, "state": finished_state(d), "summary": RunDirectory(d).read_summary()}
                 for run, d in zip(runs, run_dirs)]
-    for run, d in zip(runs, run_dirs):
-        d.mkdir(parents=True, exist_ok=True)
-        (d / ERROR_FILE).unlink(missing_ok=True)
-        append_attempt(d, {"event": "start", "run_id": run.run_id, "batch": batch.batch_id,
-                           "new_run": not RunDirectory(d).run_json.is_file()})
     try:
+        for run, d in zip(runs, run_dirs):
+            d.mkdir(parents=True, exist_ok=True)
+            (d / ERROR_FILE).unlink(missing_ok=True)
+            append_attempt(d, {"event": "start", "run_id": run.run_id, "batch": batch.batch_id,
+                               "new_run": not RunDirectory(d).run_json.is_file()})
         from ..md.replicas import run_replicas
 
         inputs = [start_inputs(run) for run in runs]
@@ -112,6 +116,8 @@ def execute_batch(batch: BatchSpec, batch_dir: str, run_dirs: list[str], torch_t
     except RunBusyError as exc:
         return outcomes(RUNNING, error=str(exc))
     except Exception as exc:  # noqa: BLE001 - every failure is recorded, none stops the campaign
+        if machine_fault(exc):
+            return _interrupted(runs, run_dirs, exc)
         trace = traceback.format_exc()
         for run, d in zip(runs, run_dirs):
             error = record_failure(d, run.run_id, exc, trace)
@@ -124,6 +130,27 @@ def execute_batch(batch: BatchSpec, batch_dir: str, run_dirs: list[str], torch_t
                            "steps_completed": summary.steps_completed, "steps_this_session": summary.steps_this_session})
         out.append({"run_id": run.run_id, "state": state, "summary": summary})
     return out
+
+
+#: OS errors of the machine, not of the run (a full disk, a spent quota): the run is left where its last checkpoint
+#: is, as a killed run would be, and the same `campaign run` resumes it once there is room; nothing to retry by hand.
+MACHINE_FAULTS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def machine_fault(exc: BaseException) -> bool:
+    """Whether `exc` is a machine fault (MACHINE_FAULTS), not a fault of the run's inputs or code."""
+    return isinstance(exc, OSError) and exc.errno in MACHINE_FAULTS
+
+
+def _interrupted(runs, run_dirs, exc: OSError) -> list[dict]:
+    """The outcomes of runs stopped by a machine fault: interrupted (resumable), the error naming the file."""
+    message = describe_os_error(exc)
+    for d in run_dirs:
+        try:
+            append_attempt(d, {"event": "interrupted", "error": message[:500]})
+        except OSError:
+            pass  # the same full disk: the attempt's start line stays the last, which reads as interrupted too
+    return [{"run_id": run.run_id, "state": INTERRUPTED, "error": message} for run in runs]
 
 
 def _same_array(a, b) -> bool:
@@ -176,9 +203,8 @@ def start_inputs(run: RunSpec):
 def load_frames_dataset(frames: DatasetFrames):
     """The dataset of `frames` (cached per process), checked against the split's data fingerprint."""
     from ..data import load_dataset
+    from ..data.splits import check_data_of_split
 
     dataset = load_dataset(frames.data, energy_unit=frames.energy_unit, length_unit=frames.length_unit)
-    if frames.data_fingerprint is not None and dataset.fingerprint() != frames.data_fingerprint:
-        raise InputError(f"{frames.data}: these are not the data the split in {frames.checkpoint} was drawn for "
-                         "(dataset fingerprints differ)")
+    check_data_of_split(dataset, frames.checkpoint, frames.data_fingerprint)
     return dataset

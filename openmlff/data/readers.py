@@ -448,6 +448,8 @@ def _check_raw_arrays(path: Path, raw: RawFile) -> None:
     if raw.R.ndim != 3 or raw.R.shape[-1] != 3:
         raise DatasetError(f"{path}: field '{f['R']}' has shape {raw.R.shape}; expected (n_frames, n_atoms, 3)")
     n_frames, n_atoms = raw.R.shape[:2]
+    if n_frames == 0:
+        raise DatasetError(f"{path}: field '{f['R']}' holds no frames (shape {raw.R.shape}); expected at least one")
     if z.size != n_atoms:
         raise DatasetError(f"{path}: field '{f['z']}' holds {z.size} atomic numbers but '{f['R']}' has {n_atoms} atoms "
                            f"per frame (shape {raw.R.shape}); expected one atomic number per atom")

@@ -135,12 +135,30 @@ def select_frames(selection: str, n_frames: int, split: Split | None = None) -> 
     if selection in _SET_NAMES:
         if split is None:
             raise InputError(f"--frames {selection} needs --checkpoint (the training checkpoint that holds the split)")
-        return np.asarray(getattr(split, selection))
+        indices = np.asarray(getattr(split, selection))
+        if indices.size and indices.max() >= n_frames:
+            raise InputError(f"--frames {selection}: the split names frame {int(indices.max())}, the data have "
+                             f"{n_frames} frames; give the data the split was drawn for")
+        if indices.size == 0:
+            raise InputError(f"--frames {selection}: the split's {selection} set is empty")
+        return indices
     if ":" in selection:
         start, _, stop = selection.partition(":")
         try:
             window = slice(int(start) if start else None, int(stop) if stop else None)
         except ValueError:
             raise InputError(f"--frames: expected all, train, val, test or START:STOP, got {selection!r}") from None
-        return np.arange(n_frames)[window]
+        indices = np.arange(n_frames)[window]
+        if indices.size == 0:
+            raise InputError(f"--frames {selection}: selects none of the {n_frames} frames (0-based, STOP excluded)")
+        return indices
     raise InputError(f"--frames: expected all, train, val, test or START:STOP, got {selection!r}")
+
+
+def check_data_of_split(dataset, split_source, split_fingerprint: str | None) -> None:
+    """InputError unless `dataset` holds the numbers the split in `split_source` was drawn for (its fingerprint,
+    when the split's file records one: a training checkpoint does, a split .json does not)."""
+    if split_fingerprint is not None and dataset.fingerprint() != split_fingerprint:
+        raise InputError(f"{dataset.source}: these are not the data the split in {split_source} was drawn for "
+                         f"(dataset fingerprints differ: {dataset.fingerprint()[:12]}, the split's "
+                         f"{str(split_fingerprint)[:12]})")

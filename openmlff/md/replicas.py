@@ -229,7 +229,12 @@ class _Batch:
             locks.enter_context(self.batch_files.lock())
             for p in self.paths:
                 locks.enter_context(p.lock())
-            return self._run_locked(progress)
+            try:
+                return self._run_locked(progress)
+            except OSError as exc:
+                if exc.filename is None:  # a buffered write of a trajectory or CSV failed (a full disk): name the batch
+                    raise OSError(exc.errno, exc.strerror or str(exc), str(self.batch_dir)) from exc
+                raise
 
     def _run_locked(self, progress: bool) -> list[RunSummary]:
         cfg = self.config
@@ -278,6 +283,8 @@ class _Batch:
                 record["torchforce_properties"] = _force_properties(self.context.getSystem())
                 atomic_write_json(self.paths[k].run_json, record)
         self.members = {k: _Member(self, k) for k in self.active}
+        # a copy can end while the batch starts (a collapse at step 0): its summary needs these already
+        self._session_start, self._setup_start, self._setup_s = step, setup_start, None
         if document is None:
             self._start_fresh()
         else:
@@ -464,7 +471,8 @@ class _Batch:
 
     def _finish(self, k: int, step: int, event: CollapseEvent | None) -> None:
         member = self.members[k]
-        member._finish(step, event, self._session_start, self._setup_s, member.md_wall_s())
+        setup_s = self._setup_s if self._setup_s is not None else time.perf_counter() - self._setup_start
+        member._finish(step, event, self._session_start, setup_s, member.md_wall_s())
         member.close()
         self.active.remove(k)
 

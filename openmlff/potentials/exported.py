@@ -18,7 +18,7 @@ import torch
 from openmm import unit
 
 from .. import elements, units
-from ..atomic_io import atomic_write
+from ..atomic_io import atomic_torchscript_save
 from ..errors import InputError
 from ..threads import flush_denormals
 from ..model_file import (
@@ -183,7 +183,7 @@ def write_replica_module(model_path, n_atoms: int, out_path) -> Path:
         raise ModelFileError(f"{model_path}: has no batched `energies` method (docs/architecture.md \"Exported model "
                              "contract\"); replicas need an openmlff export")
     module = torch.jit.script(_Replicas(model, int(n_atoms)))
-    return atomic_write(out_path, lambda tmp: torch.jit.save(module, tmp))
+    return atomic_torchscript_save(out_path, module)
 
 
 class _Replicas(torch.nn.Module):
