@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from .config import json_object
+from .config import finite_float, json_object
 from .errors import InputError, OpenMLFFError, StateError, describe_os_error
 
 
@@ -43,8 +43,15 @@ MODEL_HELP = ("an exported model file (.pt), or a classical force field 'amber14
               "(GAFF 2.11 + AM1-BCC; small molecules; needs the [classical] extra), or a reference method "
               "'gfn2-xtb', 'gfn1-xtb', 'dft' (PySCF PBE/def2-SVP)")
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse with a usage error as one line (the usage is a --help away), exit status 2 as argparse's."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="openmlff", description=__doc__.splitlines()[0])
+    p = _OneLineParser(prog="openmlff", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command")
 
     data = sub.add_parser("data", help="inspect, generate and label datasets")
@@ -57,11 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen = data_sub.add_parser("generate", help="sample a dataset by reference MD (MD17-style)")
     gen.add_argument("--structure", required=True, help="built-in name (aspirin, ac-ala3-nhme, chignolin) or a PDB/XYZ file")
     gen.add_argument("--method", default="gfn2-xtb", help="reference method (default gfn2-xtb)")
-    gen.add_argument("--temperature", type=float, default=500.0, help="temperature in K (default 500)")
+    gen.add_argument("--temperature", type=finite_float, default=500.0, help="temperature in K (default 500)")
     gen.add_argument("--frames", type=int, required=True, help="number of frames to keep")
     gen.add_argument("--stride", type=int, default=None, help="MD steps between kept frames")
     gen.add_argument("--equilibration", type=int, default=None, help="MD steps discarded first")
-    gen.add_argument("--timestep", type=float, default=0.5, help="timestep in fs (default 0.5)")
+    gen.add_argument("--timestep", type=finite_float, default=0.5, help="timestep in fs (default 0.5)")
     gen.add_argument("--out", required=True, help="output dataset file (.npz, openmlff format)")
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--quiet", action="store_true")
@@ -119,9 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--out", required=True, help="the fine-tuning folder (model.ckpt; resumed when it exists)")
     ft.add_argument("--data", default=None, help="the parent's training data (default: the file it records)")
     _unit_options(ft)
-    ft.add_argument("--time-budget", type=float, default=None, help="wall-clock budget in s")
+    ft.add_argument("--time-budget", type=finite_float, default=None, help="wall-clock budget in s")
     ft.add_argument("--max-epochs", type=int, default=None, help="epochs (default: until early stopping)")
-    ft.add_argument("--lr", type=float, default=None, help="learning rate (default: a quarter of the parent's)")
+    ft.add_argument("--lr", type=finite_float, default=None, help="learning rate (default: a quarter of the parent's)")
     ft.add_argument("--warmup-steps", type=int, default=0, help="optimiser steps of warm-up (default 0)")
     ft.add_argument("--seed", type=int, default=None, help="seed of the batch draws (default: the parent's)")
     ft.add_argument("--threads", type=int, default=None, help="torch threads (default: openmlff.threads' choice)")
@@ -140,15 +147,15 @@ def build_parser() -> argparse.ArgumentParser:
     al.add_argument("--starts", type=int, default=8, help="held-out starting conformations per campaign")
     al.add_argument("--seeds", type=int, default=1, help="MD seeds per start")
     al.add_argument("--md-steps", type=int, default=4000)
-    al.add_argument("--md-temperature", type=float, default=500.0, help="K")
-    al.add_argument("--threshold", type=float, default=None, help="untrusted force spread, kcal/mol/Å (recorded)")
+    al.add_argument("--md-temperature", type=finite_float, default=500.0, help="K")
+    al.add_argument("--threshold", type=finite_float, default=None, help="untrusted force spread, kcal/mol/Å (recorded)")
     al.add_argument("--continue-epochs", type=int, default=30, help="epochs of each member's continued training")
     al.add_argument("--drive", choices=("mean", "member"), default="mean",
                     help="what drives the MD: the committee mean (default) or member 0 alone (1/K of the cost per "
                          "step); the spread is evaluated at each report either way")
     al.add_argument("--training-workers", type=int, default=1,
                     help="members trained this many at a time, one process of one thread each (default 1)")
-    al.add_argument("--budget", type=float, default=None, help="wall-clock budget of the loop in s")
+    al.add_argument("--budget", type=finite_float, default=None, help="wall-clock budget of the loop in s")
     al.add_argument("--keep-going", action="store_true", help="do not stop when stability stops improving")
     al.add_argument("--allow-other-level", action="store_true",
                     help="label with a method other than the data's level of theory (mixing levels: at your risk)")
@@ -213,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--model", default=None, help="exported model for the diagnosis (default: the run's model, run.json)")
     an.add_argument("--out", default=None, help="output folder (default RUNDIR/analysis)")
     an.add_argument("--plots", action="store_true", help="also write PNG figures")
-    an.add_argument("--bond-deviation", type=float, default=None, help="collapse threshold in Å (default: the run's)")
+    an.add_argument("--bond-deviation", type=finite_float, default=None, help="collapse threshold in Å (default: the run's)")
     an.add_argument("--no-errors", action="store_true", help="skip evaluating the model on its training data")
     an.add_argument("--water", choices=("strip", "keep"), default="strip",
                     help="solvated runs: strip (the molecule alone, default) or keep the water (and ions) for the "
@@ -247,16 +254,16 @@ def build_parser() -> argparse.ArgumentParser:
                          choices={"integrator": list(INTEGRATORS), "backend": list(BACKENDS),
                                   "trajectory_format": list(TRAJECTORY_FORMATS)},
                          group="MD settings (openmlff.md.SimulationConfig; the same names in a campaign's [md])")
-    si.add_argument("--min-distance", dest="min_nonbonded_distance_angstrom", type=float, default=argparse.SUPPRESS,
+    si.add_argument("--min-distance", dest="min_nonbonded_distance_angstrom", type=finite_float, default=argparse.SUPPRESS,
                     help="the same as --min-nonbonded-distance-angstrom; 0 switches the criterion off")
     trust = si.add_argument_group("trust (a committee's force spread at each report; openmlff.md.trust)")
     trust.add_argument("--committee", default=None, metavar="FILE.pt",
                        help="committee file (openmlff export --committee) evaluated at each report: its largest force "
                             "spread goes to state.csv and the summary")
-    trust.add_argument("--untrusted-threshold", type=float, default=None, metavar="KCAL_PER_MOL_PER_A",
+    trust.add_argument("--untrusted-threshold", type=finite_float, default=None, metavar="KCAL_PER_MOL_PER_A",
                        help="a report whose largest spread exceeds this is untrusted: first_untrusted_time_ps, "
                             "untrusted_frames.npz")
-    trust.add_argument("--stop-when-untrusted", type=float, default=None, metavar="KCAL_PER_MOL_PER_A",
+    trust.add_argument("--stop-when-untrusted", type=finite_float, default=None, metavar="KCAL_PER_MOL_PER_A",
                        help="the same threshold, and the run ends at its first untrusted report")
     si.add_argument("--quiet", action="store_true")
     si.set_defaults(handler=_simulate)
@@ -603,7 +610,7 @@ def _campaign_parser(sub) -> None:
     run.add_argument("--workers", type=int, default=None, help="runs at a time (default: cores // threads per run)")
     run.add_argument("--threads-per-run", type=int, default=1, help="torch and OpenMM CPU threads per run (default 1)")
     run.add_argument("--retry-failed", action="store_true", help="run failed runs again (resuming them)")
-    run.add_argument("--status-interval", type=float, default=60.0, help="seconds between status lines (default 60)")
+    run.add_argument("--status-interval", type=finite_float, default=60.0, help="seconds between status lines (default 60)")
     run.add_argument("--quiet", action="store_true")
     run.set_defaults(handler=_campaign_run)
     st = ca_sub.add_parser("status", help="counts by state, progress, MD speed and time left of a campaign")

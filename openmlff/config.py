@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from dataclasses import MISSING, fields
 
 from .errors import InputError
@@ -47,6 +48,17 @@ def _parse_optional(kind):
     return parse
 
 
+def finite_float(text: str) -> float:
+    """argparse type of every float option: a finite number ('inf' and 'nan' parse as floats but are no setting)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
 def json_object(text: str) -> dict:
     try:
         value = json.loads(text)
@@ -57,7 +69,7 @@ def json_object(text: str) -> dict:
     return value
 
 
-_TYPES = {"int": int, "float": float, "str": str}
+_TYPES = {"int": int, "float": finite_float, "str": str}
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, config_class, *, exclude=(), required=(),
@@ -106,6 +118,16 @@ def check(config, condition: bool, field: str, message: str) -> None:
         raise ConfigError(type(config).__name__, field, message)
 
 
+def check_finite(config) -> None:
+    """ConfigError naming the first number field of a config dataclass that is NaN or infinite (also in a list or
+    tuple field): every config's validation starts here, so no 'inf' K or fs reaches a run and blames the model."""
+    for f in fields(config):
+        value = getattr(config, f.name)
+        for item in (value if isinstance(value, (list, tuple)) else (value,)):
+            if isinstance(item, float) and not math.isfinite(item):
+                raise ConfigError(type(config).__name__, f.name, f"must be a finite number, got {value}")
+
+
 def named_options(what: str, name: str, options: dict, defaults: dict[str, dict]) -> dict:
     """The options of the choice `name` among `defaults` ({name: {option: default}}), defaults filled in;
     InputError naming an unknown choice or option (losses, reweighting rules)."""
@@ -114,4 +136,7 @@ def named_options(what: str, name: str, options: dict, defaults: dict[str, dict]
     unknown = sorted(set(options) - set(defaults[name]))
     if unknown:
         raise InputError(f"{what} {name!r} takes the options {sorted(defaults[name]) or 'none'}, got {unknown}")
+    for key, value in options.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InputError(f"{what} {name!r}: option {key!r} must be a finite number, got {value}")
     return {**defaults[name], **options}

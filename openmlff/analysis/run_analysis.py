@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import check_finite
 from ..errors import InputError
 from ..md.start import MAX_REFERENCE_FRAMES
 from ..metrics.force_metrics import DEFAULT_FORCE_UNIT, jsonable
@@ -51,6 +52,7 @@ class AnalysisConfig:
     water: str = "strip"
 
     def __post_init__(self) -> None:
+        check_finite(self)
         for name in ("distance_bin_width_nm", "rdf_bin_width_nm"):
             if not getattr(self, name) > 0:
                 raise InputError(f"AnalysisConfig.{name} must be positive, got {getattr(self, name)}")

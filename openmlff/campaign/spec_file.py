@@ -8,6 +8,7 @@ CampaignSpecError naming the file, the field and what was expected.
 from __future__ import annotations
 
 import json
+import math
 import re
 import tomllib
 from dataclasses import fields
@@ -47,6 +48,9 @@ def read_spec_file(path) -> dict:
             raw = json.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
         raise CampaignSpecError(f"{path}: not valid {path.suffix[1:].upper()}: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise CampaignSpecError(f"{path}: not UTF-8 text (byte {exc.start}); expected a {path.suffix[1:].upper()} "
+                                "file") from None
     return _Parser(path).parse(raw)
 
 
@@ -126,10 +130,10 @@ class _Parser:
 
     def numbers(self, raw, where: str, kind: type) -> list:
         values = raw if isinstance(raw, list) else [raw]
-        ok = (lambda v: isinstance(v, int) and not isinstance(v, bool)) if kind is int else \
-             (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool))
+        ok = (lambda v: isinstance(v, int) and not isinstance(v, bool)) if kind is int else _finite_number
         if not values or not all(ok(v) for v in values):
-            raise self.error(where, f"expected a non-empty list of {'integers' if kind is int else 'numbers'}, got {raw!r}")
+            raise self.error(where, f"expected a non-empty list of {'integers' if kind is int else 'finite numbers'}, "
+                                    f"got {raw!r}")
         values = [kind(v) for v in values]
         if len(set(values)) != len(values):
             raise self.error(where, f"holds a value twice: {values}")
@@ -260,10 +264,13 @@ class _Parser:
             if "steps" in raw:
                 raise self.error("md.length_ps", "give either 'steps' or 'length_ps', not both")
             length = raw["length_ps"]
-            if not isinstance(length, (int, float)) or isinstance(length, bool) or not length > 0:
+            if not _finite_number(length) or not length > 0:
                 raise self.error("md.length_ps", f"expected a positive number of ps, got {length!r}")
             timestep_fs = md.get("timestep_fs", SimulationConfig.timestep_fs)
             md["steps"] = int(round(length / (timestep_fs * FS_IN_PS)))
+            if md["steps"] < 1 and _finite_number(timestep_fs) and timestep_fs > 0:
+                raise self.error("md.length_ps", f"{length!r} ps is less than one step of {timestep_fs} fs; expected "
+                                                 "at least one step")
         return md
 
     def replicas_per_context(self, md: dict, trust: bool) -> int | None:
@@ -303,11 +310,19 @@ class _Parser:
 _ANNOTATION_TYPES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,), "None": (type(None),)}
 
 
+def _finite_number(value) -> bool:
+    """An int or a finite float (TOML and Python's JSON both read inf and nan), not a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _matches_annotation(value, annotation: str) -> bool:
-    """Whether `value` fits a simple annotation like 'int', 'float | None', 'str' (others are not checked)."""
+    """Whether `value` fits a simple annotation like 'int', 'float | None', 'str' (others are not checked);
+    a float is finite."""
     names = [part.strip() for part in str(annotation).split("|")]
     if not all(n in _ANNOTATION_TYPES for n in names):
         return True
     if isinstance(value, bool) and "bool" not in names:
+        return False
+    if isinstance(value, float) and not math.isfinite(value):
         return False
     return any(isinstance(value, t) for n in names for t in _ANNOTATION_TYPES[n])

@@ -24,6 +24,7 @@ from typing import Callable
 import numpy as np
 
 from ..atomic_io import atomic_write
+from ..config import check_finite
 from ..errors import InputError, StateError
 from ..resume import check_resumable
 from ..units import FS_IN_PS
@@ -55,6 +56,7 @@ class SamplingConfig:
     checkpoint_every_frames: int = 100
 
     def validate(self) -> "SamplingConfig":
+        check_finite(self)
         for name in ("n_frames", "stride_steps", "checkpoint_every_frames"):
             if getattr(self, name) < 1:
                 raise InputError(f"sampling setting {name} must be >= 1, got {getattr(self, name)}")

@@ -36,6 +36,7 @@ import numpy as np
 
 from ..atomic_io import atomic_write_json, atomic_write_stream
 from ..data.dataset import Dataset
+from ..config import check_finite
 from ..errors import InputError, StateError
 from ..training.config import TrainingConfig
 
@@ -72,9 +73,12 @@ class ActiveLearningConfig:
     ADDED_FIELDS = {"drive": "mean", "training_workers": 1}
 
     def __post_init__(self) -> None:
-        for name in ("rounds", "committee_size", "starts", "md_steps", "frames_per_round", "continue_epochs"):
-            if getattr(self, name) < (0 if name == "rounds" else 1):
-                raise InputError(f"active learning: {name} must be positive, got {getattr(self, name)}")
+        check_finite(self)
+        if self.rounds < 0:
+            raise InputError(f"active learning: rounds must be >= 0 (0: the first committee alone), got {self.rounds}")
+        for name in ("committee_size", "starts", "md_steps", "frames_per_round", "continue_epochs"):
+            if getattr(self, name) < 1:
+                raise InputError(f"active learning: {name} must be a positive integer, got {getattr(self, name)}")
         if self.drive not in ("mean", "member"):
             raise InputError(f"active learning: drive must be 'mean' or 'member', got {self.drive!r}")
         if self.training_workers < 1:

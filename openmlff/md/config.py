@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import check, setting
+from ..config import check, check_finite, setting
 from . import monitor as _monitor
 from .integrators import INTEGRATORS
 from ..potentials.exported import BACKENDS, torchforce_properties
@@ -81,6 +81,7 @@ class SimulationConfig:
                                               "below 2000 atoms)", aliases=("--threads",))
 
     def __post_init__(self) -> None:
+        check_finite(self)
         for name in ("temperature_K", "timestep_fs", "report_interval_steps", "monitor_interval_steps",
                      "checkpoint_interval_steps", "checkpoint_interval_s", "bond_deviation_limit_angstrom",
                      "cuda_graph_warmup_steps"):

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic_io import atomic_write_stream
+from ..config import check_finite
 from ..errors import InputError
 from ..model_file import check_model_atoms, file_sha256, load_exported
 from ..units import EV_IN_KJ_PER_MOL, FS_IN_PS, NM_IN_ANGSTROM, ev_to
@@ -50,6 +51,7 @@ class TrustSettings:
     stop_when_untrusted: bool = False
 
     def __post_init__(self) -> None:
+        check_finite(self)
         if self.threshold_kcal_per_mol_per_A is not None and not self.threshold_kcal_per_mol_per_A > 0:
             raise InputError(f"the untrusted threshold must be a positive force spread in kcal/mol/Å, "
                              f"got {self.threshold_kcal_per_mol_per_A}")

@@ -135,24 +135,45 @@ def read_structure_file(path, name: str | None = None) -> Structure:
     path = Path(path)
     suffix = path.suffix.lower()
     name = name or path.stem
-    if suffix == ".xyz" or suffix == ".extxyz":
-        import ase.io
-
-        atoms = ase.io.read(path, index=0)
-        return structure_from_atoms(name, atoms.numbers, atoms.positions, source=str(path))
-    if suffix in (".pdb", ".ent"):
-        reader = app.PDBFile(str(path))
-    elif suffix in (".cif", ".pdbx", ".mmcif"):
-        reader = app.PDBxFile(str(path))
-    else:
+    if suffix not in (".xyz", ".extxyz", ".pdb", ".ent", ".cif", ".pdbx", ".mmcif"):
         raise InputError(f"{path}: unknown structure format {suffix!r}; expected .pdb, .cif or .xyz")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; expected a structure file (.pdb, .cif or .xyz)")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: is empty (0 bytes); expected a structure file")
+    from ase.io.extxyz import XYZError
+    from ase.io.formats import UnknownFileTypeError
+
+    try:  # the parsers' own errors on a file that is not what its name says: one line naming the file
+        if suffix in (".xyz", ".extxyz"):
+            import ase.io
+
+            atoms = ase.io.read(path, index=0)
+            structure = structure_from_atoms(name, atoms.numbers, atoms.positions, source=str(path))
+        else:
+            reader = app.PDBFile(str(path)) if suffix in (".pdb", ".ent") else app.PDBxFile(str(path))
+    except (UnicodeDecodeError, ValueError, KeyError, IndexError, StopIteration, UnknownFileTypeError, XYZError) as exc:
+        reason = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else f"{type(exc).__name__}: {exc}"
+        raise InputError(f"{path}: not a readable {suffix[1:].upper()} structure ({reason})") from None
+    if suffix in (".xyz", ".extxyz"):
+        return _checked_structure(structure, path)
     topology = reader.topology
     missing = [a.name for a in topology.atoms() if a.element is None]
     if missing:
         raise InputError(f"{path}: atoms {missing[:5]} have no element; the file's element column is needed")
     z = np.array([a.element.atomic_number for a in topology.atoms()], dtype=np.int64)
     positions = np.asarray(reader.getPositions(asNumpy=True).value_in_unit(unit.angstrom), dtype=np.float64)
-    return Structure(name=name, atomic_numbers=z, positions_angstrom=positions, topology=topology, source=str(path))
+    return _checked_structure(Structure(name=name, atomic_numbers=z, positions_angstrom=positions, topology=topology,
+                                        source=str(path)), path)
+
+
+def _checked_structure(structure: Structure, path: Path) -> Structure:
+    """The structure read from `path`, or InputError when it has no atoms or non-finite coordinates."""
+    if structure.atomic_numbers.size == 0:
+        raise InputError(f"{path}: holds no atoms; expected a molecule")
+    if not np.isfinite(structure.positions_angstrom).all():
+        raise InputError(f"{path}: coordinates are not all finite numbers")
+    return structure
 
 
 def structure_to_pdb(structure: Structure, path) -> Path:

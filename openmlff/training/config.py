@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 
-from ..config import check, setting
+from ..config import check, check_finite, setting
 from ..errors import InputError
 from ..models import ARCHITECTURES, default_hyperparameters
 from .losses import LOSSES, check_loss
@@ -78,6 +78,7 @@ class TrainingConfig:
     RESUMABLE_CHANGES = RESUMABLE_CHANGES
 
     def __post_init__(self) -> None:
+        check_finite(self)
         check(self, self.architecture in ARCHITECTURES, "architecture",
               f"must be one of {sorted(ARCHITECTURES)}, got {self.architecture!r}")
         check(self, isinstance(self.hyperparameters, dict), "hyperparameters",
