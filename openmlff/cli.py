@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 from .config import finite_float, json_object
@@ -29,14 +30,24 @@ def main(argv: list[str] | None = None) -> int:
     from .threads import configure_process
 
     configure_process()  # OMP_WAIT_POLICY before torch's OpenMP starts (openmlff.threads)
+    warnings.formatwarning = _one_line_warning
     try:
         return int(args.handler(args) or 0)
+    except KeyboardInterrupt:  # Ctrl-C: what is written stays; every writing command resumes from it
+        print(f"openmlff {args.command}: interrupted; what was written is kept, and the same command resumes",
+              file=sys.stderr)
+        return 130
     except OpenMLFFError as exc:  # a user error: one line; anything else is a bug and keeps its traceback
         print(f"openmlff {args.command}: error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:  # the file system's word, with the path
         print(f"openmlff {args.command}: error: {describe_os_error(exc)}", file=sys.stderr)
         return 1
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """A warning as one line, 'warning: MESSAGE' (openmlff's warnings name their file), no source line under it."""
+    return f"warning: {message}\n"
 
 
 MODEL_HELP = ("an exported model file (.pt), or a classical force field 'amber14' (ff14SB; peptides) or 'gaff-2.11' "

@@ -49,13 +49,41 @@ def load_exported(path) -> tuple[torch.jit.ScriptModule, dict]:
     if not raw:
         raise ModelFileError(f"{path}: the model file has no '{METADATA_NAME}' metadata (TorchScript extra file)")
     try:
-        metadata = json.loads(raw)
+        metadata = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
+    except UnicodeDecodeError as exc:
+        raise ModelFileError(f"{path}: '{METADATA_NAME}' is not UTF-8 text (byte {exc.start})") from None
     except json.JSONDecodeError as exc:
         raise ModelFileError(f"{path}: '{METADATA_NAME}' is not valid JSON ({exc})") from None
+    if not isinstance(metadata, dict):
+        raise ModelFileError(f"{path}: '{METADATA_NAME}' is not a JSON object")
     missing = [k for k in REQUIRED_METADATA_KEYS if k not in metadata]
     if missing:
         raise ModelFileError(f"{path}: '{METADATA_NAME}' lacks the keys {missing}; required: {list(REQUIRED_METADATA_KEYS)}")
+    if not hasattr(module, "energies"):
+        raise ModelFileError(f"{path}: has openmlff's metadata but its module has no batched `energies` method "
+                             "(docs/architecture.md \"Exported model contract\"); export the model with openmlff")
     return module, metadata
+
+
+def check_contract(path, module: torch.jit.ScriptModule, metadata: dict) -> None:
+    """ModelFileError naming the file unless one probe call keeps the contract: `energies` of one frame (its atoms
+    on a line 0.15 nm apart) gives one energy and `forward` a scalar, both finite. A file whose metadata says
+    openmlff but whose module is something else is refused here, before any run directory is written."""
+    n_atoms = len(metadata["atomic_numbers"])
+    positions = torch.zeros((1, n_atoms, 3), dtype=torch.float64)
+    positions[0, :, 0] = 0.15 * torch.arange(n_atoms, dtype=torch.float64)
+    try:
+        with torch.no_grad():
+            energies, energy = module.energies(positions), module(positions[0])
+    except Exception as exc:  # noqa: BLE001 - any failure of the probe is the file's, reported as such
+        raise ModelFileError(f"{path}: does not keep the exported model contract: a probe call with {n_atoms} atoms "
+                             f"failed ({type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]})") from None
+    if not (isinstance(energies, torch.Tensor) and tuple(energies.shape) == (1,) and isinstance(energy, torch.Tensor)
+            and energy.numel() == 1):
+        raise ModelFileError(f"{path}: does not keep the exported model contract: `energies` of one frame must give "
+                             "shape (1,) and `forward` a scalar energy in kJ/mol")
+    if not (torch.isfinite(energies).all() and torch.isfinite(energy).all()):
+        raise ModelFileError(f"{path}: does not keep the exported model contract: a probe call gave a non-finite energy")
 
 
 def read_model_metadata(path) -> dict:

@@ -192,19 +192,35 @@ class CampaignSpec:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
 
     def check_models(self) -> None:
-        """Refuse a missing or unreadable model file (CampaignSpecError naming the spec and the field): called
-        before a campaign runs, so a bad model fails once, not run by run."""
-        from ..model_file import read_model_metadata
+        """Refuse a missing or unreadable model file, or one whose atoms are not the starts' (CampaignSpecError
+        naming the spec and the field): called before a campaign runs, so a bad model fails once, not run by run."""
+        from ..potentials.exported import ExportedModel
 
         where = self.source or "the campaign spec"
+        starts = self._start_atoms()
         for label, path in self.models.items():
             if not Path(path).is_file():
                 raise CampaignSpecError(f"{where}: field 'models.{label}': {path}: no such model file (expected an "
                                         "exported TorchScript model, .pt)")
             try:
-                read_model_metadata(path)
+                model = ExportedModel(path)
+                for start, atomic_numbers in starts:
+                    model.check_atoms(atomic_numbers, where=start)
             except InputError as exc:
                 raise CampaignSpecError(f"{where}: field 'models.{label}': {exc}") from None
+
+    def _start_atoms(self) -> list[tuple[str, object]]:
+        """(where, atomic numbers) of the starts: the dataset's, or each structure's (their own errors name them)."""
+        if isinstance(self.starts, DatasetFrames):
+            from ..data import load_dataset
+
+            data = load_dataset(self.starts.data, energy_unit=self.starts.energy_unit,
+                                length_unit=self.starts.length_unit)
+            return [(f"starts.data {self.starts.data}", data.z)]
+        from ..structures import load_structure
+
+        return [(f"starts.structures.{label} ({name})", load_structure(name).atomic_numbers)
+                for label, name in self.starts.items()]
 
     # -- the grid ----------------------------------------------------------------------------------
 

@@ -82,7 +82,19 @@ class CampaignDirectory:
     def read(self) -> dict:
         if not self.exists():
             raise FileNotFoundError(f"{self.directory}: not a campaign directory (no {CAMPAIGN_FILE})")
-        return json.loads(self.campaign_json.read_text())
+        try:
+            document = json.loads(self.campaign_json.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise InputError(f"{self.campaign_json}: not UTF-8 text (byte {exc.start}); expected the campaign "
+                             "record `campaign run` writes") from None
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{self.campaign_json}: not valid JSON ({exc}); expected the campaign record "
+                             "`campaign run` writes") from None
+        if not isinstance(document, dict) or document.get("format", CAMPAIGN_FORMAT) != CAMPAIGN_FORMAT \
+                or "spec" not in document:
+            raise InputError(f"{self.campaign_json}: not an openmlff campaign record (expected format "
+                             f"{CAMPAIGN_FORMAT} with its spec)")
+        return document
 
     def spec(self) -> CampaignSpec:
         """The spec in force, as recorded in campaign.json."""

@@ -289,9 +289,14 @@ def _read_extxyz(path: Path) -> RawFile:
     energies, forces, energy_keys = [], [], set()
     for i, atoms in enumerate(frames):
         if len(atoms) != n_atoms or not np.array_equal(atoms.numbers, z):
-            raise DatasetError(f"{path}: frame {i} has atoms {atoms.get_chemical_formula()} ({len(atoms)}) but frame 0 has "
-                               f"{frames[0].get_chemical_formula()} ({n_atoms}); field 'species' must list the same "
-                               f"atoms in the same order in every frame")
+            if len(atoms) != n_atoms:
+                what = f"{len(atoms)} atoms ({atoms.get_chemical_formula()}) where frame 0 has {n_atoms}"
+            else:  # the same formula in another order: name the first atom that differs
+                k = int(np.flatnonzero(atoms.numbers != z)[0])
+                what = (f"atom {k} {elements.symbol(int(atoms.numbers[k]))} where frame 0 has "
+                        f"{elements.symbol(int(z[k]))} (the same atoms in another order)")
+            raise DatasetError(f"{path}: frame {i} has {what}; field 'species' must list the same atoms in the same "
+                               "order in every frame")
         R[i] = atoms.positions
         results = atoms.calc.results if atoms.calc is not None else {}
         key, energy = _extxyz_energy(atoms, results)

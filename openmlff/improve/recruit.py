@@ -86,8 +86,9 @@ def recruit_frames(checkpoint, pool: Dataset, count: int, strategy: str, *, scor
     if not pool.has_labels:
         raise InputError(f"{pool.source}: the pool has no energies and forces; recruiting uses existing labels")
     if list(pool.z) != list(parent.state["atomic_numbers"]):
-        raise InputError(f"{pool.source}: field 'z' (atomic numbers): the pool's atoms differ from the model's "
-                         f"({pool.n_atoms} atoms, expected {len(parent.state['atomic_numbers'])} in the same order)")
+        raise InputError(f"{pool.source}: field 'z' (atomic numbers): the pool's atoms differ from those of the model "
+                         f"in {parent.path} ({pool.n_atoms} atoms, expected {len(parent.state['atomic_numbers'])} in "
+                         "the same order)")
     seen, how = seen_frames(parent, pool)
     candidates = np.flatnonzero(~seen)
     if count < 1 or count > candidates.size:

@@ -22,7 +22,8 @@ from ..atomic_io import atomic_torchscript_save
 from ..errors import InputError
 from ..threads import flush_denormals
 from ..model_file import (
-    METADATA_NAME as MODEL_METADATA_FILE, ModelFileError, check_model_atoms, energies_and_forces, file_sha256,
+    METADATA_NAME as MODEL_METADATA_FILE, ModelFileError, check_contract, check_model_atoms, energies_and_forces,
+    file_sha256,
     load_exported, read_model_metadata,
 )
 from .base import Potential
@@ -220,8 +221,8 @@ class ExportedModel(Potential):
     def __init__(self, model_path) -> None:
         self._path = Path(model_path).resolve()
         self.name = str(model_path)
-        self._metadata = read_model_metadata(self._path)  # ModelFileError naming the file
-        self._module = None
+        self._module, self._metadata = load_exported(self._path)  # ModelFileError naming the file
+        check_contract(self._path, self._module, self._metadata)
 
     @property
     def path(self) -> Path:
@@ -242,7 +243,5 @@ class ExportedModel(Potential):
 
     def energies_and_forces(self, atomic_numbers, positions_angstrom) -> tuple[np.ndarray, np.ndarray]:
         """One batched call of the TorchScript module (kJ/mol, kJ/mol/nm) converted to eV and eV/Å."""
-        if self._module is None:
-            self._module = load_exported(self._path)[0]
         e_kj, f_kj = energies_and_forces(self._module, np.asarray(positions_angstrom) / units.NM_IN_ANGSTROM)
         return e_kj / units.EV_IN_KJ_PER_MOL, f_kj / (units.EV_IN_KJ_PER_MOL * units.NM_IN_ANGSTROM)

@@ -123,6 +123,13 @@ def read_checkpoint(path) -> TrainingCheckpoint:
     missing = [k for k in ("split", "architecture", "hyperparameters", "config") if k not in state]
     if missing:
         raise CheckpointError(f"{path}: training checkpoint lacks the fields {missing}")
+    for key in ("best_state", "ema_state"):  # the weights a model is exported or fine-tuned from
+        weights = state.get(key)
+        bad = [name for name, value in (weights or {}).items()
+               if isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all()]
+        if bad:
+            raise CheckpointError(f"{path}: field '{key}' holds non-finite weights (in {bad[0]}); expected finite "
+                                  "numbers")
     return TrainingCheckpoint(path, _plain(state))
 
 
