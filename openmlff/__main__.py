@@ -2,6 +2,8 @@
 
 import sys
 
-from .cli import main
-
+try:
+    from .cli import main
+except KeyboardInterrupt:  # Ctrl-C before the command started: nothing was written
+    sys.exit(130)
 sys.exit(main())

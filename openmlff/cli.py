@@ -22,21 +22,28 @@ from .errors import InputError, OpenMLFFError, StateError, describe_os_error
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not hasattr(args, "handler"):
-        parser.print_help()
-        return 2
-    from .threads import configure_process
+    command = "openmlff"
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        command = f"openmlff {args.command}" if getattr(args, "command", None) else command
+        if not hasattr(args, "handler"):
+            parser.print_help()
+            return 2
+        from .threads import configure_process
 
-    configure_process()  # OMP_WAIT_POLICY before torch's OpenMP starts (openmlff.threads)
-    warnings.formatwarning = _one_line_warning
+        configure_process()  # OMP_WAIT_POLICY before torch's OpenMP starts (openmlff.threads)
+        warnings.formatwarning = _one_line_warning
+        return _run(args)
+    except KeyboardInterrupt:  # Ctrl-C, also while torch is being imported: what is written stays, and resumes
+        print(f"{command}: interrupted; what was written is kept, and the same command resumes", file=sys.stderr)
+        return 130
+
+
+def _run(args) -> int:
+    """The command's handler; a user error or a file-system error as one line (exit 1), a bug as a traceback."""
     try:
         return int(args.handler(args) or 0)
-    except KeyboardInterrupt:  # Ctrl-C: what is written stays; every writing command resumes from it
-        print(f"openmlff {args.command}: interrupted; what was written is kept, and the same command resumes",
-              file=sys.stderr)
-        return 130
     except OpenMLFFError as exc:  # a user error: one line; anything else is a bug and keeps its traceback
         print(f"openmlff {args.command}: error: {exc}", file=sys.stderr)
         return 1
