@@ -106,8 +106,9 @@ def ws(tmp_path_factory, test_data, toy_model) -> Workspace:
     spec.write_text(json.dumps({"models": {"toy": str(toy)}, "temperatures_K": [300], "md": md,
                                 "starts": {"structures": {"a": "aspirin", "b": "aspirin"}}}))
     collapse_spec = root / "collapse.json"
+    collapse_md = {k: v for k, v in md.items() if k != "replicas_per_context"}  # aspirin: replica batches by default
     collapse_spec.write_text(json.dumps({"models": {"toy": str(toy)}, "temperatures_K": [300],
-                                         "md": {**md, "min_nonbonded_distance_angstrom": 2.0},
+                                         "md": {**collapse_md, "min_nonbonded_distance_angstrom": 2.0},
                                          "starts": {"structures": {"a": "aspirin", "b": "aspirin"}}}))
     return Workspace(root, data, frames, xtb_path, result.checkpoint, model, toy, peptide_toy, root / "campaign",
                      spec, collapse_spec)
@@ -522,7 +523,9 @@ def bad_files(ws, test_data) -> dict:
     # datasets
     d = root / "dataset"
     d.mkdir()
-    files["dataset", "empty"] = _text(d / "empty.npz", b"")
+    with np.load(ws.data) as f:  # no frames (a 0-byte file is refused in test_reliability)
+        np.savez(d / "empty.npz", **{k: (f[k][:0] if k != "nuclear_charges" else f[k]) for k in f.files})
+    files["dataset", "empty"] = d / "empty.npz"
     files["dataset", "truncated"] = _half(ws.data, d / "truncated.npz")
     files["dataset", "wrong_format"] = _text(d / "wrong_format.npz", aspirin_pdb.read_text())
     a = n + 4 + 6  # frame 1's atoms 6 (C) and 7 (O) swapped: the same formula in another order

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from openmlff.errors import InputError
 from openmlff.training.checkpoint import CheckpointError, read_checkpoint
 
 TINY = '{"hidden_channels": 16, "num_layers": 1, "num_heads": 2, "num_rbf": 8}'
@@ -335,3 +336,115 @@ def test_full_disk_by_fault_injection_keeps_the_last_checkpoint_resumable(toy_mo
     a = read_trajectory(tmp_path / "straight" / "trajectory.dcd")
     b = read_trajectory(tmp_path / "run" / "trajectory.dcd")
     np.testing.assert_array_equal(a.xyz, b.xyz)
+
+
+# --- issue 31: the defects the hostile-user trial found, one test each ---------------------------------------
+
+def test_metrics_on_data_that_is_not_the_checkpoints_is_one_line(trained, test_data, tmp_path):
+    root, _ = trained
+    other = test_data / "datasets" / "md17_aspirin_15.extxyz"
+    line = one_line_error(openmlff("metrics", "--model", root / "model.pt", "--data", other, "--energy-unit-in-file",
+                                   "kcal/mol", "--out", tmp_path / "m.json", "--frames", "test", "--checkpoint",
+                                   root / "train" / "model.ckpt"),
+                          other, "not the data the split in")
+    assert "model.ckpt" in line and not (tmp_path / "m.json").exists()
+
+
+def test_an_empty_frame_range_names_the_option(trained, tmp_path):
+    root, data = trained
+    one_line_error(openmlff("metrics", "--model", root / "model.pt", "--data", data, "--out", tmp_path / "m.json",
+                            "--frames", "50:40"), "--frames 50:40", "selects none of the 100 frames")
+
+
+def test_a_dataset_of_zero_frames_is_one_line(tmp_path, test_data):
+    with np.load(test_data / "datasets" / "rmd17_aspirin_100.npz") as f:
+        arrays = {k: (f[k][:0] if k != "nuclear_charges" else f[k]) for k in f.files}
+    empty = tmp_path / "zero.npz"
+    np.savez(empty, **arrays)
+    one_line_error(openmlff("data", "info", empty), empty, "'coords' holds no frames")
+
+
+def test_a_frame_with_the_atoms_in_another_order_names_the_first_differing_atom(tmp_path, test_data):
+    lines = (test_data / "datasets" / "md17_aspirin_15.extxyz").read_text().splitlines(keepends=True)
+    n = int(lines[0])
+    a = n + 4 + 6  # frame 1: atoms 6 (C) and 7 (O) swapped
+    path = tmp_path / "swapped.extxyz"
+    path.write_text("".join(lines[:a] + [lines[a + 1], lines[a]] + lines[a + 2:]))
+    one_line_error(openmlff("data", "info", path), path, "frame 1 has atom 6 O where frame 0 has C")
+
+
+def test_a_model_file_with_openmlff_metadata_around_another_module_is_refused_before_any_run(trained, tmp_path):
+    root, data = trained
+    extra = {"openmlff.json": ""}
+    torch.jit.load(str(root / "model.pt"), _extra_files=extra)
+
+    class NoEnergies(torch.nn.Module):
+        def forward(self, positions: torch.Tensor) -> torch.Tensor:
+            return positions.sum()
+
+    class WrongShape(torch.nn.Module):
+        def forward(self, positions: torch.Tensor) -> torch.Tensor:
+            return positions.sum(-1)
+
+        @torch.jit.export
+        def energies(self, positions: torch.Tensor) -> torch.Tensor:
+            return positions.sum(-1)
+
+    for name, module, needle in (("none.pt", NoEnergies(), "no batched `energies`"),
+                                 ("shape.pt", WrongShape(), "must give shape (1,)")):
+        path = tmp_path / name
+        torch.jit.save(torch.jit.script(module), str(path), _extra_files=extra)
+        one_line_error(openmlff("metrics", "--model", path, "--data", data, "--out", tmp_path / "m.json"), path,
+                       needle)
+        one_line_error(openmlff("simulate", "--model", path, "--data", data, "--frame", 0, "--temperature", 300,
+                                "--timestep", 0.5, "--steps", 10, "--out", tmp_path / "run"), path, needle)
+        assert not (tmp_path / "run").exists() and not (tmp_path / "m.json").exists()
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--timestep", "inf"], "--timestep-fs/--timestep: expected a finite number, got 'inf'"),
+    (["--temperature", "nan"], "--temperature-K/--temperature: expected a finite number, got 'nan'"),
+    (["--friction", "-inf"], "--friction-per-ps/--friction: expected a finite number, got '-inf'"),
+])
+def test_non_finite_options_are_usage_errors_naming_the_flag(toy_model, tmp_path, args, needle):
+    settings = {"--timestep": "0.5", "--temperature": "300", **dict(zip(args[::2], args[1::2]))}
+    proc = openmlff("simulate", "--model", toy_model, "--structure", "aspirin", "--steps", 10, "--out",
+                    tmp_path / "run", *[f"{k}={v}" for k, v in settings.items()])
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and needle in proc.stderr, proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"temperatures_K": [float("inf")]}, "temperatures_K"),
+    ({"md": {"timestep_fs": float("nan")}}, "md.timestep_fs"),
+    ({"md": {"length_ps": 1e-9}}, "md.length_ps"),
+    ({"md": {"length_ps": float("inf")}}, "md.length_ps"),
+])
+def test_non_finite_spec_numbers_and_lengths_under_one_step_are_refused_naming_the_field(toy_model, tmp_path, change,
+                                                                                         field):
+    spec = tmp_path / "c.json"
+    spec.write_text(json.dumps({"models": {"toy": str(toy_model)}, "starts": {"structures": {"a": "aspirin"}},
+                                **change}))  # json writes Infinity and NaN, which Python's reader takes
+    one_line_error(openmlff("campaign", "run", spec, "--quiet"), spec, f"field '{field}'")
+    assert not (tmp_path / "c").exists()
+
+
+def test_configs_refuse_non_finite_numbers_naming_the_field():
+    from openmlff.config import ConfigError
+    from openmlff.improve.active import ActiveLearningConfig
+    from openmlff.md import SimulationConfig
+    from openmlff.training import TrainingConfig
+    from openmlff.training.losses import check_loss
+
+    for make, name in ((lambda: SimulationConfig(temperature_K=float("inf")), "temperature_K"),
+                       (lambda: SimulationConfig(timestep_fs=float("nan")), "timestep_fs"),
+                       (lambda: TrainingConfig(learning_rate=float("nan")), "learning_rate"),
+                       (lambda: ActiveLearningConfig(method="gfn2-xtb", temperature_K=float("inf")), "temperature_K")):
+        with pytest.raises(ConfigError) as info:
+            make()
+        assert info.value.field == name and "finite" in str(info.value)
+    with pytest.raises(InputError, match="option 'max_weight' must be a finite number"):
+        check_loss("max_error", {"max_weight": float("inf")})
+    with pytest.raises(InputError, match=r"rounds must be >= 0 \(0: the first committee alone\)"):
+        ActiveLearningConfig(method="gfn2-xtb", rounds=-1)
+
