@@ -321,34 +321,41 @@ def test_dask_campaign_does_every_run_once(tmp_path, models, aspirin_data, dask_
 
 
 def test_failed_runs_are_recorded_and_retried_only_when_asked(tmp_path, models, aspirin_data, dask_cluster):
-    """A missing model is refused before any run starts; a run that fails (a model of other atoms, a frame that
-    does not exist) is recorded with its traceback, left alone, and run again only with retry_failed."""
+    """A missing model, or one of other atoms than the starts, is refused before any run starts; a run that fails
+    (a frame that does not exist) is recorded with its traceback, left alone, and run again only with retry_failed."""
+    data = tmp_path / "data.npz"
+    data.write_bytes(Path(aspirin_data).read_bytes())
     swapped = tmp_path / "swapped.pt"
-    spec_path = write_spec(tmp_path, {"good": models["stable"], "swapped": swapped}, aspirin_data,
+    spec_path = write_spec(tmp_path, {"good": models["stable"], "swapped": swapped}, data,
                            frames=(3, 1000), seeds=(0,), steps=100, name="failing")
     address = dask_cluster.scheduler_address
     with pytest.raises(CampaignSpecError, match="field 'models.swapped'.*swapped.pt: no such model file"):
         run_campaign(spec_path, scheduler_address=address, progress=False)
     assert not (tmp_path / "failing").exists()  # refused before anything was written
-    z, positions = _aspirin_frame0(aspirin_data)
+    z, positions = _aspirin_frame0(data)
     write_toy_model(swapped, z[::-1], positions[::-1])  # a readable model of the atoms in another order
+    with pytest.raises(CampaignSpecError, match="field 'models.swapped'.*swapped.pt: the model's atomic numbers"):
+        run_campaign(spec_path, scheduler_address=address, progress=False)
+    assert not (tmp_path / "failing").exists()
+    write_toy_model(swapped, z, positions)  # the model is fixed
     result = run_campaign(spec_path, scheduler_address=address, progress=False)
-    assert result.outcomes == {FINISHED_STABLE: 1, FAILED: 3}
+    assert result.outcomes == {FINISHED_STABLE: 2, FAILED: 2}
     folder = CampaignDirectory(result.directory)
     errors = {r["run_id"]: r["error"] for r in result.status["runs"] if r["state"] == FAILED}
     assert "frame 1000 does not exist (the dataset has 100 frames" in errors["good__frame1000__T500__s0"]
-    assert "swapped.pt" in errors["swapped__frame0003__T500__s0"] and "atomic numbers" in errors["swapped__frame0003__T500__s0"]
-    error = json.loads((folder.run_dir("swapped__frame0003__T500__s0") / "error.json").read_text())
+    error = json.loads((folder.run_dir("swapped__frame1000__T500__s0") / "error.json").read_text())
     assert "Traceback" in error["traceback"] and error["error_type"]
     check_run_done_once(folder.run_dir("good__frame0003__T500__s0"))
 
-    write_toy_model(swapped, z, positions)  # the model is fixed
     assert run_campaign(spec_path, scheduler_address=address, progress=False).submitted == 0  # failed: left alone
+    with np.load(data) as f:  # the data are fixed: the same 100 frames eleven times, so frame 1000 exists
+        arrays = {k: (f[k] if f[k].ndim < 2 and k != "energies" else np.concatenate([f[k]] * 11)) for k in f.files}
+    np.savez(data, **arrays)
     retried = run_campaign(spec_path, scheduler_address=address, retry_failed=True, progress=False)
-    assert retried.submitted == 3 and retried.outcomes == {FINISHED_STABLE: 1, FAILED: 2}
-    assert not (folder.run_dir("swapped__frame0003__T500__s0") / "error.json").exists()
-    check_run_done_once(folder.run_dir("swapped__frame0003__T500__s0"), starts=2, new_runs=2)  # failed, then done
-    assert run_state(folder.run_dir("swapped__frame1000__T500__s0")) == FAILED
+    assert retried.submitted == 2 and retried.outcomes == {FINISHED_STABLE: 2}
+    assert not (folder.run_dir("swapped__frame1000__T500__s0") / "error.json").exists()
+    check_run_done_once(folder.run_dir("swapped__frame1000__T500__s0"), starts=2, new_runs=2)  # failed, then done
+    assert run_state(folder.run_dir("good__frame0003__T500__s0")) == FINISHED_STABLE
 
 
 def _aspirin_frame0(path: Path):

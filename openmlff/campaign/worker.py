@@ -199,9 +199,15 @@ def start_inputs(run: RunSpec):
     return z, positions, topology, reference
 
 
-@functools.lru_cache(maxsize=4)
 def load_frames_dataset(frames: DatasetFrames):
-    """The dataset of `frames` (cached per process), checked against the split's data fingerprint."""
+    """The dataset of `frames` (cached per process while the file is unchanged: a Dask worker outlives a campaign
+    call, and a data file may be fixed between two), checked against the split's data fingerprint."""
+    stat = os.stat(frames.data)
+    return _load_frames_dataset(frames, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_frames_dataset(frames: DatasetFrames, mtime_ns: int, size: int):
     from ..data import load_dataset
     from ..data.splits import check_data_of_split
 

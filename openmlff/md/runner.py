@@ -78,6 +78,7 @@ def run_simulation(
     on_report: Callable[[StepRecord], None] | None = None,
     reporters: list | None = None,
     trust: TrustSettings | None = None,
+    start_name: str = "structure",
 ) -> RunSummary:
     """Run (or resume, or extend) MD of one molecule with a potential; returns its RunSummary.
 
@@ -92,8 +93,8 @@ def run_simulation(
     openmm.app.Simulation on their own schedule (after openmlff's writers, before the stability monitor);
     they see only this session's steps, from the checkpoint on when the run resumes. The monitor stops a
     collapsed run at once. trust: a committee evaluated at each report (md/trust.py: state.csv's
-    uncertainty column, untrusted frames, an optional stop). See the module docstring for the files and
-    the resume rules.
+    uncertainty column, untrusted frames, an optional stop). start_name: what errors call the start (the
+    structure file it came from). See the module docstring for the files and the resume rules.
 
     Summary (RunSummary, also a mapping with the keys of summary.json): stable, steps_completed, steps_requested, simulated_time_ps, collapse_step,
     collapse_time_ps, collapse_reason, collapse_message, first_broken_bond (atoms, elements,
@@ -123,7 +124,7 @@ def run_simulation(
         zs, start_angstrom = environment.atomic_numbers[environment.ml_atoms], \
             environment.positions_angstrom[environment.ml_atoms]
         structure = _structure_for_run(zs, start_angstrom, _subset_topology(environment))
-    potential.check_atoms(zs)
+    potential.check_atoms(zs, where=start_name)
     platform, platform_properties = select_platform(config.platform, config.platform_precision)
     platform_properties = platform_properties_for(platform, platform_properties, environment)
     record = run_record(potential.record(zs, start_angstrom, structure.topology), zs, start_angstrom, reference, config,

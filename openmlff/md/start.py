@@ -11,7 +11,6 @@ import numpy as np
 
 from ..data.dataset import Dataset
 from ..errors import InputError
-from ..potentials import get_potential
 from .runner import SimulationConfig, run_simulation
 
 #: At most this many dataset frames are averaged for the reference bond lengths.
@@ -38,8 +37,6 @@ def run_from_structure(model, structure, out_dir, config: SimulationConfig, prog
     from ..structures import load_structure
 
     s = load_structure(structure)
-    potential = get_potential(model)
-    if s.source:  # a structure file: an error names it (run_simulation knows only "the structure")
-        potential.check_atoms(s.atomic_numbers, where=f"structure {s.source}")
-    return run_simulation(potential, np.asarray(s.atomic_numbers), s.positions_angstrom, out_dir, config,
-                          topology=s.topology, progress=progress, trust=trust)
+    return run_simulation(model, np.asarray(s.atomic_numbers), s.positions_angstrom, out_dir, config,
+                          topology=s.topology, progress=progress, trust=trust,
+                          start_name=f"structure {s.source}" if s.source else "structure")
