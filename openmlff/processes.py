@@ -22,7 +22,11 @@ WATCH_INTERVAL_S = 0.5
 
 
 def die_with_parent(parent_pid: int) -> None:
-    """Call first in a worker process: end it (SIGKILL) as soon as the process `parent_pid` is gone."""
+    """Call first in a worker process: end it (SIGKILL) as soon as the process `parent_pid` is gone, and quietly
+    on Ctrl-C (SIGINT reaches the whole process group; the parent prints the one line): SIGINT raises SystemExit,
+    which an idle worker exits with and a busy one hands back as its task's outcome, where Python's
+    KeyboardInterrupt would print a traceback from every idle worker (multiprocessing's bootstrap)."""
+    signal.signal(signal.SIGINT, _end_quietly)
     if sys.platform.startswith("linux"):
         try:
             libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -32,6 +36,10 @@ def die_with_parent(parent_pid: int) -> None:
     if os.getppid() != parent_pid:  # the parent died before the request took effect
         os._exit(1)
     threading.Thread(target=_watch, args=(parent_pid,), daemon=True, name="openmlff-parent-watch").start()
+
+
+def _end_quietly(signum, frame) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _watch(parent_pid: int) -> None:

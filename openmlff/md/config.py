@@ -87,7 +87,8 @@ class SimulationConfig:
                      "cuda_graph_warmup_steps"):
             value = getattr(self, name)
             check(self, value > 0, name, f"must be positive, got {value}")
-        check(self, self.steps >= 0, "steps", f"must be >= 0, got {self.steps}")
+        check(self, self.steps >= 1, "steps", f"must be a positive number of steps (a run of none would count as "
+                                              f"stable), got {self.steps}")
         check(self, self.integrator in INTEGRATORS, "integrator",
               f"must be one of {list(INTEGRATORS)}, got {self.integrator!r}")
         check(self, self.friction_per_ps >= 0 and not (self.integrator == "nose_hoover" and self.friction_per_ps == 0),
