@@ -17,8 +17,9 @@ line on stderr naming the file or field with a non-zero exit, and nothing alread
             collapse a copy collapses at step 0 (MD commands): the run ends "collapsed at 0.0 ps", exit 0, and the
                      same command again returns the same summary
 
-A tmpfs needs root (mount); where it cannot be mounted the `full` cells run in-process with the file writes made
-to fail with ENOSPC (fault injection through openmlff.atomic_io) and the `fills` cells are skipped. Cells that cannot
+A tmpfs needs root (mount); where it cannot be mounted (or with OPENMLFF_TEST_NO_MOUNT=1) the `full` cells run
+in-process with every file write under OUT made to fail with ENOSPC (fault injection through openmlff.atomic_io)
+and the `fills` cells are skipped. Cells that cannot
 hold (an input kind a command does not read) are not in the matrix; BAD_INPUTS_NOT_APPLICABLE says why, and so does
 the README. The whole matrix runs in CI (`bash tests/run.sh`); `bash tests/run.sh --fast` runs a sample (marker
 `fast`: one fault of each kind, one bad input of each kind).
@@ -381,6 +382,8 @@ def tmpfs(tmp_path):
     mounts = []
 
     def mount(size: int) -> Path:
+        if os.environ.get("OPENMLFF_TEST_NO_MOUNT") == "1":
+            pytest.skip("OPENMLFF_TEST_NO_MOUNT=1: no tmpfs")
         folder = tmp_path / f"disk{len(mounts)}"
         folder.mkdir()
         proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={int(size)}", "tmpfs", str(folder)],
@@ -395,6 +398,9 @@ def tmpfs(tmp_path):
 
 
 def _can_mount(tmp_path) -> bool:
+    """Whether a tmpfs can be mounted here (OPENMLFF_TEST_NO_MOUNT=1 says no, to run the fallback as root)."""
+    if os.environ.get("OPENMLFF_TEST_NO_MOUNT") == "1":
+        return False
     probe = tmp_path / "probe"
     probe.mkdir()
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(probe)], capture_output=True).returncode:
@@ -423,16 +429,20 @@ def test_a_full_disk_at_the_start_is_one_line_naming_the_file(cmd, ws, tmp_path,
         assert "No space left on device" in line and str(disk) in line, line
         assert [p.name for p in disk.rglob("*") if p.is_file() and p.stat().st_size] == ["filler"]
         return
-    # no tmpfs: every file written through openmlff.atomic_io fails as on a full disk (in this process)
+    # no tmpfs: every file written through openmlff.atomic_io under OUT fails as on a full disk (in this process)
     from openmlff import atomic_io
     from openmlff.cli import main
 
+    out, real = tmp_path / "out", atomic_io._write_and_replace
+
     def full(path, tmp, write):
+        if not Path(path).resolve().is_relative_to(out.resolve()):
+            return real(path, tmp, write)  # another disk (a temporary folder)
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), tmp)
     monkeypatch.setattr(atomic_io, "_write_and_replace", full)
-    rc = main([str(a) for a in cmd.argv(ws, tmp_path / "out")])
+    rc = main([str(a) for a in cmd.argv(ws, out)])
     line = one_line(rc, capsys.readouterr().err)
-    assert "No space left on device" in line and str(tmp_path / "out") in line, line
+    assert "No space left on device" in line and str(out) in line, line
 
 
 @pytest.mark.parametrize("cmd", cells("fills", BY_NAME))
