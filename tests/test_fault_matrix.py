@@ -516,9 +516,8 @@ def bad_files(ws, test_data) -> dict:
     """(input kind, bad kind) -> a file (or folder) of that kind that is bad in that way."""
     import torch
 
-    from openmlff.data import load_dataset, save_dataset
+    from openmlff.data import load_dataset
     from openmlff.export import export_checkpoint
-    from openmlff.structures import load_structure
     from openmlff.training import TrainingConfig, train
     from openmlff.training.checkpoint import read_checkpoint
     from untrained_model import write_untrained_et
