@@ -125,13 +125,15 @@ def run_campaign(spec_or_dir, out=None, executor: str | None = None, n_workers: 
     from ..md.rundir import RunDirectory
 
     spec, where = campaign_directory(spec_or_dir, out)
-    if not where.exists():
+    new = not where.exists()
+    if new:
         spec.check_models()  # a new campaign with a bad model is refused before anything is written
     where.directory.mkdir(parents=True, exist_ok=True)
     lock = where.lock()
     try:
         spec = where.adopt(spec) if spec is not None else where.spec()
-        spec.check_models()  # before any run starts (after the recorded spec has had its say on changes)
+        if not new:  # (a new one was checked above: the models are loaded and probed once)
+            spec.check_models()  # before any run starts (after the recorded spec has had its say on changes)
         runs = spec.expand()
         wanted = (PENDING, INTERRUPTED, RUNNING) + ((FAILED,) if retry_failed else ())
         to_do = [run for run in runs if run_state(where.run_dir(run.run_id), spec.steps) in wanted]
