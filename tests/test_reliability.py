@@ -206,8 +206,9 @@ def test_a_killed_campaign_leaves_no_worker_running(toy_model, tmp_path):
     deadline = time.time() + 120
     pids: set[int] = set()
     while len(pids) < 2 and time.time() < deadline:
-        for f in attempts.glob("*/attempts.jsonl"):
-            pids |= {json.loads(line)["pid"] for line in f.read_text().splitlines() if line.strip()}
+        for f in attempts.glob("*/attempts.jsonl"):  # a run has started MD once its run.json is written
+            if (f.parent / "run.json").is_file():
+                pids |= {json.loads(line)["pid"] for line in f.read_text().splitlines() if line.strip()}
         time.sleep(0.2)
     assert len(pids) == 2, "both runs should have started"
     campaign.send_signal(signal.SIGKILL)
