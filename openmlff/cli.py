@@ -57,9 +57,39 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
     return f"warning: {message}\n"
 
 
-MODEL_HELP = ("an exported model file (.pt), or a classical force field 'amber14' (ff14SB; peptides) or 'gaff-2.11' "
+MODEL_HELP = ("an exported model file (.pt), another code's TorchScript file (openmm-torch's TorchForce contract), "
+              "'openmm-ml:NAME' (nequip, mace, torchmdnet, ...) or 'ase:MODULE:CLASS' (any ASE calculator) with "
+              "--model-option, a classical force field 'amber14' (ff14SB; peptides) or 'gaff-2.11' "
               "(GAFF 2.11 + AM1-BCC; small molecules; needs the [classical] extra), or a reference method "
               "'gfn2-xtb', 'gfn1-xtb', 'dft' (PySCF PBE/def2-SVP)")
+
+
+def _model_arguments(p: argparse.ArgumentParser, options: bool = True) -> None:
+    """--model-option KEY=VALUE (repeatable) and --allow-model-code (openmlff.potentials.model_ref)."""
+    if options:
+        p.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
+                       help="an option of the model (repeatable): openmm-ml's (modelPath=FILE, ...) or the ASE "
+                            "calculator's keyword arguments; VALUE is read as JSON when it is JSON")
+    p.add_argument("--allow-model-code", action="store_true",
+                   help="consent to models that run code: ase:MODULE:CLASS imports MODULE, openmm-ml backends "
+                        "unpickle their model files (only for files you trust)")
+
+
+def _model(args, name=None):
+    """The ModelRef of --model/--model-option (None without a model), and --allow-model-code for the workers."""
+    import os
+
+    from .potentials.model_ref import CODE_CONSENT_ENV, ModelRef, parse_model_options
+
+    if getattr(args, "allow_model_code", False):
+        os.environ[CODE_CONSENT_ENV] = "1"  # pool workers inherit the consent
+    name = args.model if name is None else name
+    options = parse_model_options(getattr(args, "model_option", []))
+    if not name:
+        if options:
+            raise InputError("--model-option needs --model")
+        return None
+    return ModelRef(name, options)
 
 class _OneLineParser(argparse.ArgumentParser):
     """argparse with a usage error as one line (the usage is a --help away), exit status 2 as argparse's."""
@@ -212,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     me = sub.add_parser("metrics", help="force metrics of a model (or a classical force field, or xTB/DFT) on a dataset")
     me.add_argument("--model", required=True, help=MODEL_HELP)
+    _model_arguments(me)
     me.add_argument("--data", required=True)
     _unit_options(me)
     me.add_argument("--out", required=True, help="JSON file")
@@ -230,12 +261,22 @@ def build_parser() -> argparse.ArgumentParser:
     me.add_argument("--plots", default=None, metavar="DIR", help="also write PNG figures into DIR")
     me.set_defaults(handler=_metrics)
 
-    an = sub.add_parser("analyze", help="analyse an MD run directory: bonds, h(r), RDF, RMSD, Rg, dihedrals, collapse diagnosis")
-    an.add_argument("rundir")
+    an = sub.add_parser("analyze", help="analyse an MD run directory, or a trajectory of another engine: bonds, "
+                                        "h(r), RDF, RMSD, Rg, dihedrals, collapse diagnosis")
+    an.add_argument("rundir", metavar="RUNDIR|TRAJECTORY",
+                    help="an openmlff run directory, or a trajectory file of another engine (ASE .traj, extended XYZ, "
+                         "DCD, XTC, TRR, NetCDF, HDF5, ...; needs --data)")
+    an.add_argument("--topology", default=None,
+                    help="trajectory files without atoms (DCD, XTC, TRR, NetCDF): a topology file (PDB, ...); default: "
+                         "the atoms of --data")
+    an.add_argument("--frame-interval-ps", type=finite_float, default=None,
+                    help="time between the trajectory file's frames in ps, when the file does not store it")
     an.add_argument("--data", default=None,
                     help="reference data (default: the training data file named in the model's metadata)")
     _unit_options(an)
-    an.add_argument("--model", default=None, help="exported model for the diagnosis (default: the run's model, run.json)")
+    an.add_argument("--model", default=None,
+                    help="the model for the diagnosis (default: the run's model, run.json); " + MODEL_HELP)
+    _model_arguments(an)
     an.add_argument("--out", default=None, help="output folder (default RUNDIR/analysis)")
     an.add_argument("--plots", action="store_true", help="also write PNG figures")
     an.add_argument("--bond-deviation", type=finite_float, default=None, help="collapse threshold in Å (default: the run's)")
@@ -256,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     si = sub.add_parser("simulate", help="MD with a model (or a classical force field, or xTB/DFT) in OpenMM; resumes "
                                          "an unfinished run directory")
     si.add_argument("--model", required=True, help=MODEL_HELP)
+    _model_arguments(si)
     start = si.add_mutually_exclusive_group(required=True)
     start.add_argument("--data", help="dataset whose frame --frame starts the run")
     start.add_argument("--structure", help="built-in name or PDB/XYZ file")
@@ -462,7 +504,7 @@ def _metrics(args) -> int:
         check_data_of_split(dataset, args.checkpoint, fingerprint)
     indices = select_frames(args.frames, dataset.n_frames, split)
     dataset = dataset.subset(indices) if indices is not None else dataset
-    report = metrics_report(args.model, dataset, frames_label=args.frames, dataset_frames=indices,
+    report = metrics_report(_model(args), dataset, frames_label=args.frames, dataset_frames=indices,
                             batch_size=args.batch_size, force_unit=args.force_unit, energy_unit=args.energy_unit,
                             n_clusters=args.n_clusters, cluster_seed=args.cluster_seed)
     atomic_write_json(args.out, report)
@@ -487,9 +529,12 @@ def _analyze(args) -> int:
 
     config = AnalysisConfig(bond_deviation_limit_angstrom=args.bond_deviation, evaluate_errors=not args.no_errors,
                             evaluation_batch_size=args.batch_size, water=args.water)
-    analysis = analyze_run(args.rundir, data=args.data, model=args.model, config=config,
-                           energy_unit=args.file_energy_unit, length_unit=args.file_length_unit, progress=not args.quiet)
-    out = Path(args.out) if args.out else Path(args.rundir) / DEFAULT_ANALYSIS_FOLDER
+    analysis = analyze_run(args.rundir, data=args.data, model=_model(args), config=config,
+                           energy_unit=args.file_energy_unit, length_unit=args.file_length_unit, progress=not args.quiet,
+                           topology=args.topology, frame_interval_ps=args.frame_interval_ps)
+    target = Path(args.rundir)
+    out = Path(args.out) if args.out else (target.with_name(f"{target.name}_{DEFAULT_ANALYSIS_FOLDER}")
+                                           if target.is_file() else target / DEFAULT_ANALYSIS_FOLDER)
     files = write_run_analysis(analysis, out, plots=args.plots)
     doc = analysis.document
     bonds, diagnosis = doc["bonds"], doc["diagnosis"]
@@ -538,10 +583,10 @@ def _simulate(args) -> int:
     if args.replicas != 1 or args.frames is not None:
         return _simulate_replicas(args, config, trust)
     if args.data:
-        summary = run_from_dataset_frame(args.model, _load(args, args.data), args.frame, args.out, config,
+        summary = run_from_dataset_frame(_model(args), _load(args, args.data), args.frame, args.out, config,
                                          progress=not args.quiet, trust=trust)
     else:
-        summary = run_from_structure(args.model, args.structure, args.out, config, progress=not args.quiet,
+        summary = run_from_structure(_model(args), args.structure, args.out, config, progress=not args.quiet,
                                      trust=trust)
     state = "stable" if summary.stable else f"COLLAPSED at {summary.collapse_time_ps} ps ({summary.collapse_reason})"
     if summary.stopped_untrusted:
@@ -584,7 +629,7 @@ def _simulate_replicas(args, config, trust) -> int:
         s = load_structure(args.structure)
         z, starts, topology, reference = s.atomic_numbers, np.stack([s.positions_angstrom] * n), s.topology, None
         seeds = [config.seed + k for k in range(n)]
-    summaries = run_replicas(args.model, z, starts, args.out, config, seeds=seeds, topology=topology,
+    summaries = run_replicas(_model(args), z, starts, args.out, config, seeds=seeds, topology=topology,
                              reference_positions_angstrom=reference, progress=not args.quiet)
     for k, summary in enumerate(summaries):
         state = "stable" if summary.stable else f"COLLAPSED at {summary.collapse_time_ps} ps ({summary.collapse_reason})"
@@ -602,12 +647,14 @@ def _correlate_parser(sub) -> None:
     co.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the intervals")
     co.add_argument("--n-clusters", type=int, default=None, help="conformation clusters (default: silhouette rule)")
     co.add_argument("--quiet", action="store_true")
+    _model_arguments(co, options=False)
     co.set_defaults(handler=_correlate)
 
 
 def _correlate(args) -> int:
     from .campaign.correlate import correlate_campaign
 
+    _model(args, name="")  # --allow-model-code
     doc = correlate_campaign(args.campaign_dir, args.out, data=args.data, n_bootstrap=args.bootstrap,
                              n_clusters=args.n_clusters, progress=not args.quiet)
     out = args.out or str(Path(args.campaign_dir) / "correlation")
@@ -630,6 +677,7 @@ def _campaign_parser(sub) -> None:
     run.add_argument("--retry-failed", action="store_true", help="run failed runs again (resuming them)")
     run.add_argument("--status-interval", type=finite_float, default=60.0, help="seconds between status lines (default 60)")
     run.add_argument("--quiet", action="store_true")
+    _model_arguments(run, options=False)
     run.set_defaults(handler=_campaign_run)
     st = ca_sub.add_parser("status", help="counts by state, progress, MD speed and time left of a campaign")
     st.add_argument("directory")
@@ -640,6 +688,7 @@ def _campaign_parser(sub) -> None:
 def _campaign_run(args) -> int:
     from .campaign import FAILED, format_status, run_campaign
 
+    _model(args, name="")  # --allow-model-code
     result = run_campaign(args.spec, out=args.out, executor=args.executor, n_workers=args.workers,
                           scheduler_address=args.scheduler, torch_threads_per_run=args.threads_per_run,
                           retry_failed=args.retry_failed, progress=not args.quiet,

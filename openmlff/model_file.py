@@ -31,12 +31,9 @@ class ModelFileError(InputError):
 REQUIRED_METADATA_KEYS = ("atomic_numbers", "dtype", "architecture", "cutoff_angstrom")
 
 
-def load_exported(path) -> tuple[torch.jit.ScriptModule, dict]:
-    """The TorchScript module and its openmlff.json metadata.
-
-    ModelFileError naming the file if it cannot be loaded, has no metadata, or lacks one of
-    REQUIRED_METADATA_KEYS.
-    """
+def load_torchscript(path) -> tuple[torch.jit.ScriptModule, bytes | str]:
+    """A TorchScript file's module and its raw openmlff.json ('' when the file has none: another code's model).
+    ModelFileError naming the file if it is missing or not TorchScript."""
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: no such model file")
@@ -45,7 +42,17 @@ def load_exported(path) -> tuple[torch.jit.ScriptModule, dict]:
         module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     except Exception as exc:  # torch raises RuntimeError/ValueError for non-TorchScript files
         raise ModelFileError(f"{path}: not a TorchScript model file ({str(exc).splitlines()[0]})") from None
-    raw = extra[METADATA_NAME]
+    return module, extra[METADATA_NAME]
+
+
+def load_exported(path) -> tuple[torch.jit.ScriptModule, dict]:
+    """The TorchScript module and its openmlff.json metadata.
+
+    ModelFileError naming the file if it cannot be loaded, has no metadata, or lacks one of
+    REQUIRED_METADATA_KEYS.
+    """
+    path = Path(path)
+    module, raw = load_torchscript(path)
     if not raw:
         raise ModelFileError(f"{path}: the model file has no '{METADATA_NAME}' metadata (TorchScript extra file)")
     try:

@@ -10,7 +10,6 @@ tables of time series and curves (column names carry their units); openmlff.repo
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ from ..metrics.force_metrics import DEFAULT_FORCE_UNIT, jsonable
 from ..units import NM_IN_ANGSTROM
 from . import diagnosis, observables, solvation, stability
 from .reference_data import ReferenceData, find_reference_data
-from .run_files import RunData, dataset_trajectory, evenly_spaced_frames, load_run
+from .run_files import RunData, array_sha256, dataset_trajectory, evenly_spaced_frames, load_run
 
 
 @dataclass
@@ -82,15 +81,24 @@ UNITS = {
 
 
 def analyze_run(run_dir, data=None, model=None, config: AnalysisConfig | None = None, *,
-                energy_unit: str | None = None, length_unit: str | None = None, progress: bool = False) -> RunAnalysis:
-    """Analyse the run directory `run_dir`.
+                energy_unit: str | None = None, length_unit: str | None = None, progress: bool = False,
+                topology=None, frame_interval_ps: float | None = None) -> RunAnalysis:
+    """Analyse the run directory `run_dir`, or a trajectory file of another engine (analysis/trajectory_files.py:
+    ASE .traj, extended XYZ, DCD, XTC, NetCDF, HDF5, ...; `data` is then required, `topology` and
+    `frame_interval_ps` as the format needs).
 
     data: reference data (path or Dataset); default the model's recorded training data file, when
-    it exists. model: the exported model whose errors the diagnosis reports; default the run's
-    model (run.json). energy_unit/length_unit: units of the data file when it cannot tell them.
+    it exists. model: the model whose errors the diagnosis reports (anything potentials.get_potential takes);
+    default the run's model (run.json). energy_unit/length_unit: units of the data file when it cannot tell them.
     """
     config = config or AnalysisConfig()
-    run = load_run(run_dir, keep_solvent=config.water == "keep")
+    if Path(run_dir).is_file():
+        run = _trajectory_file(run_dir, data, config, topology, frame_interval_ps, energy_unit, length_unit)
+    else:
+        if topology is not None or frame_interval_ps is not None:
+            raise InputError(f"{run_dir}: a run directory knows its topology and frame times; --topology and "
+                             "--frame-interval-ps are for trajectory files of other engines")
+        run = load_run(run_dir, keep_solvent=config.water == "keep")
     model_path, model_metadata, model_info = _model(run, model)
     reference = find_reference_data(model_metadata, data, energy_unit=energy_unit, length_unit=length_unit)
     traj = run.trajectory
@@ -106,6 +114,11 @@ def analyze_run(run_dir, data=None, model=None, config: AnalysisConfig | None = 
 
     bonds_doc, deviations, broken = _bonds(run, reference, config)
     doc["bonds"] = bonds_doc
+    if run.summary is None and run.record.get("source") == "trajectory file":  # the bond criterion is the verdict
+        first = broken[0] if broken else None
+        doc["run"].update(source=run.record["file"], stable=not broken,
+                          collapse_time_ps=None if first is None else first["first_time_ps"],
+                          first_broken_bond=first, n_broken_bonds=len(broken))
     labels = [stability.bond_label(b, run.atomic_numbers) for b in bonds_doc["bonds"]]
     tables["bond_deviations.csv"] = {"frame": np.arange(traj.n_frames), "time [ps]": times,
                                      **{f"{name} deviation [Å]": deviations[:, k] for k, name in enumerate(labels)}}
@@ -148,30 +161,66 @@ def analyze_run(run_dir, data=None, model=None, config: AnalysisConfig | None = 
 
 # --- pieces ----------------------------------------------------------------------------------------
 
-def _model(run: RunData, model) -> tuple[Path | str, dict, dict]:
-    """The model to evaluate, its metadata, and a JSON block saying which file it is and whether it is the run's.
+def _trajectory_file(path, data, config: AnalysisConfig, topology, frame_interval_ps, energy_unit, length_unit):
+    """A trajectory of another engine as a RunData, against the reference data (required)."""
+    from .trajectory_files import load_trajectory_file
 
-    A run driven by a classical force field or a reference method (no file) is evaluated by its name."""
-    from ..model_file import file_sha256, read_model_metadata
+    if data is None:
+        raise InputError(f"{path}: a trajectory openmlff did not write needs reference data (--data) for its bond "
+                         "lengths and h(r)")
+    dataset = find_reference_data({}, data, energy_unit=energy_unit, length_unit=length_unit).dataset
+    return load_trajectory_file(path, dataset, topology=topology, frame_interval_ps=frame_interval_ps,
+                                bond_deviation_limit_angstrom=config.bond_deviation_limit_angstrom)
+
+
+def _model(run: RunData, model):
+    """The model to evaluate (a Path, a ModelRef, a name, or None: none known), its metadata, and a JSON block saying
+    which model it is and whether it is the run's.
+
+    A run by a classical force field or a reference method is evaluated by its name, one by a model of another code
+    by its name and options (run.json's metadata); a file given, or the run's, by its path. A trajectory of another
+    engine has no model unless one is given."""
+    from ..model_file import file_sha256
+    from ..potentials.model_ref import ModelRef
 
     recorded = run.record["model"]
     recorded_sha = recorded.get("sha256")
-    if model is None and run.model_path is None:
+    ref = None if model is None else ModelRef.from_value(model)
+    if ref is None and run.model_path is None:
+        if recorded.get("name") is None:
+            return None, {}, {"given": False, "name": None, "is_run_model": None}
+        metadata = dict(recorded.get("metadata") or {})
         info = {"kind": recorded.get("kind"), "name": recorded.get("name"), "given": False, "sha256": recorded_sha,
                 "is_run_model": True}
-        return str(recorded.get("name")), dict(recorded.get("metadata") or {}), info
-    path = Path(model) if model is not None else run.model_path
-    if model is not None and not path.is_file():
+        return ModelRef(recorded["name"], metadata.get("options") or {}), metadata, info
+    if ref is not None and not ref.is_file():
+        from ..potentials import get_potential
+
+        potential = get_potential(ref)
+        metadata = potential.metadata(run.atomic_numbers)
+        sha = potential.identity_sha256(run.atomic_numbers, run.start_positions_angstrom)
+        info = {"kind": potential.kind, "name": str(ref), "given": True, "sha256": sha,
+                "is_run_model": None if recorded_sha is None else sha == recorded_sha}
+        return potential, metadata, info
+    path = Path(ref.name) if ref is not None else run.model_path
+    if ref is not None and not path.is_file():
         raise FileNotFoundError(f"{path}: model file not found")
-    info = {"path": str(path), "given": model is not None, "run_model_path": str(run.model_path)}
+    info = {"path": str(path), "given": ref is not None, "run_model_path": str(run.model_path)}
     if path.is_file():
         sha = file_sha256(path)
-        info.update(sha256=sha, is_run_model=sha == recorded_sha)
-        metadata = read_model_metadata(path)
+        info.update(sha256=sha, is_run_model=None if recorded_sha is None else sha == recorded_sha)
+        metadata = _file_metadata(path)
     else:
         info.update(sha256=None, is_run_model=None, missing=True)
         metadata = run.model_metadata
     return path, metadata, info
+
+
+def _file_metadata(path: Path) -> dict:
+    """An openmlff model file's metadata ({} for another code's TorchScript file, which has none)."""
+    from ..model_file import load_torchscript, read_model_metadata
+
+    return read_model_metadata(path) if load_torchscript(path)[1] else {}
 
 
 def _run_section(run: RunData) -> dict:
@@ -188,11 +237,6 @@ def _run_section(run: RunData) -> dict:
             **{k: getattr(run.summary, k) if run.summary is not None else None for k in keys}}
 
 
-def _array_sha256(array: np.ndarray) -> str:
-    """SHA-256 of float64 bytes, as run.json records the reference positions."""
-    return hashlib.sha256(np.ascontiguousarray(array, dtype=np.float64).tobytes()).hexdigest()
-
-
 def _bonds(run: RunData, reference: ReferenceData | None, config: AnalysisConfig):
     """Bond section, deviations (n_frames, n_bonds) in Å and all broken bonds in the order they broke."""
     recorded = run.record.get("reference_positions")
@@ -203,7 +247,7 @@ def _bonds(run: RunData, reference: ReferenceData | None, config: AnalysisConfig
     elif reference is not None:
         frames = evenly_spaced_frames(reference.dataset.n_frames, config.max_reference_frames)
         reference_R = reference.dataset.R[frames]
-        matches = _array_sha256(reference_R) == recorded.get("sha256")
+        matches = array_sha256(reference_R) == recorded.get("sha256")
         how = f"mean over {len(frames)} frames of {reference.dataset.source}"
     else:
         how = "the starting structure (the run's monitor used reference frames that are not available here)"
@@ -304,13 +348,12 @@ def _diagnosis(run: RunData, broken: list[dict], model_path: Path | str, referen
     reason = None
     if not config.evaluate_errors:
         reason = "not asked for (evaluate_errors=False)"
+    elif model_path is None:
+        reason = "no model: the trajectory was not written by openmlff; give --model to see its errors"
     elif reference is None:
         reason = "no reference data: give --data, or a model whose metadata names an existing training data file"
     elif isinstance(model_path, Path) and not model_path.is_file():
         reason = f"model file {model_path} not found; give --model"
-    elif isinstance(model_path, Path) and not _has_batched_energies(model_path):
-        reason = (f"model file {model_path} has no batched energies() method (openmlff.export.ExportedPotential "
-                  "has one), which evaluate_model needs; give --model")
     if reason is not None:
         return dict(base, evaluated=False, reason=reason), None
 
@@ -320,7 +363,7 @@ def _diagnosis(run: RunData, broken: list[dict], model_path: Path | str, referen
     result = evaluate_model(model_path, evaluated_on, batch_size=config.evaluation_batch_size,
                             force_unit=config.force_unit, include_frames=False, progress=progress)
     diag = diagnosis.diagnose_collapse(broken, result["atoms"], run.atomic_numbers, config.worst_atom_share)
-    doc = dict(base, evaluated=True, model=str(model_path), evaluated_frames=evaluated_on.n_frames,
+    doc = dict(base, evaluated=True, model=getattr(model_path, "name", str(model_path)), evaluated_frames=evaluated_on.n_frames,
                frames_origin=reference.training_frames_origin,
                global_errors={k: result[k] for k in ("force_mae", "force_rmse", "force_max", "fnm_mae", "fnm_max",
                                                      "energy_mae")},
@@ -338,10 +381,3 @@ def _diagnosis(run: RunData, broken: list[dict], model_path: Path | str, referen
         "in_broken_bond": np.isin(np.arange(len(records)), [a for b in broken for a in b["atoms"]]),
     }
     return doc, table
-
-
-def _has_batched_energies(model_path: Path) -> bool:
-    from ..model_file import load_exported
-
-    module, _ = load_exported(model_path)
-    return hasattr(module, "energies")

@@ -14,6 +14,7 @@ empty or truncated trajectory is an error naming the file.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import struct
@@ -229,3 +230,8 @@ def evenly_spaced_frames(n_frames: int, max_frames: int) -> np.ndarray:
     uses for the monitor's reference bond lengths (at most about max_frames frames)."""
     step = max(1, int(n_frames) // int(max_frames))
     return np.arange(0, int(n_frames), step)
+
+
+def array_sha256(array: np.ndarray) -> str:
+    """SHA-256 of float64 bytes, as run.json records the reference positions."""
+    return hashlib.sha256(np.ascontiguousarray(array, dtype=np.float64).tobytes()).hexdigest()

@@ -16,6 +16,7 @@ alone (the committee is evaluated per run by run_simulation).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,6 +125,8 @@ def batch_dir(directory: Path, batch_id: str) -> Path:
 def _size(spec: CampaignSpec, run: RunSpec, n_atoms, platform: str) -> int:
     if run.trust is not None or any(run.md.get(k) is not None for k in ("solvate_padding_nm", "pressure_bar")):
         return 1  # replicas are molecules in vacuum: committees, solvated and NPT runs go alone
+    if not _batchable(run.model_path if isinstance(run.model_path, str) else ""):
+        return 1  # only openmlff's exported models have the batched `energies` replicas call
     if spec.replicas_per_context is not None:
         return spec.replicas_per_context
     backend = run.md.get("backend", "torchforce")
@@ -138,3 +141,17 @@ def _group_key(run: RunSpec) -> tuple:
     structure)."""
     molecule = ("data", run.data.data) if run.data is not None else ("structure", run.structure)
     return (run.model, run.temperature_K) + molecule
+
+
+@functools.lru_cache(maxsize=64)
+def _batchable(model: str) -> bool:
+    """Whether `model` is a file with openmlff's metadata (a batched `energies`): models of other codes go alone."""
+    from ..model_file import ModelFileError, load_torchscript
+    from ..potentials.model_ref import ModelRef
+
+    if not model or not ModelRef(model).is_file() or not Path(model).is_file():
+        return False
+    try:
+        return bool(load_torchscript(model)[1])
+    except ModelFileError:
+        return False

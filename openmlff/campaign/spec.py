@@ -8,9 +8,12 @@ folder. A TOML example (every key but `models` and `starts` has a default):
     seeds = [0, 1, 2]                      # default [0]
     temperatures_K = [300, 500]            # default [300]
 
-    [models]                               # label -> exported TorchScript model
-    et = "models/et.pt"
-    visnet = "models/visnet.pt"
+    [models]                               # label -> model (openmlff.potentials.model_ref):
+    et = "models/et.pt"                    #   an exported model, or another code's TorchScript
+    visnet = "models/visnet.pt"            #   file (TorchForce contract), or a name (amber14)
+    # [models.mace]                        # a model of another code, with options (files
+    # potential = "openmm-ml:mace"         #   resolved against this folder); openmm-ml:NAME
+    # modelPath = "models/aspirin.model"   #   and ase:MODULE:CLASS need --allow-model-code
 
     [starts]                               # dataset frames ...
     data = "data/rmd17_aspirin.npz"
@@ -99,7 +102,7 @@ class RunSpec:
 
     run_id: str
     model: str
-    model_path: str
+    model_path: str | dict  # the model as the spec names it (potentials.model_ref.ModelRef.to_value)
     start: str
     temperature_K: float
     seed: int
@@ -137,14 +140,14 @@ class RunSpec:
 class CampaignSpec:
     """A declared grid of MD runs (see the module docstring for the file format).
 
-    models: label -> model file (absolute); starts: DatasetFrames (frames required) or a dict
+    models: label -> model as named (a file, absolute; a name; or {"potential": ..., options}); starts: DatasetFrames (frames required) or a dict
     start label -> structure name/file; md: SimulationConfig fields (steps resolved from
     length_ps); reference: None (default), "start", or DatasetFrames. source: the file it came from.
     replicas_per_context: md.replicas_per_context (None: the measured default); how runs are executed, not what
     they are, so it may change in an existing campaign (the batches already planned keep their members).
     """
 
-    models: dict[str, str]
+    models: dict[str, str | dict]
     starts: DatasetFrames | dict[str, str]
     name: str = "campaign"
     seeds: list[int] = field(default_factory=lambda: [0])
@@ -194,16 +197,19 @@ class CampaignSpec:
     def check_models(self) -> None:
         """Refuse a missing or unreadable model file, or one whose atoms are not the starts' (CampaignSpecError
         naming the spec and the field): called before a campaign runs, so a bad model fails once, not run by run."""
-        from ..potentials.exported import ExportedModel
+        from ..potentials import get_potential
+        from ..potentials.model_ref import ModelRef
 
         where = self.source or "the campaign spec"
         starts = self._start_atoms()
-        for label, path in self.models.items():
-            if not Path(path).is_file():
-                raise CampaignSpecError(f"{where}: field 'models.{label}': {path}: no such model file (expected an "
+        for label, value in self.models.items():
+            ref = ModelRef.from_value(value, f"models.{label}")
+            if ref.is_file() and not Path(ref.name).is_file():
+                raise CampaignSpecError(f"{where}: field 'models.{label}': {ref.name}: no such model file (expected an "
                                         "exported TorchScript model, .pt)")
             try:
-                model = ExportedModel(path)
+                ref.check_consent(f"{where}: field 'models.{label}'")
+                model = get_potential(ref)
                 for start, atomic_numbers in starts:
                     model.check_atoms(atomic_numbers, where=start)
             except InputError as exc:

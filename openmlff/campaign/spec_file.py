@@ -123,10 +123,32 @@ class _Parser:
         p = Path(value).expanduser()
         return str(p if p.is_absolute() else (self.folder / p).resolve())
 
-    def models(self, raw) -> dict[str, str]:
+    def models(self, raw) -> dict:
         if not isinstance(raw, dict) or not raw:
-            raise self.error("models", "expected a non-empty table label -> exported model file (.pt)")
-        return {self.label(k, f"models.{k}"): self.path_field(v, f"models.{k}") for k, v in raw.items()}
+            raise self.error("models", "expected a non-empty table label -> model (a model file, a name, "
+                                       "'openmm-ml:NAME' or 'ase:MODULE:CLASS', or a table with 'potential' and options)")
+        return {self.label(k, f"models.{k}"): self.model(v, f"models.{k}") for k, v in raw.items()}
+
+    def model(self, value, where: str):
+        """A model (potentials.model_ref.ModelRef.to_value): file paths, and options that name files
+        (model_ref.is_path_option), resolved against the spec's folder."""
+        from ..potentials.model_ref import ModelRef, is_path_option
+
+        if isinstance(value, dict):
+            if not isinstance(value.get("potential"), str) or not value["potential"].strip():
+                raise self.error(where, "a model table needs 'potential' (a model file, a name, 'openmm-ml:NAME' or "
+                                        "'ase:MODULE:CLASS'); its other keys are the model's options")
+            out = {"potential": self.model(value["potential"], f"{where}.potential")}
+            for key, option in value.items():
+                if key != "potential" and is_path_option(key):
+                    option = [self.path_field(v, f"{where}.{key}") for v in option] if isinstance(option, list) \
+                        else self.path_field(option, f"{where}.{key}")
+                out.setdefault(key, option)
+            return out
+        if not isinstance(value, str) or not value.strip():
+            raise self.error(where, f"expected a model (a file, a name, 'openmm-ml:NAME' or 'ase:MODULE:CLASS') or a "
+                                    f"table with 'potential', got {value!r}")
+        return self.path_field(value, where) if ModelRef(value).is_file() else value.strip()
 
     def numbers(self, raw, where: str, kind: type) -> list:
         values = raw if isinstance(raw, list) else [raw]

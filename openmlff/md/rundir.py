@@ -238,6 +238,7 @@ def _resume_identity(record: dict) -> dict:
     """The inputs that must be equal to resume a run, keyed by the name used in error messages."""
     return {
         "model sha256": record["model"]["sha256"],
+        "model files": (record["model"].get("metadata") or {}).get("files"),  # models of other codes: what they load
         "atomic_numbers": record["structure"]["atomic_numbers"],
         "starting positions (sha256)": record["structure"]["positions_sha256"],
         "reference positions (sha256)": (record["reference_positions"] or {}).get("sha256"),

@@ -53,7 +53,8 @@ def evaluate_model(model, dataset: Dataset, batch_size: int = 32, force_unit: st
     out["model"] = str(potential.path) if potential.path is not None else potential.name
     described = potential.metadata(dataset.z)
     out["potential"] = {"kind": potential.kind, "name": potential.name,
-                        **{k: described[k] for k in ("architecture", "force_field", "level_of_theory") if k in described}}
+                        **{k: described[k] for k in ("architecture", "force_field", "level_of_theory", "source",
+                                                     "committee") if k in described}}
     out["data"] = {"source": dataset.source, "frames": dataset.n_frames, "atoms": dataset.n_atoms,
                    "fingerprint_sha256": dataset.fingerprint()}
     out["evaluation"] = {"batch_size": batch_size, "wall_time_s": round(wall, 3),

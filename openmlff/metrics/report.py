@@ -49,10 +49,9 @@ def metrics_report(model, dataset, *, frames_label: str = "all", dataset_frames=
         "data": dict(result["data"], selection=frames_label),
         "evaluation": result["evaluation"],
     }
-    from ..model_file import read_model_metadata
-    from .uncertainty import is_committee, uncertainty_report
+    from .uncertainty import uncertainty_report
 
-    if result["potential"]["kind"] == "mlff" and is_committee(read_model_metadata(model)):
+    if result["potential"].get("committee"):
         report["uncertainty"] = uncertainty_report(model, dataset, batch_size=batch_size, force_unit=force_unit)
     return add_conformation_clusters(report, dataset.R, n_clusters=n_clusters, seed=cluster_seed)
 

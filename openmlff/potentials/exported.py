@@ -82,12 +82,17 @@ class TorchModelComputation:
         positions = np.asarray(positions_nm, dtype=np.float64)
         x = torch.tensor(positions if self.atoms is None else positions[self.atoms], requires_grad=True)
         box = torch.tensor(np.asarray(box_nm, dtype=np.float64)) if self.periodic else None
-        energy = self.model(x) if box is None else self.model(x, box)
-        (grad,) = torch.autograd.grad(energy, x)
+        out = self.model(x) if box is None else self.model(x, box)
+        if isinstance(out, (tuple, list)):  # a TorchForce-contract file that returns its own forces
+            energy, model_forces = out[0], out[1].detach().double().numpy()
+        else:
+            energy = out
+            (grad,) = torch.autograd.grad(energy, x)
+            model_forces = -grad.detach().double().numpy()
         if self.atoms is None:
-            return float(energy.detach()), -grad.detach().numpy().astype(np.float64)
+            return float(energy.detach()), model_forces
         forces = np.zeros_like(positions)
-        forces[self.atoms] = -grad.detach().numpy()
+        forces[self.atoms] = model_forces
         return float(energy.detach()), forces
 
     def __call__(self, state: openmm.State) -> tuple[float, np.ndarray]:

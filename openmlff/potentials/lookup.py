@@ -1,4 +1,4 @@
-"""Potentials by name: `get_potential('amber14')`, a model file path, or a Potential; the names accepted."""
+"""Potentials by name: `get_potential('amber14')`, a model file, `openmm-ml:NAME`, `ase:MODULE:CLASS`; the names."""
 
 from __future__ import annotations
 
@@ -7,31 +7,69 @@ from pathlib import Path
 from ..errors import InputError
 from . import classical, quantum
 from .base import Potential
-from .exported import ExportedModel
+from .model_ref import ModelRef
 
 
-def get_potential(model, **options) -> Potential:
-    """The potential named by `model`: a Potential (returned as is), a registered name, or a model file path.
+def get_potential(model, allow_code: bool | None = None, **options) -> Potential:
+    """The potential `model` names: a Potential (returned as is), a ModelRef, a campaign spec's model table
+    ({"potential": ..., options}), or a string with `options`:
 
-    Names: 'amber14', 'gaff-2.11' (classical; the [classical] extra), 'gfn2-xtb', 'gfn1-xtb', 'dft' (quantum).
-    Anything else is an exported model file (ModelFileError naming it when it is not one).
+    - 'amber14', 'gaff-2.11' (classical), 'gfn2-xtb', 'gfn1-xtb', 'dft' (quantum), options to their constructors;
+    - 'openmm-ml:NAME' (openmm-ml's MLPotential; potentials/openmmml.py), 'ase:MODULE:CLASS' (any ASE calculator;
+      potentials/ase_model.py): these run code, and need consent (allow_code, or model_ref.CODE_CONSENT_ENV);
+    - else a model file: openmlff's exported model (with its metadata), or another code's TorchScript file under
+      openmm-torch's TorchForce contract (potentials/torchscript_file.py); ModelFileError naming it otherwise.
     """
     if isinstance(model, Potential):
         return model
-    key = str(model).strip().lower()
-    for module in (classical, quantum):
-        if key in module.NAMES:
-            return module.make(key, **options)
-    if options:
-        raise InputError(f"options {sorted(options)} apply to named potentials, not to the model file {model}")
-    if not Path(model).exists():
-        from ..model_file import ModelFileError
+    ref = ModelRef.from_value(model)
+    if options or allow_code is not None:
+        ref = ModelRef(ref.name, {**ref.options, **options}, ref.allow_code if allow_code is None else allow_code)
+    if ref.kind == "openmm-ml":
+        if ref.backend_name.lower() == "ase":
+            from .ase_model import ASEPotential, from_openmm_ml_ase
 
-        raise ModelFileError(f"{Path(model).resolve()}: no such model file, and not a potential name "
-                             f"({', '.join(potential_names())})")
-    return ExportedModel(model)
+            return ASEPotential(from_openmm_ml_ase(ref))
+        if ref.backend_name.lower() == "openmlff":
+            return _model_file(ModelRef(ref.options.get("modelPath", ""), {}) if ref.options.get("modelPath")
+                               else _missing_model_path(ref))
+        from .openmmml import OpenMMMLPotential
+
+        return OpenMMMLPotential(ref)
+    if ref.kind == "ase":
+        from .ase_model import ASEPotential
+
+        return ASEPotential(ref)
+    if ref.is_named():
+        key = ref.name.strip().lower()
+        return (classical if key in classical.NAMES else quantum).make(key, **ref.options)
+    return _model_file(ref)
+
+
+def _missing_model_path(ref: ModelRef):
+    raise InputError(f"{ref.name} needs modelPath=<an exported openmlff model, .pt>")
+
+
+def _model_file(ref: ModelRef) -> Potential:
+    """openmlff's exported model, or another code's TorchScript file (no openmlff.json inside)."""
+    from ..model_file import ModelFileError, load_torchscript
+    from .exported import ExportedModel
+
+    if ref.options:
+        raise InputError(f"options {sorted(ref.options)} apply to named potentials, openmm-ml:NAME and ase:MODULE:CLASS, "
+                         f"not to the model file {ref.name}")
+    path = Path(ref.name)
+    if not path.exists():
+        raise ModelFileError(f"{path.resolve()}: no such model file, and not a potential name "
+                             f"({', '.join(potential_names())}, openmm-ml:NAME or ase:MODULE:CLASS)")
+    module, metadata = load_torchscript(path)
+    if metadata:
+        return ExportedModel(path)
+    from .torchscript_file import TorchScriptFile
+
+    return TorchScriptFile(path, module)
 
 
 def potential_names() -> list[str]:
-    """Every name get_potential accepts besides a model file."""
+    """Every name get_potential accepts besides a model file, openmm-ml:NAME and ase:MODULE:CLASS."""
     return sorted(classical.NAMES) + sorted(quantum.NAMES)

@@ -14,8 +14,9 @@ from .. import elements, units
 from ..errors import InputError
 from ..reference import ReferenceMethodError, get_reference_method
 from .base import Potential, json_sha256
+from .model_ref import QUANTUM_NAMES
 
-NAMES = ("gfn2-xtb", "gfn1-xtb", "dft")
+NAMES = QUANTUM_NAMES
 
 _KJ_PER_MOL_NM_PER_EV_PER_A = units.EV_IN_KJ_PER_MOL * units.NM_IN_ANGSTROM
 
@@ -27,8 +28,10 @@ def make(name: str, **options) -> "QuantumPotential":
 class ReferenceComputation:
     """PythonForce computation: a reference method's energy (kJ/mol) and forces (kJ/mol/nm) at the State's positions."""
 
-    def __init__(self, method_name: str, atomic_numbers, charge: int, multiplicity: int) -> None:
+    def __init__(self, method_name: str, atomic_numbers, charge: int, multiplicity: int,
+                 method_options: dict | None = None) -> None:
         self.method_name = method_name
+        self.method_options = dict(method_options or {})
         self.atomic_numbers = [int(v) for v in atomic_numbers]
         self.charge = int(charge)
         self.multiplicity = int(multiplicity)
@@ -44,7 +47,7 @@ class ReferenceComputation:
         from openmm import unit
 
         if self._method is None:
-            self._method = get_reference_method(self.method_name)
+            self._method = get_reference_method(self.method_name, **self.__dict__.get("method_options", {}))
         positions_nm = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
         energy, forces = self._method.compute(self.atomic_numbers, positions_nm * units.NM_IN_ANGSTROM,
                                               self.charge, self.multiplicity)
@@ -56,9 +59,11 @@ class QuantumPotential(Potential):
 
     kind = "quantum"
 
-    def __init__(self, name: str, charge: int | None = None, multiplicity: int = 1) -> None:
+    def __init__(self, name: str, charge: int | None = None, multiplicity: int = 1,
+                 method_options: dict | None = None) -> None:
         self.name = name
-        self.method = get_reference_method(name)
+        self.method_options = dict(method_options or {})
+        self.method = get_reference_method(name, **self.method_options)
         self.charge = charge
         self.multiplicity = int(multiplicity)
 
@@ -107,7 +112,7 @@ class QuantumPotential(Potential):
         for mass in elements.masses(z):
             system.addParticle(float(mass))
         force = openmm.PythonForce(ReferenceComputation(self.name, z, self.molecule_charge(z),
-                                                        self.multiplicity))
+                                                        self.multiplicity, self.method_options))
         force.setUsesPeriodicBoundaryConditions(False)
         force.setName(f"openmlff reference method {self.name}")
         system.addForce(force)
