@@ -6,6 +6,10 @@ the force converts to nm and kJ/mol). What differs from a reference method is th
 metrics, campaigns and correlation treat it as a model), the consent it needs (importing MODULE runs code:
 model_ref.py), and its identity: name, options, the files the options name and the versions of ASE and of the
 package that holds MODULE. `openmm-ml:ase` with `calculator = "MODULE:CLASS"` is the same model.
+
+With the option `python = PATH` (an interpreter of another environment) the calculator, or an `openmm-ml:NAME`
+potential, is built and run in that environment and served over ASE's socket (reference/served.py): the way to
+models whose code cannot be installed beside openmlff (mace-torch, torchmd-net).
 """
 
 from __future__ import annotations
@@ -35,13 +39,19 @@ class ASEPotential(QuantumPotential):
 
     def __init__(self, ref: ModelRef) -> None:
         ref.check_consent()
-        if not ref.backend_name.count(":") == 1:
+        if ref.kind == "ase" and ref.backend_name.count(":") != 1:
             raise InputError(f"{ref.name}: expected 'ase:MODULE:CLASS', e.g. 'ase:mace.calculators:MACECalculator'")
         self.ref = ref
         self._files = ref.files()
+        self._python = ref.options.get("python")
         super().__init__(ref.name, method_options=ref.options)
 
     def _versions(self) -> dict:
+        if self._python is not None:  # served: the versions of the environment that runs it
+            from ..reference.served import served_versions
+
+            return served_versions(self._python, self.ref.name if self.ref.kind == "openmm-ml" else
+                                   self.ref.backend_name)
         dist = module_distribution(self.ref.backend_name.split(":")[0])
         return package_versions(["ase"] + ([dist] if dist and dist != "ase" else []))
 

@@ -26,6 +26,12 @@ def get_potential(model, allow_code: bool | None = None, **options) -> Potential
     if options or allow_code is not None:
         ref = ModelRef(ref.name, {**ref.options, **options}, ref.allow_code if allow_code is None else allow_code)
     if ref.kind == "openmm-ml":
+        if "python" in ref.options:  # served from another environment: an ASE calculator over a socket
+            from .ase_model import ASEPotential
+            from .model_ref import check_not_downloaded
+
+            check_not_downloaded(ref.backend_name, ref.options)
+            return ASEPotential(ref)
         if ref.backend_name.lower() == "ase":
             from .ase_model import ASEPotential, from_openmm_ml_ase
 

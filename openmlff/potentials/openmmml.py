@@ -12,13 +12,12 @@ options name (model_ref.ModelRef.files) and the versions of openmm-ml and the ba
 
 from __future__ import annotations
 
-import inspect
-
 import numpy as np
 
 from .. import elements
 from ..errors import InputError
 from ..versions import package_versions
+from ..reference.socket_client import split_openmm_ml_options
 from .base import Potential, json_sha256
 from .model_ref import ModelRef, check_not_downloaded
 
@@ -52,10 +51,7 @@ class OpenMMMLPotential(Potential):
         if factory is None:
             raise InputError(f"{ref.name}: openmm-ml has no potential {self.backend!r}; it has "
                              f"{', '.join(sorted(MLPotential._implFactories))}")
-        taken = inspect.signature(factory.createImpl).parameters
-        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in taken.values())
-        self.constructor_options = {k: v for k, v in ref.options.items() if k in taken or takes_any}
-        self.system_options = {k: v for k, v in ref.options.items() if k not in self.constructor_options}
+        self.constructor_options, self.system_options = split_openmm_ml_options(self.backend, ref.options)
         self._files = ref.files()
         try:
             self._potential = MLPotential(self.backend, **self.constructor_options)

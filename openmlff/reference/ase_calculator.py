@@ -40,12 +40,31 @@ class ASEReference(ReferenceMethod):
 
     @classmethod
     def from_spec(cls, spec: str, **options) -> "ASEReference":
-        """Build from 'ase:module.path:ClassName', the calculator made as ClassName(**options)."""
-        target = spec.strip()[len("ase:"):]
+        """Build from 'ase:module.path:ClassName', the calculator made as ClassName(**options).
+
+        With the option `python` (an interpreter of another environment), the calculator is made and run there and
+        answers over ASE's socket (reference/served.py); then 'openmm-ml:NAME' is also a spec: openmm-ml's potential
+        NAME in that environment."""
+        spec = spec.strip()
+        options = dict(options)
+        python = options.pop("python", None)
+        target = spec[len("openmm-ml:"):] if spec.lower().startswith("openmm-ml:") else spec[len("ase:"):]
+        if python is not None:
+            from .served import served_calculator
+
+            return cls(served_calculator(python, spec if spec.lower().startswith("openmm-ml:") else target, options),
+                       name=spec, level_of_theory=f"{spec}, served from {python}")
+        if spec.lower().startswith("openmm-ml:"):
+            raise InputError(f"{spec}: as an ASE calculator, an openmm-ml potential runs in another environment; "
+                             "name its interpreter with the option python=PATH")
         calculator_class = import_object(target)
         if not (isinstance(calculator_class, type) and issubclass(calculator_class, Calculator)):
             raise InputError(f"{spec!r} does not name an ASE Calculator class")
-        return cls(calculator_class(**options), name=spec.strip())
+        try:
+            calculator = calculator_class(**options)
+        except TypeError as exc:
+            raise InputError(f"{spec}: the options {sorted(options)} do not fit {target}: {exc}") from None
+        return cls(calculator, name=spec)
 
     def _calculate(self, z, pos_angstrom, charge, multiplicity):
         atoms = Atoms(numbers=z, positions=pos_angstrom)
@@ -64,14 +83,17 @@ class ASEReference(ReferenceMethod):
         except ReferenceMethodError:
             raise
         except Exception as exc:  # an arbitrary backend may raise anything; say which and why
+            from .served import failure_detail
+
             kind = ConvergenceError if "converge" in str(exc).lower() else ReferenceMethodError
-            raise kind(f"{self.name}: {type(exc).__name__}: {exc}") from exc
+            raise kind(f"{self.name}: {type(exc).__name__}: {exc}{failure_detail(self.calculator)}") from exc
         finally:
             atoms.calc = None
         return float(energy), np.array(forces, dtype=np.float64)
 
 
 register_reference_prefix("ase:", ASEReference.from_spec)  # get_reference_method("ase:module.path:ClassName")
+register_reference_prefix("openmm-ml:", ASEReference.from_spec)  # served from another environment (python=PATH)
 
 
 class ReferenceCalculator(Calculator):
