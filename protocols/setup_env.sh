@@ -15,9 +15,9 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$PY" -m venv "$VENV"
 fi
 if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$WANT" ]; then
-    echo "[setup] installing openmlff[$EXTRA,classical,openmm-ml,test] and its pinned dependencies (torch 2.12.1, openmm 8.6.1, openmm-torch 1.10, AmberTools 26)"
+    echo "[setup] installing openmlff[$EXTRA,classical,openmm-ml,nequip,test] and its pinned dependencies (torch 2.12.1, openmm 8.6.1, openmm-torch 1.10, AmberTools 26, nequip 0.19.1)"
     "$VENV/bin/python" -m pip install --quiet --upgrade pip
-    "$VENV/bin/python" -m pip install --quiet -e "$ROOT[$EXTRA,classical,openmm-ml,test]"
+    "$VENV/bin/python" -m pip install --quiet -e "$ROOT[$EXTRA,classical,openmm-ml,nequip,test]"
     echo "$WANT" > "$STAMP"
 fi
 export PATH="$VENV/bin:$PATH"

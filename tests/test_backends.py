@@ -9,6 +9,10 @@ MACE (served from .venv-mace, protocols/backend_envs.sh): a tiny model trained f
 read through its ASE calculator and through openmm-ml's `mace` potential, both in .venv-mace and answering over
 ASE's socket (openmlff.reference.served); its own prediction is MACECalculator's there (tests/backends/mace_predict.py).
 
+TorchMD-Net (served from .venv-torchmdnet): a tiny ET trained by `torchmd-train` (tests/backends/torchmdnet_tiny.yaml),
+read through its ASE calculator (TMDNETCalculator) and through openmm-ml's `torchmdnet` potential in that environment;
+its own prediction is the model call of load_model (tests/backends/torchmdnet_predict.py).
+
 tests/run.sh makes the environments and sets OPENMLFF_REQUIRE_BACKENDS=1: a missing environment fails the suite
 instead of skipping it.
 """
@@ -192,6 +196,74 @@ def test_mace_served_runs_200_steps_and_resumes_exactly(mace_model, frames, tmp_
     assert resumed.resumed_from_step == 50
     for key in ("stable", "steps_completed", "collapse_step", "collapse_reason"):
         assert straight[key] == resumed[key], key
+    a, b = (mdtraj.load(str(tmp_path / d / "trajectory.dcd"), top=str(tmp_path / d / "topology.pdb"))
+            for d in ("straight", "resumed"))
+    assert a.n_frames == b.n_frames
+    np.testing.assert_array_equal(a.xyz, b.xyz)
+
+
+@pytest.fixture(scope="module")
+def torchmdnet_model(frames, tmp_path_factory):
+    """An ET checkpoint trained by torchmd-train in .venv-torchmdnet (20 epochs of 40 frames), and its own
+    prediction on the 15 frames."""
+    python = backend_python("torchmdnet")
+    out = tmp_path_factory.mktemp("torchmdnet")
+    data = load_dataset(RMD17)
+    np.save(out / "coords.npy", data.R[:50])
+    np.save(out / "embed.npy", data.z)
+    np.save(out / "energy.npy", (data.E[:50] - data.E[:50].mean()).reshape(-1, 1))
+    np.save(out / "forces.npy", data.F[:50])
+    done = subprocess.run([str(python.parent / "torchmd-train"), "--conf", str(BACKENDS / "torchmdnet_tiny.yaml"),
+                           "--coord-files", str(out / "coords.npy"), "--embed-files", str(out / "embed.npy"),
+                           "--energy-files", str(out / "energy.npy"), "--force-files", str(out / "forces.npy"),
+                           "--log-dir", str(out / "run")], cwd=out, env=_one_thread_env(), capture_output=True,
+                          text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    checkpoint = sorted((out / "run").glob("epoch=*.ckpt"), key=lambda p: p.stat().st_mtime)[-1]
+    dataset = frames[1]
+    np.savez(out / "frames.npz", z=dataset.z, R=dataset.R)
+    done = subprocess.run([str(python), str(BACKENDS / "torchmdnet_predict.py"), str(checkpoint),
+                           str(out / "frames.npz"), str(out / "own.npz")], env=_one_thread_env(), capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return checkpoint, np.load(out / "own.npz")
+
+
+def torchmdnet_refs(checkpoint: Path) -> dict:
+    python = str(backend_python("torchmdnet"))
+    return {"ase": ModelRef("ase:torchmdnet.calculators:TMDNETCalculator", {
+                "python": python, "model_file": str(checkpoint), "device": "cpu"}, allow_code=True),  # float32 inside
+            "openmm-ml": ModelRef("openmm-ml:torchmdnet", {"python": python, "modelPath": str(checkpoint),
+                                                          "lengthScale": 0.1, "energyScale": EV_IN_KJ_PER_MOL},
+                                  allow_code=True)}
+
+
+@pytest.mark.parametrize("way", ["ase", "openmm-ml"])
+def test_torchmdnet_served_from_its_environment_equals_its_own_model_call(torchmdnet_model, frames, way):
+    checkpoint, own = torchmdnet_model
+    dataset = frames[1]
+    potential = get_potential(torchmdnet_refs(checkpoint)[way])
+    energies, forces = potential.energies_and_forces(dataset.z, dataset.R)
+    np.testing.assert_allclose(energies, own["energies"], rtol=1e-5)
+    np.testing.assert_allclose(forces, own["forces"], rtol=1e-5, atol=1e-5 * np.abs(own["forces"]).max())
+    assert potential.metadata(dataset.z)["versions"]["torchmd-net"] == "3.1.0"
+
+
+def test_torchmdnet_served_runs_200_steps_and_resumes_exactly(torchmdnet_model, frames, tmp_path):
+    from dataclasses import replace
+
+    import mdtraj
+
+    from openmlff.md import SimulationConfig, run_simulation
+
+    ref = torchmdnet_refs(torchmdnet_model[0])["openmm-ml"]
+    dataset = frames[1]
+    cfg = SimulationConfig(temperature_K=300.0, timestep_fs=0.5, steps=200, seed=3, platform="Reference",
+                           report_interval_steps=10, checkpoint_interval_steps=50, torch_threads=1)
+    straight = run_simulation(ref, dataset.z, dataset.R[0], tmp_path / "straight", cfg, progress=False)
+    run_simulation(ref, dataset.z, dataset.R[0], tmp_path / "resumed", replace(cfg, steps=50), progress=False)
+    resumed = run_simulation(ref, dataset.z, dataset.R[0], tmp_path / "resumed", cfg, progress=False)
+    assert straight.stable and resumed.stable and resumed.resumed_from_step == 50
     a, b = (mdtraj.load(str(tmp_path / d / "trajectory.dcd"), top=str(tmp_path / d / "topology.pdb"))
             for d in ("straight", "resumed"))
     assert a.n_frames == b.n_frames

@@ -119,6 +119,10 @@ def main(argv=None) -> int:
         return 0
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(args.threads)
+    if args.target.lower().startswith(("openmm-ml:torchmdnet", "openmm-ml:aceff")):
+        # openmm-ml 1.8 compiles TorchMD-Net models with torch.compile(fullgraph=True) after the first call, which
+        # fails on ET's data-dependent branch ("Data-dependent branching"); run them eagerly instead
+        os.environ.setdefault("TORCHDYNAMO_DISABLE", "1")
     try:
         import torch
 
@@ -130,7 +134,8 @@ def main(argv=None) -> int:
     from ase.calculators.socketio import SocketClient
 
     numbers = [int(z) for z in args.numbers.split(",") if z]
-    atoms = Atoms(numbers=numbers, positions=np.zeros((len(numbers), 3)))
+    atoms = Atoms(numbers=numbers, positions=np.zeros((len(numbers), 3)), info={"charge": 0, "spin": 1})  # neutral
+    # singlets: openmlff's models are of closed-shell molecules (TorchMD-Net's calculator reads info["charge"])
     atoms.calc = build_calculator(args.target, json.loads(args.options), numbers)
     SocketClient(unixsocket=args.unixsocket).run(atoms)  # returns when openmlff closes the socket
     return 0
