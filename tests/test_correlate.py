@@ -76,3 +76,30 @@ def test_correlate_writes_tables_and_a_self_contained_report(campaign):
     page.feed((out / "report.html").read_text())
     assert page.images and all(src.startswith("data:image/png;base64,") for src in page.images)
     assert page.scripts == 0
+
+
+def test_a_model_of_another_code_is_correlated_on_the_split_named_in_the_spec(campaign, test_data, tmp_path):
+    """The 6-epoch model as another code's TorchScript file (no openmlff metadata): its split comes from the spec's
+    `training` table, and its metrics equal the openmlff file's on the same frames."""
+    from openmlff.data.splits import Split
+
+    source = campaign.parent / "et_6epochs"
+    torch.jit.load(str(source / "model.pt")).save(str(tmp_path / "foreign.pt"))
+    read_checkpoint(source / "model.ckpt").split.save(tmp_path / "split.json")
+    data_path = test_data / "datasets" / "rmd17_aspirin_100.npz"
+    frames = [int(f) for f in Split.load(tmp_path / "split.json").test[:2]]
+    spec = {"name": "foreign", "starts": {"data": str(data_path), "frames": frames}, "seeds": [0],
+            "temperatures_K": [500], "models": {"foreign": {"potential": str(tmp_path / "foreign.pt"),
+                                                            "training": {"data": str(data_path),
+                                                                         "split": str(tmp_path / "split.json")}}},
+            "md": {"steps": 100, "timestep_fs": 0.5, "report_interval_steps": 50, "checkpoint_interval_steps": 50,
+                   "platform": "CPU"}}
+    (tmp_path / "foreign.json").write_text(json.dumps(spec))
+    run_campaign(tmp_path / "foreign.json", out=tmp_path / "campaign", n_workers=1, progress=False)
+    assert cli_main(["correlate", str(tmp_path / "campaign"), "--bootstrap", "50", "--n-clusters", "2",
+                     "--quiet"]) == 0
+    foreign = json.loads((tmp_path / "campaign" / "correlation" / "correlation.json").read_text())
+    own = json.loads((campaign / "correlation" / "correlation.json").read_text())
+    for name in ("train.force_mae", "val.force_mae", "test.force_mae", "test.H.fnm_max"):
+        assert foreign["model_metrics"]["foreign"][name] == pytest.approx(own["model_metrics"]["et_6epochs"][name],
+                                                                          rel=1e-6)  # frame by frame vs batched

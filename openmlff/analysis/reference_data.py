@@ -92,6 +92,10 @@ def model_splits(model_metadata: dict, dataset: Dataset) -> tuple[dict | None, s
         return None, "all frames: the model records no training data", None
     if recorded != dataset.fingerprint():
         return None, "all frames: these data are not the model's training data (fingerprints differ)", False
+    if training.get("split_indices") is not None:  # a model of another code: its split named with it
+        named = training["split_indices"]
+        return ({k: np.asarray(named[k], dtype=np.int64) for k in ("train", "val", "test")},
+                f"the split named with the model ({training.get('split_file')})", True)
     checkpoint = training.get("checkpoint")
     if checkpoint and Path(checkpoint).is_file():
         splits = _checkpoint_splits(Path(checkpoint), recorded)
@@ -121,3 +125,22 @@ def _checkpoint_splits(path: Path, fingerprint: str) -> dict | None:
     if state.get("data_fingerprint") != fingerprint or not isinstance(state.get("split"), dict):
         return None
     return {name: np.asarray(state["split"].get(name, []), dtype=np.int64) for name in ("train", "val", "test")}
+
+
+def named_training_metadata(training: dict | None) -> dict:
+    """The metadata shape of model_splits for a model of another code whose training is named with it
+    (potentials.model_ref.ModelRef.training: the data file and optionally a split .json file); {} without one."""
+    if not training:
+        return {}
+    from ..data.splits import Split
+
+    path = Path(training["data"])
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the model's training data file (training.data) not found")
+    out = {"data_provenance": {"source_file": str(path.resolve())},
+           "data_fingerprint_sha256": load_dataset(path).fingerprint()}
+    if training.get("split"):
+        split = Split.load(training["split"])
+        out.update(split_indices={k: getattr(split, k).tolist() for k in ("train", "val", "test")},
+                   split_file=str(training["split"]))
+    return {"training": out}

@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from ..analysis.diagnosis import atom_error_summary
-from ..analysis.reference_data import find_reference_data, model_splits
+from ..analysis.reference_data import find_reference_data, model_splits, named_training_metadata
 from ..errors import InputError
 from ..model_file import read_model_metadata
+from ..potentials import get_potential
 from ..md.runner import read_run_summary
 from ..metrics.correlation import DEFAULT_N_BOOTSTRAP, campaign_correlation, trust_alarm
 from ..metrics.evaluation import evaluate_model
@@ -62,14 +63,16 @@ def correlate_campaign(campaign_dir, out_dir=None, *, data=None, n_bootstrap: in
     for model, model_file in spec.models.items():
         say = print if progress else (lambda *a, **k: None)
         say(f"[correlate] evaluating {model} ({model_file}) on its training, validation and test frames")
-        meta = read_model_metadata(model_file)
+        meta = _training_metadata(model_file)
         reference = find_reference_data(meta, data)
         if reference is None:
-            raise InputError(f"{model_file}: its training data file is not recorded or not found; pass data=")
+            raise InputError(f"{model_file}: its training data file is not recorded or not found; name it in the "
+                             "spec (the model's table: training = {data = ..., split = ...}) or pass data=")
         dataset = reference.dataset
         splits, _, _ = model_splits(meta, dataset)
         splits = splits or {"all": np.arange(dataset.n_frames)}
-        evaluations[model] = {name: evaluate_model(model_file, dataset.subset(idx), include_frames=True)
+        potential = get_potential(model_file)  # once: a served model starts its environment once
+        evaluations[model] = {name: evaluate_model(potential, dataset.subset(idx), include_frames=True)
                               for name, idx in splits.items() if len(idx)}
         train_name = "train" if "train" in evaluations[model] else next(iter(evaluations[model]))
         train_eval, train_idx = evaluations[model][train_name], splits[train_name]
@@ -97,6 +100,18 @@ def correlate_campaign(campaign_dir, out_dir=None, *, data=None, n_bootstrap: in
     write_correlation_report(out / "report.html", document, title=f"openmlff campaign {spec.name}: metrics vs stability",
                              diagnoses=diagnoses)
     return document
+
+
+def _training_metadata(model) -> dict:
+    """What correlate needs of a model's training: openmlff's file records it inside; a model of another code has it
+    named in the spec (ModelRef.training), else it is unknown ({}: every frame of --data is used)."""
+    from ..model_file import load_torchscript
+    from ..potentials.model_ref import ModelRef
+
+    ref = ModelRef.from_value(model)
+    if ref.training is None and ref.is_file() and Path(ref.name).is_file() and load_torchscript(ref.name)[1]:
+        return read_model_metadata(ref.name)
+    return named_training_metadata(ref.training)
 
 
 def _start_positions(start_frames: dict) -> dict:

@@ -139,7 +139,15 @@ class _Parser:
                 raise self.error(where, "a model table needs 'potential' (a model file, a name, 'openmm-ml:NAME' or "
                                         "'ase:MODULE:CLASS'); its other keys are the model's options")
             out = {"potential": self.model(value["potential"], f"{where}.potential")}
+            training = value.get("training")
+            if training is not None:
+                if not isinstance(training, dict) or "data" not in training or set(training) - {"data", "split"}:
+                    raise self.error(f"{where}.training", "expected a table with 'data' (the file the model was "
+                                                          "trained on) and optionally 'split' (a split .json file)")
+                out["training"] = {k: self.path_field(v, f"{where}.training.{k}") for k, v in training.items()}
             for key, option in value.items():
+                if key == "training":
+                    continue
                 if key != "potential" and is_path_option(key):
                     option = [self.path_field(v, f"{where}.{key}") for v in option] if isinstance(option, list) \
                         else self.path_field(option, f"{where}.{key}")

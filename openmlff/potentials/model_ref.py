@@ -43,11 +43,18 @@ class ModelRef:
     name: str
     options: dict = field(default_factory=dict)
     allow_code: bool | None = None
+    #: Where a model of another code was trained: {"data": the training data file, "split": a split .json file
+    #: (data.splits.Split.save's train/val/test frame indices)}; openmlff's own files record it inside.
+    training: dict | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
             raise InputError(f"a model must be named by a non-empty string, got {self.name!r}")
         object.__setattr__(self, "options", dict(self.options or {}))
+        if self.training is not None and (not isinstance(self.training, dict) or set(self.training) - {"data", "split"}
+                                          or "data" not in self.training):
+            raise InputError(f"{self.name}: 'training' must be a table with 'data' (the training data file) and "
+                             f"optionally 'split' (a split .json file), got {self.training!r}")
 
     @property
     def kind(self) -> str:
@@ -113,8 +120,10 @@ class ModelRef:
         return out
 
     def to_value(self):
-        """What a campaign spec or a record stores: the name alone, or {"potential": name, **options}."""
-        return self.name if not self.options else {"potential": self.name, **self.options}
+        """What a campaign spec or a record stores: the name alone, or {"potential": name, **options[, training]}."""
+        if not self.options and self.training is None:
+            return self.name
+        return {"potential": self.name, **self.options, **({"training": self.training} if self.training else {})}
 
     @classmethod
     def from_value(cls, value, where: str = "model") -> "ModelRef":
@@ -127,7 +136,8 @@ class ModelRef:
             if not isinstance(value.get("potential"), str):
                 raise InputError(f"{where}: a model table needs 'potential' (a model file, a name, 'openmm-ml:NAME' "
                                  "or 'ase:MODULE:CLASS'); the other keys are its options")
-            return cls(value["potential"], {k: v for k, v in value.items() if k != "potential"})
+            return cls(value["potential"], {k: v for k, v in value.items() if k not in ("potential", "training")},
+                       training=value.get("training"))
         raise InputError(f"{where}: expected a model (a string or a table with 'potential'), got {value!r}")
 
     def __str__(self) -> str:
