@@ -317,9 +317,10 @@ def build_parser() -> argparse.ArgumentParser:
     si.add_argument("--min-distance", dest="min_nonbonded_distance_angstrom", type=finite_float, default=argparse.SUPPRESS,
                     help="the same as --min-nonbonded-distance-angstrom; 0 switches the criterion off")
     trust = si.add_argument_group("trust (a committee's force spread at each report; openmlff.md.trust)")
-    trust.add_argument("--committee", default=None, metavar="FILE.pt",
-                       help="committee file (openmlff export --committee) evaluated at each report: its largest force "
-                            "spread goes to state.csv and the summary")
+    trust.add_argument("--committee", default=None, nargs="+", metavar="MODEL",
+                       help="a committee file (openmlff export --committee), or two or more models (files, names, "
+                            "openmm-ml:NAME, ase:MODULE:CLASS) evaluated at each report: the largest force spread "
+                            "goes to state.csv and the summary")
     trust.add_argument("--untrusted-threshold", type=finite_float, default=None, metavar="KCAL_PER_MOL_PER_A",
                        help="a report whose largest spread exceeds this is untrusted: first_untrusted_time_ps, "
                             "untrusted_frames.npz")
@@ -577,7 +578,8 @@ def _simulate(args) -> int:
         from .md.trust import TrustSettings
 
         threshold = args.stop_when_untrusted if args.stop_when_untrusted is not None else args.untrusted_threshold
-        trust = TrustSettings(Path(args.committee), threshold, args.stop_when_untrusted is not None)
+        committee = Path(args.committee[0]) if len(args.committee) == 1 else tuple(args.committee)
+        trust = TrustSettings(committee, threshold, args.stop_when_untrusted is not None)
     elif args.untrusted_threshold is not None or args.stop_when_untrusted is not None:
         raise InputError("--untrusted-threshold and --stop-when-untrusted need --committee FILE.pt")
     if args.replicas != 1 or args.frames is not None:

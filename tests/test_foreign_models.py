@@ -204,3 +204,28 @@ structures = ["aspirin"]
     monkeypatch.setenv(CODE_CONSENT_ENV, "1")  # what --allow-model-code sets for the workers
     spec.check_models()
     assert json.loads(json.dumps(spec.to_dict()))["models"] == spec.models  # campaign.json keeps the tables as named
+
+
+def test_a_committee_of_models_of_other_codes_reports_their_force_spread(aspirin, files, tmp_path, monkeypatch):
+    from openmlff.md.trust import TrustReporter, TrustSettings
+    from openmlff.units import ev_to
+
+    other = write_toy_model(tmp_path / "other.pt", aspirin.atomic_numbers, aspirin.positions_angstrom * 1.02)
+    torch.jit.load(str(other)).save(str(tmp_path / "other_plain.pt"))
+    members = (str(files["plain"]), {"potential": TOY_CALCULATOR, "model_file": str(tmp_path / "other_plain.pt")})
+    settings = TrustSettings(members, threshold_kcal_per_mol_per_A=1e-6)
+    with pytest.raises(InputError, match="two or more"):
+        TrustSettings((str(files["plain"]),))
+    monkeypatch.setenv(CODE_CONSENT_ENV, "1")
+    reporter = TrustReporter(settings, aspirin.atomic_numbers, 10, 0.5)
+    positions = frames(aspirin, n=1, seed=3)[0]
+    sigma = reporter.sigma(positions / 10.0)
+    f1 = get_potential(files["toy"]).energies_and_forces(aspirin.atomic_numbers, positions[None])[1][0]
+    f2 = get_potential(other).energies_and_forces(aspirin.atomic_numbers, positions[None])[1][0]
+    expected = np.linalg.norm(f1 - f2, axis=-1) / 2 * ev_to("kcal/mol")  # two members: half their difference
+    np.testing.assert_allclose(sigma, expected, rtol=1e-9)
+    summary = run_simulation(str(files["plain"]), aspirin.atomic_numbers, aspirin.positions_angstrom,
+                             tmp_path / "run", config(steps=40), progress=False, trust=settings)
+    assert summary.max_force_uncertainty_kcal_per_mol_per_A > 0 and summary.first_untrusted_time_ps == 0.0
+    record = json.loads((tmp_path / "run" / "run.json").read_text())["trust"]
+    assert record["committee"] == [str(files["plain"]), members[1]]

@@ -38,7 +38,7 @@ folder. A TOML example (every key but `models` and `starts` has a default):
     checkpoint = "training/model.ckpt"     # reference = "start" always uses the starting structure
 
     [trust]                                # optional: a committee evaluated at each report (openmlff.md.trust)
-    committee = "models/committee.pt"      # `openmlff export --committee ...`
+    committee = "models/committee.pt"      # `openmlff export --committee ...`, or a list of models
     threshold_kcal_per_mol_per_A = 5.0     # untrusted above this force spread (first_untrusted_time_ps)
     stop_when_untrusted = false            # true: end each run at its first untrusted report
 
@@ -123,7 +123,9 @@ class RunSpec:
             return None
         from ..md.trust import TrustSettings
 
-        return TrustSettings(Path(self.trust["committee"]), self.trust.get("threshold_kcal_per_mol_per_A"),
+        committee = self.trust["committee"]
+        committee = tuple(committee) if isinstance(committee, list) else Path(committee)
+        return TrustSettings(committee, self.trust.get("threshold_kcal_per_mol_per_A"),
                              bool(self.trust.get("stop_when_untrusted", False)))
 
     def simulation_config(self, torch_threads: int | None = None):

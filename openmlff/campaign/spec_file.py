@@ -96,7 +96,8 @@ class _Parser:
     def trust(self, raw) -> dict:
         """[trust]: a committee file evaluated at each report of every run (openmlff.md.trust)."""
         if not isinstance(raw, dict) or "committee" not in raw:
-            raise self.error("trust", "expected a table with 'committee' (a committee .pt file) and optionally "
+            raise self.error("trust", "expected a table with 'committee' (a committee .pt file, or a list of two or more "
+                                      "models) and optionally "
                                       "'threshold_kcal_per_mol_per_A' and 'stop_when_untrusted'")
         unknown = [k for k in raw if k not in _TRUST_FIELDS]
         if unknown:
@@ -108,7 +109,14 @@ class _Parser:
         stop = raw.get("stop_when_untrusted", False)
         if not isinstance(stop, bool) or (stop and threshold is None):
             raise self.error("trust.stop_when_untrusted", "expected true or false; true needs a threshold")
-        return {"committee": self.path_field(raw["committee"], "trust.committee"),
+        committee = raw["committee"]
+        if isinstance(committee, list):  # two or more models, each as [models] takes them
+            if len(committee) < 2:
+                raise self.error("trust.committee", "a list of models needs two or more members")
+            committee = [self.model(m, f"trust.committee[{k}]") for k, m in enumerate(committee)]
+        else:
+            committee = self.path_field(committee, "trust.committee")
+        return {"committee": committee,
                 "threshold_kcal_per_mol_per_A": None if threshold is None else float(threshold),
                 "stop_when_untrusted": stop}
 

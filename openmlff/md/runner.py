@@ -130,7 +130,7 @@ def run_simulation(
     record = run_record(potential.record(zs, start_angstrom, structure.topology), zs, start_angstrom, reference, config,
                         platform.getName(), platform_properties)
     if trust is not None:
-        record["trust"] = trust.record()
+        record["trust"] = trust.record(zs, start_angstrom)
     if environment.kind != "vacuum":
         record["environment"] = environment.record(config)
 

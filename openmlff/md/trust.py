@@ -1,8 +1,9 @@
 """Trust in a run: a committee's force spread at every report, and an alarm before the model is off its data.
 
-A committee file (openmlff.export.export_committee) is evaluated at each reported step on the run's
-positions (whatever model drives the run: one member, the committee mean, or another model): the
-members' force spread per atom, sigma_i = sqrt(mean_k |F_ik - mean_k F_ik|^2), in kcal/mol/Å. Its
+A committee file (openmlff.export.export_committee), or any two or more models (files, names, models of
+other codes: what potentials.get_potential takes, each evaluated on its own), is evaluated at each reported
+step on the run's positions (whatever model drives the run: one member, the committee mean, or another
+model): the members' force spread per atom, sigma_i = sqrt(mean_k |F_ik - mean_k F_ik|^2), in kcal/mol/Å. Its
 largest value over the atoms goes to state.csv (`max_force_uncertainty_kcal_per_mol_per_A`) and the
 run's summary keeps the maximum over the run. With a threshold, a report whose largest sigma exceeds
 it is untrusted: the summary records `first_untrusted_time_ps`, every untrusted frame is kept in
@@ -25,6 +26,7 @@ from ..atomic_io import atomic_write_stream
 from ..config import check_finite
 from ..errors import InputError
 from ..model_file import check_model_atoms, file_sha256, load_exported
+from ..potentials.model_ref import ModelRef
 from ..units import EV_IN_KJ_PER_MOL, FS_IN_PS, NM_IN_ANGSTROM, ev_to
 from .reporters import ScheduledReporter, StepRecord
 
@@ -46,24 +48,41 @@ class UntrustedStop(Exception):
 class TrustSettings:
     """The committee evaluated at each report, and what an untrusted report does."""
 
-    committee: Path
+    #: A committee file (Path), or a tuple of two or more models (ModelRef.to_value forms: paths, names, tables).
+    committee: Path | tuple
     threshold_kcal_per_mol_per_A: float | None = None
     stop_when_untrusted: bool = False
 
     def __post_init__(self) -> None:
         check_finite(self)
+        if isinstance(self.committee, (list, tuple)):
+            if len(self.committee) < 2:
+                raise InputError(f"a committee of models needs two or more members, got {len(self.committee)}")
+            object.__setattr__(self, "committee", tuple(self.committee))
         if self.threshold_kcal_per_mol_per_A is not None and not self.threshold_kcal_per_mol_per_A > 0:
             raise InputError(f"the untrusted threshold must be a positive force spread in kcal/mol/Å, "
                              f"got {self.threshold_kcal_per_mol_per_A}")
         if self.stop_when_untrusted and self.threshold_kcal_per_mol_per_A is None:
             raise InputError("stop_when_untrusted needs a threshold (kcal/mol/Å)")
 
-    def record(self) -> dict:
-        """run.json's "trust" entry (the committee by path and SHA-256)."""
-        path = Path(self.committee).resolve()
-        return {"committee": str(path), "committee_sha256": file_sha256(path),
-                "threshold_kcal_per_mol_per_A": self.threshold_kcal_per_mol_per_A,
-                "stop_when_untrusted": bool(self.stop_when_untrusted)}
+    def members(self) -> list | None:
+        """The committee's members as models (None for a committee file, which holds its members inside)."""
+        return list(self.committee) if isinstance(self.committee, tuple) else None
+
+    def record(self, atomic_numbers=None, positions_angstrom=None) -> dict:
+        """run.json's "trust" entry: the committee by path and SHA-256, or its members with their identities."""
+        settings = {"threshold_kcal_per_mol_per_A": self.threshold_kcal_per_mol_per_A,
+                    "stop_when_untrusted": bool(self.stop_when_untrusted)}
+        if self.members() is None:
+            path = Path(self.committee).resolve()
+            return {"committee": str(path), "committee_sha256": file_sha256(path), **settings}
+        from ..potentials import get_potential
+        from ..potentials.base import json_sha256
+
+        members = [get_potential(m) for m in self.members()]
+        identities = [m.identity_sha256(atomic_numbers, positions_angstrom) for m in members]
+        return {"committee": [ModelRef.from_value(m).to_value() for m in self.members()],
+                "committee_sha256": json_sha256(identities), **settings}
 
 
 class TrustReporter(ScheduledReporter):
@@ -76,11 +95,20 @@ class TrustReporter(ScheduledReporter):
         self.settings = settings
         self.interval_steps = int(interval_steps)
         self.timestep_fs = float(timestep_fs)
-        self.module, meta = load_exported(settings.committee)
-        if not meta.get("committee"):
-            raise InputError(f"{settings.committee}: not a committee file (export one with `openmlff export "
-                             "--committee CKPT ...`)")
-        check_model_atoms(settings.committee, meta, atomic_numbers, structure_name="the run's molecule")
+        self.atomic_numbers = np.asarray(atomic_numbers, dtype=np.int64).reshape(-1)
+        self.module, self.members = None, None
+        if settings.members() is not None:
+            from ..potentials import get_potential
+
+            self.members = [get_potential(m) for m in settings.members()]
+            for member in self.members:
+                member.check_atoms(self.atomic_numbers, where="the run's molecule")
+        else:
+            self.module, meta = load_exported(settings.committee)
+            if not meta.get("committee"):
+                raise InputError(f"{settings.committee}: not a committee file (export one with `openmlff export "
+                                 "--committee CKPT ...`, or name two or more models)")
+            check_model_atoms(settings.committee, meta, atomic_numbers, structure_name="the run's molecule")
         self._torch = torch
         self.steps: list[int] = []
         self.max_sigma: list[float] = []
@@ -89,6 +117,11 @@ class TrustReporter(ScheduledReporter):
 
     def sigma(self, positions_nm: np.ndarray) -> np.ndarray:
         """(n_atoms,) members' force spread in kcal/mol/Å."""
+        if self.members is not None:
+            frame = np.asarray(positions_nm, dtype=np.float64)[None] * NM_IN_ANGSTROM
+            forces = np.stack([m.energies_and_forces(self.atomic_numbers, frame)[1][0] for m in self.members])  # eV/Å
+            spread = np.sqrt(((forces - forces.mean(axis=0)) ** 2).sum(axis=-1).mean(axis=0))
+            return spread * ev_to("kcal/mol")
         pos = self._torch.as_tensor(np.asarray(positions_nm, dtype=np.float64))
         return self.module.uncertainty(pos).numpy() * _KJ_NM_TO_KCAL_A
 
