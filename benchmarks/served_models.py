@@ -122,7 +122,7 @@ def main() -> int:
     served = _openmlff_ms(ref, frames, args.calls)
     rows.append(("MACE (8 channels, max_L 0)", ".venv-mace, in process", own, "served to openmlff", served))
     step = _md_ms_per_step(ref, frames, out / "md_mace", args.steps)
-    lines = [f"# Served models: the cost of the socket (benchmarks/served_models.py)", "",
+    lines = ["# Served models: the cost of the socket (benchmarks/served_models.py)", "",
              f"{_processor()}, {os.cpu_count()} cores, one thread per process, "
              f"{time.strftime('%Y-%m-%d')}; {args.calls} energy-and-forces calls of aspirin (21 atoms) each way.", "",
              "| model | where | ms/call | where | ms/call | added by the socket (ms/call) |",

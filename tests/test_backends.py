@@ -50,6 +50,38 @@ def backend_python(name: str) -> Path:
     return python
 
 
+def assert_equals_own_prediction(ref, dataset, energies_ev, forces_ev_per_angstrom) -> dict:
+    """openmlff's energies and forces of the model on the frames equal the backend's own to 1e-5 relative (forces:
+    1e-5 of the largest); the model's metadata."""
+    potential = get_potential(ref)
+    energies, forces = potential.energies_and_forces(dataset.z, dataset.R)
+    np.testing.assert_allclose(energies, energies_ev, rtol=1e-5)
+    np.testing.assert_allclose(forces, forces_ev_per_angstrom, rtol=1e-5,
+                               atol=1e-5 * np.abs(forces_ev_per_angstrom).max())
+    return potential.metadata(dataset.z)
+
+
+def assert_200_steps_resume_exactly(ref, dataset, folder: Path) -> None:
+    """200 steps at 300 K made at once, and 50 steps resumed to 200 from the checkpoint: both stable, the same
+    trajectory bit for bit."""
+    from dataclasses import replace
+
+    import mdtraj
+
+    from openmlff.md import SimulationConfig, run_simulation
+
+    cfg = SimulationConfig(temperature_K=300.0, timestep_fs=0.5, steps=200, seed=3, platform="Reference",
+                           report_interval_steps=10, checkpoint_interval_steps=50, torch_threads=1)
+    straight = run_simulation(ref, dataset.z, dataset.R[0], folder / "straight", cfg, progress=False)
+    run_simulation(ref, dataset.z, dataset.R[0], folder / "resumed", replace(cfg, steps=50), progress=False)
+    resumed = run_simulation(ref, dataset.z, dataset.R[0], folder / "resumed", cfg, progress=False)
+    assert straight.stable and resumed.stable and resumed.resumed_from_step == 50
+    a, b = (mdtraj.load(str(folder / d / "trajectory.dcd"), top=str(folder / d / "topology.pdb"))
+            for d in ("straight", "resumed"))
+    assert a.n_frames == b.n_frames == 21
+    np.testing.assert_array_equal(a.xyz, b.xyz)
+
+
 def _one_thread_env() -> dict:
     return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
 
@@ -88,7 +120,6 @@ def test_nequip_through_openmm_ml_equals_nequips_own_ase_calculator(nequip_model
     from nequip.integrations.ase import NequIPCalculator
 
     dataset = frames[1]
-    energies, forces = get_potential(nequip_ref(nequip_model)).energies_and_forces(dataset.z, dataset.R)
     calculator = NequIPCalculator._from_saved_model(str(nequip_model), device="cpu",
                                                     chemical_species_to_atom_type_map=True)
     import ase
@@ -98,8 +129,7 @@ def test_nequip_through_openmm_ml_equals_nequips_own_ase_calculator(nequip_model
         atoms = ase.Atoms(numbers=dataset.z, positions=positions, calculator=calculator)
         own_e.append(atoms.get_potential_energy())
         own_f.append(atoms.get_forces())
-    np.testing.assert_allclose(energies, own_e, rtol=1e-5)
-    np.testing.assert_allclose(forces, own_f, rtol=1e-5, atol=1e-5 * np.abs(own_f).max())
+    assert_equals_own_prediction(nequip_ref(nequip_model), dataset, np.array(own_e), np.array(own_f))
 
 
 def test_nequip_metrics_simulate_and_resume_from_the_command_line(nequip_model, frames, tmp_path, capsys):
@@ -170,36 +200,13 @@ def mace_refs(model: Path) -> dict:
 def test_mace_served_from_its_environment_equals_maces_own_calculator(mace_model, frames, way):
     model, own = mace_model
     dataset = frames[1]
-    potential = get_potential(mace_refs(model)[way])
-    energies, forces = potential.energies_and_forces(dataset.z, dataset.R)
-    np.testing.assert_allclose(energies, own["energies"], rtol=1e-5)
-    np.testing.assert_allclose(forces, own["forces"], rtol=1e-5, atol=1e-5 * np.abs(own["forces"]).max())
-    meta = potential.metadata(dataset.z)
+    meta = assert_equals_own_prediction(mace_refs(model)[way], dataset, own["energies"], own["forces"])
     assert meta["versions"]["mace-torch"] == "0.3.16" and meta["files"] == {
         str(model.resolve()): meta["files"][str(model.resolve())]}
 
 
 def test_mace_served_runs_200_steps_and_resumes_exactly(mace_model, frames, tmp_path):
-    from dataclasses import replace
-
-    import mdtraj
-
-    from openmlff.md import SimulationConfig, run_simulation
-
-    ref = mace_refs(mace_model[0])["ase"]
-    dataset = frames[1]
-    cfg = SimulationConfig(temperature_K=300.0, timestep_fs=0.5, steps=200, seed=3, platform="Reference",
-                           report_interval_steps=10, checkpoint_interval_steps=50, torch_threads=1)
-    straight = run_simulation(ref, dataset.z, dataset.R[0], tmp_path / "straight", cfg, progress=False)
-    run_simulation(ref, dataset.z, dataset.R[0], tmp_path / "resumed", replace(cfg, steps=50), progress=False)
-    resumed = run_simulation(ref, dataset.z, dataset.R[0], tmp_path / "resumed", cfg, progress=False)
-    assert resumed.resumed_from_step == 50
-    for key in ("stable", "steps_completed", "collapse_step", "collapse_reason"):
-        assert straight[key] == resumed[key], key
-    a, b = (mdtraj.load(str(tmp_path / d / "trajectory.dcd"), top=str(tmp_path / d / "topology.pdb"))
-            for d in ("straight", "resumed"))
-    assert a.n_frames == b.n_frames
-    np.testing.assert_array_equal(a.xyz, b.xyz)
+    assert_200_steps_resume_exactly(mace_refs(mace_model[0])["ase"], frames[1], tmp_path)
 
 
 @pytest.fixture(scope="module")
@@ -242,29 +249,9 @@ def torchmdnet_refs(checkpoint: Path) -> dict:
 def test_torchmdnet_served_from_its_environment_equals_its_own_model_call(torchmdnet_model, frames, way):
     checkpoint, own = torchmdnet_model
     dataset = frames[1]
-    potential = get_potential(torchmdnet_refs(checkpoint)[way])
-    energies, forces = potential.energies_and_forces(dataset.z, dataset.R)
-    np.testing.assert_allclose(energies, own["energies"], rtol=1e-5)
-    np.testing.assert_allclose(forces, own["forces"], rtol=1e-5, atol=1e-5 * np.abs(own["forces"]).max())
-    assert potential.metadata(dataset.z)["versions"]["torchmd-net"] == "3.1.0"
+    meta = assert_equals_own_prediction(torchmdnet_refs(checkpoint)[way], dataset, own["energies"], own["forces"])
+    assert meta["versions"]["torchmd-net"] == "3.1.0"
 
 
 def test_torchmdnet_served_runs_200_steps_and_resumes_exactly(torchmdnet_model, frames, tmp_path):
-    from dataclasses import replace
-
-    import mdtraj
-
-    from openmlff.md import SimulationConfig, run_simulation
-
-    ref = torchmdnet_refs(torchmdnet_model[0])["openmm-ml"]
-    dataset = frames[1]
-    cfg = SimulationConfig(temperature_K=300.0, timestep_fs=0.5, steps=200, seed=3, platform="Reference",
-                           report_interval_steps=10, checkpoint_interval_steps=50, torch_threads=1)
-    straight = run_simulation(ref, dataset.z, dataset.R[0], tmp_path / "straight", cfg, progress=False)
-    run_simulation(ref, dataset.z, dataset.R[0], tmp_path / "resumed", replace(cfg, steps=50), progress=False)
-    resumed = run_simulation(ref, dataset.z, dataset.R[0], tmp_path / "resumed", cfg, progress=False)
-    assert straight.stable and resumed.stable and resumed.resumed_from_step == 50
-    a, b = (mdtraj.load(str(tmp_path / d / "trajectory.dcd"), top=str(tmp_path / d / "topology.pdb"))
-            for d in ("straight", "resumed"))
-    assert a.n_frames == b.n_frames
-    np.testing.assert_array_equal(a.xyz, b.xyz)
+    assert_200_steps_resume_exactly(torchmdnet_refs(torchmdnet_model[0])["openmm-ml"], frames[1], tmp_path)

@@ -94,7 +94,7 @@ def test_a_trajectory_of_other_atoms_is_refused_naming_the_first_differing_atom(
     path = tmp_path / "swapped.extxyz"
     ase.io.write(str(path), [ase.Atoms(numbers=numbers, positions=p, info={"time_ps": 0.01 * k})
                              for k, p in enumerate(positions[:3])], format="extxyz")
-    with pytest.raises(RunFileError, match=rf"swapped\.extxyz: atom 3 is O \(Z=8\), the reference data .* has C "
+    with pytest.raises(RunFileError, match=r"swapped\.extxyz: atom 3 is O \(Z=8\), the reference data .* has C "
                                            r"\(Z=6\) there"):
         analyze_run(path, data=reference)
 

@@ -27,7 +27,6 @@ from ..metrics.metric_sets import model_metric_sets, start_conformation_metrics
 from ..report.campaign_page import diagnosis_entry, write_correlation_report
 from ..report.correlation_outputs import write_correlation_tables
 from ..units import FS_IN_PS
-from .spec import DatasetFrames
 from .state import CampaignDirectory
 
 

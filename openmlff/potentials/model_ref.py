@@ -171,7 +171,7 @@ def check_not_downloaded(name: str, options: dict) -> None:
     if not pretrained or options.get("modelPath"):
         return
     takes_path = not key.startswith(("ani", "orb-"))
-    where = (f"download it where you have a network and name it: --model-option modelPath=FILE (or modelPath = "
+    where = ("download it where you have a network and name it: --model-option modelPath=FILE (or modelPath = "
              "\"FILE\" in a campaign spec's model table)") if takes_path else \
         "openmm-ml takes no local file for it: load the file you have through its ASE calculator (ase:MODULE:CLASS)"
     raise InputError(f"openmm-ml:{name} needs its pretrained weights from the network, and openmlff never downloads "

@@ -29,13 +29,13 @@ class ReferenceComputation:
     """PythonForce computation: a reference method's energy (kJ/mol) and forces (kJ/mol/nm) at the State's positions."""
 
     def __init__(self, method_name: str, atomic_numbers, charge: int, multiplicity: int,
-                 method_options: dict | None = None) -> None:
+                 method_options: dict | None = None, method=None) -> None:
         self.method_name = method_name
         self.method_options = dict(method_options or {})
         self.atomic_numbers = [int(v) for v in atomic_numbers]
         self.charge = int(charge)
         self.multiplicity = int(multiplicity)
-        self._method = None
+        self._method = method  # the potential's own (one served process per potential); rebuilt after unpickling
 
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "_method"}
@@ -112,7 +112,7 @@ class QuantumPotential(Potential):
         for mass in elements.masses(z):
             system.addParticle(float(mass))
         force = openmm.PythonForce(ReferenceComputation(self.name, z, self.molecule_charge(z),
-                                                        self.multiplicity, self.method_options))
+                                                        self.multiplicity, self.method_options, self.method))
         force.setUsesPeriodicBoundaryConditions(False)
         force.setName(f"openmlff reference method {self.name}")
         system.addForce(force)

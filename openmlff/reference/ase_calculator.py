@@ -50,10 +50,12 @@ class ASEReference(ReferenceMethod):
         python = options.pop("python", None)
         target = spec[len("openmm-ml:"):] if spec.lower().startswith("openmm-ml:") else spec[len("ase:"):]
         if python is not None:
-            from .served import served_calculator
+            from .served import close_with, served_calculator
 
-            return cls(served_calculator(python, spec if spec.lower().startswith("openmm-ml:") else target, options),
-                       name=spec, level_of_theory=f"{spec}, served from {python}")
+            calculator = served_calculator(python, spec if spec.lower().startswith("openmm-ml:") else target, options)
+            method = cls(calculator, name=spec, level_of_theory=f"{spec}, served from {python}")
+            close_with(method, calculator)
+            return method
         if spec.lower().startswith("openmm-ml:"):
             raise InputError(f"{spec}: as an ASE calculator, an openmm-ml potential runs in another environment; "
                              "name its interpreter with the option python=PATH")

@@ -2,21 +2,21 @@
 pins e3nn 0.4.4, torchmd-net wants setuptools >= 82; openmlff's environment has neither) and answers over ASE's
 socket protocol (i-PI), as mlipx serves models from separate environments.
 
-`served_calculator(python, target, options, numbers)` starts `python socket_client.py ...` (the far end,
-reference/socket_client.py, which imports nothing from openmlff) on the first calculation and returns ASE's
-SocketIOCalculator talking to it over a unix socket of this process; the client ends when the socket closes (at
-exit, or when this process dies). Only positions travel per call (in Bohr; energies in Hartree, converted back by
+`served_calculator(python, target, options)` returns ASE's SocketIOCalculator, which starts `python
+socket_client.py ...` (the far end, reference/socket_client.py, which imports nothing from openmlff) on the first
+calculation and talks to it over a unix socket of this process; the client ends when the socket closes: when its
+owner is collected (`close_with`), at exit, or when this process dies. Only positions travel per call (in Bohr; energies in Hartree, converted back by
 ASE), so the atoms are fixed at launch. Measured round trip: benchmarks/served_models.py.
 """
 
 from __future__ import annotations
 
-import atexit
 import itertools
 import json
 import os
 import subprocess
 import tempfile
+import weakref
 from pathlib import Path
 
 from ..errors import InputError
@@ -58,8 +58,12 @@ def served_calculator(python, target: str, options: dict, threads: int = 1):
     Path(f"/tmp/ipi_{name}").unlink(missing_ok=True)  # ASE binds /tmp/ipi_NAME
     calculator = SocketIOCalculator(unixsocket=name, timeout=TIMEOUT_S, launch_client=launch)
     calculator.openmlff_log = log
-    atexit.register(calculator.close)
     return calculator
+
+
+def close_with(owner, calculator) -> None:
+    """Close the served `calculator` (its environment's process ends) when `owner` is collected, or at exit."""
+    weakref.finalize(owner, calculator.close)
 
 
 def failure_detail(calculator) -> str:
