@@ -101,6 +101,7 @@ def train(work: Path, marks: list[float], seed: int) -> None:
         def save(self, trainer, pl_module, path_stem):
             torch.save({k: v.detach().clone() for k, v in pl_module.model.state_dict().items()},
                        f"{path_stem}.pt")
+            trainer.save_checkpoint(f"{path_stem}.ckpt")  # TorchMD-Net's own format: load_model, openmm-ml, ASE
 
     trainer = pl.Trainer(max_epochs=args.num_epochs, accelerator="cpu", devices=1, callbacks=[Snapshots(marks, out)],
                          logger=[CSVLogger(str(out), name="", version="")], precision=args.precision,

@@ -132,6 +132,21 @@ def test_nequip_through_openmm_ml_equals_nequips_own_ase_calculator(nequip_model
     assert_equals_own_prediction(nequip_ref(nequip_model), dataset, np.array(own_e), np.array(own_f))
 
 
+def test_openmlffs_nequip_builds_plain_after_a_nequip_model_was_loaded(nequip_model):
+    """Loading a nequip model sets e3nn to TorchScript mode for the process; openmlff's NequIP keeps plain modules
+    (its EMA deep-copies the model, which a ScriptFunction refuses)."""
+    import copy
+
+    from nequip.model.saved_models.load_utils import load_saved_model
+    from nequip.utils.global_state import set_global_state
+
+    from openmlff.models import build_potential
+
+    set_global_state()
+    load_saved_model(str(nequip_model))
+    copy.deepcopy(build_potential("nequip", {"num_features": 8, "num_layers": 1}))
+
+
 def test_nequip_metrics_simulate_and_resume_from_the_command_line(nequip_model, frames, tmp_path, capsys):
     data = str(frames[0])
     options = ["--model", "openmm-ml:nequip", "--model-option", f"modelPath={nequip_model}",

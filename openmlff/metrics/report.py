@@ -51,8 +51,8 @@ def metrics_report(model, dataset, *, frames_label: str = "all", dataset_frames=
     }
     from .uncertainty import uncertainty_report
 
-    if result["potential"].get("committee"):
-        report["uncertainty"] = uncertainty_report(model, dataset, batch_size=batch_size, force_unit=force_unit)
+    if result["potential"].get("committee"):  # an openmlff committee file: result["model"] is its path
+        report["uncertainty"] = uncertainty_report(result["model"], dataset, batch_size=batch_size, force_unit=force_unit)
     return add_conformation_clusters(report, dataset.R, n_clusters=n_clusters, seed=cluster_seed)
 
 

@@ -35,6 +35,8 @@ from dataclasses import asdict, dataclass
 from typing import Callable, List, Optional
 
 import numpy as np
+import contextlib
+
 import torch
 from torch import Tensor, nn
 
@@ -46,6 +48,21 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from ..errors import InputError
 from .layers import MAX_Z
 from .neighbors import neighbor_pairs
+
+
+@contextlib.contextmanager
+def eager_e3nn():
+    """e3nn's modules built inside are plain Python (jit_mode "eager", e3nn's default under torch >= 2.10), whatever
+    a library loaded before set (loading a nequip model sets "script", whose ScriptFunctions cannot be deep-copied
+    for the EMA); the setting is restored after."""
+    import e3nn
+
+    saved = e3nn.get_optimization_defaults()["jit_mode"]
+    e3nn.set_optimization_defaults(jit_mode="eager")
+    try:
+        yield
+    finally:
+        e3nn.set_optimization_defaults(jit_mode=saved)
 
 
 @dataclass
@@ -327,30 +344,31 @@ class NequIP(nn.Module):
 
     def __init__(self, config: NequIPConfig):
         super().__init__()
-        c = config
-        if c.num_layers < 1:
-            raise InputError(f"num_layers must be at least 1, got {c.num_layers}")
-        if c.l_max < 0:
-            raise InputError(f"l_max must be at least 0, got {c.l_max}")
-        self.cutoff_angstrom = float(c.cutoff_angstrom)
-        self.neighbor_method = c.neighbor_method
-        self.embedding = nn.Embedding(MAX_Z, c.num_features)  # = linear map of the one-hot element, N(0, 1)
-        irreps_sh = o3.Irreps.spherical_harmonics(c.l_max)
-        self.spherical_harmonics = o3.SphericalHarmonics(irreps_sh, normalize=True, normalization="component")
-        self.bessel = BesselBasis(c.cutoff_angstrom, c.num_bessel, c.trainable_bessel)
-        self.envelope = PolynomialCutoff(c.cutoff_angstrom, c.polynomial_p)
-        hidden = hidden_irreps(c.num_features, c.l_max, c.parity)
-        scalars_only = o3.Irreps([(c.num_features, (0, 1))])
-        irreps = o3.Irreps([(c.num_features, (0, 1))])
-        layers: List[ConvLayer] = []
-        for k in range(c.num_layers):
-            layer = ConvLayer(irreps, scalars_only if k == c.num_layers - 1 else hidden, irreps_sh, c)
-            layers.append(layer)
-            irreps = layer.irreps_out
-        self.layers = nn.ModuleList(layers)
-        self.head = EquivariantLinear(irreps, o3.Irreps("0e"))
-        with torch.no_grad():
-            self.head.weight.zero_()  # a fresh model predicts zero: see the module docstring
+        with eager_e3nn():  # another library (nequip) may have set e3nn to script: keep this model plain
+            c = config
+            if c.num_layers < 1:
+                raise InputError(f"num_layers must be at least 1, got {c.num_layers}")
+            if c.l_max < 0:
+                raise InputError(f"l_max must be at least 0, got {c.l_max}")
+            self.cutoff_angstrom = float(c.cutoff_angstrom)
+            self.neighbor_method = c.neighbor_method
+            self.embedding = nn.Embedding(MAX_Z, c.num_features)  # = linear map of the one-hot element, N(0, 1)
+            irreps_sh = o3.Irreps.spherical_harmonics(c.l_max)
+            self.spherical_harmonics = o3.SphericalHarmonics(irreps_sh, normalize=True, normalization="component")
+            self.bessel = BesselBasis(c.cutoff_angstrom, c.num_bessel, c.trainable_bessel)
+            self.envelope = PolynomialCutoff(c.cutoff_angstrom, c.polynomial_p)
+            hidden = hidden_irreps(c.num_features, c.l_max, c.parity)
+            scalars_only = o3.Irreps([(c.num_features, (0, 1))])
+            irreps = o3.Irreps([(c.num_features, (0, 1))])
+            layers: List[ConvLayer] = []
+            for k in range(c.num_layers):
+                layer = ConvLayer(irreps, scalars_only if k == c.num_layers - 1 else hidden, irreps_sh, c)
+                layers.append(layer)
+                irreps = layer.irreps_out
+            self.layers = nn.ModuleList(layers)
+            self.head = EquivariantLinear(irreps, o3.Irreps("0e"))
+            with torch.no_grad():
+                self.head.weight.zero_()  # a fresh model predicts zero: see the module docstring
 
     def forward(self, z: Tensor, pos: Tensor, batch: Tensor, box: Optional[Tensor] = None) -> Tensor:
         i, j, rij = neighbor_pairs(pos, batch, self.cutoff_angstrom, self.neighbor_method, box)
