@@ -20,6 +20,7 @@ from ..config import check_finite
 from ..errors import InputError
 from ..md.start import MAX_REFERENCE_FRAMES
 from ..metrics.force_metrics import DEFAULT_FORCE_UNIT, jsonable
+from ..potentials.base import Potential
 from ..units import NM_IN_ANGSTROM
 from . import diagnosis, observables, solvation, stability
 from .reference_data import ReferenceData, find_reference_data
@@ -363,7 +364,7 @@ def _diagnosis(run: RunData, broken: list[dict], model_path: Path | str, referen
     result = evaluate_model(model_path, evaluated_on, batch_size=config.evaluation_batch_size,
                             force_unit=config.force_unit, include_frames=False, progress=progress)
     diag = diagnosis.diagnose_collapse(broken, result["atoms"], run.atomic_numbers, config.worst_atom_share)
-    doc = dict(base, evaluated=True, model=getattr(model_path, "name", str(model_path)), evaluated_frames=evaluated_on.n_frames,
+    doc = dict(base, evaluated=True, model=model_path.name if isinstance(model_path, Potential) else str(model_path), evaluated_frames=evaluated_on.n_frames,
                frames_origin=reference.training_frames_origin,
                global_errors={k: result[k] for k in ("force_mae", "force_rmse", "force_max", "fnm_mae", "fnm_max",
                                                      "energy_mae")},

@@ -25,35 +25,29 @@ def get_potential(model, allow_code: bool | None = None, **options) -> Potential
     ref = ModelRef.from_value(model)
     if options or allow_code is not None:
         ref = ModelRef(ref.name, {**ref.options, **options}, ref.allow_code if allow_code is None else allow_code)
-    if ref.kind == "openmm-ml":
-        if "python" in ref.options:  # served from another environment: an ASE calculator over a socket
-            from .ase_model import ASEPotential
-            from .model_ref import check_not_downloaded
+    if ref.kind == "openmm-ml" and ref.backend_name.lower() == "openmlff":
+        if not ref.options.get("modelPath"):
+            raise InputError(f"{ref.name} needs modelPath=<an exported openmlff model, .pt>")
+        return _model_file(ModelRef(ref.options["modelPath"]))
+    if ref.kind == "openmm-ml" and ref.backend_name.lower() == "ase":
+        from .ase_model import from_openmm_ml_ase
 
+        ref = from_openmm_ml_ase(ref)
+    if ref.kind == "ase" or (ref.kind == "openmm-ml" and "python" in ref.options):  # an ASE calculator, or served
+        from .ase_model import ASEPotential
+        from .model_ref import check_not_downloaded
+
+        if ref.kind == "openmm-ml":
             check_not_downloaded(ref.backend_name, ref.options)
-            return ASEPotential(ref)
-        if ref.backend_name.lower() == "ase":
-            from .ase_model import ASEPotential, from_openmm_ml_ase
-
-            return ASEPotential(from_openmm_ml_ase(ref))
-        if ref.backend_name.lower() == "openmlff":
-            return _model_file(ModelRef(ref.options.get("modelPath", ""), {}) if ref.options.get("modelPath")
-                               else _missing_model_path(ref))
+        return ASEPotential(ref)
+    if ref.kind == "openmm-ml":
         from .openmmml import OpenMMMLPotential
 
         return OpenMMMLPotential(ref)
-    if ref.kind == "ase":
-        from .ase_model import ASEPotential
-
-        return ASEPotential(ref)
     if ref.is_named():
         key = ref.name.strip().lower()
         return (classical if key in classical.NAMES else quantum).make(key, **ref.options)
     return _model_file(ref)
-
-
-def _missing_model_path(ref: ModelRef):
-    raise InputError(f"{ref.name} needs modelPath=<an exported openmlff model, .pt>")
 
 
 def _model_file(ref: ModelRef) -> Potential:
