@@ -52,9 +52,19 @@ def load_exported(path) -> tuple[torch.jit.ScriptModule, dict]:
     REQUIRED_METADATA_KEYS.
     """
     path = Path(path)
+    module, metadata = load_model_file(path)
+    if metadata is None:
+        raise ModelFileError(f"{path}: the model file has no '{METADATA_NAME}' metadata (TorchScript extra file)")
+    return module, metadata
+
+
+def load_model_file(path) -> tuple[torch.jit.ScriptModule, dict | None]:
+    """Any TorchScript model file, read once: its module, and openmlff's metadata checked as load_exported does, or
+    None for another code's file (no openmlff.json). ModelFileError naming the file otherwise."""
+    path = Path(path)
     module, raw = load_torchscript(path)
     if not raw:
-        raise ModelFileError(f"{path}: the model file has no '{METADATA_NAME}' metadata (TorchScript extra file)")
+        return module, None
     try:
         metadata = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
     except UnicodeDecodeError as exc:

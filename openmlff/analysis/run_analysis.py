@@ -219,9 +219,9 @@ def _model(run: RunData, model):
 
 def _file_metadata(path: Path) -> dict:
     """An openmlff model file's metadata ({} for another code's TorchScript file, which has none)."""
-    from ..model_file import load_torchscript, read_model_metadata
+    from ..model_file import load_model_file
 
-    return read_model_metadata(path) if load_torchscript(path)[1] else {}
+    return load_model_file(path)[1] or {}
 
 
 def _run_section(run: RunData) -> dict:

@@ -18,7 +18,6 @@ import numpy as np
 from ..analysis.diagnosis import atom_error_summary
 from ..analysis.reference_data import find_reference_data, model_splits, named_training_metadata
 from ..errors import InputError
-from ..model_file import read_model_metadata
 from ..potentials import get_potential
 from ..md.runner import read_run_summary
 from ..metrics.correlation import DEFAULT_N_BOOTSTRAP, campaign_correlation, trust_alarm
@@ -104,12 +103,14 @@ def correlate_campaign(campaign_dir, out_dir=None, *, data=None, n_bootstrap: in
 def _training_metadata(model) -> dict:
     """What correlate needs of a model's training: openmlff's file records it inside; a model of another code has it
     named in the spec (ModelRef.training), else it is unknown ({}: every frame of --data is used)."""
-    from ..model_file import load_torchscript
+    from ..model_file import load_model_file
     from ..potentials.model_ref import ModelRef
 
     ref = ModelRef.from_value(model)
-    if ref.training is None and ref.is_file() and Path(ref.name).is_file() and load_torchscript(ref.name)[1]:
-        return read_model_metadata(ref.name)
+    if ref.training is None and ref.is_file() and Path(ref.name).is_file():
+        metadata = load_model_file(ref.name)[1]
+        if metadata is not None:
+            return metadata
     return named_training_metadata(ref.training)
 
 

@@ -223,10 +223,11 @@ class ExportedModel(Potential):
     #: TorchScript's profiling executor runs a model's first two calls through other graphs.
     warmup_evaluations = 2
 
-    def __init__(self, model_path) -> None:
+    def __init__(self, model_path, loaded: tuple | None = None) -> None:
+        """loaded: (module, metadata) when the caller has read the file already (model_file.load_model_file)."""
         self._path = Path(model_path).resolve()
         self.name = str(model_path)
-        self._module, self._metadata = load_exported(self._path)  # ModelFileError naming the file
+        self._module, self._metadata = loaded or load_exported(self._path)  # ModelFileError naming the file
         check_contract(self._path, self._module, self._metadata)
 
     @property

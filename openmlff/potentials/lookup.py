@@ -52,7 +52,7 @@ def get_potential(model, allow_code: bool | None = None, **options) -> Potential
 
 def _model_file(ref: ModelRef) -> Potential:
     """openmlff's exported model, or another code's TorchScript file (no openmlff.json inside)."""
-    from ..model_file import ModelFileError, load_torchscript
+    from ..model_file import ModelFileError, load_model_file
     from .exported import ExportedModel
 
     if ref.options:
@@ -62,9 +62,9 @@ def _model_file(ref: ModelRef) -> Potential:
     if not path.exists():
         raise ModelFileError(f"{path.resolve()}: no such model file, and not a potential name "
                              f"({', '.join(potential_names())}, openmm-ml:NAME or ase:MODULE:CLASS)")
-    module, metadata = load_torchscript(path)
-    if metadata:
-        return ExportedModel(path)
+    module, metadata = load_model_file(path)  # read once, for either kind
+    if metadata is not None:
+        return ExportedModel(path, (module, metadata))
     from .torchscript_file import TorchScriptFile
 
     return TorchScriptFile(path, module)
