@@ -218,3 +218,14 @@ def _training_metadata(checkpoint_path, ckpt: dict, weights: str) -> dict:
         "element_energy_eV": {elements.symbol(z): float(ckpt["element_energy_ev"][z]) for z in sorted(set(ckpt["atomic_numbers"]))},
     }
     return metadata
+
+
+def train_committee_model(dataset, out_dir, members: int, config=None, progress: bool = True,
+                          workers: int = 1) -> tuple[list, Path]:
+    """Train a committee of `members` models (training.train_committee: out_dir/member_<k>, one split) and export
+    it as out_dir/committee.pt (`train --ensemble K`); the members' TrainingResults and the file. Resumes."""
+    from .training.trainer import train_committee
+
+    results = train_committee(dataset, out_dir, members, config, progress=progress, workers=workers)
+    return results, export_committee([r.checkpoint for r in results], Path(out_dir) / "committee.pt")
+

@@ -201,6 +201,25 @@ def test_local_pool_campaign_does_every_run_once(tmp_path, models, aspirin_data)
     assert again.submitted == 0
     assert {p: p.stat().st_mtime_ns for p in before} == before
 
+    # the campaign's status and each run's files are read without torch or OpenMM (docs/architecture.md "Layers")
+    reader = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from openmlff.cli import main\n"
+        "from openmlff.md.dcd import read_dcd_frames\n"
+        "from openmlff.md.rundir import RunDirectory\n"
+        "from openmlff.md.state_table import read_state_csv\n"
+        f"assert main(['campaign', 'status', {str(result.directory)!r}]) == 0\n"
+        f"for run in sorted(Path({str(result.directory)!r}).glob('runs/*')):\n"
+        "    d = RunDirectory(run)\n"
+        "    print(run.name, d.read_summary().stable, len(read_state_csv(d.state_csv)['step']),"
+        " len(read_dcd_frames(d.trajectory)))\n"
+        "print('heavy:', sorted(m for m in ('torch', 'openmm') if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", reader], capture_output=True, text=True, check=True)
+    assert done.stdout.rstrip().endswith("heavy: []"), done.stdout
+    rows = str(200 // REPORT_INTERVAL + 1)  # a stable run's state rows and frames: steps 0, 20, ..., 200
+    assert sum(line.split()[1:] == ["True", rows, rows] for line in done.stdout.splitlines()) == 4, done.stdout
+
 
 @pytest.fixture(scope="module")
 def dask_cluster():

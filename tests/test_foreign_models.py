@@ -15,7 +15,7 @@ import torch
 
 from openmlff.errors import InputError
 from openmlff.md import SimulationConfig, run_simulation
-from openmlff.md.rundir import ResumeMismatchError
+from openmlff.resume import ResumeMismatchError
 from openmlff.model_file import ModelFileError
 from openmlff.potentials import ModelRef, get_potential
 from openmlff.potentials.model_ref import CODE_CONSENT_ENV, parse_model_options

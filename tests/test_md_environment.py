@@ -23,7 +23,7 @@ pytest.importorskip("openmmml")
 
 from openmlff.errors import InputError  # noqa: E402
 from openmlff.md import SimulationConfig  # noqa: E402
-from openmlff.md.reporters import read_state_csv  # noqa: E402
+from openmlff.md.state_table import read_state_csv  # noqa: E402
 from openmlff.md.start import run_from_structure  # noqa: E402
 from openmlff.structures import load_structure  # noqa: E402
 
@@ -148,7 +148,7 @@ def test_collapse_in_water_names_the_molecules_bond(peptide, tmp_path):
                                  progress=False)
     assert not summary.stable and summary.collapse_reason == "bond_deviation"
     assert sorted(summary.first_broken_bond["atoms"]) == sorted(int(a) for a in bond)
-    from openmlff.md.trajectory import read_dcd_layout
+    from openmlff.md.dcd import read_dcd_layout
 
     assert read_dcd_layout(tmp_path / "run" / "collapse_frames.dcd").n_atoms == peptide.n_atoms  # the molecule's
     from openmlff.analysis import load_run

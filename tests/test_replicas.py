@@ -13,7 +13,7 @@ import pytest
 
 from openmlff.md import SimulationConfig, read_state_csv, run_simulation
 from openmlff.md.replicas import run_replicas
-from openmlff.md.rundir import ResumeMismatchError
+from openmlff.resume import ResumeMismatchError
 from openmlff.potentials.exported import build_replica_system, build_system, write_replica_module
 
 

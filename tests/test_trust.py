@@ -11,7 +11,7 @@ from openmlff.cli import main
 from openmlff.data import load_dataset
 from openmlff.export import export_committee, load_exported
 from openmlff.md import ResumeMismatchError, SimulationConfig, run_simulation
-from openmlff.md.reporters import read_state_csv
+from openmlff.md.state_table import read_state_csv
 from openmlff.md.reporters import UNCERTAINTY_COLUMN
 from openmlff.md.trust import UNTRUSTED_FRAMES_FILE, TrustSettings
 from openmlff.training import TrainingConfig

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..data.dataset import Dataset
 from ..errors import InputError
-from ..md.trajectory import read_dcd_layout
+from ..md.dcd import read_dcd_layout
 from ..md.rundir import RunDirectory, RunSummary
 from ..units import FS_IN_PS, NM_IN_ANGSTROM
 from .observables import topology_atomic_numbers

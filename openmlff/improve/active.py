@@ -220,7 +220,7 @@ def candidate_frames(campaign_dir) -> tuple[np.ndarray, np.ndarray, list[str]]:
 
     from ..campaign import CampaignDirectory
     from ..md import read_run_summary
-    from ..md.reporters import UNCERTAINTY_COLUMN, read_state_csv
+    from ..md.state_table import UNCERTAINTY_COLUMN, read_state_csv
 
     where = CampaignDirectory(campaign_dir)
     positions, sigma, labels = [], [], []

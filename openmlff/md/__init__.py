@@ -7,42 +7,39 @@ Typical use:
     s = load_structure("aspirin")
     summary = run_simulation("model.pt", s.atomic_numbers, s.positions_angstrom, "runs/aspirin-500K-seed0",
                              SimulationConfig(temperature_K=500, steps=600_000, seed=0), topology=s.topology)
+
+Names resolve lazily (each from the module in _EXPORTS), so that reading a run directory
+(md/rundir.py, md/state_table.py, md/dcd.py) imports neither torch nor OpenMM.
 """
 
-from .ase_calculator import ExportedModelCalculator
-from .config import SimulationConfig
-from .integrators import INTEGRATORS, make_integrator
-from .monitor import (
-    BrokenBond, CheckedFrame, ClosePair, CollapseDetected, CollapseEvent, MonitorReporter, StabilityMonitor,
-    default_temperature_limit_K,
-)
-from .platforms import PlatformError, available_platforms, select_platform
-from .reporters import (
-    STATE_COLUMNS, Checkpointer, ScheduledReporter, StateCSVReporter, StepRecord, StepRecords, read_state_csv,
-)
-from .rundir import ResumeMismatchError, RunBusyError, RunDirectory, RunSummary
-from .runner import read_run_summary, run_simulation
-from ..potentials.exported import (
-    BACKENDS, MODEL_METADATA_FILE, ModelFileError, TorchModelComputation, build_system, check_model_atoms,
-    build_replica_system, file_sha256, read_model_metadata, torchforce_properties, write_replica_module,
-)
-from .replicas import replica_directories, run_replicas
-from .trajectory import (
-    TRAJECTORY_FILES, TRAJECTORY_FORMATS, DCDTrajectoryWriter, HDF5TrajectoryWriter, TrajectoryMark,
-    TrajectoryWriter, XTCTrajectoryWriter, hdf5_partial_path, open_trajectory, read_dcd_frames, read_dcd_layout,
-    truncate_dcd,
-)
+from importlib import import_module
 
-__all__ = [
-    "BACKENDS", "INTEGRATORS", "MODEL_METADATA_FILE", "STATE_COLUMNS", "TRAJECTORY_FILES", "TRAJECTORY_FORMATS",
-    "BrokenBond", "CheckedFrame", "Checkpointer", "ClosePair", "CollapseDetected", "CollapseEvent", "DCDTrajectoryWriter",
-    "ExportedModelCalculator", "HDF5TrajectoryWriter", "ModelFileError", "PlatformError", "ResumeMismatchError",
-    "MonitorReporter", "RunBusyError", "RunDirectory", "RunSummary", "ScheduledReporter", "SimulationConfig",
-    "StabilityMonitor", "StateCSVReporter", "StepRecord", "StepRecords", "TorchModelComputation",
-    "TrajectoryMark", "TrajectoryWriter", "XTCTrajectoryWriter", "available_platforms", "build_replica_system",
-    "build_system",
-    "check_model_atoms", "default_temperature_limit_K", "file_sha256", "hdf5_partial_path", "make_integrator",
-    "open_trajectory", "read_dcd_frames", "read_dcd_layout", "read_model_metadata", "read_run_summary",
-    "read_state_csv", "replica_directories", "run_replicas", "run_simulation", "select_platform",
-    "torchforce_properties", "truncate_dcd", "write_replica_module",
-]
+#: module (relative to this package) -> the names this package hands out from it
+_EXPORTS = {
+    ".ase_calculator": ("ExportedModelCalculator",),
+    ".config": ("SimulationConfig", "TRAJECTORY_FILES", "TRAJECTORY_FORMATS", "default_temperature_limit_K"),
+    ".integrators": ("INTEGRATORS", "make_integrator"),
+    ".monitor": ("BrokenBond", "CheckedFrame", "ClosePair", "CollapseDetected", "CollapseEvent", "MonitorReporter",
+                 "StabilityMonitor"),
+    ".platforms": ("PlatformError", "available_platforms", "select_platform"),
+    ".state_table": ("STATE_COLUMNS", "read_state_csv"),
+    ".reporters": ("Checkpointer", "ScheduledReporter", "StateCSVReporter", "StepRecord", "StepRecords"),
+    ".rundir": ("RunBusyError", "RunDirectory", "RunSummary", "hdf5_partial_path"),
+    "..resume": ("ResumeMismatchError",),
+    ".runner": ("read_run_summary", "run_simulation"),
+    "..potentials.exported": ("BACKENDS", "MODEL_METADATA_FILE", "ModelFileError", "TorchModelComputation",
+                              "build_system", "check_model_atoms", "build_replica_system", "file_sha256",
+                              "read_model_metadata", "torchforce_properties", "write_replica_module"),
+    ".replicas": ("replica_directories", "run_replicas"),
+    ".dcd": ("read_dcd_frames", "read_dcd_layout", "truncate_dcd"),
+    ".trajectory": ("DCDTrajectoryWriter", "HDF5TrajectoryWriter", "TrajectoryMark", "TrajectoryWriter",
+                    "XTCTrajectoryWriter", "open_trajectory"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str):
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module 'openmlff.md' has no attribute {name!r}")
+    return getattr(import_module(_MODULE_OF[name], __name__), name)

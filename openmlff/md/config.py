@@ -10,10 +10,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..config import check, check_finite, setting
-from . import monitor as _monitor
+from ..potentials.model_ref import BACKENDS
 from .integrators import INTEGRATORS
-from ..potentials.exported import BACKENDS, torchforce_properties
-from .trajectory import TRAJECTORY_FORMATS
+
+# This module imports neither torch nor OpenMM, so that a run directory's settings are read without them.
+
+#: Collapse criteria's defaults (md/monitor.py applies them): a bond beyond ±0.5 Å of its reference length,
+#: two non-bonded atoms closer than 0.7 Å, a temperature above max(2000 K, 4 x the thermostat's).
+DEFAULT_BOND_DEVIATION_LIMIT_ANGSTROM = 0.5
+DEFAULT_MIN_NONBONDED_DISTANCE_ANGSTROM = 0.7
+DEFAULT_TEMPERATURE_LIMIT_K = 2000.0
+#: Checked frames kept for a look at the approach to a collapse.
+DEFAULT_FRAMES_KEPT = 10
+#: Trajectory formats and the file each writes in a run directory (md/trajectory.py writes them).
+TRAJECTORY_FILES = {"dcd": "trajectory.dcd", "xtc": "trajectory.xtc", "hdf5": "trajectory.h5"}
+TRAJECTORY_FORMATS = tuple(TRAJECTORY_FILES)
 
 #: Config fields that may differ when a run is resumed (they do not change the trajectory).
 RESUMABLE_CHANGES = ("torch_threads", "checkpoint_interval_steps", "checkpoint_interval_s")
@@ -23,6 +34,11 @@ EXTENSIBLE_FIELDS = ("steps",)
 #: time since the last one, whichever comes first; so a killed run loses at most a few minutes.
 DEFAULT_CHECKPOINT_INTERVAL_STEPS = 1000
 DEFAULT_CHECKPOINT_INTERVAL_S = 180.0
+
+
+def default_temperature_limit_K(temperature_K: float) -> float:
+    """Temperature above which a run counts as collapsed: max(2000 K, 4 x the thermostat temperature)."""
+    return max(DEFAULT_TEMPERATURE_LIMIT_K, 4.0 * float(temperature_K))
 
 
 @dataclass
@@ -57,15 +73,15 @@ class SimulationConfig:
     checkpoint_interval_s: float = setting(DEFAULT_CHECKPOINT_INTERVAL_S, "also a checkpoint at the first check "
                                            "after this many seconds of wall time")
     trajectory_format: str = setting("dcd", "dcd, xtc or hdf5")
-    bond_deviation_limit_angstrom: float = setting(_monitor.DEFAULT_BOND_DEVIATION_LIMIT_ANGSTROM,
+    bond_deviation_limit_angstrom: float = setting(DEFAULT_BOND_DEVIATION_LIMIT_ANGSTROM,
                                                    "collapse when a bond departs this far from its reference "
                                                    "length, in Å", aliases=("--bond-deviation",))
-    min_nonbonded_distance_angstrom: float | None = setting(_monitor.DEFAULT_MIN_NONBONDED_DISTANCE_ANGSTROM,
+    min_nonbonded_distance_angstrom: float | None = setting(DEFAULT_MIN_NONBONDED_DISTANCE_ANGSTROM,
                                                             "collapse when non-bonded atoms come closer, in Å")
     temperature_limit_K: float | None = setting(None, "collapse above this temperature in K (default: "
                                                       "max(2000 K, 4 x temperature_K))",
                                                 aliases=("--temperature-limit",))
-    collapse_frames_kept: int = setting(_monitor.DEFAULT_FRAMES_KEPT, "checked frames written to "
+    collapse_frames_kept: int = setting(DEFAULT_FRAMES_KEPT, "checked frames written to "
                                         "collapse_frames.dcd after a collapse")
     solvate_padding_nm: float | None = setting(None, "solvate the molecule in a cube of TIP3P-FB water, OpenMM "
                                                "Modeller's padding in nm (edge = the molecule's diameter + padding, "
@@ -118,7 +134,7 @@ class SimulationConfig:
     def resolved_temperature_limit_K(self) -> float:
         if self.temperature_limit_K is not None:
             return float(self.temperature_limit_K)
-        return _monitor.default_temperature_limit_K(self.temperature_K)
+        return default_temperature_limit_K(self.temperature_K)
 
     @property
     def openmm_seed(self) -> int:
@@ -129,4 +145,6 @@ class SimulationConfig:
         """The TorchForce properties this config asks for (None for the PythonForce backend)."""
         if self.backend != "torchforce":
             return None
+        from ..potentials.exported import torchforce_properties
+
         return torchforce_properties(self.cuda_graphs, self.cuda_graph_warmup_steps)

@@ -8,12 +8,13 @@ and velocities, so a resumed run continues exactly (tested on the Reference and 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import openmm
-from openmm import unit
+from typing import TYPE_CHECKING
 
 from ..errors import InputError
 from ..units import FS_IN_PS
+
+if TYPE_CHECKING:
+    import openmm
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,9 @@ def make_integrator(name: str, temperature_K: float, coupling_per_ps: float, tim
     collision frequency; unused by Verlet."""
     if name not in INTEGRATORS:
         raise InputError(f"unknown integrator {name!r}; expected one of {list(INTEGRATORS)}")
+    import openmm  # here, so that INTEGRATORS is read without OpenMM (md/config.py)
+    from openmm import unit
+
     dt = timestep_fs * FS_IN_PS * unit.picoseconds
     temperature = temperature_K * unit.kelvin
     if name == "langevin_middle":

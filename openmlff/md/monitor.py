@@ -29,13 +29,11 @@ from scipy.spatial import cKDTree
 from .. import elements
 from ..errors import InputError
 from ..units import FS_IN_PS
+from .config import (
+    DEFAULT_BOND_DEVIATION_LIMIT_ANGSTROM, DEFAULT_FRAMES_KEPT, DEFAULT_MIN_NONBONDED_DISTANCE_ANGSTROM,
+    DEFAULT_TEMPERATURE_LIMIT_K,
+)
 from .reporters import temperature_K
-
-DEFAULT_BOND_DEVIATION_LIMIT_ANGSTROM = 0.5
-DEFAULT_MIN_NONBONDED_DISTANCE_ANGSTROM = 0.7
-DEFAULT_TEMPERATURE_LIMIT_K = 2000.0
-#: Checked frames kept for a look at the approach to a collapse.
-DEFAULT_FRAMES_KEPT = 10
 
 # Reasons a collapse is recorded with, in the order they are checked.
 NON_FINITE_POSITIONS = "non_finite_positions"
@@ -46,11 +44,6 @@ NONBONDED_CONTACT = "nonbonded_contact"
 TEMPERATURE = "temperature"
 #: OpenMM or the model raised during integration (e.g. NaN coordinates caught by OpenMM).
 SIMULATION_ERROR = "simulation_error"
-
-
-def default_temperature_limit_K(temperature_K: float) -> float:
-    """Temperature above which a run counts as collapsed: max(2000 K, 4 x the thermostat temperature)."""
-    return max(DEFAULT_TEMPERATURE_LIMIT_K, 4.0 * float(temperature_K))
 
 
 @dataclass(frozen=True)

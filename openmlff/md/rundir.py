@@ -20,11 +20,10 @@ from .. import elements
 from ..atomic_io import atomic_write_json
 from ..errors import InputError
 from ..locks import BusyError, FolderLock, is_locked
-from ..resume import ResumeMismatchError, check_resumable
+from ..resume import check_resumable
 from ..versions import runtime_versions
-from .config import EXTENSIBLE_FIELDS, RESUMABLE_CHANGES, SimulationConfig
+from .config import EXTENSIBLE_FIELDS, RESUMABLE_CHANGES, TRAJECTORY_FILES, SimulationConfig
 from .integrators import INTEGRATORS
-from .trajectory import TRAJECTORY_FILES, hdf5_partial_path
 
 TOPOLOGY_FILE = "topology.pdb"
 CHECKPOINT_JSON = "checkpoint.json"
@@ -33,6 +32,13 @@ CHECKPOINT_PREFIX = "checkpoint_step"
 
 class RunBusyError(BusyError):
     """Another process is writing this run directory (a second `simulate`, or a campaign worker)."""
+
+
+
+def hdf5_partial_path(path) -> Path:
+    """Where an HDF5 trajectory's frames are kept while the run goes on: trajectory.h5 -> trajectory_partial.dcd."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}_partial.dcd")
 
 
 @dataclass(frozen=True, eq=False)

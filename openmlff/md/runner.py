@@ -47,9 +47,8 @@ from .integrators import make_integrator
 from .monitor import CollapseDetected, CollapseEvent, MonitorReporter, StabilityMonitor
 from .platforms import select_platform
 from .reporters import Checkpointer, ScheduledReporter, StateCSVReporter, StepRecord, StepRecords, ns_per_day
-from .rundir import (
-    ResumeMismatchError, RunDirectory, RunSummary, check_same_inputs, record_extension, run_record,
-)
+from ..resume import ResumeMismatchError
+from .rundir import RunDirectory, RunSummary, check_same_inputs, record_extension, run_record
 from ..potentials import Potential, get_potential
 from .trajectory import DCDTrajectoryWriter, TrajectoryMark, open_trajectory
 from .trust import TrustReporter, TrustSettings, UntrustedStop

@@ -22,7 +22,6 @@ format allows cutting by bytes), so the file ends up with every frame exactly on
 from __future__ import annotations
 
 import os
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,11 +33,11 @@ from openmm import unit
 from ..atomic_io import atomic_write
 from ..errors import InputError
 from ..units import FS_IN_PS, NM_IN_ANGSTROM
+from .config import TRAJECTORY_FORMATS
+from .dcd import read_dcd_frames, truncate_dcd
 from .reporters import FileBacked, ScheduledReporter, StepRecord
+from .rundir import hdf5_partial_path
 
-#: Trajectory format -> file name in the run directory.
-TRAJECTORY_FILES = {"dcd": "trajectory.dcd", "xtc": "trajectory.xtc", "hdf5": "trajectory.h5"}
-TRAJECTORY_FORMATS = tuple(TRAJECTORY_FILES)
 
 
 @dataclass(frozen=True)
@@ -112,76 +111,6 @@ def open_trajectory(trajectory_format: str, path, topology: app.Topology, timest
 
 
 # --- DCD ------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class DCDLayout:
-    """Byte layout of a DCD file as openmm.app.DCDFile writes it (CHARMM flavour, little-endian)."""
-
-    n_frames: int  # the frame count in the header (NSET)
-    n_atoms: int
-    header_bytes: int
-    frame_bytes: int
-
-
-def read_dcd_layout(path) -> DCDLayout:
-    """Header fields of a DCD file: frame count, atom count and the sizes needed to cut it at a frame.
-
-    openmm.app.DCDFile(append=True) takes the frame count from the header (bytes 8-11), so the
-    header and the file length must agree after a truncation.
-    """
-    with open(path, "rb") as fh:
-        head = fh.read(100)
-        if len(head) < 100 or struct.unpack("<i", head[:4])[0] != 84 or head[4:8] != b"CORD":
-            raise InputError(f"{path}: not a DCD file written by OpenMM (bad header)")
-        n_frames = struct.unpack("<i", head[8:12])[0]
-        has_box = struct.unpack("<i", head[48:52])[0] != 0
-        title_bytes = struct.unpack("<i", head[92:96])[0]
-        fh.seek(104 + title_bytes)
-        n_atoms = struct.unpack("<i", fh.read(4))[0]
-    header_bytes = 104 + title_bytes + 8  # title block, its end marker, then the 4-byte atom count record
-    frame_bytes = (56 if has_box else 0) + 3 * (4 * n_atoms + 8)
-    return DCDLayout(n_frames=n_frames, n_atoms=n_atoms, header_bytes=header_bytes, frame_bytes=frame_bytes)
-
-
-def truncate_dcd(path, n_frames: int) -> None:
-    """Cut a DCD file to its first `n_frames` frames, fixing the header's frame count and last step.
-
-    ValueError naming the file if it holds fewer complete frames than asked for.
-    """
-    layout = read_dcd_layout(path)
-    size = os.path.getsize(path)
-    complete = (size - layout.header_bytes) // layout.frame_bytes
-    if complete < n_frames:
-        raise InputError(f"{path}: holds {complete} complete frames, but the checkpoint says {n_frames} were written")
-    with open(path, "r+b") as fh:
-        fh.truncate(layout.header_bytes + n_frames * layout.frame_bytes)
-        fh.seek(12)
-        first_step, interval = struct.unpack("<ii", fh.read(8))
-        fh.seek(8)
-        fh.write(struct.pack("<i", n_frames))
-        fh.seek(20)
-        fh.write(struct.pack("<i", first_step + max(n_frames - 1, 0) * interval))
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def read_dcd_frames(path, start: int = 0, count: int | None = None) -> np.ndarray:
-    """Positions in Å (n, n_atoms, 3) float32 of complete frames start.. of a DCD file written by OpenMM.
-
-    Read directly (mdtraj's DCD reader prints to stdout from C on every file it opens).
-    """
-    layout = read_dcd_layout(path)
-    complete = (os.path.getsize(path) - layout.header_bytes) // layout.frame_bytes
-    count = complete - start if count is None else min(count, complete - start)
-    if count <= 0:
-        return np.zeros((0, layout.n_atoms, 3), dtype=np.float32)
-    box = layout.frame_bytes - 3 * (4 * layout.n_atoms + 8)
-    raw = np.fromfile(path, dtype=np.uint8, count=count * layout.frame_bytes,
-                      offset=layout.header_bytes + start * layout.frame_bytes)
-    frames = raw.reshape(count, layout.frame_bytes)[:, box:].reshape(count, 3, 4 * layout.n_atoms + 8)
-    xyz = frames[:, :, 4:-4].copy().view("<f4").reshape(count, 3, layout.n_atoms)
-    return np.ascontiguousarray(xyz.transpose(0, 2, 1))
-
 
 class DCDTrajectoryWriter(FileBacked, TrajectoryWriter):
     """DCD frames through openmm.app.DCDFile (frame k is step first_step + k * interval_steps)."""
@@ -258,12 +187,6 @@ def _hdf5_file_class():
     from mdtraj.formats import HDF5TrajectoryFile
 
     return HDF5TrajectoryFile
-
-
-def hdf5_partial_path(path) -> Path:
-    """Where an HDF5 trajectory's frames are kept while the run goes on: trajectory.h5 -> trajectory_partial.dcd."""
-    path = Path(path)
-    return path.with_name(f"{path.stem}_partial.dcd")
 
 
 class HDF5TrajectoryWriter(TrajectoryWriter):

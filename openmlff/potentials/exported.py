@@ -27,12 +27,10 @@ from ..model_file import (
     load_exported, read_model_metadata,
 )
 from .base import Potential
+from .model_ref import BACKENDS
 
 __all__ = ["BACKENDS", "MODEL_METADATA_FILE", "ExportedModel", "ModelFileError", "TorchModelComputation",
            "build_replica_system", "build_system", "model_force", "write_replica_module", "check_model_atoms", "file_sha256", "read_model_metadata", "torchforce_properties"]
-
-#: Ways of attaching the model to the System.
-BACKENDS = ("torchforce", "pythonforce")
 
 
 def torchforce_properties(cuda_graphs: bool = False, cuda_graph_warmup_steps: int = 10) -> dict[str, str]:

@@ -61,3 +61,35 @@ def write_metrics_tables(report: dict, folder) -> list[Path]:
     """Write the tables of `metrics_tables` into `folder` (created if needed); returns their paths."""
     folder = Path(folder)
     return [write_table(folder / name, columns) for name, columns in metrics_tables(report).items()]
+
+
+def write_model_metrics(model, dataset, out, *, frames: str = "all", split_source=None, batch_size: int = 32,
+                        force_unit: str = "kcal/mol/Å", energy_unit: str = "kcal/mol", n_clusters: int | None = None,
+                        cluster_seed: int = 0, csv_dir=None, plots_dir=None) -> tuple[dict, list[Path], list[Path]]:
+    """`openmlff metrics`: the force metrics of `model` on `dataset` (frames 'all', 'START:STOP', or 'train',
+    'val', 'test' of the split in `split_source`, a checkpoint or split file) as JSON at `out`, CSV tables in
+    csv_dir (default OUT_STEM_csv beside it) and figures in plots_dir; the report, tables and figures."""
+    from ..atomic_io import atomic_write_json
+    from ..data.splits import check_data_of_split, select_frames
+    from ..metrics.report import metrics_report
+    from ..training.checkpoint import read_split
+
+    split = None
+    if split_source:
+        split, fingerprint = read_split(split_source)
+        check_data_of_split(dataset, split_source, fingerprint)
+    indices = select_frames(frames, dataset.n_frames, split)
+    dataset = dataset.subset(indices) if indices is not None else dataset
+    report = metrics_report(model, dataset, frames_label=frames, dataset_frames=indices, batch_size=batch_size,
+                            force_unit=force_unit, energy_unit=energy_unit, n_clusters=n_clusters,
+                            cluster_seed=cluster_seed)
+    atomic_write_json(out, report)
+    out = Path(out)
+    tables = write_metrics_tables(report, csv_dir or out.with_name(f"{out.stem}_csv"))
+    figures = []
+    if plots_dir:
+        from .metrics_plots import write_metrics_plots
+
+        figures = write_metrics_plots(report, plots_dir)
+    return report, tables, figures
+

@@ -1,0 +1,84 @@
+"""`openmlff data info | generate | label`: datasets (openmlff.data, openmlff.reference)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from ..config import finite_float
+from ..errors import StateError
+from .common import load, unit_options
+
+
+def add_data(data) -> None:
+    data_sub = data.add_subparsers(dest="data_command")
+    info = data_sub.add_parser("info", help="frames, atoms, elements, units and label ranges of a dataset file")
+    info.add_argument("path")
+    unit_options(info)
+    info.add_argument("--json", action="store_true", help="print JSON instead of text")
+    info.set_defaults(handler=_data_info)
+    gen = data_sub.add_parser("generate", help="sample a dataset by reference MD (MD17-style)")
+    gen.add_argument("--structure", required=True, help="built-in name (aspirin, ac-ala3-nhme, chignolin) or a PDB/XYZ file")
+    gen.add_argument("--method", default="gfn2-xtb", help="reference method (default gfn2-xtb)")
+    gen.add_argument("--temperature-K", "--temperature", dest="temperature", type=finite_float, default=500.0,
+                     help="temperature in K (default 500)")
+    gen.add_argument("--frames", type=int, required=True, help="number of frames to keep")
+    gen.add_argument("--stride-steps", "--stride", dest="stride", type=int, default=None,
+                     help="MD steps between kept frames")
+    gen.add_argument("--equilibration-steps", "--equilibration", dest="equilibration", type=int, default=None,
+                     help="MD steps discarded first")
+    gen.add_argument("--timestep-fs", "--timestep", dest="timestep", type=finite_float, default=0.5,
+                     help="timestep in fs (default 0.5)")
+    gen.add_argument("--out", required=True, help="output dataset file (.npz, openmlff format)")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--quiet", action="store_true")
+    gen.set_defaults(handler=_data_generate)
+
+    lab = data_sub.add_parser("label", help="label the conformations of a dataset or structure file with a reference method")
+    lab.add_argument("--data", required=True, help="dataset or structure file whose frames are labelled")
+    unit_options(lab)
+    lab.add_argument("--method", default="gfn2-xtb", help="reference method (default gfn2-xtb)")
+    lab.add_argument("--charge", type=int, default=0, help="net charge in e")
+    lab.add_argument("--out", required=True, help="output dataset file (.npz, openmlff format)")
+    lab.add_argument("--work-dir", default=None, help="folder for resumable chunks (default OUT.chunks)")
+    lab.add_argument("--chunk-size", type=int, default=50, help="frames per chunk (a killed run loses at most one)")
+    lab.add_argument("--workers", type=int, default=2, help="processes (default 2)")
+    lab.add_argument("--quiet", action="store_true")
+    lab.set_defaults(handler=_data_label)
+
+
+def _data_info(args) -> int:
+    from ..data import dataset_info, format_dataset_info
+
+    info = dataset_info(args.path, energy_unit=args.file_energy_unit, length_unit=args.file_length_unit)
+    print(json.dumps(info, indent=2, default=str) if args.json else format_dataset_info(info))
+    return 0
+
+
+def _data_generate(args) -> int:
+    from ..data.sampling import generate_dataset
+
+    kwargs = {k: v for k, v in dict(stride_steps=args.stride, equilibration_steps=args.equilibration).items() if v is not None}
+    ds = generate_dataset(args.structure, method=args.method, temperature_K=args.temperature, n_frames=args.frames,
+                          timestep_fs=args.timestep, seed=args.seed, out=args.out, progress=not args.quiet, **kwargs)
+    print(f"wrote {args.out}: {ds.n_frames} frames of {ds.n_atoms} atoms ({args.method}, {args.temperature} K)")
+    return 0
+
+
+def _data_label(args) -> int:
+    from ..data import save_dataset
+    from ..reference import label_conformations
+
+    source = load(args, args.data)
+    work_dir = args.work_dir or f"{args.out}.chunks"
+    result = label_conformations(args.method, source.z, source.R, work_dir, chunk_size=args.chunk_size,
+                                 n_workers=args.workers, charge=args.charge, progress=not args.quiet,
+                                 name=source.name)
+    for failure in result.failures:
+        print(f"frame {failure.index} failed: {failure.message}", file=sys.stderr)
+    if result.dataset is None:
+        raise StateError(f"{args.data}: every frame failed with {args.method}; nothing written")
+    save_dataset(result.dataset, args.out)
+    print(f"wrote {args.out}: {result.dataset.n_frames} of {source.n_frames} frames labelled with {args.method} "
+          f"({len(result.failures)} failed; chunks computed {result.chunks_computed}, reused {result.chunks_reused})")
+    return 0 if not result.failures else 3

@@ -1,0 +1,232 @@
+"""`openmlff train | finetune | active-learn | recruit | export`: making models (openmlff.training, openmlff.improve,
+openmlff.export). Their settings' flags come from TrainingConfig (openmlff.config.add_config_arguments)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..config import finite_float, json_object
+from ..errors import InputError
+from .common import load, threads_option, unit_options
+
+
+def _training_settings(p, group: str) -> None:
+    """TrainingConfig's fields as options (`--batch-size`, `--learning-rate`/`--lr`, ...)."""
+    from ..config import add_config_arguments
+    from ..models import ARCHITECTURES
+    from ..training.config import DTYPES, PRESETS, TrainingConfig
+
+    add_config_arguments(p, TrainingConfig, choices={"architecture": sorted(ARCHITECTURES), "preset": list(PRESETS),
+                                                     "dtype": list(DTYPES)}, group=group)
+
+
+def add_train(tr) -> None:
+    tr.add_argument("--data", required=True)
+    unit_options(tr)
+    tr.add_argument("--out", required=True, help="the training folder (model.ckpt; resumed when it exists)")
+    _training_settings(tr, "training settings (openmlff.training.TrainingConfig)")
+    tr.add_argument("--ensemble", type=int, default=None, metavar="K",
+                    help="train a committee of K models (seeds SEED..SEED+K-1, one split) into OUT/member_<k> and "
+                         "export it as OUT/committee.pt")
+    tr.add_argument("--ensemble-workers", type=int, default=1, metavar="W",
+                    help="with --ensemble: members trained W at a time, one process of one thread each (default 1: "
+                         "one after another with --torch-threads)")
+    tr.add_argument("--continue-from", default=None, metavar="CHECKPOINT",
+                    help="start from this trained model's best weights, with its architecture, size and split "
+                         "(other settings from this command line)")
+    tr.add_argument("--add-data", default=None, metavar="FILE",
+                    help="with --continue-from: labelled frames (e.g. from `openmlff recruit`) added to the "
+                         "training set; --data stays the parent's data, the two are trained on as OUT/training_data.npz")
+    tr.add_argument("--quiet", action="store_true")
+    tr.set_defaults(handler=_train)
+
+
+def add_finetune(ft) -> None:
+    from ..improve.reweight import REWEIGHT_RULES
+
+    ft.add_argument("checkpoint", help="the trained model's checkpoint (model.ckpt)")
+    ft.add_argument("--reweight", required=True, choices=list(REWEIGHT_RULES),
+                    help="frames: weight by each frame's force error; clusters: by its conformation cluster's "
+                         "ratio of bad points; none: uniform (the control)")
+    ft.add_argument("--reweight-options", type=json_object, default={},
+                    help="parameters of the rule (JSON), e.g. '{\"power\": 2}' (openmlff.improve.reweight)")
+    ft.add_argument("--out", required=True, help="the fine-tuning folder (model.ckpt; resumed when it exists)")
+    ft.add_argument("--data", default=None, help="the parent's training data (default: the file it records)")
+    unit_options(ft)
+    ft.add_argument("--time-budget-s", "--time-budget", dest="time_budget", type=finite_float, default=None,
+                    help="wall-clock budget in s")
+    ft.add_argument("--max-epochs", type=int, default=None, help="epochs (default: until early stopping)")
+    ft.add_argument("--learning-rate", "--lr", dest="lr", type=finite_float, default=None,
+                    help="learning rate (default: a quarter of the parent's)")
+    ft.add_argument("--warmup-steps", type=int, default=0, help="optimiser steps of warm-up (default 0)")
+    ft.add_argument("--seed", type=int, default=None, help="seed of the batch draws (default: the parent's)")
+    threads_option(ft)
+    ft.add_argument("--quiet", action="store_true")
+    ft.set_defaults(handler=_finetune)
+
+
+def add_active_learn(al) -> None:
+    al.add_argument("--data", required=True, help="labelled data; new labels must be at its level of theory")
+    unit_options(al)
+    al.add_argument("--method", required=True, help="reference method: dft, dft:FUNCTIONAL/BASIS, gfn2-xtb or "
+                                                    "ase:MODULE:CLASS")
+    al.add_argument("--rounds", type=int, required=True, help="labelling rounds (the last committee is measured too)")
+    al.add_argument("--out", required=True, help="the loop's folder (rounds.json, report.html; resumed when it exists)")
+    al.add_argument("--committee-size", type=int, default=3)
+    al.add_argument("--frames-per-round", type=int, default=20)
+    al.add_argument("--starts", type=int, default=8, help="held-out starting conformations per campaign")
+    al.add_argument("--seeds", type=int, default=1, help="MD seeds per start")
+    al.add_argument("--md-steps", type=int, default=4000)
+    al.add_argument("--md-temperature-K", "--md-temperature", dest="md_temperature", type=finite_float,
+                    default=500.0, help="temperature of the committee MD in K (default 500)")
+    al.add_argument("--threshold-kcal-per-mol-per-A", "--threshold", dest="threshold", type=finite_float,
+                    default=None, help="untrusted force spread in kcal/mol/Å (recorded)")
+    al.add_argument("--continue-epochs", type=int, default=30, help="epochs of each member's continued training")
+    al.add_argument("--drive", choices=("mean", "member"), default="mean",
+                    help="what drives the MD: the committee mean (default) or member 0 alone (1/K of the cost per "
+                         "step); the spread is evaluated at each report either way")
+    al.add_argument("--training-workers", type=int, default=1,
+                    help="members trained this many at a time, one process of one thread each (default 1)")
+    al.add_argument("--budget-s", "--budget", dest="budget", type=finite_float, default=None,
+                    help="wall-clock budget of the whole loop in s")
+    al.add_argument("--keep-going", action="store_true", help="do not stop when stability stops improving")
+    al.add_argument("--allow-other-level", action="store_true",
+                    help="label with a method other than the data's level of theory (mixing levels: at your risk)")
+    _training_settings(al, "round 0's training settings (openmlff.training.TrainingConfig)")
+    al.add_argument("--quiet", action="store_true")
+    al.set_defaults(handler=_active_learn)
+
+
+def add_recruit(rc) -> None:
+    from ..improve.recruit import RECRUIT_STRATEGIES
+    from ..metrics.metric_sets import FRAME_METRICS
+
+    rc.add_argument("checkpoint", help="the trained model's checkpoint (model.ckpt)")
+    rc.add_argument("--pool", required=True, help="labelled frames to choose from (the training data file itself: "
+                                                  "its frames outside the model's split)")
+    unit_options(rc)
+    rc.add_argument("--count", type=int, required=True, help="frames to recruit")
+    rc.add_argument("--strategy", required=True, choices=list(RECRUIT_STRATEGIES),
+                    help="clusters: from conformation clusters with many bad frames; frames: the largest errors; "
+                         "random: uniformly (the control)")
+    rc.add_argument("--score", default="force_mae", choices=list(FRAME_METRICS), help="per-frame error (default force_mae)")
+    rc.add_argument("--n-clusters", type=int, default=None, help="clusters (default: silhouette rule)")
+    rc.add_argument("--seed", type=int, default=0)
+    threads_option(rc)
+    rc.add_argument("--out", required=True, help="output dataset file (.npz, openmlff format)")
+    rc.add_argument("--quiet", action="store_true")
+    rc.set_defaults(handler=_recruit)
+
+
+def add_export(ex) -> None:
+    ex.add_argument("checkpoint", nargs="?", default=None)
+    ex.add_argument("--committee", nargs="+", default=None, metavar="CHECKPOINT",
+                    help="export these checkpoints as one committee: the mean drives MD, uncertainty(positions) "
+                         "gives the members' force spread")
+    ex.add_argument("--out", required=True)
+    ex.add_argument("--weights", default="best", choices=["best", "ema", "raw"])
+    ex.set_defaults(handler=_export)
+
+
+def _train(args) -> int:
+    from ..config import config_from_args
+    from ..training import TrainingConfig, train
+
+    config = config_from_args(TrainingConfig, args)
+    dataset = load(args, args.data)
+    start = None
+    if args.add_data and not args.continue_from:
+        raise InputError("--add-data needs --continue-from CHECKPOINT (the model the frames are added for)")
+    if args.ensemble is not None:
+        if args.continue_from:
+            raise InputError("--ensemble trains from scratch; it does not take --continue-from")
+        from ..export import train_committee_model
+
+        results, path = train_committee_model(dataset, args.out, args.ensemble, config, progress=not args.quiet,
+                                              workers=args.ensemble_workers)
+        for result in results:
+            _print_training(result)
+        print(f"wrote {path}: the committee of {len(results)} members")
+        return 0
+    if args.continue_from:
+        from ..training.checkpoint import read_checkpoint
+        from ..training.start import continue_start
+
+        added = load(args, args.add_data) if args.add_data else None
+        dataset, start = continue_start(read_checkpoint(args.continue_from), dataset, added, args.out)
+    result = train(dataset, args.out, config, progress=not args.quiet, start=start)
+    _print_training(result)
+    return 0
+
+
+def _print_training(result) -> None:
+    print(f"{result.checkpoint}: {result.epochs} epochs, {result.elapsed_s:.0f} s, stopped: {result.stop_reason}; "
+          f"best validation force MAE {result.best_val_force_mae_kcal_per_mol_per_A:.3f} kcal/mol/Å, "
+          f"energy MAE {result.best_val_energy_mae_kcal_per_mol:.3f} kcal/mol (epoch {result.best_epoch})")
+
+
+def _finetune(args) -> int:
+    from ..improve import finetune
+
+    data = load(args, args.data) if args.data else None
+    result = finetune(args.checkpoint, args.out, args.reweight, data=data, rule_options=args.reweight_options,
+                      time_budget_s=args.time_budget, max_epochs=args.max_epochs, learning_rate=args.lr,
+                      warmup_steps=args.warmup_steps, seed=args.seed, torch_threads=args.threads,
+                      progress=not args.quiet)
+    _print_training(result)
+    return 0
+
+
+def _active_learn(args) -> int:
+    from ..config import config_from_args
+    from ..improve.active import ActiveLearningConfig, active_learn, write_active_learning_report
+    from ..training import TrainingConfig
+
+    config = ActiveLearningConfig(
+        method=args.method, rounds=args.rounds, committee_size=args.committee_size,
+        training=config_from_args(TrainingConfig, args), continue_epochs=args.continue_epochs, starts=args.starts,
+        seeds=tuple(range(args.seeds)), temperature_K=args.md_temperature, md_steps=args.md_steps,
+        frames_per_round=args.frames_per_round, threshold_kcal_per_mol_per_A=args.threshold, budget_s=args.budget,
+        drive=args.drive, training_workers=args.training_workers,
+        stop_when_not_improving=not args.keep_going, allow_other_level=args.allow_other_level)
+    document = active_learn(load(args, args.data), args.out, config, progress=not args.quiet)
+    page = write_active_learning_report(document, Path(args.out) / "report.html")
+    for e in document["rounds"]:
+        s = e.get("stability") or {}
+        print(f"round {e['round']}: {e['training_frames']} training frames, held-out force MAE "
+              f"{e['held_out']['force_mae']:.3f} kcal/mol/Å, {s.get('n_stable')}/{s.get('n_runs')} runs stable"
+              + (f"; +{e['labelled_frames']} frames labelled in {e['label_wall_s']:.0f} s" if "labelled_frames" in e else ""))
+    print(f"stopped: {document.get('stop_reason')}; {page}")
+    return 0
+
+
+def _recruit(args) -> int:
+    from ..data import save_dataset
+    from ..improve import recruit_frames
+    from ..threads import set_threads
+
+    pool = load(args, args.pool)
+    set_threads(args.threads, atoms_per_call=32 * pool.n_atoms)
+    result = recruit_frames(args.checkpoint, pool, args.count, args.strategy, score=args.score, seed=args.seed,
+                            n_clusters=args.n_clusters, progress=not args.quiet)
+    save_dataset(result.dataset, args.out)
+    r = result.record
+    text = f"wrote {args.out}: {args.count} of {r['pool']['unseen_frames']} unseen pool frames ({args.strategy})"
+    if "recruited_score_mean" in r:
+        text += (f"; mean {args.score} {r['recruited_score_mean']:.3f} {r['unit']} against "
+                 f"{r['candidates_score_mean']:.3f} over all unseen frames")
+    print(text)
+    return 0
+
+
+def _export(args) -> int:
+    from ..export import export_checkpoint, export_committee
+
+    if (args.checkpoint is None) == (args.committee is None):
+        raise InputError("give either one CHECKPOINT or --committee CHECKPOINT CHECKPOINT ...")
+    if args.committee:
+        path = export_committee(args.committee, args.out, weights=args.weights)
+    else:
+        path = export_checkpoint(args.checkpoint, args.out, weights=args.weights)
+    print(f"wrote {path}")
+    return 0
