@@ -13,12 +13,16 @@ of CPU; the table says how many epochs each managed.
 
 from __future__ import annotations
 
+import sys
+
 import argparse
 import json
 import platform
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+
+from pages import result_page  # noqa: E402  (benchmarks/pages.py)
 
 ARCHITECTURES = ("et", "visnet", "nequip")
 
@@ -89,4 +93,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    with result_page("accuracy", "Accuracy of the three architectures on rMD17 aspirin at one CPU budget"):
+        code = main()
+    sys.exit(code)

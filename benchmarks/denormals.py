@@ -39,6 +39,8 @@ from openmlff.potentials import get_potential  # noqa: E402
 from openmlff.structures import load_structure  # noqa: E402
 from openmlff.versions import processor_name  # noqa: E402
 
+from pages import result_page  # noqa: E402  (benchmarks/pages.py)
+
 ROUNDS = 6
 BATCH = 16
 
@@ -157,4 +159,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with result_page("denormals", "Denormal floats flushed or not, on every CPU path that calls a model"):
+        code = main()
+    sys.exit(code)

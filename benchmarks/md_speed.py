@@ -32,6 +32,8 @@ reports), its fixed costs removed, against bare integrator steps.
 
 from __future__ import annotations
 
+import sys
+
 import argparse
 import datetime
 import json
@@ -53,6 +55,8 @@ from openmlff.models import ARCHITECTURES
 from openmlff.structures import load_structure
 from openmlff.threads import set_threads
 from openmlff.versions import processor_name
+
+from pages import result_page  # noqa: E402  (benchmarks/pages.py)
 
 MOLECULES = ("aspirin", "ac-ala3-nhme", "chignolin")
 PATHS = ("floor", "torchforce", "torchforce-frozen", "pythonforce", "ase")
@@ -349,4 +353,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    with result_page("md_speed", "MD speed: TorchForce, PythonForce and ASE against the model's floor"):
+        code = main()
+    sys.exit(code)

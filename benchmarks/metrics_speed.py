@@ -11,6 +11,8 @@ that fail to build are listed with the reason.
 
 from __future__ import annotations
 
+import sys
+
 import argparse
 import os
 import platform
@@ -26,6 +28,8 @@ from openmlff.data.shipped import shipped_dataset_path
 from openmlff.export import export_potential
 from openmlff.metrics.evaluation import evaluate_model
 from openmlff.models import ARCHITECTURES, build_potential, fit_element_energies
+
+from pages import result_page  # noqa: E402  (benchmarks/pages.py)
 
 WARMUP_FRAMES = 8
 
@@ -92,4 +96,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    with result_page("metrics_speed", "Speed of model evaluation: frames per second, batched or not"):
+        code = main()
+    sys.exit(code)

@@ -38,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pages import result_page  # noqa: E402  (benchmarks/pages.py)
+
 ROOT = Path(__file__).resolve().parents[1]
 ASPIRIN_DATA = ROOT / "openmlff" / "resources" / "datasets" / "rmd17_aspirin_1200.extxyz"
 MD22_ALANINE = ROOT / "tests" / "data" / "datasets" / "md22_Ac-Ala3-NHMe_5.extxyz"
@@ -497,4 +499,6 @@ def print_table(table: list[dict], curve: list[dict], wall: float) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with result_page("ml_vs_classical", "MLFF, classical force fields, GFN2-xTB and DFT: accuracy and speed"):
+        code = main()
+    sys.exit(code)

@@ -10,6 +10,8 @@ models run it; --eager for plain Python) and the ratio, so the quadratic and lin
 
 from __future__ import annotations
 
+import sys
+
 import argparse
 import platform
 import statistics
@@ -18,6 +20,8 @@ import time
 import torch
 
 from openmlff.models.neighbors import neighbor_pairs
+
+from pages import result_page  # noqa: E402  (benchmarks/pages.py)
 
 WATER_ATOM_DENSITY_PER_A3 = 0.1
 
@@ -106,4 +110,6 @@ def _text(ms: float) -> str:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    with result_page("neighbors", "Neighbour search: all pairs against the cell list"):
+        code = main()
+    sys.exit(code)

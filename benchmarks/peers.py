@@ -48,6 +48,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pages import result_page  # noqa: E402  (benchmarks/pages.py)
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PEERS_VENV = ROOT / ".venv-peers"
@@ -361,4 +363,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    if "--_side" in sys.argv:  # a worker process of this script: its output is the parent's to record
+        sys.exit(main())
+    with result_page("peers", "openmlff against TorchMD-Net and nequip: learning curves and MD speed"):
+        code = main()
+    sys.exit(code)

@@ -37,6 +37,8 @@ from openmlff.reference import get_reference_method, label_conformations, packag
 from openmlff.structures import load_structure
 from openmlff.units import EV_IN_KCAL_PER_MOL
 
+from pages import result_page  # noqa: E402  (benchmarks/pages.py)
+
 
 def time_generate(frames: int, temperature_K: float, out_dir: Path, seed: int) -> dict:
     """Run `openmlff data generate` for aspirin in a subprocess and time it (s)."""
@@ -159,4 +161,6 @@ def _comparison_rows(label: str, cmp_: dict) -> list[tuple[str, str, float]]:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with result_page("reference_timing", "Cost and accuracy of GFN2-xTB and DFT on this machine"):
+        code = main()
+    sys.exit(code)

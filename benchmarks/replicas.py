@@ -49,6 +49,8 @@ from openmlff.models import ARCHITECTURES  # noqa: E402
 from openmlff.structures import load_structure  # noqa: E402
 from openmlff.versions import processor_name  # noqa: E402
 
+from pages import result_page  # noqa: E402  (benchmarks/pages.py)
+
 MOLECULES = ("aspirin", "chignolin")
 REPLICAS = (1, 2, 4, 8, 16, 32, 64)
 ROUNDS = 3
@@ -198,4 +200,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    with result_page("replicas", "Replica throughput: N copies in one Context against separate Contexts"):
+        code = main()
+    sys.exit(code)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -28,18 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
+from pages import processor, result_page  # benchmarks/pages.py
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 MACE_PYTHON = ROOT / ".venv-mace" / "bin" / "python"
 SHIPPED = ROOT / "openmlff" / "resources" / "datasets" / "rmd17_aspirin_1200.extxyz"
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-
-
-def _processor() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def _frames(out: Path) -> Path:
@@ -126,7 +120,7 @@ def main() -> int:
     rows.append(("MACE (8 channels, max_L 0)", ".venv-mace, in process", own, "served to openmlff", served))
     step = _md_ms_per_step(ref, frames, out / "md_mace", args.steps)
     lines = ["# Served models: the cost of the socket (benchmarks/served_models.py)", "",
-             f"{_processor()}, {os.cpu_count()} cores, one thread per process, "
+             f"{processor()}, {os.cpu_count()} cores, one thread per process, "
              f"{time.strftime('%Y-%m-%d')}; {args.calls} energy-and-forces calls of aspirin (21 atoms) each way.", "",
              "| model | where | ms/call | where | ms/call | difference (ms/call) |",
              "|---|---|---|---|---|---|"]
@@ -138,14 +132,11 @@ def main() -> int:
                   "input checks, a new ASE Atoms each frame).",
               "", f"`openmlff simulate` with the served MACE model ({args.steps} steps, CPU platform, 0.5 fs): "
                   f"{step:.2f} ms per step ({0.5e-6 * 86400e3 / step:.3f} ns/day)."]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    page = ROOT / "docs" / "benchmarks" / "served_models.md"
-    page.parent.mkdir(parents=True, exist_ok=True)
-    page.write_text(text)
-    print(f"wrote {page}")
+    print("\n".join(lines[2:]))  # the page's title and date are pages.py's
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with result_page("served_models", "Served models: the cost of the socket", markdown=True):
+        code = main()
+    sys.exit(code)

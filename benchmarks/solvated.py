@@ -34,6 +34,8 @@ from openmlff.structures import load_structure  # noqa: E402
 from openmlff.threads import set_threads  # noqa: E402
 from openmlff.versions import processor_name  # noqa: E402
 
+from pages import result_page  # noqa: E402  (benchmarks/pages.py)
+
 TIMESTEP_FS = 0.5
 TEMPERATURE_K = 300.0
 
@@ -100,4 +102,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with result_page("solvated", "MD speed in water (mixed ML/MM) against vacuum"):
+        code = main()
+    sys.exit(code)

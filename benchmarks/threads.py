@@ -29,6 +29,8 @@ import sys
 import time
 from pathlib import Path
 
+from pages import result_page  # noqa: E402  (benchmarks/pages.py)
+
 SETTINGS = {"default": None, "--threads 1": 1, "--threads 2": 2, "torch default": "torch"}
 WORKLOADS = ("train", "md")
 BATCH = 16
@@ -200,4 +202,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    if "--worker" in sys.argv:  # a worker process of this script: its output is the parent's to record
+        sys.exit(main())
+    with result_page("threads", "Thread defaults on a quiet and a busy machine"):
+        code = main()
+    sys.exit(code)

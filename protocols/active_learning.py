@@ -41,6 +41,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from pages import result_page  # noqa: E402
+
 PARTS = ("aspirin", "alanine")
 RAMACHANDRAN_BIN_DEG = 30.0
 
@@ -343,4 +346,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with result_page("active_learning", "Active learning against random frames: MD stability"):
+        code = main()
+    sys.exit(code)

@@ -45,6 +45,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from pages import result_page  # noqa: E402
+
 #: arm -> its control (None: the baseline itself).
 CONTROLS = {"baseline": None, "fnm_loss": "baseline", "finetune_plain": None, "finetune_frames": "finetune_plain",
             "finetune_clusters": "finetune_plain", "recruit_random": None, "recruit_clusters": "recruit_random"}
@@ -316,4 +319,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with result_page("improve_stability", "Metric-guided repairs against their controls: MD stability"):
+        code = main()
+    sys.exit(code)

@@ -27,6 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from pages import result_page  # noqa: E402
+
 WANG_2023 = ("Wang et al. 2023 found the global force MAE a poor predictor of MD stability, while fine-grained "
              "metrics did better: the force-over-mass (FNM) errors of hydrogen atoms, maximum errors, and the "
              "ratio of bad points of the conformation clusters.")
@@ -181,4 +184,6 @@ def similar_lines(similar: dict, what: str) -> list[str]:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with result_page("metrics_vs_stability", "Which force metric predicts MD stability?"):
+        code = main()
+    sys.exit(code)

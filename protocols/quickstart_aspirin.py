@@ -24,6 +24,9 @@ import numpy as np
 
 from openmlff.units import FS_IN_PS
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from pages import result_page  # noqa: E402
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -187,4 +190,6 @@ def _write_json(path: Path, obj) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with result_page("quickstart", "The quick start: aspirin from shipped frames to MD and back"):
+        code = main()
+    sys.exit(code)

@@ -23,6 +23,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from pages import result_page  # noqa: E402
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -116,4 +119,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with result_page("solvated_ala3", "Ac-Ala3-NHMe in water, mixed ML/MM: stability and speed"):  # docs/benchmarks/solvated_ala3.md
+        code = main()
+    sys.exit(code)

@@ -76,6 +76,12 @@ def test_correlate_writes_tables_and_a_self_contained_report(campaign):
     page.feed((out / "report.html").read_text())
     assert page.images and all(src.startswith("data:image/png;base64,") for src in page.images)
     assert page.scripts == 0
+    # the page opens with its answer; the tables come after it, folded
+    text = (out / "report.html").read_text()
+    held = sum(s["n_stable"] for s in doc["stability_per_model"].values())
+    assert text.index("The answer") < text.index("<table") and f"{held} of 6 runs held" in text
+    assert "No metric ranks the models: a rank correlation needs at least 3 models" in text  # two models here
+    assert "First bond to break in the collapsed runs: " in text and text.count("<details>") >= 3
 
 
 def test_a_model_of_another_code_is_correlated_on_the_split_named_in_the_spec(campaign, test_data, tmp_path):

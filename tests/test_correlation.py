@@ -486,3 +486,21 @@ def test_metric_sets_from_an_exported_model(aspirin, tmp_path):
     starts, start_info = start_conformation_metrics(evaluations["toy0"]["test"], data.R, {"s3": data.R[3]},
                                                     n_clusters=3)
     assert starts["s3"]["frame.force_mae"] == pytest.approx(evaluations["toy0"]["test"]["frames"]["force_mae"][3])
+
+
+def test_campaign_answer_names_the_best_metric_the_reference_rank_and_the_first_bonds():
+    from openmlff.metrics.correlation import campaign_answer
+
+    row = lambda metric, rho: {"metric": metric, "metric_unit": "u", "stability_measure": "share_stable",  # noqa: E731
+                               "spearman_rho": rho, "spearman_ci_low": rho - 0.2, "spearman_ci_high": rho + 0.1, "n": 4}
+    document = {"stability_per_model": {"a": {"n_runs": 4, "n_stable": 3}, "b": {"n_runs": 4, "n_stable": 0}},
+                "model_level": {"rows": [row("test.force_mae", -0.4), row("test.H.fnm_max", -0.9),
+                                         row("val.force_max", 0.6), row("x", float("nan")),
+                                         {**row("test.force_mae", -1.0), "stability_measure": "other"}]}}
+    bond = lambda *elements: {"first_broken_bond": {"elements": list(elements), "atoms": [0, 1]}}  # noqa: E731
+    answer = campaign_answer(document, [bond("H", "C"), bond("C", "H"), bond("O", "H"), {"first_broken_bond": None}])
+    assert (answer["n_runs"], answer["n_stable"], answer["n_metrics"]) == (8, 3, 3)
+    assert [b["metric"] for b in answer["best"]] == ["test.H.fnm_max", "val.force_max", "test.force_mae"]
+    assert answer["reference"]["rank"] == 3 and answer["reference"]["spearman_rho"] == -0.4
+    assert answer["first_broken_bonds"] == {"C–H": 2, "H–O": 1}
+    assert answer["stable_per_model"] == {"a": "3/4", "b": "0/4"}

@@ -460,6 +460,33 @@ def strongest_rows(rows: list[dict], key: str = "spearman_rho", per: str = "stab
     return sorted(best.values())
 
 
+def campaign_answer(document: Mapping, diagnoses: Iterable[Mapping] = (), measure: str = "share_stable",
+                    reference_metric: str = "test.force_mae") -> dict:
+    """What a reader asks first of a campaign's correlation document: how many runs held, which metric ranks the
+    models' `measure` best (|Spearman rho|, with its interval) and where `reference_metric` (the global test force
+    MAE) ranks, and which bond broke first in the collapsed runs (element pairs, most frequent first)."""
+    stability = document.get("stability_per_model") or {}
+    n_runs = sum(int(s["n_runs"]) for s in stability.values())
+    n_stable = sum(int(s["n_stable"]) for s in stability.values())
+    rows = [r for r in (document.get("model_level") or {}).get("rows", [])
+            if r.get("stability_measure") == measure and r.get("spearman_rho") is not None
+            and math.isfinite(r["spearman_rho"])]
+    ranked = sorted(rows, key=lambda r: -abs(r["spearman_rho"]))
+    pick = ("metric", "metric_unit", "spearman_rho", "spearman_ci_low", "spearman_ci_high", "n")
+    reference = next(((k + 1, r) for k, r in enumerate(ranked) if r["metric"] == reference_metric), None)
+    bonds: dict[str, int] = {}
+    for d in diagnoses:
+        bond = d.get("first_broken_bond")
+        if bond:
+            pair = "–".join(sorted(bond["elements"]))
+            bonds[pair] = bonds.get(pair, 0) + 1
+    return {"n_runs": n_runs, "n_stable": n_stable, "measure": measure, "n_metrics": len(ranked),
+            "stable_per_model": {m: f"{s['n_stable']}/{s['n_runs']}" for m, s in stability.items()},
+            "best": [{k: r.get(k) for k in pick} for r in ranked[:3]],
+            "reference": None if reference is None else {"rank": reference[0], **{k: reference[1].get(k) for k in pick}},
+            "first_broken_bonds": dict(sorted(bonds.items(), key=lambda kv: -kv[1]))}
+
+
 # --- a whole campaign ---------------------------------------------------------------------------------
 
 def campaign_correlation(runs: Iterable[Mapping], horizon_ps: float, *,

@@ -3,7 +3,9 @@
 Sections: notes, force metrics per model, stability per model and per start, the model-level
 correlation table with bootstrap intervals (strongest metric per stability measure highlighted)
 and its interval plot, scatter plots of selected metrics against stability, the conformation
-level (ROC AUC and rank correlations per model, ROC curves), and the collapse diagnoses. The page
+level (ROC AUC and rank correlations per model, ROC curves), and the collapse diagnoses. The page of
+`openmlff correlate` opens with the answer (runs that held, the best predictor with its interval, the global
+force MAE's rank, the first bonds to break) and folds every table under it. The page
 reads in any browser without openmlff; the numbers behind it are in correlation.json and the CSV
 tables (openmlff.report.correlation_outputs).
 """
@@ -17,7 +19,7 @@ import math
 from pathlib import Path
 
 from ..atomic_io import atomic_write_bytes, atomic_write_text
-from ..metrics.correlation import MODEL_STABILITY_MEASURES, strongest_rows
+from ..metrics.correlation import MODEL_STABILITY_MEASURES, campaign_answer, strongest_rows
 from ..metrics.force_metrics import jsonable
 from . import campaign_plots as plots
 
@@ -35,6 +37,8 @@ caption { caption-side: bottom; text-align: left; font-size: 0.9em; color: #555;
 figure { margin: 1em 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { font-size: 0.9em; color: #555; } .meta { color: #666; font-size: 0.9em; }
 ul.notes li { margin-bottom: 0.2em; } .scroll { overflow-x: auto; }
+details > summary h2 { display: inline; border: none; } details { margin-top: 1.2em; }
+ul.answer li { margin-bottom: 0.4em; font-size: 1.05em; }
 """
 
 
@@ -302,13 +306,46 @@ def _diagnoses_section(diagnoses: list[dict], fnm_unit: str) -> str:
                 "two atoms (from its evaluation on the training data) and their rank among all atoms.")
 
 
+def _answer_section(answer: dict) -> str:
+    """The page's opening: how many runs held, the metric that ranks stability best, where the global test force
+    MAE ranks, which bond broke first (metrics.correlation.campaign_answer)."""
+    items = [f"<b>{answer['n_stable']} of {answer['n_runs']} runs held</b> to the horizon ("
+             + ", ".join(f"{_e(m)} {v}" for m, v in answer["stable_per_model"].items()) + ")."]
+    if answer["best"]:
+        b = answer["best"][0]
+        items.append(f"<b>Best predictor of the share of stable runs: {_e(b['metric'])}</b>, Spearman ρ "
+                     f"{_with_interval(b['spearman_rho'], b['spearman_ci_low'], b['spearman_ci_high'])} over "
+                     f"{b['n']} models (of {answer['n_metrics']} metrics; intervals overlapping means the data do "
+                     "not separate the metrics).")
+    else:
+        items.append("No metric ranks the models: a rank correlation needs at least 3 models whose stability "
+                     "differs.")
+    ref = answer.get("reference")
+    if ref:
+        items.append(f"The global test force MAE ranks {ref['rank']} of {answer['n_metrics']}: ρ "
+                     f"{_with_interval(ref['spearman_rho'], ref['spearman_ci_low'], ref['spearman_ci_high'])}.")
+    if answer["first_broken_bonds"]:
+        items.append("First bond to break in the collapsed runs: " + ", ".join(
+            f"{_e(pair)} {count}×" for pair, count in answer["first_broken_bonds"].items()) + ".")
+    return "<h2>The answer</h2><ul class=\"answer\">" + "".join(f"<li>{i}</li>" for i in items) + "</ul>"
+
+
+def _folded(section: str) -> str:
+    """A section whose heading opens it: <details> with the <h2> as its summary."""
+    if not section.startswith("<h2>"):
+        return section
+    head, _, body = section.partition("</h2>")
+    return f"<details><summary>{head}</h2></summary>{body}</details>"
+
+
 # --- the page -----------------------------------------------------------------------------------------
 
 def write_campaign_report(out_html, *, title: str, metrics_table: dict, stability_per_model: dict,
                           metric_units: dict | None = None, stability_per_start: dict | None = None,
                           correlation: dict | None = None, scatter_data: list[dict] | None = None,
                           diagnoses: list[dict] | None = None, notes: list[str] | None = None,
-                          comparisons: list[dict] | None = None, survival: bool = False, figures_dir=None) -> Path:
+                          comparisons: list[dict] | None = None, survival: bool = False, figures_dir=None,
+                          answer: dict | None = None) -> Path:
     """Write the campaign report to out_html and return its path.
 
     metrics_table: {model: {metric: value}}; metric_units {metric: unit} for the headers.
@@ -319,6 +356,7 @@ def write_campaign_report(out_html, *, title: str, metrics_table: dict, stabilit
     select_scatter_data. diagnoses: rows from diagnosis_entry. notes: lines shown at the top.
     comparisons: method-against-control rows (_comparisons_section); survival: add Kaplan-Meier curves.
     figures_dir: also write every figure there as PNG (the page itself never refers to it).
+    answer: metrics.correlation.campaign_answer's; the page then opens with it and folds every table below.
     """
     out_html = Path(out_html)
     figures_dir = Path(figures_dir) if figures_dir is not None else None
@@ -329,10 +367,13 @@ def write_campaign_report(out_html, *, title: str, metrics_table: dict, stabilit
         scatter_data = select_scatter_data(metrics_table, stability_per_model, model_level, metric_units=units)
     fnm_unit = (correlation.get("units") or {}).get("fnm", "(kcal/mol/Å)/Da")
     generated = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    parts = [f"<h1>{_e(title)}</h1>",
-             f'<p class="meta">Generated {generated} by openmlff. Numbers: correlation.json and the CSV tables '
-             "beside this page.</p>", _notes(notes)]
-    parts.append(_metrics_section(metrics_table, units))
+    head = [f"<h1>{_e(title)}</h1>",
+            f'<p class="meta">Generated {generated} by openmlff. Numbers: correlation.json and the CSV tables '
+            "beside this page.</p>"]
+    if answer:
+        head.append(_answer_section(answer))
+    head.append(_notes(notes))
+    parts = [_metrics_section(metrics_table, units)]
     if comparisons:
         parts.append(_comparisons_section(comparisons))
     parts.append(_stability_section(stability_per_model, figures_dir))
@@ -347,8 +388,11 @@ def write_campaign_report(out_html, *, title: str, metrics_table: dict, stabilit
         parts.append(_conformation_section(correlation["conformation_level"], figures_dir))
     if diagnoses:
         parts.append(_diagnoses_section(diagnoses, fnm_unit))
+    if answer:
+        parts = [_folded(part) for part in parts]
     page = (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{_e(title)}</title>\n'
-            f"<style>{_CSS}</style>\n</head>\n<body>\n" + "\n".join(p for p in parts if p) + "\n</body>\n</html>\n")
+            f"<style>{_CSS}</style>\n</head>\n<body>\n" + "\n".join(p for p in head + parts if p)
+            + "\n</body>\n</html>\n")
     return atomic_write_text(out_html, page)
 
 
@@ -380,4 +424,5 @@ def write_correlation_report(out_html, document: dict, *, title: str, diagnoses:
         out_html, title=title, metrics_table=document.get("model_metrics") or {},
         metric_units={**(document.get("start_metric_units") or {}), **(document.get("metric_units") or {})},
         stability_per_model=document["stability_per_model"], stability_per_start=document.get("stability_per_start"),
-        correlation=document, diagnoses=diagnoses, notes=notes, figures_dir=figures_dir)
+        correlation=document, diagnoses=diagnoses, notes=notes, figures_dir=figures_dir,
+        answer=campaign_answer(document, diagnoses or ()))
