@@ -67,14 +67,22 @@ def result_page(name: str, title: str, markdown: bool = False):
     started = datetime.datetime.now()
     with contextlib.redirect_stdout(tee):
         yield tee
-    record = {"name": name, "title": title, "date": started.isoformat(timespec="minutes"),
-              "wall_s": round((datetime.datetime.now() - started).total_seconds(), 1), "processor": processor(),
+    print(f"wrote {write_result(name, title, tee.text.getvalue(), markdown, started)}")
+
+
+def write_result(name: str, title: str, output: str, markdown: bool = False, started=None) -> Path:
+    """NAME.json (date, processor, cores, versions, this command, `output`) and the page NAME.md from it: for a
+    script whose page is a summary it writes at its end, not all it printed (protocols/six_models.py)."""
+    now = datetime.datetime.now()
+    record = {"name": name, "title": title, "date": (started or now).isoformat(timespec="minutes"),
+              "wall_s": None if started is None else round((now - started).total_seconds(), 1),
+              "processor": processor(),
               "cores": os.cpu_count(), "versions": _versions(),
               "command": " ".join(["python", os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]]),
-              "markdown": markdown, "output": tee.text.getvalue()}
+              "markdown": markdown, "output": output}
     PAGES.mkdir(parents=True, exist_ok=True)
     (PAGES / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
-    print(f"wrote {render(name)}")
+    return render(name)
 
 
 def _body(output: str) -> list[str]:
@@ -108,7 +116,8 @@ def render(name: str) -> Path:
     versions = ", ".join(f"{k} {v}" for k, v in record["versions"].items())
     lines = [f"# {record['title']}", "",
              f"Written by `benchmarks/pages.py` from `{name}.json`: {record['date']}, {record['processor']}, "
-             f"{record['cores']} cores, {versions}; {record['wall_s']:.0f} s.", "",
+             f"{record['cores']} cores, {versions}"
+             + ("." if record["wall_s"] is None else f"; {record['wall_s']:.0f} s."), "",
              f"    {record['command']}", "",
              *(record["output"].rstrip().splitlines() if record.get("markdown") else _body(record["output"]))]
     text = "\n".join(lines).rstrip() + "\n"

@@ -262,6 +262,35 @@ def table(campaign: Path, doc: dict, budget: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+def answer_text(doc: dict, campaign: Path) -> str:
+    """What the correlation says, in sentences (metrics.correlation.campaign_answer): the best predictors of the
+    share of stable runs with their intervals, the global test force MAE's rank, the first bonds to break."""
+    from openmlff.metrics.correlation import campaign_answer
+    from openmlff.report.campaign_page import diagnosis_entry
+
+    diagnoses = []
+    for run in sorted((campaign / "runs").iterdir()):
+        summary_path = run / "summary.json"
+        if summary_path.is_file():
+            summary = json.loads(summary_path.read_text())
+            if not summary.get("stable", True):
+                diagnoses.append(diagnosis_entry(run.name, summary, model=run.name.split("__")[0]))
+    answer = campaign_answer(doc, diagnoses)
+    lines = [f"{answer['n_stable']} of {answer['n_runs']} runs held to the horizon."]
+    for k, best in enumerate(answer["best"], 1):
+        lines.append(f"{k}. {best['metric']}: Spearman rho {best['spearman_rho']:+.2f} "
+                     f"[{best['spearman_ci_low']:+.2f}, {best['spearman_ci_high']:+.2f}] against the share of stable "
+                     f"runs over {best['n']} models")
+    ref = answer["reference"]
+    if ref:
+        lines.append(f"The global test force MAE ranks {ref['rank']} of {answer['n_metrics']} metrics: rho "
+                     f"{ref['spearman_rho']:+.2f} [{ref['spearman_ci_low']:+.2f}, {ref['spearman_ci_high']:+.2f}].")
+    if answer["first_broken_bonds"]:
+        lines.append("First bonds to break: " + ", ".join(f"{pair} {n}x" for pair, n in answer["first_broken_bonds"].items())
+                     + ".")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     from openmlff.threads import set_threads
@@ -293,9 +322,13 @@ def main(argv=None) -> int:
         return 0
     say("[4/4] correlation and the table")
     doc = correlate_campaign(out / "campaign", out / "correlation")
-    text = table(out / "campaign", doc, args.budget)
+    text = table(out / "campaign", doc, args.budget) + "\n" + answer_text(doc, out / "campaign")
     (out / "table.md").write_text(text)
     print(text, flush=True)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from pages import write_result
+
+    say(f"wrote {write_result('six_models', 'Six models of aspirin, each trained by its own code', text, True)}")
     return 0
 
 

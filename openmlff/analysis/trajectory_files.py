@@ -23,7 +23,7 @@ from .. import elements
 from ..data.dataset import Dataset
 from ..errors import InputError
 from ..md.start import MAX_REFERENCE_FRAMES
-from ..units import NM_IN_ANGSTROM
+from ..units import FS_IN_PS, NM_IN_ANGSTROM
 from .observables import topology_atomic_numbers
 from .run_files import RunData, RunFileError, array_sha256, evenly_spaced_frames
 
@@ -60,13 +60,13 @@ def load_trajectory_file(path, reference: Dataset, topology=None, frame_interval
               "model": {"kind": None, "name": None, "path": None, "sha256": None, "metadata": {}},
               "structure": {"atomic_numbers": zs.tolist(), "positions_angstrom": positions_angstrom[0].tolist()},
               "reference_positions": {"sha256": array_sha256(reference_R), "source": reference.source},
-              "config": {"timestep_fs": interval * 1000.0, "bond_deviation_limit_angstrom": limit},
+              "config": {"timestep_fs": interval / FS_IN_PS, "bond_deviation_limit_angstrom": limit},
               "trajectory": {"file": str(path.resolve()), "frame_interval_steps": 1,
                              "frame_interval_ps": interval}}
     return RunData(directory=path.parent, record=record, summary=None, trajectory=traj,
                    frame_steps=np.arange(traj.n_frames, dtype=np.int64), n_trajectory_frames=traj.n_frames,
                    atomic_numbers=zs, start_positions_angstrom=positions_angstrom[0], frame_interval_steps=1,
-                   timestep_fs=interval * 1000.0)
+                   timestep_fs=interval / FS_IN_PS)
 
 
 def check_same_atoms(path, zs: np.ndarray, reference: Dataset) -> None:

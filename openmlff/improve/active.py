@@ -39,6 +39,7 @@ from ..data.dataset import Dataset
 from ..config import check_finite
 from ..errors import InputError, StateError
 from ..training.config import TrainingConfig
+from ..units import NM_IN_ANGSTROM
 
 ROUNDS_FILE = "rounds.json"
 
@@ -219,25 +220,25 @@ def candidate_frames(campaign_dir) -> tuple[np.ndarray, np.ndarray, list[str]]:
     import mdtraj
 
     from ..campaign import CampaignDirectory
-    from ..md import read_run_summary
+    from ..md.rundir import RunDirectory
     from ..md.state_table import UNCERTAINTY_COLUMN, read_state_csv
 
     where = CampaignDirectory(campaign_dir)
     positions, sigma, labels = [], [], []
     for run in where.spec().expand():
-        run_dir = where.run_dir(run.run_id)
-        summary = read_run_summary(run_dir)
+        run_dir = RunDirectory(where.run_dir(run.run_id))
+        summary = run_dir.read_summary()
         if summary is None:
             continue
-        table = read_state_csv(run_dir / "state.csv")
+        table = read_state_csv(run_dir.state_csv)
         if UNCERTAINTY_COLUMN not in table:
-            raise StateError(f"{run_dir}: state.csv has no {UNCERTAINTY_COLUMN}; the campaign ran without a committee")
-        traj = mdtraj.load(str(run_dir / summary.trajectory), top=str(run_dir / "topology.pdb"))
+            raise StateError(f"{run_dir.state_csv}: no column {UNCERTAINTY_COLUMN}; the campaign ran without a committee")
+        traj = mdtraj.load(str(run_dir.directory / summary.trajectory), top=str(run_dir.topology_pdb))
         n = min(traj.n_frames, len(table["step"]))
         keep = np.arange(n)
         if summary.collapsed:
             keep = keep[table["step"][:n] < summary.collapse_step]
-        positions.append(traj.xyz[keep] * 10.0)
+        positions.append(traj.xyz[keep] * NM_IN_ANGSTROM)
         sigma.append(table[UNCERTAINTY_COLUMN][keep])
         labels += [f"{run.run_id}@{int(s)}" for s in table["step"][keep]]
     if not positions:

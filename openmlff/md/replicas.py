@@ -54,6 +54,7 @@ from ..potentials import get_potential
 from ..potentials.exported import ExportedModel, build_replica_system, write_replica_module
 from ..resume import check_resumable
 from ..threads import set_threads
+from ..units import FS_IN_PS, NM_IN_ANGSTROM
 from . import monitor as _monitor
 from .config import SimulationConfig
 from .integrators import make_integrator
@@ -303,7 +304,7 @@ class _Batch:
             self.context.setPositions(positions)
             self.context.setVelocities(velocities)
             self.context.setStepCount(step)
-            self.context.setTime(step * cfg.timestep_fs / 1000.0)
+            self.context.setTime(step * cfg.timestep_fs * FS_IN_PS)
         self._state = None
 
     def _warm_up(self) -> None:
@@ -318,7 +319,7 @@ class _Batch:
             member = self.members[k]
             structure_to_pdb(member.structure, member.paths.topology_pdb)
             start, velocity = self._lone_start(k)
-            positions.append(start / 10.0)
+            positions.append(start / NM_IN_ANGSTROM)
             velocities.append(velocity)
         self.context.setPositions(np.concatenate(positions))
         self._warm_up()
@@ -339,7 +340,7 @@ class _Batch:
         integrator = make_integrator(cfg.integrator, cfg.temperature_K, cfg.friction_per_ps, cfg.timestep_fs,
                                      cfg.openmm_seed)
         context = openmm.Context(system, integrator, self.platform, self.platform_properties)
-        context.setPositions(self.starts[k] / 10.0)
+        context.setPositions(self.starts[k] / NM_IN_ANGSTROM)
         if cfg.minimize:
             minimize(context, self.starts[k], self.paths[k].run_json)
         context.setVelocitiesToTemperature(cfg.temperature_K * unit.kelvin, cfg.openmm_seed)
@@ -421,7 +422,7 @@ class _Batch:
         positions, velocities, f, e = self._state
         slot = self.active.index(k)
         energy = float(e[slot]) if e is not None else float(self._energies(positions[slot:slot + 1])[0])
-        half_step_ps = 0.5 * self.config.timestep_fs / 1000.0 if self.config.integrator == "verlet" else 0.0
+        half_step_ps = 0.5 * self.config.timestep_fs * FS_IN_PS if self.config.integrator == "verlet" else 0.0
         return _ReplicaState(positions[slot], velocities[slot], None if f is None else f[slot], energy, self.masses,
                              half_step_ps)
 
@@ -487,7 +488,7 @@ class _Batch:
                                "state_rows_written": member.states.rows_written}
         wall = next(iter(self.members[k] for k in self.active)).md_wall_s()
         self.checkpointer.save(self.context, step, {
-            "time_ps": step * self.config.timestep_fs / 1000.0, "active": list(self.active), "rebuilds": self.rebuilds,
+            "time_ps": step * self.config.timestep_fs * FS_IN_PS, "active": list(self.active), "rebuilds": self.rebuilds,
             "members": members, "md_wall_time_s": wall})
         self._last_checkpoint = time.perf_counter()
 

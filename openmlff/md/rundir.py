@@ -28,6 +28,9 @@ from .integrators import INTEGRATORS
 TOPOLOGY_FILE = "topology.pdb"
 CHECKPOINT_JSON = "checkpoint.json"
 CHECKPOINT_PREFIX = "checkpoint_step"
+#: The files of a run with a committee (md/trust.py): its force spread so far, the frames past the threshold.
+TRUST_STATE_FILE = "trust_state.npz"
+UNTRUSTED_FRAMES_FILE = "untrusted_frames.npz"
 
 
 class RunBusyError(BusyError):
@@ -163,6 +166,14 @@ class RunDirectory:
     @property
     def collapse_frames(self) -> Path:
         return self.directory / "collapse_frames.dcd"
+
+    @property
+    def trust_state(self) -> Path:
+        return self.directory / TRUST_STATE_FILE
+
+    @property
+    def untrusted_frames(self) -> Path:
+        return self.directory / UNTRUSTED_FRAMES_FILE
 
     @property
     def solvated_start(self) -> Path:

@@ -29,9 +29,8 @@ from ..model_file import check_model_atoms, file_sha256, load_exported
 from ..potentials.model_ref import ModelRef
 from ..units import EV_IN_KJ_PER_MOL, FS_IN_PS, NM_IN_ANGSTROM, ev_to
 from .reporters import ScheduledReporter, StepRecord
+from .rundir import UNTRUSTED_FRAMES_FILE, RunDirectory
 
-UNTRUSTED_FRAMES_FILE = "untrusted_frames.npz"
-TRUST_STATE_FILE = "trust_state.npz"
 #: kJ/mol/nm -> kcal/mol/Å
 _KJ_NM_TO_KCAL_A = ev_to("kcal/mol") / EV_IN_KJ_PER_MOL / NM_IN_ANGSTROM
 
@@ -149,17 +148,17 @@ class TrustReporter(ScheduledReporter):
     def save(self, run_dir: Path) -> None:
         """The trust state, atomically (with each checkpoint and at the end); untrusted frames beside it."""
         arrays = {"steps": np.asarray(self.steps, dtype=np.int64), "max_sigma": np.asarray(self.max_sigma)}
-        atomic_write_stream(Path(run_dir) / TRUST_STATE_FILE, lambda fh: np.savez(fh, **arrays))
+        atomic_write_stream(RunDirectory(run_dir).trust_state, lambda fh: np.savez(fh, **arrays))
         if self.untrusted:
             frames = {"steps": np.asarray([u[0] for u in self.untrusted], dtype=np.int64),
                       "time_ps": np.asarray([u[0] * self.timestep_fs * FS_IN_PS for u in self.untrusted]),
                       "positions_angstrom": np.stack([u[1] for u in self.untrusted]),
                       "force_uncertainty_kcal_per_mol_per_A": np.stack([u[2] for u in self.untrusted])}
-            atomic_write_stream(Path(run_dir) / UNTRUSTED_FRAMES_FILE, lambda fh: np.savez(fh, **frames))
+            atomic_write_stream(RunDirectory(run_dir).untrusted_frames, lambda fh: np.savez(fh, **frames))
 
     def restore(self, run_dir: Path, up_to_step: int) -> None:
         """Read the saved state, keeping what happened at or before `up_to_step` (the checkpoint's)."""
-        state_path, frames_path = Path(run_dir) / TRUST_STATE_FILE, Path(run_dir) / UNTRUSTED_FRAMES_FILE
+        state_path, frames_path = RunDirectory(run_dir).trust_state, RunDirectory(run_dir).untrusted_frames
         if state_path.is_file():
             with np.load(state_path) as data:
                 keep = data["steps"] <= up_to_step

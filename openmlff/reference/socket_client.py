@@ -19,6 +19,7 @@ import os
 import sys
 
 EV_IN_KJ_PER_MOL = 96.48533212331002  # CODATA 2018, as openmlff.units
+NM_IN_ANGSTROM = 10.0  # as openmlff.units
 
 
 def versions(target: str) -> dict:
@@ -98,11 +99,11 @@ class OpenMMMLCalculator(_calculator_base()):
         from openmm import unit
 
         super().calculate(atoms, properties, system_changes or all_changes)
-        self.context.setPositions(self.atoms.positions / 10.0)
+        self.context.setPositions(self.atoms.positions / NM_IN_ANGSTROM)
         state = self.context.getState(getEnergy=True, getForces=True)
         energy = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole) / EV_IN_KJ_PER_MOL
         forces = state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
-        self.results = {"energy": energy, "free_energy": energy, "forces": forces / EV_IN_KJ_PER_MOL / 10.0}
+        self.results = {"energy": energy, "free_energy": energy, "forces": forces / EV_IN_KJ_PER_MOL / NM_IN_ANGSTROM}
 
 
 def main(argv=None) -> int:

@@ -31,12 +31,16 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .. import elements
 from ..errors import InputError
 from ..units import NM_IN_ANGSTROM
+
+if TYPE_CHECKING:
+    import openmm.app
 
 #: Folder of the shipped structure files (inside the package: nothing is read from outside it).
 STRUCTURES_DIR = Path(__file__).resolve().parent.parent / "resources" / "structures"
@@ -53,7 +57,7 @@ class Structure:
     name: str
     atomic_numbers: np.ndarray
     positions_angstrom: np.ndarray
-    topology: "openmm.app.Topology"  # noqa: F821 - imported lazily
+    topology: openmm.app.Topology  # OpenMM is imported where a topology is built
     charge: int = 0
     multiplicity: int = 1
     source: str = ""
