@@ -14,7 +14,6 @@ energies_and_forces, file_sha256, ModelFileError) live in openmlff.model_file an
 
 from __future__ import annotations
 
-import datetime
 import json
 from pathlib import Path
 from typing import Optional
@@ -30,7 +29,7 @@ from .model_file import (  # the readers, re-exported for `from openmlff.export 
     load_exported, read_model_metadata,
 )
 from .models.potential import Potential
-from .versions import runtime_versions
+from .versions import runtime_versions, utc_now
 
 EXPORT_FORMAT = 1
 
@@ -147,7 +146,7 @@ def _save_module(module, potential: Potential, atomic_numbers, path: Path, metad
         "periodic": bool(periodic),
         "units": {"positions": "nm", "energy": "kJ/mol", "forces": "kJ/mol/nm"},
         "versions": runtime_versions(),
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": utc_now(),
     }
     meta.update(metadata or {})
     extra = {METADATA_NAME: json.dumps(meta, indent=2, default=str)}

@@ -14,7 +14,6 @@ a lock left by a killed process must be deleted by hand (the error says which fi
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import socket
@@ -23,6 +22,7 @@ from pathlib import Path
 import filelock
 
 from .errors import StateError
+from .versions import utc_now
 
 LOCK_FILE = ".lock"
 HOLDER_FILE = ".lock.holder"
@@ -59,7 +59,7 @@ class FolderLock:
         self._lock = lock
         if first:
             holder = {"host": socket.gethostname(), "pid": os.getpid(),
-                      "since": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+                      "since": utc_now()}
             try:
                 (self.folder / HOLDER_FILE).write_text(json.dumps(holder) + "\n")
             except OSError as exc:  # a full disk, say: name the file (Path.write_text's error does not)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import platform
 from importlib.metadata import PackageNotFoundError, version
 
@@ -52,3 +53,8 @@ def processor_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine() or "unknown"
+
+
+def utc_now() -> str:
+    """The time now in UTC, ISO 8601 to the second: when a run, a campaign session or a lock began or ended."""
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

@@ -24,7 +24,8 @@ from ..potentials.base import Potential
 from ..units import NM_IN_ANGSTROM
 from . import diagnosis, observables, solvation, stability
 from .reference_data import ReferenceData, find_reference_data
-from .run_files import RunData, array_sha256, dataset_trajectory, evenly_spaced_frames, load_run
+from ..md.rundir import array_sha256
+from .run_files import RunData, dataset_trajectory, evenly_spaced_frames, load_run
 
 
 @dataclass

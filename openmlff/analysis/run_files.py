@@ -14,7 +14,6 @@ empty or truncated trajectory is an error naming the file.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import struct
@@ -232,6 +231,3 @@ def evenly_spaced_frames(n_frames: int, max_frames: int) -> np.ndarray:
     return np.arange(0, int(n_frames), step)
 
 
-def array_sha256(array: np.ndarray) -> str:
-    """SHA-256 of float64 bytes, as run.json records the reference positions."""
-    return hashlib.sha256(np.ascontiguousarray(array, dtype=np.float64).tobytes()).hexdigest()

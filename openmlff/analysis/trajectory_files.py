@@ -25,7 +25,8 @@ from ..errors import InputError
 from ..md.start import MAX_REFERENCE_FRAMES
 from ..units import FS_IN_PS, NM_IN_ANGSTROM
 from .observables import topology_atomic_numbers
-from .run_files import RunData, RunFileError, array_sha256, evenly_spaced_frames
+from ..md.rundir import array_sha256
+from .run_files import RunData, RunFileError, evenly_spaced_frames
 
 #: Read with ASE; every other suffix goes to mdtraj.
 ASE_SUFFIXES = (".traj", ".xyz", ".extxyz")

@@ -27,7 +27,6 @@ A spec given again for an existing directory must equal the recorded one up to a
 from __future__ import annotations
 
 import csv
-import datetime
 import json
 import os
 import socket
@@ -40,6 +39,7 @@ from ..locks import BusyError, FolderLock, is_locked
 from ..resume import ResumeMismatchError
 from ..units import FS_IN_NS, SECONDS_PER_DAY, SECONDS_PER_HOUR, SECONDS_PER_MINUTE
 from .spec import GROWABLE_FIELDS, CampaignSpec, CampaignSpecError, spec_changes
+from ..versions import utc_now
 
 CAMPAIGN_FILE = "campaign.json"
 CAMPAIGN_FORMAT = "openmlff-campaign/1"
@@ -109,7 +109,7 @@ class CampaignDirectory:
 
         CampaignSpecError naming every changed field when `spec` changes more than GROWABLE_FIELDS allow.
         """
-        now = _now()
+        now = utc_now()
         entry = {"spec_sha256": spec.sha256(), "spec_file": spec.source, "at": now}
         if not self.exists():
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -135,7 +135,7 @@ class CampaignDirectory:
     def record_session(self, session: dict) -> None:
         """Append an executor session (when, where, which executor, how many workers) to campaign.json."""
         document = self.read()
-        document.setdefault("sessions", []).append({"started": _now(), "host": socket.gethostname(),
+        document.setdefault("sessions", []).append({"started": utc_now(), "host": socket.gethostname(),
                                                     "pid": os.getpid(), **session})
         atomic_write_json(self.campaign_json, document)
 
@@ -185,7 +185,7 @@ def read_attempts(run_dir) -> list[dict]:
 
 def append_attempt(run_dir, event: dict) -> None:
     """Append one event line to a run's attempts.jsonl (flushed and synced: it is the run's history)."""
-    line = json.dumps({"at": _now(), "host": socket.gethostname(), "pid": os.getpid(), **event}) + "\n"
+    line = json.dumps({"at": utc_now(), "host": socket.gethostname(), "pid": os.getpid(), **event}) + "\n"
     with open(Path(run_dir) / ATTEMPTS_FILE, "a+b") as fh:
         if fh.tell() > 0:  # a line cut by a kill must not swallow this one
             fh.seek(-1, os.SEEK_END)
@@ -345,6 +345,3 @@ def _read_json(path: Path) -> dict | None:
     except (FileNotFoundError, json.JSONDecodeError):
         return None
 
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

@@ -37,6 +37,7 @@ from openmm import unit
 from .. import elements
 from ..errors import InputError
 from ..units import NM_IN_ANGSTROM
+from .rundir import array_sha256
 
 #: OpenMM force field files of the solvent and of the molecule's MM terms (ML/MM coupling, the amber14 control).
 SOLVENT_FORCE_FIELD = ("amber14-all.xml", "amber14/tip3pfb.xml")
@@ -218,8 +219,7 @@ def _solvate(structure, config, saved=None) -> Environment:
 def _solvation_inputs_sha256(structure, config) -> str:
     """What the solvated start depends on: the molecule, the padding, the seed, the cutoff, the force field."""
     document = {"atomic_numbers": np.asarray(structure.atomic_numbers).tolist(),
-                "positions_sha256": hashlib.sha256(np.ascontiguousarray(structure.positions_angstrom,
-                                                                        dtype=np.float64).tobytes()).hexdigest(),
+                "positions_sha256": array_sha256(structure.positions_angstrom),
                 "padding_nm": config.solvate_padding_nm, "seed": config.seed, "cutoff_nm": cutoff_nm(config),
                 "force_field": SOLVENT_FORCE_FIELD, "openmm": openmm.__version__}
     return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()

@@ -7,7 +7,6 @@ summary as a RunSummary; what each file holds is described in openmlff.md.runner
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import json
 from collections.abc import Mapping
@@ -21,7 +20,7 @@ from ..atomic_io import atomic_write_json
 from ..errors import InputError
 from ..locks import BusyError, FolderLock, is_locked
 from ..resume import check_resumable
-from ..versions import runtime_versions
+from ..versions import runtime_versions, utc_now
 from .config import EXTENSIBLE_FIELDS, RESUMABLE_CHANGES, TRAJECTORY_FILES, SimulationConfig
 from .integrators import INTEGRATORS
 
@@ -211,7 +210,8 @@ class RunDirectory:
 
 # --- run.json: what was asked for, checking a resume against it, extending a run ----------------
 
-def _array_sha256(array: np.ndarray | None) -> str | None:
+def array_sha256(array: np.ndarray | None) -> str | None:
+    """SHA-256 of an array's float64 bytes (None for None): how run.json records starts and reference frames."""
     if array is None:
         return None
     return hashlib.sha256(np.ascontiguousarray(array, dtype=np.float64).tobytes()).hexdigest()
@@ -222,17 +222,17 @@ def run_record(model: dict, zs, start_angstrom, reference, config: SimulationCon
     """run.json's document; `model` is the potential's record (openmlff.potentials.Potential.record)."""
     kind = INTEGRATORS[config.integrator]
     return {
-        "created": _now(),
+        "created": utc_now(),
         "model": model,
         "structure": {
             "atomic_numbers": zs.tolist(),
             "symbols": elements.symbols(zs),
             "positions_angstrom": start_angstrom.tolist(),
-            "positions_sha256": _array_sha256(start_angstrom),
+            "positions_sha256": array_sha256(start_angstrom),
         },
         "reference_positions": None if reference is None else {
             "n_frames": int(reference.shape[0]) if reference.ndim == 3 else 1,
-            "sha256": _array_sha256(reference),
+            "sha256": array_sha256(reference),
         },
         "config": asdict(config),
         "temperature_limit_K": config.resolved_temperature_limit_K,
@@ -277,12 +277,9 @@ def check_same_inputs(run_json: Path, recorded: dict, record: dict) -> None:
 def record_extension(paths: RunDirectory, recorded: dict, steps: int) -> None:
     """Raise the run's step count in run.json (with a history entry), then drop the shorter run's summary."""
     recorded.setdefault("history", []).append({
-        "time": _now(), "change": "steps", "from": recorded["config"]["steps"], "to": int(steps),
+        "time": utc_now(), "change": "steps", "from": recorded["config"]["steps"], "to": int(steps),
         "checkpoint_step": paths.checkpoint_step()})
     recorded["config"]["steps"] = int(steps)
     atomic_write_json(paths.run_json, recorded)
     paths.summary_json.unlink(missing_ok=True)
 
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

@@ -21,7 +21,6 @@ only `torch_threads` may change, and `steps` may grow, which extends a finished 
 
 from __future__ import annotations
 
-import datetime
 import json
 import time
 from pathlib import Path
@@ -52,6 +51,7 @@ from .rundir import RunDirectory, RunSummary, check_same_inputs, record_extensio
 from ..potentials import Potential, get_potential
 from .trajectory import DCDTrajectoryWriter, TrajectoryMark, open_trajectory
 from .trust import TrustReporter, TrustSettings, UntrustedStop
+from ..versions import utc_now
 
 #: Model evaluations in every new Context before it steps (Potential.warmup_evaluations; 2 for an exported model).
 #: TorchScript's profiling executor runs a model's first call through another graph than the later ones, and its
@@ -492,7 +492,7 @@ class _Run:
             steps_this_session=int(step - session_start_step),
             bonds_monitored=int(len(self.monitor.bonds)),
             minimization=json.loads(self.paths.run_json.read_text()).get("minimization"),
-            finished_at=_now(),
+            finished_at=utc_now(),
             **(self.trust.summary() if self.trust is not None else {}),
         )
         if self.trust is not None:
@@ -581,6 +581,3 @@ class _ProgressReporter:
 def _finite_or_none(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
 
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
