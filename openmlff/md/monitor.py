@@ -294,20 +294,32 @@ class MonitorReporter:
 
     def report(self, simulation, state) -> None:
         step = int(simulation.currentStep)
-        positions = self._mine(state.getPositions(asNumpy=True).value_in_unit(unit.angstrom))
+        full = step % self.report_interval_steps == 0
+        energy = unit.kilojoule_per_mole
+        self.observe(step, state.getPositions(asNumpy=True).value_in_unit(unit.nanometer),
+                     state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond),
+                     potential=state.getPotentialEnergy().value_in_unit(energy) if full else None,
+                     kinetic=state.getKineticEnergy().value_in_unit(energy) if full and self.atoms is None else None,
+                     forces=state.getForces(asNumpy=True).value_in_unit(energy / unit.nanometer) if full else None,
+                     energy_now=lambda: _potential_energy(simulation.context))
+
+    def observe(self, step: int, positions_nm, velocities_nm_per_ps, *, potential=None, kinetic=None, forces=None,
+                energy_now=None) -> None:
+        """The check of `step` from arrays in OpenMM units: cheap, or full at report steps (potential and forces
+        given; kinetic: the System's kinetic energy, else taken from the velocities). energy_now() gives the
+        potential energy when a cheap check finds a collapse. CollapseDetected on a collapse."""
+        positions = self._mine(unit.Quantity(np.asarray(positions_nm), unit.nanometer).value_in_unit(unit.angstrom))
         if step % self.report_interval_steps == 0:
-            kinetic = (state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole) if self.atoms is None
-                       else self._kinetic(state))
+            kinetic = kinetic if kinetic is not None else self._kinetic(velocities_nm_per_ps)
             self.last_temperature_K = temperature_K(kinetic, self.degrees_of_freedom)
             # In a solvated run the energy is the whole system's; the forces checked are the molecule's.
-            event = self.monitor.check(step, positions, state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole),
-                                       self.last_temperature_K,
-                                       self._mine(state.getForces(asNumpy=True).value_in_unit(
-                                           unit.kilojoule_per_mole / unit.nanometer)))
+            event = self.monitor.check(step, positions, potential, self.last_temperature_K, self._mine(forces))
         else:
-            event = self.monitor.check(step, positions, None, temperature_K(self._kinetic(state), self.degrees_of_freedom))
-            if event is not None and self.monitor.recent_frames:
-                self._record_energy(simulation)
+            event = self.monitor.check(step, positions, None,
+                                       temperature_K(self._kinetic(velocities_nm_per_ps), self.degrees_of_freedom))
+            if event is not None and self.monitor.recent_frames and energy_now is not None:
+                last = self.monitor.recent_frames.pop()
+                self.monitor.recent_frames.append(replace(last, potential_energy_kJ_per_mol=float(energy_now())))
         if event is not None:
             raise CollapseDetected(event)
 
@@ -315,15 +327,15 @@ class MonitorReporter:
         values = np.asarray(values)
         return values if self.atoms is None else values[self.atoms]
 
-    def _kinetic(self, state) -> float:
+    def _kinetic(self, velocities_nm_per_ps) -> float:
         """The monitored atoms' kinetic energy in kJ/mol."""
-        velocities = self._mine(state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond))
+        velocities = self._mine(velocities_nm_per_ps)
         return 0.5 * float(np.sum(self.masses_dalton[:, None] * velocities ** 2))
 
-    def _record_energy(self, simulation) -> None:
-        try:
-            energy = simulation.context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
-        except openmm.OpenMMException:
-            energy = float("nan")
-        last = self.monitor.recent_frames.pop()
-        self.monitor.recent_frames.append(replace(last, potential_energy_kJ_per_mol=float(energy)))
+
+def _potential_energy(context) -> float:
+    """The Context's potential energy in kJ/mol now (NaN when OpenMM cannot give it)."""
+    try:
+        return context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+    except openmm.OpenMMException:
+        return float("nan")

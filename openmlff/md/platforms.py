@@ -79,3 +79,14 @@ def select_platform(
             raise PlatformError(f"platform {chosen} has no property {key!r}; its properties: {supported}")
         props[key] = str(value)
     return platform, props
+
+
+def torchforce_properties_in_effect(system: openmm.System) -> dict[str, str] | None:
+    """The TorchForce properties as the force in the System reports them (None without a TorchForce)."""
+    from .._compat import import_openmmtorch
+
+    torch_force_class = import_openmmtorch().TorchForce
+    for force in system.getForces():
+        if torch_force_class.isinstance(force):
+            return dict(torch_force_class.cast(force).getProperties())
+    return None

@@ -55,15 +55,16 @@ from ..potentials.exported import ExportedModel, build_replica_system, write_rep
 from ..resume import check_resumable
 from ..threads import set_threads
 from ..units import FS_IN_PS, NM_IN_ANGSTROM
+from ..versions import utc_now
 from . import monitor as _monitor
 from .config import SimulationConfig
 from .integrators import make_integrator
-from .monitor import CollapseDetected, CollapseEvent
-from .platforms import select_platform
-from .reporters import Checkpointer
-from .rundir import RunDirectory, RunSummary, check_same_inputs, record_extension, run_record
-from .runner import _force_properties, _now, _Run, _structure_for_run, minimize, run_simulation
-from .trajectory import TrajectoryMark
+from .monitor import CollapseEvent
+from .platforms import select_platform, torchforce_properties_in_effect
+from .recorder import RunRecorder, structure_for_run
+from .reporters import Checkpointer, warm_up
+from .rundir import RunDirectory, RunSummary, array_sha256, check_same_inputs, record_extension, run_record
+from .runner import minimize, run_simulation
 
 BATCH_JSON = "batch.json"
 REPLICA_MODULE = "replicas_model.pt"
@@ -114,66 +115,6 @@ def run_replicas(model, atomic_numbers, starts_angstrom, batch_dir, config: Simu
     return batch.run(progress)
 
 
-class _ReplicaContext:
-    """What a member's reporters ask of `simulation.context`: the platform, and a State of the member alone."""
-
-    def __init__(self, batch: "_Batch", member: int) -> None:
-        self.batch, self.member = batch, member
-
-    def getPlatform(self):
-        return self.batch.context.getPlatform()
-
-    def getState(self, **_ignored) -> "_ReplicaState":
-        return self.batch.member_state(self.member)
-
-
-class _ReplicaView:
-    """A member's stand-in for openmm.app.Simulation: the current step and its context."""
-
-    def __init__(self, batch: "_Batch", member: int) -> None:
-        self.context = _ReplicaContext(batch, member)
-        self.currentStep = 0
-
-
-class _ReplicaState:
-    """One copy's slice of the batch State, answering the State calls openmlff's reporters make (OpenMM units)."""
-
-    def __init__(self, positions_nm, velocities_nm_per_ps, forces_kj_per_mol_nm, potential_kj_per_mol: float,
-                 masses_dalton: np.ndarray, half_step_ps: float = 0.0) -> None:
-        self._positions, self._velocities, self._forces = positions_nm, velocities_nm_per_ps, forces_kj_per_mol_nm
-        self._potential = potential_kj_per_mol
-        v = velocities_nm_per_ps
-        if half_step_ps and forces_kj_per_mol_nm is not None:  # leapfrog Verlet: OpenMM's KE is at the full step
-            v = v + half_step_ps * forces_kj_per_mol_nm / masses_dalton[:, None]
-        self._kinetic = 0.5 * float(np.sum(masses_dalton[:, None] * v ** 2))
-
-    def getPositions(self, asNumpy: bool = True):
-        return unit.Quantity(self._positions, unit.nanometer)
-
-    def getVelocities(self, asNumpy: bool = True):
-        return unit.Quantity(self._velocities, unit.nanometer / unit.picosecond)
-
-    def getForces(self, asNumpy: bool = True):
-        if self._forces is None:
-            raise openmm.OpenMMException("this State holds no forces")
-        return unit.Quantity(self._forces, unit.kilojoule_per_mole / unit.nanometer)
-
-    def getPotentialEnergy(self):
-        return self._potential * unit.kilojoule_per_mole
-
-    def getKineticEnergy(self):
-        return self._kinetic * unit.kilojoule_per_mole
-
-
-class _Member(_Run):
-    """One copy: a lone run's writers, monitor and summary, driven by the batch instead of a Simulation."""
-
-    def __init__(self, batch: "_Batch", index: int) -> None:
-        self.view = _ReplicaView(batch, index)
-        super().__init__(batch.configs[index], self.view, batch.paths[index], batch.zs, batch.starts[index],
-                         batch.reference, batch.structures[index], None, None)
-
-
 class _Batch:
     """The batch's Context, its members and its checkpoint; `run` is the whole of run_replicas past the checks."""
 
@@ -190,7 +131,7 @@ class _Batch:
         self.seeds = seeds
         self.starts = starts
         self.paths = [RunDirectory(d, config.trajectory_format) for d in run_dirs]
-        self.structures = [_structure_for_run(zs, start, topology if topology is not None
+        self.structures = [structure_for_run(zs, start, topology if topology is not None
                                               else potential.topology(zs, start)) for start in starts]
         self.platform, self.platform_properties = select_platform(config.platform, config.platform_precision)
         self.batch_seed = _batch_seed(seeds, starts)
@@ -198,7 +139,7 @@ class _Batch:
         self.module = None
         self.active: list[int] = []
         self.rebuilds = 0
-        self.members: dict[int, _Member] = {}
+        self.members: dict[int, RunRecorder] = {}
         self._state = None  # (positions, velocities, forces or None, energies or None) of the active copies
 
     # -- records --------------------------------------------------------------------------------
@@ -217,7 +158,7 @@ class _Batch:
         return {"count": len(self.paths),
                 "runs": [os.path.relpath(p.directory.resolve(), self.batch_dir.resolve()) for p in self.paths],
                 "seeds": self.seeds, "batch_seed": self.batch_seed,
-                "starts_sha256": [_sha256(s) for s in self.starts],
+                "starts_sha256": [array_sha256(s) for s in self.starts],
                 "model_sha256": self.potential.identity_sha256(self.zs)}
 
     # -- the run --------------------------------------------------------------------------------
@@ -246,7 +187,7 @@ class _Batch:
             check_resumable({k: recorded.get(k) for k in self._batch_record()}, self._batch_record(),
                             where=str(batch_json))
         else:
-            atomic_write_json(batch_json, {"created": _now(), **self._batch_record()})
+            atomic_write_json(batch_json, {"created": utc_now(), **self._batch_record()})
         for paths, record in zip(self.paths, records):
             if paths.run_json.is_file():
                 recorded = json.loads(paths.run_json.read_text())
@@ -260,11 +201,11 @@ class _Batch:
         write_replica_module(self.potential.path, self.n_atoms, self.batch_dir / REPLICA_MODULE)
         self.module = _load_module(self.batch_dir / REPLICA_MODULE)
         if self.checkpointer.exists():
-            document, data = self.checkpointer.load()
+            document, _ = self.checkpointer.load()
             self.active, self.rebuilds = [int(k) for k in document["active"]], int(document["rebuilds"])
             step = int(document["step"])
         else:
-            document, data, step = None, None, 0
+            document, step = None, 0
             self.active = list(range(len(self.paths)))
         # a collapsed copy is done for good, even while the checkpoint still counts it (the batch's last collapse
         # writes no checkpoint: there is nothing left to run)
@@ -281,15 +222,18 @@ class _Batch:
             if k in self.active and not self.paths[k].run_json.is_file():
                 record["platform"]["properties_in_effect"] = {
                     name: self.platform.getPropertyValue(self.context, name) for name in self.platform.getPropertyNames()}
-                record["torchforce_properties"] = _force_properties(self.context.getSystem())
+                record["torchforce_properties"] = torchforce_properties_in_effect(self.context.getSystem())
                 atomic_write_json(self.paths[k].run_json, record)
-        self.members = {k: _Member(self, k) for k in self.active}
+        self.members = {k: RunRecorder(self.configs[k], self.paths[k], self.zs, self.starts[k], self.reference,
+                                       self.structures[k]) for k in self.active}
         # a copy can end while the batch starts (a collapse at step 0): its summary needs these already
         self._session_start, self._setup_start, self._setup_s = step, setup_start, None
         if document is None:
             self._start_fresh()
         else:
-            self._restore(document, data)
+            document = self.checkpointer.restore(self.context, self.potential.warmup_evaluations)
+            for k in self.active:
+                self.members[k].restore(document, document["members"][str(k)])
         return self._loop(progress, setup_s=time.perf_counter() - setup_start)
 
     def _build_context(self, positions=None, velocities=None, step: int = 0) -> None:
@@ -307,27 +251,19 @@ class _Batch:
             self.context.setTime(step * cfg.timestep_fs * FS_IN_PS)
         self._state = None
 
-    def _warm_up(self) -> None:
-        for _ in range(self.potential.warmup_evaluations):
-            self.context.getState(getEnergy=True, getForces=True)
-
     def _start_fresh(self) -> None:
-        from ..structures import structure_to_pdb
-
         positions, velocities = [], []
         for k in self.active:
-            member = self.members[k]
-            structure_to_pdb(member.structure, member.paths.topology_pdb)
             start, velocity = self._lone_start(k)
             positions.append(start / NM_IN_ANGSTROM)
             velocities.append(velocity)
         self.context.setPositions(np.concatenate(positions))
-        self._warm_up()
+        warm_up(self.context, self.potential.warmup_evaluations)
         self.context.setVelocities(np.concatenate(velocities))
         self.context.setStepCount(0)
         self.context.setTime(0.0)
         for k in self.active:
-            self.members[k]._open_writers(0, None, None)
+            self.members[k].start()
         collapsed = self._report(0, full=True, monitor=True)
         self._after_checks(0, collapsed, checkpoint=True)
 
@@ -348,18 +284,6 @@ class _Batch:
         return (np.asarray(state.getPositions(asNumpy=True).value_in_unit(unit.angstrom)),
                 np.asarray(state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)))
 
-    def _restore(self, document: dict, data: bytes) -> None:
-        self.context.loadCheckpoint(data)
-        self._warm_up()
-        step = int(document["step"])
-        for k in self.active:
-            marks = document["members"][str(k)]
-            member = self.members[k]
-            member._open_writers(step, TrajectoryMark(int(marks["frames_written"]), marks.get("trajectory_bytes")),
-                                 int(marks["state_rows_written"]))
-            member.md_wall_before_s = float(document.get("md_wall_time_s", 0.0))
-            member.resumed_from_step = step
-
     # -- stepping -------------------------------------------------------------------------------
 
     def _loop(self, progress: bool, setup_s: float) -> list[RunSummary]:
@@ -370,7 +294,7 @@ class _Batch:
         session_start = step
         t0 = time.perf_counter()
         for member in self.members.values():
-            member._session_t0 = t0
+            member.session_t0 = t0
         self._setup_s, self._session_start = setup_s, session_start
         self._last_checkpoint = time.perf_counter()
         bar = tqdm(total=cfg.steps, initial=step, unit="step", desc=f"MD x{len(self.active)}", disable=not progress,
@@ -417,31 +341,26 @@ class _Batch:
         with torch.no_grad():
             return self.module.energies(torch.as_tensor(positions_nm, dtype=torch.float64)).double().numpy()
 
-    def member_state(self, k: int) -> _ReplicaState:
-        """Copy k's State at the current step (energy evaluated now when the fetched state has none)."""
-        positions, velocities, f, e = self._state
-        slot = self.active.index(k)
-        energy = float(e[slot]) if e is not None else float(self._energies(positions[slot:slot + 1])[0])
-        half_step_ps = 0.5 * self.config.timestep_fs * FS_IN_PS if self.config.integrator == "verlet" else 0.0
-        return _ReplicaState(positions[slot], velocities[slot], None if f is None else f[slot], energy, self.masses,
-                             half_step_ps)
-
     def _report(self, step: int, full: bool, monitor: bool) -> list[tuple[int, CollapseEvent]]:
-        """The members' writers (at report steps) and monitors (at check steps), in a lone run's order."""
+        """Each copy's writers (at report steps) and monitor (at check steps), in a lone run's order, from its
+        slice of the batch State (its energy from the replica module's batched call)."""
         self._fetch(forces=full, energies=full)
+        positions, velocities, forces, energies = self._state
+        verlet = self.config.integrator == "verlet"
         collapsed = []
-        for k in list(self.active):
-            member = self.members[k]
-            member.view.currentStep = step
-            state = self.member_state(k)
+        for slot, k in enumerate(list(self.active)):
+            kinetic = None
             if full:
-                for reporter in member._recorders():
-                    reporter.report(member.view, state)
-            if monitor:
-                try:
-                    member.watch.report(member.view, state)
-                except CollapseDetected as collapse:
-                    collapsed.append((k, collapse.event))
+                v = velocities[slot]
+                if verlet:  # leapfrog Verlet: OpenMM's kinetic energy is at the full step
+                    v = v + 0.5 * self.config.timestep_fs * FS_IN_PS * forces[slot] / self.masses[:, None]
+                kinetic = 0.5 * float(np.sum(self.masses[:, None] * v ** 2))
+            event = self.members[k].observe(
+                step, positions[slot], velocities[slot], potential=float(energies[slot]) if full else None,
+                kinetic=kinetic, forces=None if forces is None else forces[slot], report=full, check=monitor,
+                energy_now=lambda slot=slot: float(self._energies(positions[slot:slot + 1])[0]))
+            if event is not None:
+                collapsed.append((k, event))
         return collapsed
 
     def _simulation_error(self, step: int, message: str) -> None:
@@ -465,7 +384,7 @@ class _Batch:
             slots = [slot for slot, k in enumerate(fetched) if k in self.active]
             self.rebuilds += 1
             self._build_context(positions[slots].reshape(-1, 3), velocities[slots].reshape(-1, 3), step)
-            self._warm_up()
+            warm_up(self.context, self.potential.warmup_evaluations)
             checkpoint = True
         if checkpoint and self.active:
             self._checkpoint(step)
@@ -473,19 +392,13 @@ class _Batch:
     def _finish(self, k: int, step: int, event: CollapseEvent | None) -> None:
         member = self.members[k]
         setup_s = self._setup_s if self._setup_s is not None else time.perf_counter() - self._setup_start
-        member._finish(step, event, self._session_start, setup_s, member.md_wall_s())
+        member.finish(step, event, session_start_step=self._session_start, setup_s=setup_s,
+                      md_wall_s=member.md_wall_s(), platform=self.context.getPlatform().getName())
         member.close()
         self.active.remove(k)
 
     def _checkpoint(self, step: int) -> None:
-        members = {}
-        for k in self.active:
-            member = self.members[k]
-            member.trajectory.flush(sync=True)
-            member.states.flush(sync=True)
-            mark = member.trajectory.mark()
-            members[str(k)] = {"frames_written": mark.frames, "trajectory_bytes": mark.bytes,
-                               "state_rows_written": member.states.rows_written}
+        members = {str(k): self.members[k].marks() for k in self.active}
         wall = next(iter(self.members[k] for k in self.active)).md_wall_s()
         self.checkpointer.save(self.context, step, {
             "time_ps": step * self.config.timestep_fs * FS_IN_PS, "active": list(self.active), "rebuilds": self.rebuilds,
@@ -501,13 +414,9 @@ def _load_module(path: Path):
     return module
 
 
-def _sha256(array) -> str:
-    return hashlib.sha256(np.ascontiguousarray(array, dtype=np.float64).tobytes()).hexdigest()
-
-
 def _batch_seed(seeds, starts) -> int:
     """The batch integrator's seed, from the members' seeds and starts (two batches of other members differ)."""
-    digest = hashlib.sha256(json.dumps([list(seeds), [_sha256(s) for s in starts]]).encode()).hexdigest()
+    digest = hashlib.sha256(json.dumps([list(seeds), [array_sha256(s) for s in starts]]).encode()).hexdigest()
     return int(digest, 16) % (2 ** 31 - 2)
 
 

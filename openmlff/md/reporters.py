@@ -96,6 +96,7 @@ class StepRecords:
         self._cached: StepRecord | None = None
 
     def at(self, simulation, state: openmm.State) -> StepRecord:
+        """The record of the Simulation's current step from the State OpenMM hands its reporters."""
         step = int(simulation.currentStep)
         if self._cached is not None and self._cached.step == step:
             return self._cached
@@ -105,6 +106,16 @@ class StepRecords:
             kinetic = state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
         except openmm.OpenMMException:  # no energies in this State (no reporter due now asked for them)
             potential = kinetic = float("nan")
+        box = (np.asarray(state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer))
+               if self.periodic else None)
+        return self.make(step, positions, potential, kinetic, box)
+
+    def make(self, step: int, positions_nm: np.ndarray, potential_kJ_per_mol: float, kinetic_kJ_per_mol: float,
+             box_nm: np.ndarray | None = None) -> StepRecord:
+        """The record of `step` from arrays (a stepper without a Simulation: md/replicas.py)."""
+        if self._cached is not None and self._cached.step == step:
+            return self._cached
+        positions, potential, kinetic = positions_nm, potential_kJ_per_mol, kinetic_kJ_per_mol
         now = time.perf_counter()
         (last_step, last_time), (session_step, session_time) = self._last, self._session
         done = step - session_step
@@ -114,9 +125,7 @@ class StepRecords:
                                   potential_energy_kJ_per_mol=potential, kinetic_energy_kJ_per_mol=kinetic,
                                   temperature_K=temperature_K(kinetic, self.degrees_of_freedom),
                                   speed_ns_per_day=ns_per_day(step - last_step, self.timestep_fs, now - last_time),
-                                  estimated_time_left_s=max(left, 0.0),
-                                  box_nm=np.asarray(state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(
-                                      unit.nanometer)) if self.periodic else None)
+                                  estimated_time_left_s=max(left, 0.0), box_nm=box_nm)
         return self._cached
 
 
@@ -141,7 +150,10 @@ class ScheduledReporter:
             return
         if self.records is None:
             raise InputError(f"{type(self).__name__}: attach a StepRecords (reporter.records) before the Simulation runs")
-        record = self.records.at(simulation, state)
+        self.take(self.records.at(simulation, state))
+
+    def take(self, record: StepRecord) -> None:
+        """Write a record of the run's schedule unless the writer refuses it (`accepts`)."""
         if self.accepts(record):
             self.write(record)
 
@@ -247,6 +259,17 @@ class Checkpointer:
     def exists(self) -> bool:
         return self.json_path.is_file()
 
+    def restore(self, context: openmm.Context, warmup_evaluations: int) -> dict:
+        """Load the committed checkpoint into `context`, evaluate the model `warmup_evaluations` times (so that a
+        resumed run steps as the uninterrupted one did) and return the checkpoint's document."""
+        document, data = self.load()
+        context.loadCheckpoint(data)
+        warm_up(context, warmup_evaluations)
+        if context.getStepCount() != int(document["step"]):
+            raise InputError(f"{self.json_path}: records step {document['step']}, "
+                             f"the OpenMM checkpoint step {context.getStepCount()}")
+        return document
+
     def load(self) -> tuple[dict, bytes]:
         """The committed checkpoint: (its JSON document, the OpenMM checkpoint bytes); ValueError if corrupt."""
         document = json.loads(self.json_path.read_text())
@@ -257,3 +280,14 @@ class Checkpointer:
         if hashlib.sha256(data).hexdigest() != document["checkpoint_sha256"]:
             raise InputError(f"{chk}: SHA-256 differs from the one recorded in {self.json_path}")
         return document, data
+
+
+def warm_up(context: openmm.Context, evaluations: int) -> None:
+    """Evaluate the model `evaluations` times (read-only) in a new Context before it steps.
+
+    TorchScript's profiling executor runs a model's first calls through another graph than the later ones, and
+    their forces differ in the last bits; a resumed run whose first step used such a call would drift from the
+    uninterrupted run (visible ~100 steps later). Potential.warmup_evaluations says how many (2 for a model file).
+    """
+    for _ in range(int(evaluations)):
+        context.getState(getEnergy=True, getForces=True)
