@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from md_speed import ase_stepper, export_untrained, floor_stepper, interleaved, md_frames, openmm_stepper  # noqa: E402
 
 from openmlff import threads, units  # noqa: E402
-from openmlff.models import ARCHITECTURES, build_potential  # noqa: E402
+from openmlff.models import ARCHITECTURES, build_model  # noqa: E402
 from openmlff.potentials import get_potential  # noqa: E402
 from openmlff.structures import load_structure  # noqa: E402
 from openmlff.versions import processor_name  # noqa: E402
@@ -68,7 +68,7 @@ def frames_around(positions_angstrom: np.ndarray, n: int, seed: int = 0) -> np.n
 def train_stepper(architecture: str, z: np.ndarray, frames_angstrom: np.ndarray):
     """One training step per call: energies and forces with create_graph, MSE to fixed targets, backward, Adam."""
     torch.manual_seed(0)
-    model = build_potential(architecture).train()
+    model = build_model(architecture).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     n = len(frames_angstrom)
     zt = torch.as_tensor(np.tile(z, n), dtype=torch.long)

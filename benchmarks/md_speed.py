@@ -100,11 +100,11 @@ def interleaved(advances: dict, steps: int, rounds: int = ROUNDS) -> dict[str, T
 
 
 def export_untrained(architecture: str, atomic_numbers, path: Path) -> Path:
-    from openmlff.export import export_potential
-    from openmlff.models import build_potential
+    from openmlff.export import export_model
+    from openmlff.models import build_model
 
     torch.manual_seed(0)
-    return export_potential(build_potential(architecture).eval(), atomic_numbers, path)
+    return export_model(build_model(architecture).eval(), atomic_numbers, path)
 
 
 def frozen_copy(model_path: Path, out_path: Path) -> Path:

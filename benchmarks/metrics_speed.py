@@ -25,9 +25,9 @@ import torch
 
 from openmlff.data import load_dataset
 from openmlff.data.shipped import shipped_dataset_path
-from openmlff.export import export_potential
+from openmlff.export import export_model
 from openmlff.metrics.evaluation import evaluate_model
-from openmlff.models import ARCHITECTURES, build_potential, fit_element_energies
+from openmlff.models import ARCHITECTURES, build_model, fit_element_energies
 
 from pages import result_page  # noqa: E402  (benchmarks/pages.py)
 
@@ -37,9 +37,9 @@ WARMUP_FRAMES = 8
 def export_untrained(architecture: str, dataset, path: Path) -> Path:
     """An untrained model of the default CPU size for the dataset's molecule, with element energies fitted to it."""
     torch.manual_seed(0)
-    potential = build_potential(architecture)
+    potential = build_model(architecture)
     potential.set_energy_statistics(fit_element_energies(dataset.z, dataset.E), float(np.sqrt(np.mean(dataset.F**2))))
-    return export_potential(potential.eval(), dataset.z, path)
+    return export_model(potential.eval(), dataset.z, path)
 
 
 def frames_per_second(model_path: Path, dataset, batch_size: int, repeats: int) -> float:

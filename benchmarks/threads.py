@@ -82,10 +82,10 @@ def worker(workload: str, setting: str, seconds: float) -> dict:
 def _train_step(dataset):
     import torch
 
-    from openmlff.models import build_potential, default_hyperparameters
+    from openmlff.models import build_model, default_hyperparameters
     from openmlff.training.losses import LossWeights, energy_force_mse
 
-    model = build_potential("et", default_hyperparameters("et", "cpu"))
+    model = build_model("et", default_hyperparameters("et", "cpu"))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     z = torch.as_tensor(dataset.z, dtype=torch.long).repeat(BATCH)
     pos = torch.as_tensor(dataset.R[:BATCH], dtype=torch.float32).reshape(-1, 3)

@@ -1,4 +1,4 @@
-"""TorchScript export of a trained Potential, speaking OpenMM's units, with its metadata inside.
+"""TorchScript export of a trained EnergyModel, speaking OpenMM's units, with its metadata inside.
 
 Contract (docs/architecture.md "Exported model contract"): `forward(positions)` takes an (n_atoms, 3) tensor in nm of any float dtype
 and returns the potential energy in kJ/mol as a scalar tensor; periodic models take
@@ -28,20 +28,20 @@ from .model_file import (  # the readers, re-exported for `from openmlff.export 
     METADATA_NAME, REQUIRED_METADATA_KEYS, ModelFileError, check_model_atoms, energies_and_forces, file_sha256,
     load_exported, read_model_metadata,
 )
-from .models.potential import Potential
+from .models.energy_model import EnergyModel
 from .versions import runtime_versions, utc_now
 
 EXPORT_FORMAT = 1
 
-__all__ = ["EXPORT_FORMAT", "CommitteePotential", "ExportedPotential", "export_checkpoint", "export_committee", "export_potential", "METADATA_NAME",
+__all__ = ["EXPORT_FORMAT", "CommitteePotential", "ExportedPotential", "export_checkpoint", "export_committee", "export_model", "METADATA_NAME",
            "REQUIRED_METADATA_KEYS", "ModelFileError", "check_model_atoms", "energies_and_forces", "file_sha256",
            "load_exported", "read_model_metadata"]
 
 
 class ExportedPotential(nn.Module):
-    """A Potential for one molecule: positions in nm -> energy in kJ/mol (float64 scalar)."""
+    """An EnergyModel for one molecule: positions in nm -> energy in kJ/mol (float64 scalar)."""
 
-    def __init__(self, potential: Potential, atomic_numbers):
+    def __init__(self, potential: EnergyModel, atomic_numbers):
         super().__init__()
         self.potential = potential
         dtype = next(potential.parameters()).dtype
@@ -122,7 +122,7 @@ class CommitteePotential(nn.Module):
         return self.frame_uncertainties(positions.unsqueeze(0), box_vectors)[0]
 
 
-def export_potential(potential: Potential, atomic_numbers, path, metadata: dict | None = None,
+def export_model(potential: EnergyModel, atomic_numbers, path, metadata: dict | None = None,
                      periodic: bool = False) -> Path:
     """Script `potential` for one molecule (or a periodic system when `periodic`) and save it with its metadata."""
     path = Path(path)
@@ -130,7 +130,7 @@ def export_potential(potential: Potential, atomic_numbers, path, metadata: dict 
     return _save_module(module, potential, atomic_numbers, path, metadata, periodic)
 
 
-def _save_module(module, potential: Potential, atomic_numbers, path: Path, metadata: dict | None,
+def _save_module(module, potential: EnergyModel, atomic_numbers, path: Path, metadata: dict | None,
                  periodic: bool) -> Path:
     """Write a scripted module with the metadata of `potential` (a representative member) and `metadata`."""
     dtype = str(next(potential.parameters()).dtype).replace("torch.", "")
@@ -161,7 +161,7 @@ def export_checkpoint(checkpoint_path, out_path, weights: str = "best") -> Path:
     checkpoint = read_checkpoint(checkpoint_path)
     potential = checkpoint.potential(weights)
     metadata = _training_metadata(checkpoint_path, checkpoint.state, weights)
-    return export_potential(potential, checkpoint.state["atomic_numbers"], out_path, metadata)
+    return export_model(potential, checkpoint.state["atomic_numbers"], out_path, metadata)
 
 
 def export_committee(checkpoint_paths, out_path, weights: str = "best") -> Path:

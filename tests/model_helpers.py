@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from openmlff.models import build_potential, fit_element_energies
+from openmlff.models import build_model, fit_element_energies
 
 #: Small sizes per architecture variant: fast, but every code path (l=2, vertex terms, parity) is exercised.
 SMALL = {
@@ -28,14 +28,14 @@ TINY = {
 
 
 def trained_like_potential(variant: str, dtype=torch.float64, seed: int = 0, **overrides):
-    """A small Potential whose biases and output layer are random, as after training.
+    """A small EnergyModel whose biases and output layer are random, as after training.
 
     Fresh models have zero biases (and NequIP a zero output layer); some defects, such as a message
     that does not vanish at the cutoff, only show once they are not zero.
     """
     architecture, hp = SMALL[variant]
     torch.manual_seed(seed)
-    pot = build_potential(architecture, {**hp, **overrides})
+    pot = build_model(architecture, {**hp, **overrides})
     with torch.no_grad():
         for name, p in pot.named_parameters():
             if name.endswith("bias"):

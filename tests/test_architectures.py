@@ -16,7 +16,7 @@ from openmm import unit
 
 from openmlff._compat import import_openmmtorch
 from openmlff.elements import find_bonds, masses
-from openmlff.export import energies_and_forces, export_potential
+from openmlff.export import energies_and_forces, export_model
 from openmlff.potentials.exported import TorchModelComputation
 from openmlff.structures import load_structure
 from openmlff.training import TrainingConfig, train
@@ -142,7 +142,7 @@ def test_cell_list_and_all_pairs_give_the_same_energies_on_chignolin(variant):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_eager_torchscript_torchforce_pythonforce_agree(tmp_path, aspirin, variant, dtype):
     pot = trained_like_potential(variant, dtype)
-    path = export_potential(pot, aspirin.z, tmp_path / "model.pt")
+    path = export_model(pot, aspirin.z, tmp_path / "model.pt")
     tol = 1e-7 if dtype == torch.float64 else 2e-3
     frames = aspirin.R[:2]
     e_script, f_script = energies_and_forces(torch.jit.load(str(path)), frames / 10.0)  # kJ/mol, kJ/mol/nm
@@ -180,7 +180,7 @@ def test_total_energy_is_conserved_in_openmm_nve(tmp_path, aspirin, variant):
     output) moves it. The model's own energy must change by far more than the total drifts."""
     pot = trained_like_potential(variant, torch.float64, seed=3)
     pot.scale_ev.fill_(0.1)
-    path = export_potential(pot, aspirin.z, tmp_path / "model.pt")
+    path = export_model(pot, aspirin.z, tmp_path / "model.pt")
     start = aspirin.R[0] / 10.0  # nm
     system = openmm.System()
     for m in masses(aspirin.z):

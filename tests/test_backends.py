@@ -140,11 +140,11 @@ def test_openmlffs_nequip_builds_plain_after_a_nequip_model_was_loaded(nequip_mo
     from nequip.model.saved_models.load_utils import load_saved_model
     from nequip.utils.global_state import set_global_state
 
-    from openmlff.models import build_potential
+    from openmlff.models import build_model
 
     set_global_state()
     load_saved_model(str(nequip_model))
-    copy.deepcopy(build_potential("nequip", {"num_features": 8, "num_layers": 1}))
+    copy.deepcopy(build_model("nequip", {"num_features": 8, "num_layers": 1}))
 
 
 def test_nequip_metrics_simulate_and_resume_from_the_command_line(nequip_model, frames, tmp_path, capsys):

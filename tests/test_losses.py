@@ -71,11 +71,11 @@ def test_unknown_losses_and_options_are_refused_naming_the_field():
 @pytest.mark.parametrize("name", LOSSES)
 def test_gradients_are_finite_on_real_frames(name, test_data):
     from openmlff.data import load_dataset
-    from openmlff.models import build_potential, fit_element_energies
+    from openmlff.models import build_model, fit_element_energies
 
     ds = load_dataset(test_data / "datasets" / "rmd17_aspirin_100.npz")
     torch.manual_seed(0)
-    model = build_potential("et", {"hidden_channels": 16, "num_layers": 1, "num_heads": 2, "num_rbf": 8})
+    model = build_model("et", {"hidden_channels": 16, "num_layers": 1, "num_heads": 2, "num_rbf": 8})
     model.set_energy_statistics(fit_element_energies(ds.z, ds.E), float(np.sqrt(np.mean(ds.F ** 2))))
     n = 4
     z = torch.as_tensor(ds.z).repeat(n)

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from openmlff._compat import import_openmmtorch
-from openmlff.export import energies_and_forces, export_potential, load_exported, read_model_metadata
-from openmlff.models import build_potential, default_hyperparameters, fit_element_energies
+from openmlff.export import energies_and_forces, export_model, load_exported, read_model_metadata
+from openmlff.models import build_model, default_hyperparameters, fit_element_energies
 from openmlff.units import EV_IN_KJ_PER_MOL
 from model_helpers import ef, trained_like_potential  # tests/ is on sys.path (pytest rootdir insertion)
 
@@ -41,28 +41,28 @@ def test_saved_hyperparameters_without_a_later_field_rebuild_the_model_they_were
     hp = default_hyperparameters("et")
     assert hp["output_head"] == "gated"
     before = {k: v for k, v in hp.items() if k != "output_head"}
-    old_model = build_potential("et", {**before, "output_head": "scalar"})
-    rebuilt = build_potential("et", before, saved=True)
+    old_model = build_model("et", {**before, "output_head": "scalar"})
+    rebuilt = build_model("et", before, saved=True)
     rebuilt.load_state_dict(old_model.state_dict())  # strict: the same parameters
     assert isinstance(rebuilt.network.head, torch.nn.Sequential)
-    assert not isinstance(build_potential("et", before).network.head, torch.nn.Sequential)  # new models: gated
+    assert not isinstance(build_model("et", before).network.head, torch.nn.Sequential)  # new models: gated
     with pytest.raises(Exception, match="output_head must be one of"):
-        build_potential("et", {"output_head": "mlp"})
+        build_model("et", {"output_head": "mlp"})
 
 
 def test_paper_preset_has_paper_sizes():
     hp = default_hyperparameters("et", "paper")
     assert (hp["hidden_channels"], hp["num_layers"], hp["num_heads"], hp["num_rbf"], hp["cutoff_angstrom"]) == (256, 6, 8, 32, 5.0)
     with pytest.raises(ValueError, match="unknown hyperparameters"):
-        build_potential("et", {"hidden": 3})
+        build_model("et", {"hidden": 3})
     with pytest.raises(ValueError, match="unknown architecture"):
-        build_potential("schnet")
+        build_model("schnet")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_export_metadata_and_single_frame_forward(tmp_path, aspirin, dtype):
     pot = trained_like_potential("et", dtype)
-    path = export_potential(pot, aspirin.z, tmp_path / "model.pt", {"note": "test"})
+    path = export_model(pot, aspirin.z, tmp_path / "model.pt", {"note": "test"})
     module, meta = load_exported(path)
     assert meta["atomic_numbers"] == aspirin.z.tolist()
     assert meta["units"] == {"positions": "nm", "energy": "kJ/mol", "forces": "kJ/mol/nm"}
@@ -115,7 +115,7 @@ def test_periodic_export_runs_in_torchforce_with_a_box(tmp_path):
                        [2.8, 0.3, 0.1], [3.5, 0.9, 0.0], [3.1, -0.6, 0.0]]) + [10.6, 5.0, 6.0]
     wrapped = waters - np.floor(waters / np.diag(box_angstrom)) * np.diag(box_angstrom)
     assert not np.allclose(wrapped, waters)  # the second water really sits across the face
-    path = export_potential(pot, z, tmp_path / "periodic.pt", periodic=True)
+    path = export_model(pot, z, tmp_path / "periodic.pt", periodic=True)
     assert load_exported(path)[1]["periodic"] is True
     box_t = torch.as_tensor(box_angstrom)
     e_eager = pot(torch.as_tensor(z), torch.as_tensor(waters), torch.zeros(6, dtype=torch.long), 1, box_t)[0].item()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from openmlff.models import build_potential
+from openmlff.models import build_model
 from openmlff.models.neighbors import AUTO_CELL_LIST_ATOMS, all_pairs, box_heights, cell_list, neighbor_pairs
 
 torch.set_num_threads(1)
@@ -295,7 +295,7 @@ def test_scripted_neighbor_pairs_equal_eager(chignolin):
 
 def et_potential(method):
     torch.manual_seed(0)
-    pot = build_potential("et", {"hidden_channels": 16, "num_layers": 1, "num_heads": 2, "num_rbf": 8,
+    pot = build_model("et", {"hidden_channels": 16, "num_layers": 1, "num_heads": 2, "num_rbf": 8,
                                  "neighbor_method": method})
     return pot.to(torch.float64).eval()
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from openmlff.models import build_potential, default_hyperparameters
+from openmlff.models import build_model, default_hyperparameters
 from openmlff.models.nequip import NequIP, NequIPConfig, PolynomialCutoff, hidden_irreps
 from model_helpers import SMALL, ef, trained_like_potential  # tests/ is on sys.path (pytest rootdir insertion)
 
@@ -48,7 +48,7 @@ def test_any_atomic_number_and_isolated_atoms():
 
 def test_fresh_model_predicts_zero_but_learns_through_every_layer(aspirin):
     torch.manual_seed(0)
-    pot = build_potential("nequip", TINY).double()
+    pot = build_model("nequip", TINY).double()
     z = torch.as_tensor(aspirin.z)
     pos = torch.as_tensor(aspirin.R[0])
     e, f = pot.energy_and_forces(z, pos, torch.zeros(len(z), dtype=torch.long), 1, create_graph=True)
@@ -77,6 +77,6 @@ def test_features_irreps_and_config():
     assert (hp["l_max"], hp["num_features"], hp["parity"], hp["num_layers"], hp["cutoff_angstrom"]) == (3, 64, True, 5, 4.0)
     assert NequIPConfig(**default_hyperparameters("nequip")) == NequIPConfig()
     with pytest.raises(ValueError, match="unknown hyperparameters"):
-        build_potential("nequip", {"lmax": 2})
+        build_model("nequip", {"lmax": 2})
 
 

@@ -130,14 +130,14 @@ def test_the_readme_script_runs_the_peptide_in_water(tmp_path):
     from openmm import LangevinMiddleIntegrator
     from openmmml import MLPotential
 
-    from openmlff.export import export_potential
-    from openmlff.models import build_potential
+    from openmlff.export import export_model
+    from openmlff.models import build_model
     from openmlff.structures import load_structure
     from untrained_model import TINY_ET
 
     peptide = load_structure("ac-ala3-nhme")
     torch.manual_seed(0)
-    model = export_potential(build_potential("et", TINY_ET).eval(), peptide.atomic_numbers, tmp_path / "ala3.pt")
+    model = export_model(build_model("et", TINY_ET).eval(), peptide.atomic_numbers, tmp_path / "ala3.pt")
     modeller = app.Modeller(peptide.topology, peptide.positions_angstrom * unit.angstrom)
     forcefield = app.ForceField("amber14-all.xml", "amber14/tip3pfb.xml")
     modeller.addSolvent(forcefield, padding=0.5 * unit.nanometer)

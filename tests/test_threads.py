@@ -70,14 +70,14 @@ def test_model_calls_flush_denormals_to_zero_with_unchanged_forces(tmp_path):
 import numpy as np, torch, sys
 sys.path.insert(0, 'tests')
 from openmlff.structures import load_structure
-from openmlff.models import build_potential
-from openmlff.export import export_potential
+from openmlff.models import build_model
+from openmlff.export import export_model
 from openmlff.model_file import energies_and_forces, load_exported
 tiny = torch.tensor([1e-39], dtype=torch.float32)
 assert (tiny * 1.0).item() != 0.0                       # denormals kept: torch's default
 aspirin = load_structure('aspirin')
 torch.manual_seed(0)
-path = export_potential(build_potential('et').eval(), aspirin.atomic_numbers, sys.argv[1])
+path = export_model(build_model('et').eval(), aspirin.atomic_numbers, sys.argv[1])
 module = load_exported(path)[0]
 x = aspirin.positions_angstrom[None] / 10 + 0.005 * np.random.default_rng(0).standard_normal((4, 21, 3))
 torch.set_flush_denormal(False)

@@ -7,7 +7,7 @@ term) in test_architectures.py.
 import pytest
 import torch
 
-from openmlff.models import build_potential, default_hyperparameters
+from openmlff.models import build_model, default_hyperparameters
 from openmlff.models.visnet import ViSNet, ViSNetConfig, rejection_dot, spherical_harmonics
 
 torch.set_num_threads(1)
@@ -47,6 +47,6 @@ def test_config_presets_and_errors():
     with pytest.raises(ValueError, match="divisible by num_heads"):
         ViSNetConfig(hidden_channels=30, num_heads=8)
     with pytest.raises(ValueError, match="unknown hyperparameters"):
-        build_potential("visnet", {"hidden": 3})
+        build_model("visnet", {"hidden": 3})
 
 

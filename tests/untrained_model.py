@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from openmlff.export import export_potential
-from openmlff.models import build_potential, fit_element_energies
+from openmlff.export import export_model
+from openmlff.models import build_model, fit_element_energies
 
 #: A very small ET: fast enough to evaluate hundreds of frames in a test.
 TINY_ET = {"hidden_channels": 16, "num_layers": 1, "num_heads": 2, "num_rbf": 8}
@@ -17,6 +17,6 @@ TINY_ET = {"hidden_channels": 16, "num_layers": 1, "num_heads": 2, "num_rbf": 8}
 def write_untrained_et(path, dataset, metadata: dict | None = None, seed: int = 0) -> Path:
     """Export a tiny untrained ET for the dataset's molecule (element energies fitted to its energies)."""
     torch.manual_seed(seed)
-    potential = build_potential("et", TINY_ET)
+    potential = build_model("et", TINY_ET)
     potential.set_energy_statistics(fit_element_energies(dataset.z, dataset.E), float(np.sqrt(np.mean(dataset.F**2))))
-    return export_potential(potential.eval(), dataset.z, Path(path), metadata)
+    return export_model(potential.eval(), dataset.z, Path(path), metadata)

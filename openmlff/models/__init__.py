@@ -1,4 +1,4 @@
-"""Model architectures behind one interface: build_potential(architecture, hyperparameters) -> Potential.
+"""Model architectures behind one interface: build_model(architecture, hyperparameters) -> EnergyModel.
 
 An architecture is a pair (config dataclass, network class):
 - the config has defaults sized for CPU training, a `paper()` classmethod giving the original
@@ -7,7 +7,7 @@ An architecture is a pair (config dataclass, network class):
   (z (N,) long, pos (N, 3) in Å, batch (N,) long molecule index, box (3, 3) in Å or None) to one
   raw scalar per atom (N,); it finds its edges with `neighbors.neighbor_pairs` (which applies the
   periodic minimum image when a box is given) and must be TorchScript-compatible.
-`Potential` turns the per-atom outputs into energies (eV) and forces (eV/Å).
+`EnergyModel` turns the per-atom outputs into energies (eV) and forces (eV/Å).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import fields
 
 from ..errors import InputError
 from .et import ETConfig, EquivariantTransformer
-from .potential import Potential, fit_element_energies
+from .energy_model import EnergyModel, fit_element_energies
 
 #: architecture name -> (module, config class name, network class name), imported on first use
 ARCHITECTURES = {
@@ -37,8 +37,8 @@ def default_hyperparameters(architecture: str, preset: str = "cpu") -> dict:
     raise InputError(f"unknown preset {preset!r}; expected 'cpu' or 'paper'")
 
 
-def build_potential(architecture: str, hyperparameters: dict | None = None, saved: bool = False) -> Potential:
-    """A fresh Potential of the named architecture; unknown hyperparameter names are an error.
+def build_model(architecture: str, hyperparameters: dict | None = None, saved: bool = False) -> EnergyModel:
+    """A fresh EnergyModel of the named architecture; unknown hyperparameter names are an error.
 
     saved: the hyperparameters were stored with a model (a checkpoint): one stored before a hyperparameter
     existed lacks it and is rebuilt as it was then (the config's ADDED values), not with today's default.
@@ -50,7 +50,7 @@ def build_potential(architecture: str, hyperparameters: dict | None = None, save
     if unknown:
         raise InputError(f"unknown hyperparameters for {architecture!r}: {sorted(unknown)}; expected some of {sorted(known)}")
     config = config_cls(**params)
-    return Potential(network_cls(config), architecture, config.to_dict())
+    return EnergyModel(network_cls(config), architecture, config.to_dict())
 
 
 def _lookup(architecture: str):
@@ -62,5 +62,5 @@ def _lookup(architecture: str):
     return getattr(module, config_name), getattr(module, network_name)
 
 
-__all__ = ["ARCHITECTURES", "ETConfig", "EquivariantTransformer", "Potential", "build_potential",
+__all__ = ["ARCHITECTURES", "ETConfig", "EquivariantTransformer", "EnergyModel", "build_model",
            "default_hyperparameters", "fit_element_energies"]

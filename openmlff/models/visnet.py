@@ -20,7 +20,7 @@ message-passing (ViS-MP) layer updates all three:
 
 Conventions as elsewhere in openmlff.models: lengths in Å, edges (i receiver, j sender) from
 `neighbors.neighbor_pairs` with r_ij = pos[j] - pos[i]; the network returns one raw scalar per
-atom and `Potential` turns it into energies (eV) and forces (eV/Å).
+atom and `EnergyModel` turns it into energies (eV) and forces (eV/Å).
 
 Differences from the authors' code (microsoft/ViSNet; also torch_geometric.nn.models.ViSNet), both deliberate:
 - there, vector messages are not multiplied by the cutoff, so once the bias of the message

@@ -86,10 +86,10 @@ class TrainingCheckpoint:
         return stored if stored is not None else self.state["ema_state"]
 
     def potential(self, weights: str = "best"):
-        """The Potential with the chosen weights, in the training dtype, in eval mode."""
-        from ..models import build_potential
+        """The EnergyModel with the chosen weights, in the training dtype, in eval mode."""
+        from ..models import build_model
 
-        potential = build_potential(self.architecture, self.hyperparameters, saved=True)
+        potential = build_model(self.architecture, self.hyperparameters, saved=True)
         potential.to(getattr(torch, self.config["dtype"]))
         potential.load_state_dict(self.state_dict(weights))
         potential.eval()

@@ -1,4 +1,4 @@
-"""Training of a Potential on a Dataset: energy + force loss, Adam, warm-up and reduce-on-plateau
+"""Training of an EnergyModel on a Dataset: energy + force loss, Adam, warm-up and reduce-on-plateau
 learning rate, EMA of weights, early stopping, a wall-clock budget, a CSV log, a progress bar and
 a checkpoint (written atomically at every epoch) from which an interrupted training resumes.
 An epoch that diverges (validation loss not finite or `divergence_factor` times the best) sends the run back
@@ -29,8 +29,8 @@ from ..atomic_io import atomic_write_text
 from ..data.dataset import Dataset
 from ..data.splits import Split, make_split
 from ..errors import StateError
-from ..models import build_potential, fit_element_energies
-from ..models.potential import Potential
+from ..models import build_model, fit_element_energies
+from ..models.energy_model import EnergyModel
 from ..resume import ResumeMismatchError, check_resumable
 from ..threads import set_threads
 from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_NAME, read_checkpoint, write_checkpoint
@@ -127,8 +127,8 @@ def _init_training_worker(parent_pid: int) -> None:
     set_threads(1)
 
 
-def load_checkpoint(path, weights: str = "best") -> tuple[Potential, dict]:
-    """The Potential stored in a checkpoint (weights 'best', 'ema' or 'raw') and the checkpoint dict (read safely)."""
+def load_checkpoint(path, weights: str = "best") -> tuple[EnergyModel, dict]:
+    """The EnergyModel stored in a checkpoint (weights 'best', 'ema' or 'raw') and the checkpoint dict (read safely)."""
     checkpoint = read_checkpoint(path)
     return checkpoint.potential(weights), checkpoint.state
 
@@ -244,7 +244,7 @@ class _Loop:
         self.F = torch.as_tensor(dataset.F, dtype=self.dtype)
 
         torch.manual_seed(config.seed)
-        self.model = build_potential(state["architecture"], state["hyperparameters"], saved=True).to(self.dtype)
+        self.model = build_model(state["architecture"], state["hyperparameters"], saved=True).to(self.dtype)
         self.model.set_energy_statistics(state["element_energy_ev"], state["scale_ev"])
         self.ema = ExponentialMovingAverage(self.model, config.ema_decay, config.ema_warmup)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate)

@@ -1,4 +1,4 @@
-"""Potential: an architecture's per-atom outputs turned into energies (eV) and forces (eV/Å).
+"""EnergyModel: an architecture's per-atom outputs turned into energies (eV) and forces (eV/Å).
 
 E = sum_i (scale * y_i + e_ref[z_i]): y_i is the network's raw per-atom output, `scale` (eV) puts
 it on the size of the forces, and e_ref holds per-element reference energies fitted to the
@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from .layers import MAX_Z
 
 
-class Potential(nn.Module):
+class EnergyModel(nn.Module):
     """(z, positions in Å, molecule index per atom) -> energy per molecule in eV."""
 
     def __init__(self, network: nn.Module, architecture: str, hyperparameters: dict):
