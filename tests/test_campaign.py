@@ -22,55 +22,11 @@ from openmlff.campaign import (
 )
 from openmlff.cli import main as cli_main
 from openmlff.data import load_dataset, make_split
-from openmlff.md import read_state_csv
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from toy_models import write_toy_model  # noqa: E402
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-STRETCHED_BOND = (0, 14)  # aspirin C0-H14: the blow-up model breaks it within a few fs
-REPORT_INTERVAL = 20
-
-
-@pytest.fixture(scope="module")
-def aspirin_data(test_data) -> Path:
-    return test_data / "datasets" / "rmd17_aspirin_100.npz"
-
-
-@pytest.fixture(scope="module")
-def models(aspirin_data, tmp_path_factory) -> dict[str, Path]:
-    """A stable toy model and one that collapses at once, both for the aspirin of the data set."""
-    folder = tmp_path_factory.mktemp("models")
-    data = load_dataset(aspirin_data)
-    return {"stable": write_toy_model(folder / "stable.pt", data.z, data.R[0]),
-            "blowup": write_toy_model(folder / "blowup.pt", data.z, data.R[0], stretch_bond=STRETCHED_BOND)}
-
-
-def write_spec(folder: Path, models: dict, data: Path, frames=(3, 7), seeds=(0, 1), steps: int = 200,
-               name: str = "grid", suffix: str = ".json", **md) -> Path:
-    spec = {"name": name, "models": {k: str(v) for k, v in models.items()},
-            "starts": {"data": str(data), "frames": list(frames)}, "seeds": list(seeds), "temperatures_K": [500],
-            "md": {"steps": steps, "report_interval_steps": REPORT_INTERVAL, "checkpoint_interval_steps": 100,
-                   "platform": "Reference", **md}}
-    path = folder / f"{name}{suffix}"
-    path.write_text(json.dumps(spec, indent=1))
-    return path
-
-
-def check_run_done_once(run_dir: Path, starts: int = 1, new_runs: int = 1) -> dict:
-    """A finished run: `starts` attempts, `new_runs` of them found no run.json; every state row and frame once."""
-    summary = json.loads((run_dir / "summary.json").read_text())
-    attempts = [a for a in read_attempts(run_dir) if a["event"] == "start"]
-    assert len(attempts) == starts, (run_dir.name, attempts)
-    assert sum(a["new_run"] for a in attempts) == new_runs, (run_dir.name, attempts)
-    steps = read_state_csv(run_dir / "state.csv")["step"]
-    assert len(steps) == summary["state_rows_written"]
-    np.testing.assert_array_equal(steps, REPORT_INTERVAL * np.arange(len(steps)))  # each reported step once
-    last = summary["collapse_step"] if summary["collapse_step"] is not None else summary["steps_completed"]
-    assert steps[-1] == REPORT_INTERVAL * (last // REPORT_INTERVAL)
-    traj = mdtraj.load(str(run_dir / "trajectory.dcd"), top=str(run_dir / "topology.pdb"))
-    assert traj.n_frames == summary["frames_written"] == len(steps)
-    return summary
+from campaign_helpers import REPO_ROOT, REPORT_INTERVAL, STRETCHED_BOND, check_run_done_once, write_spec  # noqa: E402
 
 
 # --- the spec -------------------------------------------------------------------------------------

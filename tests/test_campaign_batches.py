@@ -23,7 +23,7 @@ from openmlff.campaign.batches import AUTO_REPLICAS, BATCHES_FILE, BatchSpec, au
 from openmlff.md import read_state_csv
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_campaign import REPO_ROOT, aspirin_data, check_run_done_once, models, write_spec  # noqa: E402,F401
+from campaign_helpers import REPO_ROOT, check_run_done_once, write_spec  # noqa: E402
 
 
 def _plan(tmp_path, spec, workers=2, platform="Reference", alone=(), atoms=21):
