@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import check_finite
+from ..config import check_finite, setting
 from ..errors import InputError
 from ..md.start import MAX_REFERENCE_FRAMES
 from ..metrics.force_metrics import DEFAULT_FORCE_UNIT, jsonable
@@ -30,27 +30,27 @@ from .run_files import RunData, dataset_trajectory, evenly_spaced_frames, load_r
 
 @dataclass
 class AnalysisConfig:
-    """Settings of a run analysis (units in the names).
+    """Settings of a run analysis (units in the names); the fields are `openmlff analyze`'s options
+    (openmlff.config.add_config_arguments), the older short forms kept as aliases."""
 
-    bond_deviation_limit_angstrom None: the limit the run's monitor used (run.json). distance_r_max_nm
-    None: 1.5 x the largest interatomic distance of the starting structure, rounded up to 0.1 nm
-    (for h(r) and the RDFs). max_reference_frames: at most about this many evenly spaced reference
-    frames enter h(r) and the reference bond lengths (the monitor's own rule, openmlff.md.start).
-    evaluate_errors: evaluate the model on its training frames for the collapse diagnosis.
-    """
-
-    bond_deviation_limit_angstrom: float | None = None
-    n_first_broken_bonds: int = 5
-    distance_bin_width_nm: float = 0.01
-    distance_r_max_nm: float | None = None
-    rdf_bin_width_nm: float = 0.005
-    max_reference_frames: int = MAX_REFERENCE_FRAMES
-    evaluate_errors: bool = True
-    evaluation_batch_size: int = 32
-    worst_atom_share: float = diagnosis.DEFAULT_WORST_SHARE
-    force_unit: str = DEFAULT_FORCE_UNIT
-    #: Solvated runs: "strip" analyses the molecule alone; "keep" also the water around it ("solvation").
-    water: str = "strip"
+    bond_deviation_limit_angstrom: float | None = setting(
+        None, "collapse threshold in Å (default: the limit the run's monitor used, run.json)",
+        aliases=("--bond-deviation",))
+    n_first_broken_bonds: int = setting(5, "bonds listed in the order they first broke")
+    distance_bin_width_nm: float = setting(0.01, "bin width of h(r) in nm")
+    distance_r_max_nm: float | None = setting(None, "largest distance of h(r) and the RDFs in nm (default: 1.5 x "
+                                                    "the start's largest interatomic distance, rounded up to 0.1 nm)")
+    rdf_bin_width_nm: float = setting(0.005, "bin width of the RDFs in nm")
+    max_reference_frames: int = setting(MAX_REFERENCE_FRAMES, "at most about this many evenly spaced reference "
+                                                              "frames enter h(r) and the reference bond lengths")
+    evaluate_errors: bool = setting(True, "evaluate the model on its training frames for the collapse diagnosis",
+                                    aliases=("--errors",))
+    evaluation_batch_size: int = setting(32, "frames per batch when evaluating the model", aliases=("--batch-size",))
+    worst_atom_share: float = setting(diagnosis.DEFAULT_WORST_SHARE, "share of atoms counted as the worst by FNM "
+                                                                     "error in the diagnosis")
+    force_unit: str = setting(DEFAULT_FORCE_UNIT, "force unit of the diagnosis")
+    water: str = setting("strip", "solvated runs: strip (the molecule alone) or keep the water (and ions) for the "
+                                  "solvation analysis: box volume, density, first-shell waters, water g(r)")
 
     def __post_init__(self) -> None:
         check_finite(self)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import finite_float
+from ..config import add_config_arguments, config_from_args, finite_float
 from .common import MODEL_HELP, load, model_arguments, model_ref, threads_option, unit_options
 
 
@@ -15,16 +15,12 @@ def add_metrics(me) -> None:
     me.add_argument("--data", required=True)
     unit_options(me)
     me.add_argument("--out", required=True, help="JSON file")
-    me.add_argument("--frames", default="all",
-                    help="'all', or 'train'/'val'/'test' (the split stored in --checkpoint), or a range 'START:STOP'")
-    me.add_argument("--checkpoint", default=None, help="training checkpoint whose split --frames refers to")
-    me.add_argument("--batch-size", type=int, default=32)
+    me.add_argument("--checkpoint", default=None, help="training checkpoint (or split file) whose split --frames "
+                                                       "refers to")
     threads_option(me)
-    me.add_argument("--force-unit", default="kcal/mol/Å")
-    me.add_argument("--energy-unit", default="kcal/mol")
-    me.add_argument("--n-clusters", type=int, default=None,
-                    help="conformation clusters (default: k in 2..10 with the best silhouette score)")
-    me.add_argument("--cluster-seed", type=int, default=0, help="seed of the k-means clustering")
+    from ..report.metrics_outputs import MetricsConfig
+
+    add_config_arguments(me, MetricsConfig, group="metrics settings (openmlff.report.metrics_outputs.MetricsConfig)")
     me.add_argument("--csv-dir", default=None,
                     help="folder for elements.csv, atoms.csv, frames.csv, clusters.csv (default: OUT_STEM_csv beside the JSON)")
     me.add_argument("--plots", default=None, metavar="DIR", help="also write PNG figures into DIR")
@@ -48,15 +44,12 @@ def add_analyze(an) -> None:
     model_arguments(an)
     an.add_argument("--out", default=None, help="output folder (default RUNDIR/analysis)")
     an.add_argument("--plots", action="store_true", help="also write PNG figures")
-    an.add_argument("--bond-deviation-limit-angstrom", "--bond-deviation", dest="bond_deviation", type=finite_float,
-                    default=None, help="collapse threshold in Å (default: the run's)")
-    an.add_argument("--no-errors", action="store_true", help="skip evaluating the model on its training data")
-    an.add_argument("--water", choices=("strip", "keep"), default="strip",
-                    help="solvated runs: strip (the molecule alone, default) or keep the water (and ions) for the "
-                         "solvation analysis: box volume, density, first-shell waters, water g(r) around each element")
-    an.add_argument("--batch-size", type=int, default=32, help="frames per batch when evaluating the model")
     threads_option(an)
     an.add_argument("--quiet", action="store_true")
+    from ..analysis.run_analysis import AnalysisConfig
+
+    add_config_arguments(an, AnalysisConfig, choices={"water": ["strip", "keep"]},
+                         group="analysis settings (openmlff.analysis.AnalysisConfig)")
     an.set_defaults(handler=_analyze)
 
 
@@ -83,20 +76,20 @@ def _correlate(args) -> int:
 
 
 def _metrics(args) -> int:
-    from ..report.metrics_outputs import write_model_metrics
+    from ..report.metrics_outputs import MetricsConfig, write_model_metrics
     from ..threads import set_threads
 
+    config = config_from_args(MetricsConfig, args)
     dataset = load(args, args.data)
-    set_threads(args.threads, atoms_per_call=args.batch_size * dataset.n_atoms)
-    report, tables, figures = write_model_metrics(
-        model_ref(args), dataset, args.out, frames=args.frames, split_source=args.checkpoint,
-        batch_size=args.batch_size, force_unit=args.force_unit, energy_unit=args.energy_unit,
-        n_clusters=args.n_clusters, cluster_seed=args.cluster_seed, csv_dir=args.csv_dir, plots_dir=args.plots)
+    set_threads(args.threads, atoms_per_call=config.batch_size * dataset.n_atoms)
+    report, tables, figures = write_model_metrics(model_ref(args), dataset, args.out, config,
+                                                  split_source=args.checkpoint, csv_dir=args.csv_dir,
+                                                  plots_dir=args.plots)
     print(f"tables: {', '.join(map(str, tables))}" + (f"; figures: {', '.join(map(str, figures))}" if figures else ""))
     g = report["global"]
     u = report["units"]
-    print(f"{len(report['frames']['dataset_frame'])} frames ({args.frames}): force MAE {g['force_mae']:.3f} {u['force']}, "
-          f"max {g['force_max']:.3f} {u['force']}, FNM MAE {g['fnm_mae']:.4f} {u['fnm']}, "
+    print(f"{len(report['frames']['dataset_frame'])} frames ({config.frames}): force MAE {g['force_mae']:.3f} "
+          f"{u['force']}, max {g['force_max']:.3f} {u['force']}, FNM MAE {g['fnm_mae']:.4f} {u['fnm']}, "
           f"energy MAE {g['energy_mae']:.3f} {u['energy']} -> {args.out}")
     return 0
 
@@ -108,8 +101,7 @@ def _analyze(args) -> int:
 
     set_threads(args.threads)
 
-    config = AnalysisConfig(bond_deviation_limit_angstrom=args.bond_deviation, evaluate_errors=not args.no_errors,
-                            evaluation_batch_size=args.batch_size, water=args.water)
+    config = config_from_args(AnalysisConfig, args)
     analysis = analyze_run(args.rundir, data=args.data, model=model_ref(args), config=config,
                            energy_unit=args.file_energy_unit, length_unit=args.file_length_unit, progress=not args.quiet,
                            topology=args.topology, frame_interval_ps=args.frame_interval_ps)

@@ -7,8 +7,10 @@ four tables elements.csv, atoms.csv, frames.csv and clusters.csv, with units in 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
+from ..config import check, check_finite, setting
 from ..metrics.force_metrics import FNM_KEYS, FORCE_KEYS
 from .tables import write_table
 
@@ -63,26 +65,46 @@ def write_metrics_tables(report: dict, folder) -> list[Path]:
     return [write_table(folder / name, columns) for name, columns in metrics_tables(report).items()]
 
 
-def write_model_metrics(model, dataset, out, *, frames: str = "all", split_source=None, batch_size: int = 32,
-                        force_unit: str = "kcal/mol/Å", energy_unit: str = "kcal/mol", n_clusters: int | None = None,
-                        cluster_seed: int = 0, csv_dir=None, plots_dir=None) -> tuple[dict, list[Path], list[Path]]:
-    """`openmlff metrics`: the force metrics of `model` on `dataset` (frames 'all', 'START:STOP', or 'train',
-    'val', 'test' of the split in `split_source`, a checkpoint or split file) as JSON at `out`, CSV tables in
-    csv_dir (default OUT_STEM_csv beside it) and figures in plots_dir; the report, tables and figures."""
+@dataclass
+class MetricsConfig:
+    """The settings of `openmlff metrics` (its options, openmlff.config.add_config_arguments): which frames, how
+    they are evaluated and clustered, the units of the report."""
+
+    frames: str = setting("all", "'all', or 'train'/'val'/'test' (the split stored in --checkpoint), or a range "
+                                 "'START:STOP'")
+    batch_size: int = setting(32, "frames per batched model call")
+    force_unit: str = setting("kcal/mol/Å", "force unit of the report")
+    energy_unit: str = setting("kcal/mol", "energy unit of the report")
+    n_clusters: int | None = setting(None, "conformation clusters (default: k in 2..10 with the best silhouette "
+                                           "score)")
+    cluster_seed: int = setting(0, "seed of the k-means clustering")
+
+    def __post_init__(self) -> None:
+        check_finite(self)
+        check(self, self.batch_size >= 1, "batch_size", f"must be a positive integer, got {self.batch_size}")
+
+
+def write_model_metrics(model, dataset, out, config: MetricsConfig | None = None, *, split_source=None,
+                        csv_dir=None, plots_dir=None) -> tuple[dict, list[Path], list[Path]]:
+    """`openmlff metrics`: the force metrics of `model` on the frames of `dataset` that config.frames names (of the
+    split in `split_source`, a checkpoint or split file, for 'train', 'val', 'test') as JSON at `out`, CSV tables
+    in csv_dir (default OUT_STEM_csv beside it) and figures in plots_dir; the report, tables and figures."""
     from ..atomic_io import atomic_write_json
     from ..data.splits import check_data_of_split, select_frames
     from ..metrics.report import metrics_report
     from ..training.checkpoint import read_split
 
+    config = config or MetricsConfig()
     split = None
     if split_source:
         split, fingerprint = read_split(split_source)
         check_data_of_split(dataset, split_source, fingerprint)
-    indices = select_frames(frames, dataset.n_frames, split)
+    indices = select_frames(config.frames, dataset.n_frames, split)
     dataset = dataset.subset(indices) if indices is not None else dataset
-    report = metrics_report(model, dataset, frames_label=frames, dataset_frames=indices, batch_size=batch_size,
-                            force_unit=force_unit, energy_unit=energy_unit, n_clusters=n_clusters,
-                            cluster_seed=cluster_seed)
+    report = metrics_report(model, dataset, frames_label=config.frames, dataset_frames=indices,
+                            batch_size=config.batch_size, force_unit=config.force_unit,
+                            energy_unit=config.energy_unit, n_clusters=config.n_clusters,
+                            cluster_seed=config.cluster_seed)
     atomic_write_json(out, report)
     out = Path(out)
     tables = write_metrics_tables(report, csv_dir or out.with_name(f"{out.stem}_csv"))
@@ -92,4 +114,3 @@ def write_model_metrics(model, dataset, out, *, frames: str = "all", split_sourc
 
         figures = write_metrics_plots(report, plots_dir)
     return report, tables, figures
-
