@@ -33,7 +33,7 @@ def train_and_measure(architecture: str, out: str, time_budget: float, threads: 
 
     from openmlff.data import load_dataset
     from openmlff.data.shipped import shipped_dataset_path
-    from openmlff.export import export_checkpoint, read_model_metadata
+    from openmlff.model_file.writer import export_checkpoint, read_model_metadata
     from openmlff.metrics.evaluation import evaluate_model
     from openmlff.training import TrainingConfig, train
 
@@ -71,7 +71,7 @@ def main(argv=None) -> int:
 
     t0 = time.perf_counter()
     jobs = [(a, args.out, args.time_budget, args.threads, args.seed) for a in args.architectures]
-    from openmlff.versions import processor_name
+    from openmlff.core.versions import processor_name
 
     if args.parallel:
         with ProcessPoolExecutor(max_workers=len(jobs)) as pool:

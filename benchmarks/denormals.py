@@ -12,7 +12,7 @@ ROUNDS, per call in ms, one thread):
                create_graph, MSE loss, backward, Adam step (per batch)
   evaluation   ExportedModel.energies_and_forces on a batch of 16 frames (metrics, analysis) (per batch)
   torchforce   OpenMM TorchForce MD step (CPU platform)   pythonforce  openmm.PythonForce MD step
-  ase          openmlff.md.ase_calculator in an ASE Langevin loop
+  ase          openmlff.integrations.ase_calculator in an ASE Langevin loop
 and the largest force difference flushed vs not (evaluation path, kcal/mol/Å). Untrained default (cpu preset)
 models by default; --model FILE.pt adds a trained exported model of the same molecule (floor, evaluation, MD).
 
@@ -33,11 +33,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from md_speed import ase_stepper, export_untrained, floor_stepper, interleaved, md_frames, openmm_stepper  # noqa: E402
 
-from openmlff import threads, units  # noqa: E402
+from openmlff.core import threads, units  # noqa: E402
 from openmlff.models import ARCHITECTURES, build_model  # noqa: E402
 from openmlff.potentials import get_potential  # noqa: E402
 from openmlff.structures import load_structure  # noqa: E402
-from openmlff.versions import processor_name  # noqa: E402
+from openmlff.core.versions import processor_name  # noqa: E402
 
 from pages import result_page  # noqa: E402  (benchmarks/pages.py)
 

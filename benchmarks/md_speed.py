@@ -53,8 +53,8 @@ from openmm import unit
 from openmlff.md import ExportedModelCalculator, SimulationConfig, build_system, run_simulation
 from openmlff.models import ARCHITECTURES
 from openmlff.structures import load_structure
-from openmlff.threads import set_threads
-from openmlff.versions import processor_name
+from openmlff.core.threads import set_threads
+from openmlff.core.versions import processor_name
 
 from pages import result_page  # noqa: E402  (benchmarks/pages.py)
 
@@ -100,7 +100,7 @@ def interleaved(advances: dict, steps: int, rounds: int = ROUNDS) -> dict[str, T
 
 
 def export_untrained(architecture: str, atomic_numbers, path: Path) -> Path:
-    from openmlff.export import export_model
+    from openmlff.model_file.writer import export_model
     from openmlff.models import build_model
 
     torch.manual_seed(0)
@@ -277,7 +277,7 @@ def main(argv=None) -> int:
     print(f"# MD speed, {datetime.datetime.now().isoformat(timespec='minutes')}, {_platform.node()}, "
           f"{processor_name()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; torch "
           f"{torch.__version__} ({args.threads} thread(s), denormals flushed to zero in every path, as openmlff runs "
-          f"them: openmlff.threads.flush_denormals), openmm {openmm.__version__}")
+          f"them: openmlff.core.threads.flush_denormals), openmm {openmm.__version__}")
     print(f"# untrained models, default CPU sizes; OpenMM platform {args.platform}; {TIMESTEP_FS} fs Langevin steps at "
           f"{TEMPERATURE_K:g} K; {args.steps} steps per path in {ROUNDS} interleaved rounds, each from the starting "
           "structure; ms/step = best round's wall time per step, cpu ms = best round's process CPU time per step; "

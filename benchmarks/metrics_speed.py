@@ -25,7 +25,7 @@ import torch
 
 from openmlff.data import load_dataset
 from openmlff.data.shipped import shipped_dataset_path
-from openmlff.export import export_model
+from openmlff.model_file.writer import export_model
 from openmlff.metrics.evaluation import evaluate_model
 from openmlff.models import ARCHITECTURES, build_model, fit_element_energies
 

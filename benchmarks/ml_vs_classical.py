@@ -87,7 +87,7 @@ def say(msg: str) -> None:
 
 def cached(path: Path, compute):
     """The JSON at `path`, or compute() written there (atomically): every step of the benchmark resumes."""
-    from openmlff.atomic_io import atomic_write_json
+    from openmlff.core.atomic_io import atomic_write_json
 
     if path.is_file():
         return json.loads(path.read_text())
@@ -168,7 +168,7 @@ def training_jobs(args, plan: dict) -> list:
 
 
 def export_best(out_dir: Path) -> Path:
-    from openmlff.export import export_checkpoint
+    from openmlff.model_file.writer import export_checkpoint
 
     model = out_dir / "model.pt"
     if not model.is_file():
@@ -223,7 +223,7 @@ def md_job(model: str, z, start, run_dir: str, steps: int, temperature: float, t
     from openmlff.analysis import AnalysisConfig, analyze_run
     from openmlff.md import SimulationConfig, run_simulation
     from openmlff.structures import load_structure
-    from openmlff.threads import set_threads
+    from openmlff.core.threads import set_threads
 
     set_threads(1)
     topology = load_structure(topology_structure).topology if topology_structure else None
@@ -256,8 +256,8 @@ def run_pool(function, jobs: list[tuple], workers: int) -> list:
 
 
 def _init_worker(parent_pid: int) -> None:
-    from openmlff.processes import die_with_parent
-    from openmlff.threads import set_threads
+    from openmlff.core.processes import die_with_parent
+    from openmlff.core.threads import set_threads
 
     die_with_parent(parent_pid)
     set_threads(1)
@@ -316,9 +316,9 @@ def held_out(dataset, test_share: int, val_share: int, budget: float):
 
 
 def main(argv=None) -> int:
-    from openmlff.threads import set_threads
+    from openmlff.core.threads import set_threads
     from openmlff.training.trainer import train_side_by_side
-    from openmlff.versions import package_versions, processor_name, runtime_versions
+    from openmlff.core.versions import package_versions, processor_name, runtime_versions
 
     args = parse_args(argv)
     set_threads(1)
@@ -404,7 +404,7 @@ def main(argv=None) -> int:
                           "h_r_mae": "dimensionless (integrated |h - h_ref| per bin width)"},
                 "table": table, "learning_curve": curve,
                 "md": [{"molecule": k[0], "method": k[1], **v} for k, v in md.items()]}
-    from openmlff.atomic_io import atomic_write_json
+    from openmlff.core.atomic_io import atomic_write_json
 
     atomic_write_json(args.out / "results.json", document)
     write_csv(args.out / "results.csv", table)
@@ -422,7 +422,7 @@ CSV_NAMES = {"force_mae": "force_mae_kcal_per_mol_per_A", "force_rmse": "force_r
 
 
 def write_csv(path: Path, table: list[dict]) -> None:
-    from openmlff.atomic_io import atomic_write_stream
+    from openmlff.core.atomic_io import atomic_write_stream
 
     def write(handle) -> None:
         writer = csv.writer(handle)

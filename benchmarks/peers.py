@@ -105,7 +105,7 @@ def peers_python() -> Path:
 def prepare(work: Path, pair: Pair, seed: int) -> None:
     """The shipped frames as arrays (Å, kcal/mol, kcal/mol/Å: TorchMD-Net's Custom layout; nequip's driver writes
     them as extended XYZ), the split both sides use and the pair's shared settings."""
-    from openmlff import units
+    from openmlff.core import units
     from openmlff.data import load_dataset
     from openmlff.data.shipped import shipped_dataset_path
     from openmlff.data.splits import make_split
@@ -161,9 +161,9 @@ def evaluate_openmlff(work: Path) -> list[dict]:
     as `openmlff export` does and measured by openmlff.metrics' evaluation (kcal/mol, kcal/mol/Å)."""
     from openmlff.data import load_dataset
     from openmlff.data.shipped import shipped_dataset_path
-    from openmlff.export import export_checkpoint
+    from openmlff.model_file.writer import export_checkpoint
     from openmlff.metrics.evaluation import evaluate_model
-    from openmlff.threads import set_threads
+    from openmlff.core.threads import set_threads
     from openmlff.training.checkpoint import read_checkpoint
 
     set_threads(1)
@@ -194,9 +194,9 @@ def md_openmlff(work: Path, steps: int) -> dict:
 
     from openmlff.data import load_dataset
     from openmlff.data.shipped import shipped_dataset_path
-    from openmlff.export import export_checkpoint
+    from openmlff.model_file.writer import export_checkpoint
     from openmlff.potentials.exported import build_system
-    from openmlff.threads import set_threads
+    from openmlff.core.threads import set_threads
 
     set_threads(1)  # what every openmlff command does first (1 thread, denormals flushed)
     last = json.loads((work / "openmlff" / "marks.json").read_text())[-1]
@@ -288,7 +288,7 @@ ARCH_NAMES = {"et": "ET", "nequip": "NequIP"}
 
 def run_pair(pair: Pair, work: Path, marks: list[float], seed: int, steps: int, python: Path) -> dict:
     """Train both sides at once, evaluate them, time their MD, print the tables and write peers.json/peers.png."""
-    from openmlff.versions import processor_name
+    from openmlff.core.versions import processor_name
 
     if work.exists():
         shutil.rmtree(work)

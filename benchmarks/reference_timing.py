@@ -35,7 +35,7 @@ from openmlff.data.shipped import shipped_dataset_path
 from openmlff.metrics.force_metrics import global_force_metrics
 from openmlff.reference import get_reference_method, label_conformations, package_versions
 from openmlff.structures import load_structure
-from openmlff.units import EV_IN_KCAL_PER_MOL
+from openmlff.core.units import EV_IN_KCAL_PER_MOL
 
 from pages import result_page  # noqa: E402  (benchmarks/pages.py)
 

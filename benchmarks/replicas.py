@@ -47,7 +47,7 @@ from openmlff.md import (SimulationConfig, build_replica_system, build_system, r
                          run_simulation, torchforce_properties, write_replica_module)
 from openmlff.models import ARCHITECTURES  # noqa: E402
 from openmlff.structures import load_structure  # noqa: E402
-from openmlff.versions import processor_name  # noqa: E402
+from openmlff.core.versions import processor_name  # noqa: E402
 
 from pages import result_page  # noqa: E402  (benchmarks/pages.py)
 

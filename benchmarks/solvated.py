@@ -31,8 +31,8 @@ from openmlff.md.environment import build_environment_system, prepare_environmen
 from openmlff.models import ARCHITECTURES  # noqa: E402
 from openmlff.potentials import get_potential  # noqa: E402
 from openmlff.structures import load_structure  # noqa: E402
-from openmlff.threads import set_threads  # noqa: E402
-from openmlff.versions import processor_name  # noqa: E402
+from openmlff.core.threads import set_threads  # noqa: E402
+from openmlff.core.versions import processor_name  # noqa: E402
 
 from pages import result_page  # noqa: E402  (benchmarks/pages.py)
 

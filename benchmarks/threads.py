@@ -6,7 +6,7 @@ the CPU platform) and each thread setting, a fresh process is timed for --second
 rounds from the same state; the best round's ms/step is reported, the median is in the JSON), once
 on a quiet machine and once while another process keeps one core busy (a Python busy loop):
 
-  default        openmlff's choice (openmlff.threads: set_threads(None, atoms per call), OMP_WAIT_POLICY=PASSIVE)
+  default        openmlff's choice (openmlff.core.threads: set_threads(None, atoms per call), OMP_WAIT_POLICY=PASSIVE)
   --threads 1    openmlff with one torch thread
   --threads 2    openmlff with two torch threads (PASSIVE OpenMP threads)
   torch default  what openmlff did before: torch's own thread count, OpenMP's default (spinning) wait policy
@@ -38,7 +38,7 @@ ROUNDS = 5
 
 
 def _processor() -> str:
-    from openmlff.versions import processor_name  # here: a worker must import torch only after its own setup
+    from openmlff.core.versions import processor_name  # here: a worker must import torch only after its own setup
 
     return processor_name()
 
@@ -51,7 +51,7 @@ def worker(workload: str, setting: str, seconds: float) -> dict:
         importlib.import_module("torch")  # OpenMP starts here, before openmlff could set its wait policy
     from openmlff.data import load_dataset
     from openmlff.data.shipped import shipped_dataset_path
-    from openmlff.threads import set_threads
+    from openmlff.core.threads import set_threads
 
     import torch
 
@@ -152,7 +152,7 @@ def main(argv=None) -> int:
         print(json.dumps(worker(args.worker[0], args.worker[1], args.seconds)))
         return 0
 
-    from openmlff.threads import usable_cpus
+    from openmlff.core.threads import usable_cpus
 
     print(f"processor: {_processor()}; usable CPUs: {usable_cpus()}; os.cpu_count(): {os.cpu_count()}; "
           f"python {platform.python_version()}; {args.seconds:g} s of work per cell")

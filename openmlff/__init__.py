@@ -5,8 +5,8 @@ and relate its force errors to the stability of its trajectories (Wang et al., J
 The layers, data flow and conventions are described in docs/architecture.md.
 """
 
-from .threads import configure_process as _configure_process
+from .core.threads import configure_process as _configure_process
 
-_configure_process()  # OMP_WAIT_POLICY=PASSIVE before torch starts OpenMP (see openmlff.threads)
+_configure_process()  # OMP_WAIT_POLICY=PASSIVE before torch starts OpenMP (see openmlff.core.threads)
 
 __version__ = "0.1.2"

@@ -128,7 +128,7 @@ def part_settings(args, part: str, n_frames: int):
 def random_control(dataset, folder: Path, active_dir: Path, config) -> dict:
     """The control arm: round 0's committee, then per round the same number of frames drawn at random from the
     data outside every member's split, same continued training; measured like the last active round."""
-    from openmlff.atomic_io import atomic_write_json
+    from openmlff.core.atomic_io import atomic_write_json
     from openmlff.data import save_dataset
     from openmlff.improve.active import continue_committee, measure_committee
     from openmlff.improve.recruit import recruit_frames
@@ -209,7 +209,7 @@ def run_part(args, part: str) -> dict:
     from openmlff.data import load_dataset
     from openmlff.data.shipped import shipped_dataset_path
     from openmlff.improve.active import active_learn, write_active_learning_report
-    from openmlff.metrics.run_stability import comparison_row
+    from openmlff.stability.runs import comparison_row
     from openmlff.report.campaign_page import write_campaign_report
     from openmlff.training.checkpoint import read_checkpoint
 
@@ -319,10 +319,10 @@ def answer(result: dict) -> list[str]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from openmlff.threads import set_threads  # first: openmlff sets OMP_WAIT_POLICY before torch starts OpenMP
+    from openmlff.core.threads import set_threads  # first: openmlff sets OMP_WAIT_POLICY before torch starts OpenMP
 
-    from openmlff.atomic_io import atomic_write_json
-    from openmlff.versions import processor_name
+    from openmlff.core.atomic_io import atomic_write_json
+    from openmlff.core.versions import processor_name
 
     set_threads(1)
     t0 = time.perf_counter()

@@ -178,7 +178,7 @@ def held_out_metrics(arms: dict, data: Path) -> dict:
 def stability_per_arm(campaign_dir: Path, arms: dict, horizon_ps: float) -> dict:
     from openmlff.campaign import CampaignDirectory
     from openmlff.md import read_run_summary
-    from openmlff.metrics.run_stability import share_stable_interval, stability_of_runs
+    from openmlff.stability.runs import share_stable_interval, stability_of_runs
 
     where = CampaignDirectory(campaign_dir)
     summaries = {name: {} for name in arms}
@@ -195,7 +195,7 @@ def stability_per_arm(campaign_dir: Path, arms: dict, horizon_ps: float) -> dict
 
 
 def comparisons(stability: dict) -> list[dict]:
-    from openmlff.metrics.run_stability import comparison_row
+    from openmlff.stability.runs import comparison_row
 
     return [comparison_row(method, control, stability[method], stability[control])
             for method, control in CONTROLS.items() if control is not None]
@@ -238,10 +238,10 @@ def write_answer(out: Path, arms: dict, held_out: dict, stability: dict, rows: l
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from openmlff.threads import set_threads  # first: openmlff sets OMP_WAIT_POLICY before torch starts OpenMP
+    from openmlff.core.threads import set_threads  # first: openmlff sets OMP_WAIT_POLICY before torch starts OpenMP
 
-    from openmlff.atomic_io import atomic_write_json
-    from openmlff.versions import processor_name
+    from openmlff.core.atomic_io import atomic_write_json
+    from openmlff.core.versions import processor_name
     from openmlff.campaign import run_campaign
     from openmlff.campaign.correlate import correlate_campaign
     from openmlff.data.shipped import shipped_dataset_path
@@ -251,7 +251,7 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from metrics_vs_stability import answer as correlation_answer
 
-    from openmlff.metrics.correlation import similar_error_ranking
+    from openmlff.stability.correlation import similar_error_ranking
 
     t0 = time.perf_counter()
     set_threads(1)

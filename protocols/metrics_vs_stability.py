@@ -47,7 +47,7 @@ def parse_args(argv=None):
     p.add_argument("--workers", type=int, default=None, help="MD runs at a time (default: cores)")
     p.add_argument("--scheduler", default=None, help="Dask scheduler address (default: local process pool)")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch threads for training (default: openmlff.threads' choice for the work, 1 for aspirin)")
+                   help="torch threads for training (default: openmlff.core.threads' choice for the work, 1 for aspirin)")
     p.add_argument("--add-model", action="append", default=[], metavar="LABEL=MODEL.pt",
                    help="also put this exported model in the campaign (trained on the same data and split)")
     p.add_argument("--improvement-arms", default=None, metavar="DIR",
@@ -67,13 +67,13 @@ def say(msg: str) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from openmlff.threads import set_threads  # first: openmlff sets OMP_WAIT_POLICY before torch starts OpenMP
+    from openmlff.core.threads import set_threads  # first: openmlff sets OMP_WAIT_POLICY before torch starts OpenMP
 
     from openmlff.campaign import run_campaign
     from openmlff.campaign.correlate import correlate_campaign
     from openmlff.data import load_dataset
     from openmlff.data.shipped import shipped_dataset_path
-    from openmlff.export import export_checkpoint
+    from openmlff.model_file.writer import export_checkpoint
     from openmlff.training import TrainingConfig, train
 
     out = Path(args.out)
@@ -150,7 +150,7 @@ def answer(doc: dict) -> str:
             if match:
                 lines.append(f"  for comparison {name:<20} rho {match[0]['spearman_rho']:+.2f} "
                              f"(rank {rows.index(match[0]) + 1} of {len(rows)})")
-    from openmlff.metrics.correlation import similar_error_ranking
+    from openmlff.stability.correlation import similar_error_ranking
 
     lines.extend(similar_lines(similar_error_ranking(doc["model_metrics"], doc["stability_per_model"]), "models"))
     stab = doc["stability_per_model"]
@@ -164,7 +164,7 @@ def answer(doc: dict) -> str:
 
 
 def similar_lines(similar: dict, what: str) -> list[str]:
-    """The answer of openmlff.metrics.correlation.similar_error_ranking in words: among models of similar
+    """The answer of openmlff.stability.correlation.similar_error_ranking in words: among models of similar
     MAE, do the fine-grained metrics rank stability better than the MAE?"""
     lines = [f"Among {what} of similar {similar['mae_metric']} (within ±{similar['tolerance']:.0%} of "
              f"{similar['median_mae']:.3f}): {', '.join(similar['models']) or 'none'}."]

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from openmlff.units import FS_IN_PS
+from openmlff.core.units import FS_IN_PS
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from pages import result_page  # noqa: E402
@@ -38,7 +38,7 @@ def parse_args(argv=None):
     p.add_argument("--timestep", type=float, default=0.5, help="fs")
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="MD runs at a time")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch threads for training (default: openmlff.threads' choice for the work, 1 for aspirin)")
+                   help="torch threads for training (default: openmlff.core.threads' choice for the work, 1 for aspirin)")
     p.add_argument("--platform", default=None, help="OpenMM platform (default: fastest available)")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
@@ -50,12 +50,12 @@ def say(msg: str) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from openmlff.threads import set_threads  # first: openmlff sets OMP_WAIT_POLICY before torch starts OpenMP
+    from openmlff.core.threads import set_threads  # first: openmlff sets OMP_WAIT_POLICY before torch starts OpenMP
 
     from openmlff.campaign import CampaignDirectory, CampaignSpec, DatasetFrames, run_campaign
     from openmlff.data import load_dataset
     from openmlff.data.shipped import shipped_dataset_path
-    from openmlff.export import export_checkpoint
+    from openmlff.model_file.writer import export_checkpoint
     from openmlff.md import read_run_summary
     from openmlff.metrics.report import metrics_report
     from openmlff.training import TrainingConfig, train
@@ -184,7 +184,7 @@ def _summary_text(res: dict) -> str:
 
 
 def _write_json(path: Path, obj) -> None:
-    from openmlff.atomic_io import atomic_write_json
+    from openmlff.core.atomic_io import atomic_write_json
 
     atomic_write_json(path, obj)
 

@@ -263,9 +263,9 @@ def table(campaign: Path, doc: dict, budget: float) -> str:
 
 
 def answer_text(doc: dict, campaign: Path) -> str:
-    """What the correlation says, in sentences (metrics.correlation.campaign_answer): the best predictors of the
+    """What the correlation says, in sentences (openmlff.stability.correlation.campaign_answer): the best predictors of the
     share of stable runs with their intervals, the global test force MAE's rank, the first bonds to break."""
-    from openmlff.metrics.correlation import campaign_answer
+    from openmlff.stability.correlation import campaign_answer
     from openmlff.report.campaign_page import diagnosis_entry
 
     diagnoses = []
@@ -293,7 +293,7 @@ def answer_text(doc: dict, campaign: Path) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from openmlff.threads import set_threads
+    from openmlff.core.threads import set_threads
 
     set_threads(1)
     from openmlff.campaign import run_campaign

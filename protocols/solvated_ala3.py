@@ -82,7 +82,7 @@ def main(argv=None) -> int:
         openmlff("simulate", "--model", potential, "--structure", "ac-ala3-nhme", *md, *extra, "--out", out / name)
         openmlff("analyze", out / name, "--no-errors", "--quiet", *(["--water", "keep"] if extra else []))
 
-    from openmlff.versions import processor_name
+    from openmlff.core.versions import processor_name
 
     results = {"processor": processor_name(), "threads": "1 torch thread, OpenMM CPU platform 1 thread, one run at a time",
                "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},

@@ -53,15 +53,15 @@ def say(msg: str) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from openmlff.threads import set_threads
+    from openmlff.core.threads import set_threads
 
-    from openmlff.atomic_io import atomic_write_json
+    from openmlff.core.atomic_io import atomic_write_json
     from openmlff.campaign import CampaignDirectory, run_campaign
     from openmlff.data import load_dataset
     from openmlff.data.shipped import shipped_dataset_path
-    from openmlff.export import export_committee
+    from openmlff.model_file.writer import export_committee
     from openmlff.md import read_run_summary
-    from openmlff.metrics.correlation import trust_alarm
+    from openmlff.stability.correlation import trust_alarm
     from openmlff.metrics.uncertainty import committee_spread, uncertainty_report
     from openmlff.training import TrainingConfig, train
     from openmlff.training.checkpoint import read_checkpoint
@@ -85,7 +85,7 @@ def main(argv=None) -> int:
         members.append(train(dataset, out / f"member_{k}", cfg, progress=False).checkpoint)
     committee = export_committee(members, out / "committee.pt")
     member0 = out / "member_0.pt"
-    from openmlff.export import export_checkpoint
+    from openmlff.model_file.writer import export_checkpoint
 
     export_checkpoint(members[0], member0)
     split = read_checkpoint(members[0]).split

@@ -10,7 +10,7 @@ import pytest
 
 from openmlff.cli import main
 from openmlff.data import load_dataset, save_dataset
-from openmlff.errors import InputError
+from openmlff.core.errors import InputError
 from openmlff.improve.active import ActiveLearningConfig, active_learn, select_frames, write_active_learning_report
 from openmlff.reference import label_conformations
 from openmlff.training import TrainingConfig

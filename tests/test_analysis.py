@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from openmlff import elements
+from openmlff.core import elements
 from openmlff.analysis import (
     AnalysisConfig, RunFileError, analyze_run, backbone_dihedrals_deg, bond_length_deviations_angstrom,
     compute_distance_distribution, compute_element_rdfs, diagnose_collapse, distance_distribution_mae, error_ranks,

@@ -14,13 +14,13 @@ import pytest
 import torch
 from openmm import unit
 
-from openmlff._compat import import_openmmtorch
-from openmlff.elements import find_bonds, masses
-from openmlff.export import energies_and_forces, export_model
+from openmlff.core._compat import import_openmmtorch
+from openmlff.core.elements import find_bonds, masses
+from openmlff.model_file.writer import energies_and_forces, export_model
 from openmlff.potentials.exported import TorchModelComputation
 from openmlff.structures import load_structure
 from openmlff.training import TrainingConfig, train
-from openmlff.units import EV_IN_KJ_PER_MOL
+from openmlff.core.units import EV_IN_KJ_PER_MOL
 
 from model_helpers import SMALL, TINY, ef, random_rotation, trained_like_potential  # tests/ is on sys.path
 

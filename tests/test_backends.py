@@ -31,7 +31,7 @@ import pytest
 from openmlff.cli import main
 from openmlff.data import load_dataset
 from openmlff.potentials import ModelRef, get_potential
-from openmlff.units import EV_IN_KJ_PER_MOL
+from openmlff.core.units import EV_IN_KJ_PER_MOL
 
 BACKENDS = Path(__file__).resolve().parent / "backends"
 RMD17 = Path(__file__).resolve().parents[1] / "openmlff" / "resources" / "datasets" / "rmd17_aspirin_1200.extxyz"

@@ -365,7 +365,7 @@ platform = "Reference"
 def hold_lock(folder):
     """A process holding openmlff's lock of `folder` (as a task of a killed campaign still going would) until its
     stdin closes."""
-    code = ("import sys; from openmlff.locks import FolderLock; lock = FolderLock(sys.argv[1]).acquire(); "
+    code = ("import sys; from openmlff.core.locks import FolderLock; lock = FolderLock(sys.argv[1]).acquire(); "
             "print('held', flush=True); sys.stdin.read()")
     proc = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             text=True)

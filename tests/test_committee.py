@@ -9,7 +9,9 @@ import torch
 
 from openmlff.cli import main
 from openmlff.data import load_dataset
-from openmlff.export import ModelFileError, energies_and_forces, export_checkpoint, export_committee, load_exported
+from openmlff.model_file.writer import (
+    ModelFileError, energies_and_forces, export_checkpoint, export_committee, load_exported,
+)
 from openmlff.md import SimulationConfig, run_simulation
 from openmlff.metrics.report import metrics_report
 from openmlff.metrics.uncertainty import calibration_curve

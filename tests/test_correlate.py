@@ -12,7 +12,7 @@ import torch
 from openmlff.campaign import run_campaign
 from openmlff.cli import main as cli_main
 from openmlff.data import load_dataset
-from openmlff.export import export_checkpoint
+from openmlff.model_file.writer import export_checkpoint
 from openmlff.training import TrainingConfig, train
 from openmlff.training.checkpoint import read_checkpoint
 

@@ -12,21 +12,13 @@ import pytest
 from scipy import stats
 
 from openmlff.metrics import ForceErrorAccumulator, cluster_conformations, cluster_force_metrics
-from openmlff.metrics.correlation import (
-    conformation_level_correlation,
-    kendall_tau_b_rows,
-    model_level_correlation,
-    per_start_outcomes,
-    rank_correlations,
-    roc_auc,
-    roc_auc_bootstrap,
-    roc_curve,
-    spearman_rows,
-    strongest_rows,
+from openmlff.stability.correlation import (
+    conformation_level_correlation, kendall_tau_b_rows, model_level_correlation, per_start_outcomes, rank_correlations, roc_auc, roc_auc_bootstrap, roc_curve, spearman_rows, strongest_rows,
 )
 from openmlff.metrics.metric_sets import evaluation_metric_set, model_metric_sets, start_conformation_metrics
-from openmlff.metrics.run_stability import (compare_stability, kaplan_meier, run_outcome, share_stable_interval,
-                                           stability_of_runs, start_runs)
+from openmlff.stability.runs import (
+    compare_stability, kaplan_meier, run_outcome, share_stable_interval, stability_of_runs, start_runs,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/ helpers (untrained_model)
 
@@ -284,7 +276,7 @@ def test_logrank_comparison_by_hand():
     assert compare_stability(none, none)["logrank_p"] is None
     same = compare_stability(control, control)
     assert same["logrank_p"] is None and same["better"] == "same"
-    from openmlff.metrics.run_stability import comparison_row
+    from openmlff.stability.runs import comparison_row
 
     row = comparison_row("m", "c", method, control)
     assert row["method"] == "m" and row["control"] == "c" and row["logrank_p"] == result["logrank_p"]
@@ -294,7 +286,7 @@ def test_logrank_comparison_by_hand():
 
 
 def test_similar_error_ranking_compares_fine_grained_metrics_with_the_mae():
-    from openmlff.metrics.correlation import similar_error_ranking
+    from openmlff.stability.correlation import similar_error_ranking
 
     # five models of nearly the same MAE whose H FNM MAE orders their stability; one far off (excluded)
     mae = {"a": 1.00, "b": 1.05, "c": 0.98, "d": 1.02, "e": 1.01, "far": 3.0}
@@ -489,7 +481,7 @@ def test_metric_sets_from_an_exported_model(aspirin, tmp_path):
 
 
 def test_campaign_answer_names_the_best_metric_the_reference_rank_and_the_first_bonds():
-    from openmlff.metrics.correlation import campaign_answer
+    from openmlff.stability.correlation import campaign_answer
 
     row = lambda metric, rho: {"metric": metric, "metric_unit": "u", "stability_measure": "share_stable",  # noqa: E731
                                "spearman_rho": rho, "spearman_ci_low": rho - 0.2, "spearman_ci_high": rho + 0.1, "n": 4}

@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 import pytest
 
-from openmlff import units
+from openmlff.core import units
 from openmlff.data import (
     Dataset,
     DatasetError,
@@ -23,7 +23,7 @@ from openmlff.data import (
     write_extxyz,
     write_md17_npz,
 )
-from openmlff.atomic_io import atomic_write_stream
+from openmlff.core.atomic_io import atomic_write_stream
 
 KCAL = units.energy_to_ev("kcal/mol")  # eV per kcal/mol
 

@@ -18,7 +18,7 @@ line on stderr naming the file or field with a non-zero exit, and nothing alread
                      same command again returns the same summary
 
 A tmpfs needs root (mount); where it cannot be mounted (or with OPENMLFF_TEST_NO_MOUNT=1) the `full` cells run
-in-process with every file write under OUT made to fail with ENOSPC (fault injection through openmlff.atomic_io)
+in-process with every file write under OUT made to fail with ENOSPC (fault injection through openmlff.core.atomic_io)
 and the `fills` cells are skipped. Cells that cannot
 hold (an input kind a command does not read) are not in the matrix; BAD_INPUTS_NOT_APPLICABLE says why, and so does
 the README. The whole matrix runs in CI (`bash tests/run.sh`); `bash tests/run.sh --fast` runs a sample (marker
@@ -74,7 +74,7 @@ def ws(tmp_path_factory, test_data, toy_model) -> Workspace:
 
     from openmlff.campaign import run_campaign
     from openmlff.data import load_dataset, save_dataset
-    from openmlff.export import export_checkpoint
+    from openmlff.model_file.writer import export_checkpoint
     from openmlff.reference import label_conformations
     from openmlff.structures import load_structure
     from openmlff.training import TrainingConfig, train
@@ -429,8 +429,8 @@ def test_a_full_disk_at_the_start_is_one_line_naming_the_file(cmd, ws, tmp_path,
         assert "No space left on device" in line and str(disk) in line, line
         assert [p.name for p in disk.rglob("*") if p.is_file() and p.stat().st_size] == ["filler"]
         return
-    # no tmpfs: every file written through openmlff.atomic_io under OUT fails as on a full disk (in this process)
-    from openmlff import atomic_io
+    # no tmpfs: every file written through openmlff.core.atomic_io under OUT fails as on a full disk (in this process)
+    from openmlff.core import atomic_io
     from openmlff.cli import main
 
     out, real = tmp_path / "out", atomic_io._write_and_replace
@@ -517,7 +517,7 @@ def bad_files(ws, test_data) -> dict:
     import torch
 
     from openmlff.data import load_dataset
-    from openmlff.export import export_checkpoint
+    from openmlff.model_file.writer import export_checkpoint
     from openmlff.training import TrainingConfig, train
     from openmlff.training.checkpoint import read_checkpoint
     from untrained_model import write_untrained_et

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from openmlff.errors import InputError
+from openmlff.core.errors import InputError
 from openmlff.md import SimulationConfig, run_simulation
-from openmlff.resume import ResumeMismatchError
-from openmlff.model_file import ModelFileError
+from openmlff.core.resume import ResumeMismatchError
+from openmlff.model_file.reader import ModelFileError
 from openmlff.potentials import ModelRef, get_potential
 from openmlff.potentials.model_ref import CODE_CONSENT_ENV, parse_model_options
 from toy_models import write_toy_model
@@ -146,7 +146,7 @@ def test_an_ase_calculator_is_a_model_with_its_options_files_and_versions_in_its
     np.testing.assert_allclose(e, e_ref, rtol=1e-12)
     np.testing.assert_allclose(f, f_ref, rtol=1e-10, atol=1e-12)
     meta = potential.metadata(aspirin.atomic_numbers)
-    from openmlff.model_file import file_sha256
+    from openmlff.model_file.reader import file_sha256
 
     assert meta["files"] == {str(files["plain"].resolve()): file_sha256(files["plain"])} and "ase" in meta["versions"]
     copy = tmp_path / "copy.pt"
@@ -208,7 +208,7 @@ structures = ["aspirin"]
 
 def test_a_committee_of_models_of_other_codes_reports_their_force_spread(aspirin, files, tmp_path, monkeypatch):
     from openmlff.md.trust import TrustReporter, TrustSettings
-    from openmlff.units import ev_to
+    from openmlff.core.units import ev_to
 
     other = write_toy_model(tmp_path / "other.pt", aspirin.atomic_numbers, aspirin.positions_angstrom * 1.02)
     torch.jit.load(str(other)).save(str(tmp_path / "other_plain.pt"))

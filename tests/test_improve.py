@@ -9,12 +9,12 @@ import torch
 
 from openmlff.cli import main
 from openmlff.data import load_dataset, save_dataset
-from openmlff.errors import InputError
-from openmlff.export import export_checkpoint
+from openmlff.core.errors import InputError
+from openmlff.model_file.writer import export_checkpoint
 from openmlff.improve import finetune, recruit_frames, sample_weights
 from openmlff.improve.recruit import _largest_remainder
 from openmlff.metrics.evaluation import evaluate_model
-from openmlff.model_file import read_model_metadata
+from openmlff.model_file.reader import read_model_metadata
 from openmlff.training import TrainingConfig, train
 from openmlff.training.checkpoint import read_checkpoint
 from openmlff.training.start import COMBINED_DATA_NAME, StartError, continue_start

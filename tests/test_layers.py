@@ -20,19 +20,30 @@ PACKAGE_DIR = Path(openmlff.__file__).parent
 FORBIDDEN = [
     (("openmlff.models", "openmlff.data", "openmlff.structures", "openmlff.reference"),
      ("openmlff.training", "openmlff.md", "openmlff.metrics", "openmlff.analysis", "openmlff.campaign",
-      "openmlff.report", "openmlff.cli", "openmlff.export"),
+      "openmlff.report", "openmlff.cli", "openmlff.model_file.writer"),
      "the lower layers import nothing above them"),
     (("openmlff.potentials",),
      ("openmlff.training", "openmlff.md", "openmlff.metrics", "openmlff.analysis", "openmlff.campaign",
-      "openmlff.report", "openmlff.export", "openmlff.improve"),
-     "potentials/ sit under md/ and metrics/, which use them; they read models through openmlff.model_file"),
-    (("openmlff.md", "openmlff.metrics"), ("openmlff.training", "openmlff.export"),
-     "md/ and metrics/ read models through openmlff.model_file, never training code"),
-    (("openmlff.model_file", "openmlff.resume"), ("openmlff.models", "openmlff.training", "openmlff.export"),
+      "openmlff.report", "openmlff.model_file.writer", "openmlff.improve"),
+     "potentials/ sit under md/ and metrics/, which use them; they read models through openmlff.model_file.reader"),
+    (("openmlff.md", "openmlff.metrics"), ("openmlff.training", "openmlff.model_file.writer"),
+     "md/ and metrics/ read models through openmlff.model_file.reader, never training code"),
+    (("openmlff.model_file.reader", "openmlff.core.resume"),
+     ("openmlff.models", "openmlff.training", "openmlff.model_file.writer"),
      "reading a model file or checking a resume loads no model classes and no training code"),
     (("openmlff.training", "openmlff.md", "openmlff.metrics", "openmlff.analysis", "openmlff.report",
-      "openmlff.export", "openmlff.campaign"), ("openmlff.improve",),
-     "improve/ sits above training/, metrics/ and export.py; only the CLI and protocols use it"),
+      "openmlff.model_file.writer", "openmlff.campaign"), ("openmlff.improve",),
+     "improve/ sits above training/, metrics/ and the model file's writer; only the CLI and protocols use it"),
+    (("openmlff.core",),
+     ("openmlff.analysis", "openmlff.campaign", "openmlff.cli", "openmlff.data", "openmlff.improve",
+      "openmlff.integrations", "openmlff.md", "openmlff.metrics", "openmlff.model_file", "openmlff.models",
+      "openmlff.potentials", "openmlff.reference", "openmlff.report", "openmlff.stability", "openmlff.structures",
+      "openmlff.training"),
+     "core/ is the infrastructure under every layer: it imports nothing else of openmlff"),
+    (("openmlff.stability",),
+     ("openmlff.analysis", "openmlff.campaign", "openmlff.cli", "openmlff.md", "openmlff.report",
+      "openmlff.training", "openmlff.improve"),
+     "stability/ is statistics on run outcomes and metric values: plain data in, plain data out"),
     (("openmlff",), ("openmlff.cli",), "the CLI sits on top: nothing imports it"),
 ]
 #: Modules exempt from a rule above: `python -m openmlff` runs the CLI.
@@ -115,8 +126,8 @@ def _within(module: str, package: str) -> bool:
 
 def test_the_graph_sees_lazy_and_relative_imports():
     graph = import_graph()
-    assert "openmlff.training.checkpoint" in graph["openmlff.export"]  # inside export_checkpoint
-    assert "openmlff.model_file" in graph["openmlff.potentials.exported"]
+    assert "openmlff.training.checkpoint" in graph["openmlff.model_file.writer"]  # inside export_checkpoint
+    assert "openmlff.model_file.reader" in graph["openmlff.potentials.exported"]
     assert "openmlff.data.dataset" in graph["openmlff.reference.labelling"]
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from openmlff import elements
-from openmlff.errors import InputError
+from openmlff.core import elements
+from openmlff.core.errors import InputError
 from openmlff.training import TrainingConfig
 from openmlff.training.losses import CARBON_MASS_DA, LOSSES, LossWeights, TrainingLoss, energy_force_mse
 

@@ -1,4 +1,4 @@
-"""openmlff.md.ase_calculator: the exported model in ASE gives TorchForce's energies and forces in eV and eV/Å,
+"""openmlff.integrations.ase_calculator: the exported model in ASE gives TorchForce's energies and forces in eV and eV/Å,
 and drives ASE's Langevin dynamics."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from ase.md.langevin import Langevin
 from openmm import unit
 
 from openmlff.md import ExportedModelCalculator, ModelFileError, build_system, select_platform
-from openmlff.units import EV_IN_KJ_PER_MOL
+from openmlff.core.units import EV_IN_KJ_PER_MOL
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from toy_models import write_toy_model  # noqa: E402

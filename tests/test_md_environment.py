@@ -21,7 +21,7 @@ from openmm import app, unit
 
 pytest.importorskip("openmmml")
 
-from openmlff.errors import InputError  # noqa: E402
+from openmlff.core.errors import InputError  # noqa: E402
 from openmlff.md import SimulationConfig  # noqa: E402
 from openmlff.md.state_table import read_state_csv  # noqa: E402
 from openmlff.md.start import run_from_structure  # noqa: E402

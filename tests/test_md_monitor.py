@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from openmlff import elements
+from openmlff.core import elements
 from openmlff.md import StabilityMonitor, default_temperature_limit_K
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from openmlff import elements
+from openmlff.core import elements
 from openmlff.md import (
     STATE_COLUMNS, PlatformError, ResumeMismatchError, SimulationConfig, file_sha256, read_state_csv, run_simulation,
 )

@@ -12,8 +12,8 @@ import pytest
 import torch
 from openmm import unit
 
-from openmlff import elements
-from openmlff._compat import import_openmmtorch
+from openmlff.core import elements
+from openmlff.core._compat import import_openmmtorch
 from openmlff.md import (
     ModelFileError, build_system, read_model_metadata, select_platform, torchforce_properties,
 )

@@ -14,7 +14,7 @@ import pytest
 
 from openmlff.cli import main as cli_main
 from openmlff.data import Dataset, load_dataset
-from openmlff.export import ModelFileError
+from openmlff.model_file.writer import ModelFileError
 from openmlff.metrics import ForceErrorAccumulator
 from openmlff.metrics.evaluation import evaluate_model, predict_batches
 from openmlff.metrics.report import metrics_report

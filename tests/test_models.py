@@ -8,10 +8,10 @@ import openmm
 import pytest
 import torch
 
-from openmlff._compat import import_openmmtorch
-from openmlff.export import energies_and_forces, export_model, load_exported, read_model_metadata
+from openmlff.core._compat import import_openmmtorch
+from openmlff.model_file.writer import energies_and_forces, export_model, load_exported, read_model_metadata
 from openmlff.models import build_model, default_hyperparameters, fit_element_energies
-from openmlff.units import EV_IN_KJ_PER_MOL
+from openmlff.core.units import EV_IN_KJ_PER_MOL
 from model_helpers import ef, trained_like_potential  # tests/ is on sys.path (pytest rootdir insertion)
 
 torch.set_num_threads(1)

@@ -1,4 +1,4 @@
-"""The openmm-ml plugin (openmlff/openmm_ml.py): MLPotential('openmlff') found through the entry point, createSystem
+"""The openmm-ml plugin (openmlff/integrations/openmm_ml.py): MLPotential('openmlff') found through the entry point, createSystem
 and createMixedSystem with TorchForce and PythonForce, energies and forces matched to openmlff's own System."""
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ def test_the_readme_script_runs_the_peptide_in_water(tmp_path):
     from openmm import LangevinMiddleIntegrator
     from openmmml import MLPotential
 
-    from openmlff.export import export_model
+    from openmlff.model_file.writer import export_model
     from openmlff.models import build_model
     from openmlff.structures import load_structure
     from untrained_model import TINY_ET

@@ -15,13 +15,13 @@ import openmm
 import pytest
 from openmm import app, unit
 
-from openmlff import units
+from openmlff.core import units
 from openmlff.cli import main
 from openmlff.data import load_dataset
-from openmlff.errors import InputError
+from openmlff.core.errors import InputError
 from openmlff.md import ResumeMismatchError, SimulationConfig, run_simulation
 from openmlff.metrics.force_metrics import global_force_metrics
-from openmlff.model_file import ModelFileError
+from openmlff.model_file.reader import ModelFileError
 from openmlff.potentials import get_potential, potential_names
 from openmlff.potentials import classical
 from openmlff.potentials.classical import GAFF

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from openmlff import units
+from openmlff.core import units
 from openmlff.data import load_dataset
-from openmlff.errors import InputError
+from openmlff.core.errors import InputError
 from openmlff.reference import ConvergenceError, DFTReference, DFTSettings, get_reference_method
 
 WATER_Z = np.array([8, 1, 1])

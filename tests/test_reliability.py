@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from openmlff.errors import InputError
+from openmlff.core.errors import InputError
 from openmlff.training.checkpoint import CheckpointError, read_checkpoint
 
 TINY = '{"hidden_channels": 16, "num_layers": 1, "num_heads": 2, "num_rbf": 8}'
@@ -431,7 +431,7 @@ def test_non_finite_spec_numbers_and_lengths_under_one_step_are_refused_naming_t
 
 
 def test_configs_refuse_non_finite_numbers_naming_the_field():
-    from openmlff.config import ConfigError
+    from openmlff.core.config import ConfigError
     from openmlff.improve.active import ActiveLearningConfig
     from openmlff.md import SimulationConfig
     from openmlff.training import TrainingConfig

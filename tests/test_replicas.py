@@ -13,7 +13,7 @@ import pytest
 
 from openmlff.md import SimulationConfig, read_state_csv, run_simulation
 from openmlff.md.replicas import run_replicas
-from openmlff.resume import ResumeMismatchError
+from openmlff.core.resume import ResumeMismatchError
 from openmlff.potentials.exported import build_replica_system, build_system, write_replica_module
 
 
@@ -87,7 +87,7 @@ def test_verlet_replicas_follow_their_lone_runs(aspirin, toy_model, tmp_path):
 
 def test_a_collapse_ends_one_copy_and_the_batch_goes_on(aspirin, toy_model, tmp_path):
     starts = _starts(aspirin, 3, scale=0.01)
-    from openmlff import elements
+    from openmlff.core import elements
 
     # stretch the first bond of copy 1 by 1.5 Å: it flies apart within a few checks
     i, j = elements.find_bonds(aspirin.atomic_numbers, aspirin.positions_angstrom)[0]
@@ -106,7 +106,7 @@ def test_a_collapse_ends_one_copy_and_the_batch_goes_on(aspirin, toy_model, tmp_
 
 
 def test_a_batch_whose_copies_all_collapsed_is_not_run_again(aspirin, toy_model, tmp_path):
-    from openmlff import elements
+    from openmlff.core import elements
 
     starts = _starts(aspirin, 2, scale=0.01)
     i, j = elements.find_bonds(aspirin.atomic_numbers, aspirin.positions_angstrom)[0]

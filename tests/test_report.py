@@ -14,8 +14,8 @@ from PIL import Image
 
 from openmlff.analysis import atom_error_summary
 from openmlff.metrics import ForceErrorAccumulator
-from openmlff.metrics.correlation import campaign_correlation, conformation_level_correlation
-from openmlff.metrics.run_stability import stability_of_runs, start_runs
+from openmlff.stability.correlation import campaign_correlation, conformation_level_correlation
+from openmlff.stability.runs import stability_of_runs, start_runs
 from openmlff.report import read_table
 from openmlff.report.campaign_page import (
     diagnosis_entry,
@@ -237,7 +237,7 @@ def test_report_without_optional_sections(campaign, tmp_path):
 
 
 def test_report_with_comparisons_and_survival_curves(campaign, tmp_path):
-    from openmlff.metrics.run_stability import compare_stability, share_stable_interval
+    from openmlff.stability.runs import compare_stability, share_stable_interval
 
     stability = campaign["document"]["stability_per_model"]
     method, control = list(stability)[:2]

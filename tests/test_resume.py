@@ -1,11 +1,11 @@
-"""The one resume check (openmlff.resume) on hand-made records: every difference named, growth rules, dotted names."""
+"""The one resume check (openmlff.core.resume) on hand-made records: every difference named, growth rules, dotted names."""
 
 from __future__ import annotations
 
 import pytest
 
-from openmlff.errors import InputError
-from openmlff.resume import ABSENT, ResumeMismatchError, check_resumable, resume_differences
+from openmlff.core.errors import InputError
+from openmlff.core.resume import ABSENT, ResumeMismatchError, check_resumable, resume_differences
 
 RECORDED = {
     "model sha256": "aa" * 50,  # longer than the 80 characters a message shows

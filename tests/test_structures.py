@@ -8,7 +8,7 @@ import mdtraj
 import numpy as np
 import pytest
 
-from openmlff import elements
+from openmlff.core import elements
 from openmlff.structures import (amber14_net_charge, build_chignolin, list_structures, load_structure,
                                  one_letter_sequence, structure_to_pdb)
 from openmlff.structures.builtin import STRUCTURES_DIR, assign_capped_peptide

@@ -1,4 +1,4 @@
-"""openmlff.threads: one thread for small work, CPUs from affinity and cgroup quota, no spinning OpenMP threads."""
+"""openmlff.core.threads: one thread for small work, CPUs from affinity and cgroup quota, no spinning OpenMP threads."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import sys
 import pytest
 import torch
 
-from openmlff.errors import InputError
-from openmlff.threads import (MAX_DEFAULT_THREADS, PARALLEL_MIN_ATOMS, _read_v1, _read_v2, default_threads,
-                              set_threads, usable_cpus)
+from openmlff.core.errors import InputError
+from openmlff.core.threads import (
+    MAX_DEFAULT_THREADS, PARALLEL_MIN_ATOMS, _read_v1, _read_v2, default_threads, set_threads, usable_cpus,
+)
 
 
 def test_set_threads():
@@ -36,7 +37,7 @@ def test_default_is_one_thread_for_every_molecule_of_the_study_and_a_training_ba
 
 def test_usable_cpus_follow_the_affinity_mask():
     assert 1 <= usable_cpus() <= len(os.sched_getaffinity(0))
-    code = "import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); from openmlff.threads import usable_cpus; print(usable_cpus())"
+    code = "import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); from openmlff.core.threads import usable_cpus; print(usable_cpus())"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "1"
 
 
@@ -71,8 +72,8 @@ import numpy as np, torch, sys
 sys.path.insert(0, 'tests')
 from openmlff.structures import load_structure
 from openmlff.models import build_model
-from openmlff.export import export_model
-from openmlff.model_file import energies_and_forces, load_exported
+from openmlff.model_file.writer import export_model
+from openmlff.model_file.reader import energies_and_forces, load_exported
 tiny = torch.tensor([1e-39], dtype=torch.float32)
 assert (tiny * 1.0).item() != 0.0                       # denormals kept: torch's default
 aspirin = load_structure('aspirin')
@@ -88,7 +89,7 @@ torch.set_flush_denormal(False)
 e0 = module.energies(torch.tensor(x)).detach().numpy()
 np.testing.assert_allclose(e, plain, rtol=1e-12)
 np.testing.assert_allclose(e0, plain, rtol=1e-12)
-from openmlff.threads import set_threads
+from openmlff.core.threads import set_threads
 set_threads(1)
 assert (tiny * 1.0).item() == 0.0
 print('ok')

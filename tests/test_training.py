@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from openmlff.config import ConfigError
+from openmlff.core.config import ConfigError
 from openmlff.data import load_dataset
-from openmlff.export import export_checkpoint, load_exported
+from openmlff.model_file.writer import export_checkpoint, load_exported
 from openmlff.training import TrainingConfig, TrainingError, load_checkpoint, train
 from openmlff.training.checkpoint import read_checkpoint
 

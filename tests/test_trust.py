@@ -9,7 +9,7 @@ import torch
 
 from openmlff.cli import main
 from openmlff.data import load_dataset
-from openmlff.export import export_committee, load_exported
+from openmlff.model_file.writer import export_committee, load_exported
 from openmlff.md import ResumeMismatchError, SimulationConfig, run_simulation
 from openmlff.md.state_table import read_state_csv
 from openmlff.md.reporters import UNCERTAINTY_COLUMN
@@ -116,7 +116,7 @@ def _summary(collapse=None, sigma=1.0, first=None, stopped=False, length=5.0):
 
 
 def test_trust_alarm_by_hand():
-    from openmlff.metrics.correlation import trust_alarm
+    from openmlff.stability.correlation import trust_alarm
 
     runs = [{"run_id": "a", "start": "s0", "summary": _summary(collapse=2.0, sigma=9.0, first=1.5)},
             {"run_id": "b", "start": "s1", "summary": _summary(collapse=3.0, sigma=7.0, first=3.2)},

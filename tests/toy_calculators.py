@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from ase.calculators.calculator import Calculator, all_changes
 
-from openmlff.units import EV_IN_KJ_PER_MOL
+from openmlff.core.units import EV_IN_KJ_PER_MOL
 
 
 class ToySpringsCalculator(Calculator):

@@ -20,7 +20,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from openmlff import elements
+from openmlff.core import elements
 
 BOND_K_KJ_PER_MOL_NM2 = 2.0e5
 ANGLE_PAIR_K_KJ_PER_MOL_NM2 = 5.0e4

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from openmlff.export import export_model
+from openmlff.model_file.writer import export_model
 from openmlff.models import build_model, fit_element_energies
 
 #: A very small ET: fast enough to evaluate hundreds of frames in a test.

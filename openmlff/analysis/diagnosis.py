@@ -15,8 +15,8 @@ import math
 
 import numpy as np
 
-from .. import elements
-from ..errors import InputError
+from ..core import elements
+from ..core.errors import InputError
 
 #: Share of the atoms, by FNM MAE, that count as "the worst FNM atoms".
 DEFAULT_WORST_SHARE = 0.25

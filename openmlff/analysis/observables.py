@@ -27,8 +27,8 @@ from __future__ import annotations
 import mdtraj
 import numpy as np
 
-from .. import elements
-from ..errors import InputError
+from ..core import elements
+from ..core.errors import InputError
 
 _CHUNK_FRAMES = 500  # frames per block when histogramming distances (bounds the temporary arrays)
 
@@ -128,7 +128,7 @@ def rmsd_to_first_frame_nm(traj: mdtraj.Trajectory, atom_indices=None) -> np.nda
 
 def radius_of_gyration_nm(traj: mdtraj.Trajectory, mass_weighted: bool = True) -> np.ndarray:
     """Radius of gyration (nm) of every frame: sqrt(Σ m_i |r_i - r_c|² / Σ m_i), r_c = Σ m_i r_i / Σ m_i the centre
-    of mass (atomic masses in Da from openmlff.elements), or with all m_i = 1 when mass_weighted is False.
+    of mass (atomic masses in Da from openmlff.core.elements), or with all m_i = 1 when mass_weighted is False.
 
     Computed here rather than with mdtraj.compute_rg, which centres on the unweighted mean even when
     given masses (mdtraj 1.11), so its "mass-weighted" value is not the one about the centre of mass.

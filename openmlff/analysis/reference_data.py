@@ -1,6 +1,6 @@
 """The reference data of a run: the data set a trajectory is compared with, and the model's training frames in it.
 
-An exported model's metadata (openmlff.export.export_checkpoint) records its training data
+An exported model's metadata (openmlff.model_file.writer.export_checkpoint) records its training data
 (`training.data_provenance.source_file`, `training.data_fingerprint_sha256`), the split sizes
 and seed (`training.split`) and the training checkpoint (`training.checkpoint`). The training
 frames are taken, in this order of preference, from
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data import Dataset, load_dataset, make_split
-from ..errors import InputError
+from ..core.errors import InputError
 
 
 @dataclass

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import check_finite, setting
-from ..errors import InputError
+from ..core.config import check_finite, setting
+from ..core.errors import InputError
 from ..md.start import MAX_REFERENCE_FRAMES
 from ..metrics.force_metrics import DEFAULT_FORCE_UNIT, jsonable
 from ..potentials.base import Potential
-from ..units import NM_IN_ANGSTROM
+from ..core.units import NM_IN_ANGSTROM
 from . import diagnosis, observables, solvation, stability
 from .reference_data import ReferenceData, find_reference_data
 from ..md.rundir import array_sha256
@@ -31,7 +31,7 @@ from .run_files import RunData, dataset_trajectory, evenly_spaced_frames, load_r
 @dataclass
 class AnalysisConfig:
     """Settings of a run analysis (units in the names); the fields are `openmlff analyze`'s options
-    (openmlff.config.add_config_arguments), the older short forms kept as aliases."""
+    (openmlff.core.config.add_config_arguments), the older short forms kept as aliases."""
 
     bond_deviation_limit_angstrom: float | None = setting(
         None, "collapse threshold in Å (default: the limit the run's monitor used, run.json)",
@@ -182,7 +182,7 @@ def _model(run: RunData, model):
     A run by a classical force field or a reference method is evaluated by its name, one by a model of another code
     by its name and options (run.json's metadata); a file given, or the run's, by its path. A trajectory of another
     engine has no model unless one is given."""
-    from ..model_file import file_sha256
+    from ..model_file.reader import file_sha256
     from ..potentials.model_ref import ModelRef
 
     recorded = run.record["model"]
@@ -220,7 +220,7 @@ def _model(run: RunData, model):
 
 def _file_metadata(path: Path) -> dict:
     """An openmlff model file's metadata ({} for another code's TorchScript file, which has none)."""
-    from ..model_file import load_model_file
+    from ..model_file.reader import load_model_file
 
     return load_model_file(path)[1] or {}
 

@@ -24,10 +24,10 @@ import mdtraj
 import numpy as np
 
 from ..data.dataset import Dataset
-from ..errors import InputError
+from ..core.errors import InputError
 from ..md.dcd import read_dcd_layout
 from ..md.rundir import RunDirectory, RunSummary
-from ..units import FS_IN_PS, NM_IN_ANGSTROM
+from ..core.units import FS_IN_PS, NM_IN_ANGSTROM
 from .observables import topology_atomic_numbers
 
 

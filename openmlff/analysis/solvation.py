@@ -12,8 +12,8 @@ from __future__ import annotations
 import mdtraj
 import numpy as np
 
-from .. import elements
-from ..errors import InputError
+from ..core import elements
+from ..core.errors import InputError
 
 #: First solvation shell: water oxygens this close to a molecule atom, in nm (the first minimum of the O-O g(r)).
 DEFAULT_SHELL_NM = 0.35

@@ -14,10 +14,10 @@ from __future__ import annotations
 import mdtraj
 import numpy as np
 
-from .. import elements
-from ..errors import InputError
+from ..core import elements
+from ..core.errors import InputError
 from ..md.monitor import StabilityMonitor
-from ..units import NM_IN_ANGSTROM
+from ..core.units import NM_IN_ANGSTROM
 
 
 def monitored_bonds(atomic_numbers, start_positions_angstrom, reference_positions_angstrom=None,

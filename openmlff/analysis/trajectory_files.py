@@ -19,11 +19,11 @@ from pathlib import Path
 import mdtraj
 import numpy as np
 
-from .. import elements
+from ..core import elements
 from ..data.dataset import Dataset
-from ..errors import InputError
+from ..core.errors import InputError
 from ..md.start import MAX_REFERENCE_FRAMES
-from ..units import FS_IN_PS, NM_IN_ANGSTROM
+from ..core.units import FS_IN_PS, NM_IN_ANGSTROM
 from .observables import topology_atomic_numbers
 from ..md.rundir import array_sha256
 from .run_files import RunData, RunFileError, evenly_spaced_frames

@@ -21,8 +21,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..atomic_io import atomic_write_json
-from ..errors import InputError
+from ..core.atomic_io import atomic_write_json
+from ..core.errors import InputError
 from .spec import CampaignSpec, RunSpec
 
 BATCHES_FILE = "batches.json"
@@ -146,7 +146,7 @@ def _group_key(run: RunSpec) -> tuple:
 @functools.lru_cache(maxsize=64)
 def _batchable(model: str) -> bool:
     """Whether `model` is a file with openmlff's metadata (a batched `energies`): models of other codes go alone."""
-    from ..model_file import ModelFileError, load_torchscript
+    from ..model_file.reader import ModelFileError, load_torchscript
     from ..potentials.model_ref import ModelRef
 
     if not model or not ModelRef(model).is_file() or not Path(model).is_file():

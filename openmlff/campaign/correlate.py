@@ -4,7 +4,7 @@ For every model of a finished (or partly finished) campaign: evaluate the model 
 training, validation and test frames (the split recorded with the model), gather the metric sets
 (global, element-wise, share of bad frames), and for every starting conformation the metrics of
 its cluster, its neighbourhood and its own frame in the training data. Then relate them to the
-runs' fates (metrics.correlation.campaign_correlation), write correlation.json and CSV tables,
+runs' fates (openmlff.stability.correlation.campaign_correlation), write correlation.json and CSV tables,
 and one self-contained HTML page with the collapse diagnoses. Runs with a committee ([trust]) add
 the committee's force spread as a predictor of collapse and the alarm's lead time (trust_alarm).
 """
@@ -17,15 +17,15 @@ import numpy as np
 
 from ..analysis.diagnosis import atom_error_summary
 from ..analysis.reference_data import find_reference_data, model_splits, named_training_metadata
-from ..errors import InputError
+from ..core.errors import InputError
 from ..potentials import get_potential
 from ..md.runner import read_run_summary
-from ..metrics.correlation import DEFAULT_N_BOOTSTRAP, campaign_correlation, trust_alarm
+from ..stability.correlation import DEFAULT_N_BOOTSTRAP, campaign_correlation, trust_alarm
 from ..metrics.evaluation import evaluate_model
 from ..metrics.metric_sets import model_metric_sets, start_conformation_metrics
 from ..report.campaign_page import diagnosis_entry, write_correlation_report
 from ..report.correlation_outputs import write_correlation_tables
-from ..units import FS_IN_PS
+from ..core.units import FS_IN_PS
 from .state import CampaignDirectory
 
 
@@ -103,7 +103,7 @@ def correlate_campaign(campaign_dir, out_dir=None, *, data=None, n_bootstrap: in
 def _training_metadata(model) -> dict:
     """What correlate needs of a model's training: openmlff's file records it inside; a model of another code has it
     named in the spec (ModelRef.training), else it is unknown ({}: every frame of --data is used)."""
-    from ..model_file import load_model_file
+    from ..model_file.reader import load_model_file
     from ..potentials.model_ref import ModelRef
 
     ref = ModelRef.from_value(model)

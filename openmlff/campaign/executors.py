@@ -47,9 +47,9 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import InputError, describe_os_error
-from ..processes import die_with_parent
-from ..threads import usable_cpus
+from ..core.errors import InputError, describe_os_error
+from ..core.processes import die_with_parent
+from ..core.threads import usable_cpus
 from .spec import CampaignSpec, RunSpec
 from .state import (
     CAMPAIGN_FILE, FAILED, INTERRUPTED, PENDING, RUN_STATES, RUNNING, CampaignDirectory, campaign_status,
@@ -287,7 +287,7 @@ def _status_line(where: CampaignDirectory) -> str:
 
 class _LocalBackend:
     """A ProcessPoolExecutor of spawned processes (nothing inherited from a parent that loaded torch) that die
-    with the campaign process (openmlff.processes), so a killed campaign leaves no run going on."""
+    with the campaign process (openmlff.core.processes), so a killed campaign leaves no run going on."""
 
     address = None
 

@@ -57,8 +57,8 @@ import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from ..errors import InputError
-from ..resume import ABSENT, Difference, resume_differences, short_value
+from ..core.errors import InputError
+from ..core.resume import ABSENT, Difference, resume_differences, short_value
 from .spec_file import GRID_FIELDS, CampaignSpecError, read_spec_file
 
 
@@ -290,7 +290,7 @@ GROWABLE_FIELDS = ("models", "seeds", "temperatures_K", "starts.frames", "starts
 def spec_changes(old: CampaignSpec, new: CampaignSpec) -> list[str]:
     """What `new` changes in `old` beyond additions (GROWABLE_FIELDS), one "'field': recorded X, now Y" per change.
 
-    The comparison is openmlff.resume's; only the wording is the campaign's. `md` is compared as full
+    The comparison is openmlff.core.resume's; only the wording is the campaign's. `md` is compared as full
     SimulationConfigs, so writing a default out does not count as a change.
     """
     a, b = old.to_dict(), new.to_dict()

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
-from ..units import FS_IN_PS
+from ..core.errors import InputError
+from ..core.units import FS_IN_PS
 
 SPEC_SUFFIXES = (".toml", ".json")
 SPLIT_SETS = ("train", "val", "test")
@@ -326,7 +326,7 @@ class _Parser:
 
     def check_md_values(self, spec: dict) -> None:
         """Build one SimulationConfig per temperature, so a bad value fails now, naming the field."""
-        from ..config import ConfigError
+        from ..core.config import ConfigError
         from ..md.config import SimulationConfig
 
         for temperature in spec["temperatures_K"]:

@@ -1,7 +1,7 @@
 """The campaign directory and the state of its runs, read from disk.
 
     DIR/campaign.json       the normalised spec, its SHA-256, its history, the executor sessions
-    DIR/.lock, .lock.holder held by the `campaign run` working in DIR (openmlff.locks: flock via filelock)
+    DIR/.lock, .lock.holder held by the `campaign run` working in DIR (openmlff.core.locks: flock via filelock)
     DIR/runs/<run_id>/      an ordinary MD run directory (openmlff.md.runner), plus
         .lock, .lock.holder held by the process running it (openmlff.md.rundir)
         attempts.jsonl      one line when an attempt starts and one when it ends (host, pid, the
@@ -33,13 +33,13 @@ import socket
 import statistics
 from pathlib import Path
 
-from ..atomic_io import atomic_write_json
-from ..errors import InputError
-from ..locks import BusyError, FolderLock, is_locked
-from ..resume import ResumeMismatchError
-from ..units import FS_IN_NS, SECONDS_PER_DAY, SECONDS_PER_HOUR, SECONDS_PER_MINUTE
+from ..core.atomic_io import atomic_write_json
+from ..core.errors import InputError
+from ..core.locks import BusyError, FolderLock, is_locked
+from ..core.resume import ResumeMismatchError
+from ..core.units import FS_IN_NS, SECONDS_PER_DAY, SECONDS_PER_HOUR, SECONDS_PER_MINUTE
 from .spec import GROWABLE_FIELDS, CampaignSpec, CampaignSpecError, spec_changes
-from ..versions import utc_now
+from ..core.versions import utc_now
 
 CAMPAIGN_FILE = "campaign.json"
 CAMPAIGN_FORMAT = "openmlff-campaign/1"

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic_io import atomic_write_json
-from ..errors import InputError, describe_os_error
+from ..core.atomic_io import atomic_write_json
+from ..core.errors import InputError, describe_os_error
 from .batches import BatchSpec
 from .spec import DatasetFrames, RunSpec
 from .state import (
@@ -84,7 +84,7 @@ def execute_batch(batch: BatchSpec, batch_dir: str, run_dirs: list[str], torch_t
     its run directory); one outcome per run as execute_run's, never raises. A failure is every member's."""
     runs, run_dirs = batch.runs, [Path(d) for d in run_dirs]
     _set_cpu_threads(runs[0], torch_threads)
-    from ..locks import is_locked
+    from ..core.locks import is_locked
     from ..md.rundir import RunBusyError, RunDirectory  # imports OpenMM: after OPENMM_CPU_THREADS is set
 
     def outcomes(state: str, **extra) -> list[dict]:

@@ -20,7 +20,7 @@ import sys
 import warnings
 from importlib import import_module
 
-from ..errors import OpenMLFFError, describe_os_error
+from ..core.errors import OpenMLFFError, describe_os_error
 from .common import OneLineParser
 
 #: command -> (the module of cli/ that adds its options, its one-line help): `openmlff --help` reads only this.
@@ -51,9 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         if not hasattr(args, "handler"):
             parser.print_help()
             return 2
-        from ..threads import configure_process
+        from ..core.threads import configure_process
 
-        configure_process()  # OMP_WAIT_POLICY before torch's OpenMP starts (openmlff.threads)
+        configure_process()  # OMP_WAIT_POLICY before torch's OpenMP starts (openmlff.core.threads)
         warnings.formatwarning = _one_line_warning
         return _run(args)
     except KeyboardInterrupt:  # Ctrl-C, also while torch is being imported: what is written stays, and resumes

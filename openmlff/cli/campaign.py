@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 
-from ..config import finite_float
+from ..core.config import finite_float
 from .common import model_arguments, model_ref
 
 

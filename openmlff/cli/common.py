@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import InputError
+from ..core.errors import InputError
 
 MODEL_HELP = ("an exported model file (.pt), another code's TorchScript file (openmm-torch's TorchForce contract), "
               "'openmm-ml:NAME' (nequip, mace, torchmdnet, ...) or 'ase:MODULE:CLASS' (any ASE calculator) with "
               "--model-option, a classical force field 'amber14' (ff14SB; peptides) or 'gaff-2.11' "
               "(GAFF 2.11 + AM1-BCC; small molecules; needs the [classical] extra), or a reference method "
               "'gfn2-xtb', 'gfn1-xtb', 'dft' (PySCF PBE/def2-SVP)")
-THREADS_HELP = "torch threads (default: openmlff.threads' choice)"
+THREADS_HELP = "torch threads (default: openmlff.core.threads' choice)"
 
 
 class OneLineParser(argparse.ArgumentParser):

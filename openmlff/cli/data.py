@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
-from ..config import finite_float
-from ..errors import StateError
+from ..core.config import finite_float
+from ..core.errors import StateError
 from .common import load, unit_options
 
 

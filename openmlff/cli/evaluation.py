@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import add_config_arguments, config_from_args, finite_float
+from ..core.config import add_config_arguments, config_from_args, finite_float
 from .common import MODEL_HELP, load, model_arguments, model_ref, threads_option, unit_options
 
 
@@ -77,7 +77,7 @@ def _correlate(args) -> int:
 
 def _metrics(args) -> int:
     from ..report.metrics_outputs import MetricsConfig, write_model_metrics
-    from ..threads import set_threads
+    from ..core.threads import set_threads
 
     config = config_from_args(MetricsConfig, args)
     dataset = load(args, args.data)
@@ -97,7 +97,7 @@ def _metrics(args) -> int:
 def _analyze(args) -> int:
     from ..analysis import AnalysisConfig, analyze_run
     from ..report import DEFAULT_ANALYSIS_FOLDER, write_run_analysis
-    from ..threads import set_threads
+    from ..core.threads import set_threads
 
     set_threads(args.threads)
 

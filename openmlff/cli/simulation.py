@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..config import add_config_arguments, config_from_args, finite_float
-from ..errors import InputError
+from ..core.config import add_config_arguments, config_from_args, finite_float
+from ..core.errors import InputError
 from ..md.config import TRAJECTORY_FORMATS, SimulationConfig
 from ..md.integrators import INTEGRATORS
 from ..potentials.model_ref import BACKENDS

@@ -1,18 +1,18 @@
 """`openmlff train | finetune | active-learn | recruit | export`: making models (openmlff.training, openmlff.improve,
-openmlff.export). Their settings' flags come from TrainingConfig (openmlff.config.add_config_arguments)."""
+openmlff.model_file.writer). Their settings' flags come from TrainingConfig (openmlff.core.config.add_config_arguments)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import finite_float, json_object
-from ..errors import InputError
+from ..core.config import finite_float, json_object
+from ..core.errors import InputError
 from .common import load, threads_option, unit_options
 
 
 def _training_settings(p, group: str) -> None:
     """TrainingConfig's fields as options (`--batch-size`, `--learning-rate`/`--lr`, ...)."""
-    from ..config import add_config_arguments
+    from ..core.config import add_config_arguments
     from ..models import ARCHITECTURES
     from ..training.config import DTYPES, PRESETS, TrainingConfig
 
@@ -129,7 +129,7 @@ def add_export(ex) -> None:
 
 
 def _train(args) -> int:
-    from ..config import config_from_args
+    from ..core.config import config_from_args
     from ..training import TrainingConfig, train
 
     config = config_from_args(TrainingConfig, args)
@@ -140,7 +140,7 @@ def _train(args) -> int:
     if args.ensemble is not None:
         if args.continue_from:
             raise InputError("--ensemble trains from scratch; it does not take --continue-from")
-        from ..export import train_committee_model
+        from ..model_file.writer import train_committee_model
 
         results, path = train_committee_model(dataset, args.out, args.ensemble, config, progress=not args.quiet,
                                               workers=args.ensemble_workers)
@@ -178,7 +178,7 @@ def _finetune(args) -> int:
 
 
 def _active_learn(args) -> int:
-    from ..config import config_from_args
+    from ..core.config import config_from_args
     from ..improve.active import ActiveLearningConfig, active_learn, write_active_learning_report
     from ..training import TrainingConfig
 
@@ -203,7 +203,7 @@ def _active_learn(args) -> int:
 def _recruit(args) -> int:
     from ..data import save_dataset
     from ..improve import recruit_frames
-    from ..threads import set_threads
+    from ..core.threads import set_threads
 
     pool = load(args, args.pool)
     set_threads(args.threads, atoms_per_call=32 * pool.n_atoms)
@@ -220,7 +220,7 @@ def _recruit(args) -> int:
 
 
 def _export(args) -> int:
-    from ..export import export_checkpoint, export_committee
+    from ..model_file.writer import export_checkpoint, export_committee
 
     if (args.checkpoint is None) == (args.committee is None):
         raise InputError("give either one CHECKPOINT or --committee CHECKPOINT CHECKPOINT ...")

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import elements
-from ..errors import InputError
+from ..core import elements
+from ..core.errors import InputError
 
 
 class DatasetError(InputError):

@@ -14,15 +14,9 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial import cKDTree
 
-from .. import elements
-from ..units import (
-    BOHR_IN_ANGSTROM,
-    HARTREE_IN_EV,
-    NM_IN_ANGSTROM,
-    canonical_energy_unit,
-    canonical_length_unit,
-    energy_to_ev,
-    length_to_angstrom,
+from ..core import elements
+from ..core.units import (
+    BOHR_IN_ANGSTROM, HARTREE_IN_EV, NM_IN_ANGSTROM, canonical_energy_unit, canonical_length_unit, energy_to_ev, length_to_angstrom,
 )
 from .dataset import DatasetError
 

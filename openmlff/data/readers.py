@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import elements
-from ..units import canonical_energy_unit, canonical_length_unit, energy_to_ev, length_to_angstrom
+from ..core import elements
+from ..core.units import canonical_energy_unit, canonical_length_unit, energy_to_ev, length_to_angstrom
 from .dataset import Dataset, DatasetError, ensure_path
 from .file_units import (
     RawFile,

@@ -23,11 +23,11 @@ from typing import Callable
 
 import numpy as np
 
-from ..atomic_io import atomic_write
-from ..config import check_finite
-from ..errors import InputError, StateError
-from ..resume import check_resumable
-from ..units import FS_IN_PS
+from ..core.atomic_io import atomic_write
+from ..core.config import check_finite
+from ..core.errors import InputError, StateError
+from ..core.resume import check_resumable
+from ..core.units import FS_IN_PS
 from ..reference import ReferenceCalculator, ReferenceMethodError, get_reference_method, package_versions
 from .dataset import Dataset
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import InputError
+from ..core.errors import InputError
 
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..core.errors import InputError
 from .dataset import Dataset
-from ..atomic_io import atomic_write_stream
+from ..core.atomic_io import atomic_write_stream
 
 _SET_NAMES = ("train", "val", "test")
 

@@ -13,15 +13,9 @@ from typing import IO
 
 import numpy as np
 
-from .. import elements
-from ..atomic_io import atomic_write_stream
-from ..units import (
-    INTERNAL_ENERGY_UNIT,
-    INTERNAL_FORCE_UNIT,
-    INTERNAL_LENGTH_UNIT,
-    canonical_energy_unit,
-    ev_to,
-)
+from ..core import elements
+from ..core.atomic_io import atomic_write_stream
+from ..core.units import INTERNAL_ENERGY_UNIT, INTERNAL_FORCE_UNIT, INTERNAL_LENGTH_UNIT, canonical_energy_unit, ev_to
 from .dataset import Dataset, DatasetError, provenance_json
 
 #: Key of the JSON document (units, name, provenance) inside openmlff's npz.
@@ -30,7 +24,7 @@ OPENMLFF_META_KEY = "openmlff_meta"
 OPENMLFF_FORMAT = "openmlff-dataset"
 #: Version of that layout; a reader refuses files with a higher version.
 OPENMLFF_FORMAT_VERSION = 1
-#: Length unit name written into files: ASCII, understood by openmlff.units and by sGDML ("Ang").
+#: Length unit name written into files: ASCII, understood by openmlff.core.units and by sGDML ("Ang").
 _ANGSTROM_ASCII = "Ang"
 
 

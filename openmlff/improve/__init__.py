@@ -4,7 +4,7 @@ The force metrics that diagnose a model also direct its repair: `reweight` fine-
 more weight on the training frames (or conformation clusters) it gets wrong; `recruit` picks new
 labelled frames from a pool where it is weak, for `openmlff train --continue-from ... --add-data`.
 The metric losses themselves are in openmlff.training.losses. This package sits above training/,
-metrics/ and export.py and below the CLI.
+metrics/ and model_file/writer.py and below the CLI.
 """
 
 from .recruit import RECRUIT_STRATEGIES, RecruitResult, recruit_frames

@@ -34,12 +34,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic_io import atomic_write_json, atomic_write_stream
+from ..core.atomic_io import atomic_write_json, atomic_write_stream
 from ..data.dataset import Dataset
-from ..config import check_finite
-from ..errors import InputError, StateError
+from ..core.config import check_finite
+from ..core.errors import InputError, StateError
 from ..training.config import TrainingConfig
-from ..units import NM_IN_ANGSTROM
+from ..core.units import NM_IN_ANGSTROM
 
 ROUNDS_FILE = "rounds.json"
 
@@ -163,10 +163,10 @@ def measure_committee(r: int, members: list[Path], dataset: Dataset, out: Path, 
     """Export the committee to OUT/round_<r>/, run its campaign there (driven as `config.drive` says) and measure
     it: held-out metrics of the committee mean, uncertainty ranking, stability; the round's record."""
     from ..campaign import CampaignDirectory, run_campaign
-    from ..export import export_checkpoint, export_committee
+    from ..model_file.writer import export_checkpoint, export_committee
     from ..md import read_run_summary
     from ..metrics.evaluation import evaluate_model
-    from ..metrics.run_stability import share_stable_interval, stability_of_runs
+    from ..stability.runs import share_stable_interval, stability_of_runs
     from ..metrics.uncertainty import uncertainty_report
     from ..training.checkpoint import read_checkpoint
 
@@ -306,7 +306,7 @@ def _read_rounds(out: Path, config: ActiveLearningConfig) -> dict:
     settings = json.loads(json.dumps(asdict(config), default=str))
     if path.is_file():
         document = json.loads(path.read_text())
-        from ..resume import check_resumable
+        from ..core.resume import check_resumable
 
         document["settings"] = {**ActiveLearningConfig.ADDED_FIELDS, **document["settings"]}
         check_resumable(document["settings"], settings, where=str(path), job="active-learning loop",

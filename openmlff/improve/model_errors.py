@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 from ..data.dataset import Dataset
-from ..export import export_checkpoint
+from ..model_file.writer import export_checkpoint
 from ..metrics.evaluation import evaluate_model
 from ..training.checkpoint import TrainingCheckpoint
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..data.dataset import Dataset
-from ..errors import InputError
+from ..core.errors import InputError
 from ..metrics.conformations import cluster_conformations
 from ..metrics.metric_sets import FRAME_METRICS
 from ..training.checkpoint import TrainingCheckpoint, read_checkpoint

@@ -29,8 +29,8 @@ from dataclasses import replace
 import numpy as np
 
 from ..data.dataset import Dataset
-from ..config import named_options
-from ..errors import InputError
+from ..core.config import named_options
+from ..core.errors import InputError
 from ..metrics.conformations import cluster_conformations, cluster_force_metrics
 from ..training.checkpoint import read_checkpoint
 from ..training.config import TrainingConfig
@@ -103,7 +103,7 @@ def finetune(checkpoint, out_dir, rule: str, *, data: Dataset | None = None, rul
     warmup_steps, max_epochs, time_budget_s, seed and torch_threads. Resumes an interrupted
     fine-tuning in out_dir with the same parent and rule.
     """
-    from ..threads import set_threads
+    from ..core.threads import set_threads
 
     parent = read_checkpoint(checkpoint)
     params = check_rule(rule, dict(rule_options or {}))

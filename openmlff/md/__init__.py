@@ -16,7 +16,7 @@ from importlib import import_module
 
 #: module (relative to this package) -> the names this package hands out from it
 _EXPORTS = {
-    ".ase_calculator": ("ExportedModelCalculator",),
+    "..integrations.ase_calculator": ("ExportedModelCalculator",),
     ".config": ("SimulationConfig", "TRAJECTORY_FILES", "TRAJECTORY_FORMATS", "default_temperature_limit_K"),
     ".integrators": ("INTEGRATORS", "make_integrator"),
     ".monitor": ("BrokenBond", "CheckedFrame", "ClosePair", "CollapseDetected", "CollapseEvent", "MonitorReporter",
@@ -25,7 +25,7 @@ _EXPORTS = {
     ".state_table": ("STATE_COLUMNS", "read_state_csv"),
     ".reporters": ("Checkpointer", "ScheduledReporter", "StateCSVReporter", "StepRecord", "StepRecords"),
     ".rundir": ("RunBusyError", "RunDirectory", "RunSummary", "hdf5_partial_path"),
-    "..resume": ("ResumeMismatchError",),
+    "..core.resume": ("ResumeMismatchError",),
     ".runner": ("read_run_summary", "run_simulation"),
     "..potentials.exported": ("BACKENDS", "MODEL_METADATA_FILE", "ModelFileError", "TorchModelComputation",
                               "build_system", "check_model_atoms", "build_replica_system", "file_sha256",

@@ -2,14 +2,14 @@
 
 The fields are the `simulate` command's options (`timestep_fs` -> `--timestep-fs`; the older short
 names stay as aliases) and the keys of a campaign spec's [md] table, with the same defaults
-(openmlff.config). A config validates itself on construction: ConfigError names the field.
+(openmlff.core.config). A config validates itself on construction: ConfigError names the field.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import check, check_finite, setting
+from ..core.config import check, check_finite, setting
 from ..potentials.model_ref import BACKENDS
 from .integrators import INTEGRATORS
 
@@ -93,7 +93,7 @@ class SimulationConfig:
     barostat_interval_steps: int | None = setting(None, "steps between Monte Carlo box moves (default 25)")
     nonbonded_cutoff_nm: float | None = setting(None, "PME real-space cutoff of solvated runs in nm (default 1.0)")
     backend: str = setting("torchforce", "torchforce (openmm-torch) or pythonforce (openmm.PythonForce)")
-    torch_threads: int | None = setting(None, "torch threads (default: openmlff.threads' choice, 1 for molecules "
+    torch_threads: int | None = setting(None, "torch threads (default: openmlff.core.threads' choice, 1 for molecules "
                                               "below 2000 atoms)", aliases=("--threads",))
 
     def __post_init__(self) -> None:

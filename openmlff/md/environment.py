@@ -34,9 +34,9 @@ import openmm
 import openmm.app as app
 from openmm import unit
 
-from .. import elements
-from ..errors import InputError
-from ..units import NM_IN_ANGSTROM
+from ..core import elements
+from ..core.errors import InputError
+from ..core.units import NM_IN_ANGSTROM
 from .rundir import array_sha256
 
 #: OpenMM force field files of the solvent and of the molecule's MM terms (ML/MM coupling, the amber14 control).
@@ -227,7 +227,7 @@ def _solvation_inputs_sha256(structure, config) -> str:
 
 def save_solvated_start(path, environment: Environment) -> None:
     """Keep a --solvate run's relaxed start (positions Å, float64) beside its run.json (atomic; no pickles)."""
-    from ..atomic_io import atomic_write_stream
+    from ..core.atomic_io import atomic_write_stream
 
     atomic_write_stream(path, lambda handle: np.savez(
         handle, positions_angstrom=environment.positions_angstrom, atomic_numbers=environment.atomic_numbers,

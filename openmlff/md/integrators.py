@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..errors import InputError
-from ..units import FS_IN_PS
+from ..core.errors import InputError
+from ..core.units import FS_IN_PS
 
 if TYPE_CHECKING:
     import openmm

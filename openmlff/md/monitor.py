@@ -26,9 +26,9 @@ import openmm
 from openmm import unit
 from scipy.spatial import cKDTree
 
-from .. import elements
-from ..errors import InputError
-from ..units import FS_IN_PS
+from ..core import elements
+from ..core.errors import InputError
+from ..core.units import FS_IN_PS
 from .config import (
     DEFAULT_BOND_DEVIATION_LIMIT_ANGSTROM, DEFAULT_FRAMES_KEPT, DEFAULT_MIN_NONBONDED_DISTANCE_ANGSTROM,
     DEFAULT_TEMPERATURE_LIMIT_K,

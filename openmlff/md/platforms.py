@@ -1,4 +1,4 @@
-"""Choosing the OpenMM platform (CUDA, OpenCL, CPU, Reference); torch threads are openmlff.threads'.
+"""Choosing the OpenMM platform (CUDA, OpenCL, CPU, Reference); torch threads are openmlff.core.threads'.
 
 Automatic choice takes the fastest platform this OpenMM build has: CUDA, then OpenCL, then CPU.
 Reference (slow, double precision, useful for exact comparisons) is used only when named.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import openmm
 
-from ..errors import InputError
+from ..core.errors import InputError
 
 #: Platforms tried, in order, when none is named.
 AUTOMATIC_PLATFORM_ORDER = ("CUDA", "OpenCL", "CPU")
@@ -83,7 +83,7 @@ def select_platform(
 
 def torchforce_properties_in_effect(system: openmm.System) -> dict[str, str] | None:
     """The TorchForce properties as the force in the System reports them (None without a TorchForce)."""
-    from .._compat import import_openmmtorch
+    from ..core._compat import import_openmmtorch
 
     torch_force_class = import_openmmtorch().TorchForce
     for force in system.getForces():

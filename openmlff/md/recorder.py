@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from .. import elements
-from ..errors import InputError
-from ..units import FS_IN_PS, NM_IN_ANGSTROM
-from ..versions import utc_now
+from ..core import elements
+from ..core.errors import InputError
+from ..core.units import FS_IN_PS, NM_IN_ANGSTROM
+from ..core.versions import utc_now
 from .config import SimulationConfig
 from .monitor import CollapseDetected, CollapseEvent, MonitorReporter, StabilityMonitor
 from .reporters import ScheduledReporter, StateCSVReporter, StepRecord, StepRecords, ns_per_day

@@ -47,15 +47,15 @@ import numpy as np
 import openmm
 from openmm import unit
 
-from .. import elements
-from ..atomic_io import atomic_write_json
-from ..errors import InputError
+from ..core import elements
+from ..core.atomic_io import atomic_write_json
+from ..core.errors import InputError
 from ..potentials import get_potential
 from ..potentials.exported import ExportedModel, build_replica_system, write_replica_module
-from ..resume import check_resumable
-from ..threads import set_threads
-from ..units import FS_IN_PS, NM_IN_ANGSTROM
-from ..versions import utc_now
+from ..core.resume import check_resumable
+from ..core.threads import set_threads
+from ..core.units import FS_IN_PS, NM_IN_ANGSTROM
+from ..core.versions import utc_now
 from . import monitor as _monitor
 from .config import SimulationConfig
 from .integrators import make_integrator

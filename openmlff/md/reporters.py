@@ -25,9 +25,9 @@ import numpy as np
 import openmm
 from openmm import unit
 
-from ..atomic_io import atomic_write_bytes, atomic_write_json
-from ..errors import InputError
-from ..units import FS_IN_NS, FS_IN_PS, NM_IN_ANGSTROM, SECONDS_PER_DAY
+from ..core.atomic_io import atomic_write_bytes, atomic_write_json
+from ..core.errors import InputError
+from ..core.units import FS_IN_NS, FS_IN_PS, NM_IN_ANGSTROM, SECONDS_PER_DAY
 from .state_table import STATE_COLUMNS, UNCERTAINTY_COLUMN, truncate_csv_rows
 
 if TYPE_CHECKING:

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import elements
-from ..atomic_io import atomic_write_json
-from ..errors import InputError
-from ..locks import BusyError, FolderLock, is_locked
-from ..resume import check_resumable
-from ..versions import runtime_versions, utc_now
+from ..core import elements
+from ..core.atomic_io import atomic_write_json
+from ..core.errors import InputError
+from ..core.locks import BusyError, FolderLock, is_locked
+from ..core.resume import check_resumable
+from ..core.versions import runtime_versions, utc_now
 from .config import EXTENSIBLE_FIELDS, RESUMABLE_CHANGES, TRAJECTORY_FILES, SimulationConfig
 from .integrators import INTEGRATORS
 
@@ -268,7 +268,7 @@ def _resume_identity(record: dict) -> dict:
 
 
 def check_same_inputs(run_json: Path, recorded: dict, record: dict) -> None:
-    """ResumeMismatchError naming every input that differs from run.json (openmlff.resume.check_resumable)."""
+    """ResumeMismatchError naming every input that differs from run.json (openmlff.core.resume.check_resumable)."""
     check_resumable(_resume_identity(recorded), _resume_identity(record), where=str(run_json),
                     may_change=[f"config.{n}" for n in RESUMABLE_CHANGES],
                     may_grow=[f"config.{n}" for n in EXTENSIBLE_FIELDS])

@@ -31,13 +31,13 @@ import openmm
 import openmm.app as app
 from openmm import unit
 
-from .. import elements
-from ..atomic_io import atomic_write_json
-from ..errors import InputError
+from ..core import elements
+from ..core.atomic_io import atomic_write_json
+from ..core.errors import InputError
 from ..potentials import Potential, get_potential
-from ..resume import ResumeMismatchError
-from ..threads import set_threads
-from ..units import NM_IN_ANGSTROM
+from ..core.resume import ResumeMismatchError
+from ..core.threads import set_threads
+from ..core.units import NM_IN_ANGSTROM
 from . import monitor as _monitor
 from .config import SimulationConfig
 from .environment import (

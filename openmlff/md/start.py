@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..data.dataset import Dataset
-from ..errors import InputError
+from ..core.errors import InputError
 from .runner import SimulationConfig, run_simulation
 
 #: At most this many dataset frames are averaged for the reference bond lengths.

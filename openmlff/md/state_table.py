@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic_io import atomic_write_bytes
-from ..errors import InputError
+from ..core.atomic_io import atomic_write_bytes
+from ..core.errors import InputError
 
 #: Columns of state.csv, in order (energies kJ/mol, time ps, temperature K, speed ns/day, time left s).
 STATE_COLUMNS = (

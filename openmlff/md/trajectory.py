@@ -30,9 +30,9 @@ import openmm
 import openmm.app as app
 from openmm import unit
 
-from ..atomic_io import atomic_write
-from ..errors import InputError
-from ..units import FS_IN_PS, NM_IN_ANGSTROM
+from ..core.atomic_io import atomic_write
+from ..core.errors import InputError
+from ..core.units import FS_IN_PS, NM_IN_ANGSTROM
 from .config import TRAJECTORY_FORMATS
 from .dcd import read_dcd_frames, truncate_dcd
 from .reporters import FileBacked, ScheduledReporter, StepRecord

@@ -1,6 +1,6 @@
 """Trust in a run: a committee's force spread at every report, and an alarm before the model is off its data.
 
-A committee file (openmlff.export.export_committee), or any two or more models (files, names, models of
+A committee file (openmlff.model_file.writer.export_committee), or any two or more models (files, names, models of
 other codes: what potentials.get_potential takes, each evaluated on its own), is evaluated at each reported
 step on the run's positions (whatever model drives the run: one member, the committee mean, or another
 model): the members' force spread per atom, sigma_i = sqrt(mean_k |F_ik - mean_k F_ik|^2), in kcal/mol/Å. Its
@@ -22,12 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic_io import atomic_write_stream
-from ..config import check_finite
-from ..errors import InputError
-from ..model_file import check_model_atoms, file_sha256, load_exported
+from ..core.atomic_io import atomic_write_stream
+from ..core.config import check_finite
+from ..core.errors import InputError
+from ..model_file.reader import check_model_atoms, file_sha256, load_exported
 from ..potentials.model_ref import ModelRef
-from ..units import EV_IN_KJ_PER_MOL, FS_IN_PS, NM_IN_ANGSTROM, ev_to
+from ..core.units import EV_IN_KJ_PER_MOL, FS_IN_PS, NM_IN_ANGSTROM, ev_to
 from .reporters import ScheduledReporter, StepRecord
 from .rundir import UNTRUSTED_FRAMES_FILE, RunDirectory
 

@@ -27,7 +27,7 @@ import warnings
 import numpy as np
 from scipy.cluster.vq import kmeans2, vq
 
-from ..errors import InputError
+from ..core.errors import InputError
 
 MAX_K_DEFAULT = 10
 SILHOUETTE_SAMPLE_DEFAULT = 2000

@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import elements, units
-from ..errors import InputError
+from ..core import elements, units
+from ..core.errors import InputError
 
 FORCE_KEYS = ("force_mae", "force_rmse", "force_max")
 FNM_KEYS = ("fnm_mae", "fnm_rmse", "fnm_max")

@@ -29,7 +29,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ..errors import InputError
+from ..core.errors import InputError
 from .conformations import assign_clusters, cluster_conformations, cluster_force_metrics, conformation_descriptor
 
 GLOBAL_METRICS = ("force_mae", "force_rmse", "force_max", "fnm_mae", "fnm_max", "energy_mae")

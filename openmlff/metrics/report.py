@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import InputError
+from ..core.errors import InputError
 from .conformations import cluster_conformations, cluster_force_metrics
 from .force_metrics import DEFAULT_ENERGY_UNIT, DEFAULT_FORCE_UNIT, jsonable
 

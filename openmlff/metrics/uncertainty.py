@@ -1,6 +1,6 @@
 """A committee's force uncertainty against its force error: does the spread of the members rank the error?
 
-For a committee file (openmlff.export.export_committee) on labelled frames: per atom and frame the
+For a committee file (openmlff.model_file.writer.export_committee) on labelled frames: per atom and frame the
 members' force spread sigma_fi = sqrt(mean_k |F_fik - mean_k F_fik|^2) and the committee mean's
 error norm |dF_fi| = |F_fi - F_fi^ref|, both in the force unit (kcal/mol/Å by default). Reported:
 
@@ -17,10 +17,10 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-from .. import units
+from ..core import units
 from ..data.dataset import Dataset
-from ..errors import InputError
-from ..model_file import load_exported
+from ..core.errors import InputError
+from ..model_file.reader import load_exported
 from .force_metrics import DEFAULT_FORCE_UNIT, jsonable
 from .evaluation import predict_batches
 

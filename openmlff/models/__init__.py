@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import fields
 
-from ..errors import InputError
+from ..core.errors import InputError
 from .et import ETConfig, EquivariantTransformer
 from .energy_model import EnergyModel, fit_element_energies
 

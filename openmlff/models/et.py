@@ -15,7 +15,7 @@ from typing import ClassVar, Optional
 import torch
 from torch import Tensor, nn
 
-from ..errors import InputError
+from ..core.errors import InputError
 from .layers import (MAX_Z, CosineCutoff, EquivariantScalarHead, ExpNormalSmearing, aggregate_and_update,
                      aggregate_scalars)
 from .neighbors import neighbor_pairs

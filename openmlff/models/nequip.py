@@ -45,7 +45,7 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("the NequIP architecture needs the package e3nn (pip install e3nn==0.6.0)") from exc
 
-from ..errors import InputError
+from ..core.errors import InputError
 from .layers import MAX_Z
 from .neighbors import neighbor_pairs
 

@@ -43,7 +43,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from ..errors import InputError
+from ..core.errors import InputError
 from .et import NeighborEmbedding
 from .layers import (MAX_Z, CosineCutoff, EquivariantScalarHead, ExpNormalSmearing, aggregate_and_update,
                      aggregate_scalars, xavier_init)

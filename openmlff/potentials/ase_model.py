@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import elements
-from ..errors import InputError
-from ..versions import package_versions
+from ..core import elements
+from ..core.errors import InputError
+from ..core.versions import package_versions
 from .base import json_sha256
 from .model_ref import ASE_PREFIX, ModelRef
 from .quantum import QuantumPotential

@@ -7,7 +7,7 @@ Three kinds answer to `openmlff metrics --model X` and `openmlff simulate --mode
 - "quantum": a reference method, `gfn2-xtb`, `gfn1-xtb` (tblite) or `dft` (PySCF PBE/def2-SVP), whose
   energy and forces enter OpenMM through a PythonForce (potentials/quantum.py).
 
-Every potential builds an `openmm.System` for the molecule (non-periodic, masses from openmlff.elements)
+Every potential builds an `openmm.System` for the molecule (non-periodic, masses from openmlff.core.elements)
 and evaluates frames in openmlff's internal units (positions Å in; energies eV, forces eV/Å out), so the
 force metrics and the MD runner treat them alike. `record()` is what a run's run.json keeps as "model":
 its kind, name, path (files only), metadata and a SHA-256 identity (the file's, or that of the System's
@@ -78,7 +78,7 @@ class Potential(ABC):
         import openmm
         from openmm import unit
 
-        from .. import units
+        from ..core import units
 
         R = np.asarray(positions_angstrom, dtype=np.float64)
         key = tuple(np.asarray(atomic_numbers).reshape(-1).tolist())

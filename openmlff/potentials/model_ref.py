@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import InputError
+from ..core.errors import InputError
 
 #: The potentials named by a word (potentials/classical.py, potentials/quantum.py): the one list of those names.
 CLASSICAL_NAMES = ("amber14", "gaff-2.11")
@@ -105,7 +105,7 @@ class ModelRef:
     def files(self) -> dict[str, str]:
         """{absolute path: SHA-256} of the files the options name (is_path_option keys; a folder: all its files),
         so that a changed file changes the model's identity. InputError naming the option for a missing one."""
-        from ..model_file import file_sha256
+        from ..model_file.reader import file_sha256
 
         out = {}
         for key, value in self.options.items():

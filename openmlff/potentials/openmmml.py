@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import elements
-from ..errors import InputError
-from ..versions import package_versions
+from ..core import elements
+from ..core.errors import InputError
+from ..core.versions import package_versions
 from ..reference.socket_client import split_openmm_ml_options
 from .base import Potential, json_sha256
 from .model_ref import ModelRef, check_not_downloaded

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import elements, units
-from ..errors import InputError
+from ..core import elements, units
+from ..core.errors import InputError
 from ..reference import ReferenceMethodError, get_reference_method
 from .base import Potential, json_sha256
 from .model_ref import QUANTUM_NAMES
@@ -103,7 +103,7 @@ class QuantumPotential(Potential):
 
     def build_system(self, atomic_numbers, positions_angstrom=None, backend: str = "torchforce",
                      torch_properties: dict | None = None, topology=None):
-        """Masses of openmlff.elements and one PythonForce calling the method (backend options are ignored)."""
+        """Masses of openmlff.core.elements and one PythonForce calling the method (backend options are ignored)."""
         import openmm
 
         z = np.asarray(atomic_numbers, dtype=np.int64).reshape(-1)

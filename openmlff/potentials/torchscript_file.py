@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import elements, units
-from ..model_file import ModelFileError, file_sha256
-from ..threads import flush_denormals
+from ..core import elements, units
+from ..model_file.reader import ModelFileError, file_sha256
+from ..core.threads import flush_denormals
 from .base import Potential
 
 CONTRACT = "openmm-torch TorchForce: forward(positions nm (n_atoms, 3)) -> energy kJ/mol [, forces kJ/mol/nm]"

@@ -12,7 +12,7 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
-from ..errors import InputError
+from ..core.errors import InputError
 from .base import (ConvergenceError, ReferenceMethod, ReferenceMethodError, get_reference_method,
                    import_object, register_reference_prefix)
 

@@ -18,9 +18,9 @@ from typing import Callable
 
 import numpy as np
 
-from .. import elements
-from ..errors import InputError, OpenMLFFError
-from ..versions import package_versions
+from ..core import elements
+from ..core.errors import InputError, OpenMLFFError
+from ..core.versions import package_versions
 
 
 class ReferenceMethodError(OpenMLFFError, RuntimeError):

@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .. import units
-from ..errors import InputError
+from ..core import units
+from ..core.errors import InputError
 from .base import (ConvergenceError, ReferenceMethod, ReferenceMethodError, package_versions,
                    register_reference_method, register_reference_prefix)
 

@@ -27,12 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic_io import atomic_write, atomic_write_json
+from ..core.atomic_io import atomic_write, atomic_write_json
 from ..data.dataset import Dataset
-from ..errors import InputError, StateError
-from ..locks import FolderLock
-from ..processes import die_with_parent
-from ..resume import check_resumable
+from ..core.errors import InputError, StateError
+from ..core.locks import FolderLock
+from ..core.processes import die_with_parent
+from ..core.resume import check_resumable
 from .base import ReferenceMethod, ReferenceMethodError, get_reference_method
 
 MANIFEST_NAME = "manifest.json"

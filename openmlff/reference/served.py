@@ -19,7 +19,7 @@ import tempfile
 import weakref
 from pathlib import Path
 
-from ..errors import InputError
+from ..core.errors import InputError
 
 CLIENT = Path(__file__).with_name("socket_client.py")
 #: Seconds openmlff waits for the served calculator's answer (its first call also starts the environment and loads

@@ -18,8 +18,8 @@ import json
 import os
 import sys
 
-EV_IN_KJ_PER_MOL = 96.48533212331002  # CODATA 2018, as openmlff.units
-NM_IN_ANGSTROM = 10.0  # as openmlff.units
+EV_IN_KJ_PER_MOL = 96.48533212331002  # CODATA 2018, as openmlff.core.units
+NM_IN_ANGSTROM = 10.0  # as openmlff.core.units
 
 
 def versions(target: str) -> dict:

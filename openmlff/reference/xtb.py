@@ -1,7 +1,7 @@
 """GFN2-xTB and GFN1-xTB through tblite: the built-in reference method.
 
 tblite works in atomic units: positions go in as Bohr, the energy comes out in Hartree and the
-gradient in Hartree/Bohr; this module converts with openmlff.units so callers see Å, eV and eV/Å.
+gradient in Hartree/Bohr; this module converts with openmlff.core.units so callers see Å, eV and eV/Å.
 Each call builds a fresh tblite Calculator from the superposition-of-atomic-densities guess, so
 a conformation's labels do not depend on which conformation was computed before it. tblite's
 own printout is silenced; its failures become ReferenceMethodError subclasses.
@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import units
-from ..errors import InputError
+from ..core import units
+from ..core.errors import InputError
 from .base import (ConvergenceError, InvalidGeometryError, ReferenceMethod, ReferenceMethodError,
                    UnsupportedElementError, package_versions, register_reference_method)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..atomic_io import atomic_write_json
+from ..core.atomic_io import atomic_write_json
 from .analysis_plots import write_analysis_plots
 from .tables import write_table
 

@@ -18,8 +18,8 @@ import html
 import math
 from pathlib import Path
 
-from ..atomic_io import atomic_write_bytes, atomic_write_text
-from ..metrics.correlation import MODEL_STABILITY_MEASURES, campaign_answer, strongest_rows
+from ..core.atomic_io import atomic_write_bytes, atomic_write_text
+from ..stability.correlation import MODEL_STABILITY_MEASURES, campaign_answer, strongest_rows
 from ..metrics.force_metrics import jsonable
 from . import campaign_plots as plots
 
@@ -308,7 +308,7 @@ def _diagnoses_section(diagnoses: list[dict], fnm_unit: str) -> str:
 
 def _answer_section(answer: dict) -> str:
     """The page's opening: how many runs held, the metric that ranks stability best, where the global test force
-    MAE ranks, which bond broke first (metrics.correlation.campaign_answer)."""
+    MAE ranks, which bond broke first (openmlff.stability.correlation.campaign_answer)."""
     items = [f"<b>{answer['n_stable']} of {answer['n_runs']} runs held</b> to the horizon ("
              + ", ".join(f"{_e(m)} {v}" for m, v in answer["stable_per_model"].items()) + ")."]
     if answer["best"]:
@@ -356,7 +356,7 @@ def write_campaign_report(out_html, *, title: str, metrics_table: dict, stabilit
     select_scatter_data. diagnoses: rows from diagnosis_entry. notes: lines shown at the top.
     comparisons: method-against-control rows (_comparisons_section); survival: add Kaplan-Meier curves.
     figures_dir: also write every figure there as PNG (the page itself never refers to it).
-    answer: metrics.correlation.campaign_answer's; the page then opens with it and folds every table below.
+    answer: openmlff.stability.correlation.campaign_answer's; the page then opens with it and folds every table below.
     """
     out_html = Path(out_html)
     figures_dir = Path(figures_dir) if figures_dir is not None else None
@@ -417,8 +417,8 @@ def trust_notes(alarm: dict | None) -> list[str]:
 def write_correlation_report(out_html, document: dict, *, title: str, diagnoses: list[dict] | None = None,
                              notes: list[str] | None = None, figures_dir=None) -> Path:
     """write_campaign_report with everything taken from a correlation document
-    (openmlff.metrics.correlation.campaign_correlation): its metrics, units, stability and correlation tables;
-    a "trust" entry (metrics.correlation.trust_alarm) becomes notes on the committee's alarm."""
+    (openmlff.stability.correlation.campaign_correlation): its metrics, units, stability and correlation tables;
+    a "trust" entry (openmlff.stability.correlation.trust_alarm) becomes notes on the committee's alarm."""
     notes = list(notes or []) + trust_notes(document.get("trust"))
     return write_campaign_report(
         out_html, title=title, metrics_table=document.get("model_metrics") or {},

@@ -73,7 +73,7 @@ def plot_stability_per_model(stability_per_model: dict) -> Figure:
 
 def plot_survival_curves(stability_per_model: dict) -> Figure:
     """Kaplan-Meier survival (share of runs not yet collapsed) against time, one step curve per model."""
-    from ..metrics.run_stability import kaplan_meier
+    from ..stability.runs import kaplan_meier
 
     fig = new_figure(7.5, 4.5)
     ax = fig.subplots()

@@ -5,13 +5,13 @@ The correlation document is a dict with any of these keys (the writer writes wha
     units                  {"force", "fnm", "energy"} of the metrics
     horizon_ps             the horizon of the stability measures
     model_metrics          {model: {metric: value}}; metric_units {metric: unit}
-    stability_per_model    {model: openmlff.metrics.run_stability.stability_of_runs(...)}
-    stability_per_start    {model: openmlff.metrics.correlation.per_start_outcomes(...)}
-    model_level            openmlff.metrics.correlation.model_level_correlation(...)
-    conformation_level     {model: openmlff.metrics.correlation.conformation_level_correlation(...)}
+    stability_per_model    {model: openmlff.stability.runs.stability_of_runs(...)}
+    stability_per_start    {model: openmlff.stability.correlation.per_start_outcomes(...)}
+    model_level            openmlff.stability.correlation.model_level_correlation(...)
+    conformation_level     {model: openmlff.stability.correlation.conformation_level_correlation(...)}
     (anything else JSON-able, e.g. settings or the metric-set info)
 
-openmlff.metrics.correlation.campaign_correlation builds the whole document from a campaign's runs.
+openmlff.stability.correlation.campaign_correlation builds the whole document from a campaign's runs.
 Files: correlation.json (the whole document, NaN written as null), model_level.csv,
 conformation_level.csv (one block of rows per model, a "model" column first),
 stability_per_model.csv and stability_per_start.csv. CSV rows carry the units in metric_unit /
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic_io import atomic_write_json
+from ..core.atomic_io import atomic_write_json
 from ..metrics.force_metrics import jsonable
 from .tables import write_table
 

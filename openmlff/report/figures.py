@@ -7,7 +7,7 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ..atomic_io import atomic_write
+from ..core.atomic_io import atomic_write
 
 DPI = 130
 #: Colours of the common elements (CPK-like, darkened so that white hydrogen shows on white paper).

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import check, check_finite, setting
+from ..core.config import check, check_finite, setting
 from ..metrics.force_metrics import FNM_KEYS, FORCE_KEYS
 from .tables import write_table
 
@@ -67,7 +67,7 @@ def write_metrics_tables(report: dict, folder) -> list[Path]:
 
 @dataclass
 class MetricsConfig:
-    """The settings of `openmlff metrics` (its options, openmlff.config.add_config_arguments): which frames, how
+    """The settings of `openmlff metrics` (its options, openmlff.core.config.add_config_arguments): which frames, how
     they are evaluated and clustered, the units of the report."""
 
     frames: str = setting("all", "'all', or 'train'/'val'/'test' (the split stored in --checkpoint), or a range "
@@ -89,7 +89,7 @@ def write_model_metrics(model, dataset, out, config: MetricsConfig | None = None
     """`openmlff metrics`: the force metrics of `model` on the frames of `dataset` that config.frames names (of the
     split in `split_source`, a checkpoint or split file, for 'train', 'val', 'test') as JSON at `out`, CSV tables
     in csv_dir (default OUT_STEM_csv beside it) and figures in plots_dir; the report, tables and figures."""
-    from ..atomic_io import atomic_write_json
+    from ..core.atomic_io import atomic_write_json
     from ..data.splits import check_data_of_split, select_frames
     from ..metrics.report import metrics_report
     from ..training.checkpoint import read_split

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic_io import atomic_write_text
-from ..errors import InputError
+from ..core.atomic_io import atomic_write_text
+from ..core.errors import InputError
 
 
 def _cell(value) -> str:

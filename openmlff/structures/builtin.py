@@ -4,7 +4,7 @@ Shipped structures (openmlff/resources/structures/, listed in structures.json):
 
 * ``aspirin`` (21 atoms, neutral): the sGDML aspirin geometry in MD17 atom order, one residue
   ``AIN`` (the PDB ligand code of aspirin), atoms named element + count (C1, ..., O4, H1, ...),
-  bonds from covalent radii (openmlff.elements.find_bonds) written as CONECT records.
+  bonds from covalent radii (openmlff.core.elements.find_bonds) written as CONECT records.
 * ``ac-ala3-nhme`` (42 atoms, neutral): frame 0 of the MD22 Ac-Ala3-NHMe data in MD22 atom
   order. The residues ACE ALA ALA ALA NME and standard PDB/Amber atom names are assigned by
   walking the bond graph from the acetyl cap along the amide bonds
@@ -35,9 +35,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .. import elements
-from ..errors import InputError
-from ..units import NM_IN_ANGSTROM
+from ..core import elements
+from ..core.errors import InputError
+from ..core.units import NM_IN_ANGSTROM
 
 if TYPE_CHECKING:
     import openmm.app

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..atomic_io import atomic_torch_save
+from ..core.atomic_io import atomic_torch_save
 from ..data.splits import Split
-from ..errors import InputError
+from ..core.errors import InputError
 
 CHECKPOINT_NAME = "model.ckpt"
 CHECKPOINT_FORMAT = 1

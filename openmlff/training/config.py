@@ -1,7 +1,7 @@
 """TrainingConfig: every setting of a training run, named once (docs/architecture.md "Training checkpoint").
 
 The fields are the `train` command's options (`batch_size` -> `--batch-size`; `--model`, `--lr`,
-`--time-budget` and `--threads` stay as aliases) with the same defaults (openmlff.config). The config
+`--time-budget` and `--threads` stay as aliases) with the same defaults (openmlff.core.config). The config
 validates itself on construction: ConfigError names the field.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 
-from ..config import check, check_finite, setting
-from ..errors import InputError
+from ..core.config import check, check_finite, setting
+from ..core.errors import InputError
 from ..models import ARCHITECTURES, default_hyperparameters
 from .losses import LOSSES, check_loss
 
@@ -72,7 +72,7 @@ class TrainingConfig:
         10.0, "an epoch whose validation loss is not finite or exceeds this multiple of the best is undone: weights, "
               "EMA and optimiser go back to the best epoch's and the learning rate is halved (None: never)")
     dtype: str = setting("float32", "float32 or float64")
-    torch_threads: int | None = setting(None, "torch threads (default: openmlff.threads' choice: 1 unless a batch "
+    torch_threads: int | None = setting(None, "torch threads (default: openmlff.core.threads' choice: 1 unless a batch "
                                               "holds thousands of atoms)", aliases=("--threads",))
 
     RESUMABLE_CHANGES = RESUMABLE_CHANGES

@@ -7,7 +7,7 @@ import copy
 import torch
 from torch import nn
 
-from ..errors import InputError
+from ..core.errors import InputError
 
 
 class ExponentialMovingAverage:

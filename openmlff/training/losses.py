@@ -26,9 +26,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .. import elements
-from ..config import named_options
-from ..errors import InputError
+from ..core import elements
+from ..core.config import named_options
+from ..core.errors import InputError
 
 #: Carbon's mass in Da: the FNM loss's force errors are scaled by m_C / m_i, so carbon's are unchanged.
 CARBON_MASS_DA = float(elements.masses([6])[0])

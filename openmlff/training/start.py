@@ -23,7 +23,7 @@ import numpy as np
 
 from ..data.dataset import Dataset
 from ..data.splits import Split
-from ..errors import InputError
+from ..core.errors import InputError
 from .checkpoint import TrainingCheckpoint
 from .config import TrainingConfig
 

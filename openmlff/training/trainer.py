@@ -24,15 +24,16 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .. import __version__, units
-from ..atomic_io import atomic_write_text
+from .. import __version__
+from ..core import units
+from ..core.atomic_io import atomic_write_text
 from ..data.dataset import Dataset
 from ..data.splits import Split, make_split
-from ..errors import StateError
+from ..core.errors import StateError
 from ..models import build_model, fit_element_energies
 from ..models.energy_model import EnergyModel
-from ..resume import ResumeMismatchError, check_resumable
-from ..threads import set_threads
+from ..core.resume import ResumeMismatchError, check_resumable
+from ..core.threads import set_threads
 from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_NAME, read_checkpoint, write_checkpoint
 from .config import ADDED_FIELDS, ARCHITECTURE_DEFAULTS, TrainingConfig
 from .ema import ExponentialMovingAverage
@@ -121,7 +122,7 @@ def train_side_by_side(jobs, workers: int = 1, progress: bool = True) -> list[Tr
 
 
 def _init_training_worker(parent_pid: int) -> None:
-    from ..processes import die_with_parent
+    from ..core.processes import die_with_parent
 
     die_with_parent(parent_pid)
     set_threads(1)

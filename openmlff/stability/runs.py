@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from ..errors import InputError
+from ..core.errors import InputError
 
 _TIME_TOLERANCE = 1e-9  # relative; simulated times are step * dt and may differ from H by rounding
 
@@ -120,7 +120,7 @@ def stability_of_runs(summaries: Iterable[Mapping] | Mapping[str, Mapping], hori
 
 def start_runs(entries: Iterable[tuple[str, Mapping]], horizon_ps: float) -> list[tuple[str, bool, float]]:
     """(start_id, collapsed within the horizon, T in ps) per run from (start_id, summary.json dict) pairs:
-    the `runs` input of openmlff.metrics.correlation.conformation_level_correlation."""
+    the `runs` input of openmlff.stability.correlation.conformation_level_correlation."""
     out = []
     for k, (start, summary) in enumerate(entries):
         collapsed, time_ps, _ = run_outcome(summary, horizon_ps, f"run {k} (start {start!r})")

@@ -28,7 +28,7 @@ def runtime_versions() -> dict[str, str]:
     import openmm
     import torch
 
-    from . import __version__
+    from .. import __version__
 
     out = {"openmlff": __version__, "torch": torch.__version__, "openmm": openmm.__version__,
            "numpy": numpy.__version__, "python": platform.python_version()}

@@ -2,7 +2,7 @@
 
 An exported model is one TorchScript file whose extra file `openmlff.json` holds its metadata.
 md/, metrics/, analysis/ and campaign/ read models only through this module, so reading a model
-loads neither the model classes nor any training code; export.py, the writer, imports the shared
+loads neither the model classes nor any training code; writer.py, the writer, imports the shared
 names from here.
 """
 
@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import elements
-from .errors import InputError
-from .threads import flush_denormals
+from ..core import elements
+from ..core.errors import InputError
+from ..core.threads import flush_denormals
 
 #: Name of the metadata document inside the TorchScript file (an extra file).
 METADATA_NAME = "openmlff.json"

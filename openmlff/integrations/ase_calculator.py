@@ -4,7 +4,7 @@ The exported TorchScript file speaks OpenMM's units (nm in, kJ/mol out); ASE spe
 The calculator converts both ways and computes forces by autograd, exactly as the PythonForce
 backend does (it uses the same TorchModelComputation), so ASE and OpenMM see the same model.
 
-    from openmlff.md.ase_calculator import ExportedModelCalculator
+    from openmlff.integrations.ase_calculator import ExportedModelCalculator
     atoms.calc = ExportedModelCalculator("model.pt")
     ase.md.langevin.Langevin(atoms, 0.5 * ase.units.fs, temperature_K=500, friction=0.001 / ase.units.fs).run(1000)
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 
-from ..units import EV_IN_KJ_PER_MOL, NM_IN_ANGSTROM
+from ..core.units import EV_IN_KJ_PER_MOL, NM_IN_ANGSTROM
 from ..potentials.exported import TorchModelComputation, check_model_atoms, read_model_metadata
 
 

@@ -9,7 +9,7 @@ works without a box for an isolated molecule). `energies(positions)` does the sa
 trained on. The same file runs in TorchForce, in PythonForce and in plain torch.
 
 This module is the writer; the readers (load_exported, read_model_metadata, check_model_atoms,
-energies_and_forces, file_sha256, ModelFileError) live in openmlff.model_file and are re-exported here.
+energies_and_forces, file_sha256, ModelFileError) live in openmlff.model_file.reader and are re-exported here.
 """
 
 from __future__ import annotations
@@ -22,14 +22,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from . import elements, units
-from .atomic_io import atomic_torchscript_save
-from .model_file import (  # the readers, re-exported for `from openmlff.export import load_exported`
-    METADATA_NAME, REQUIRED_METADATA_KEYS, ModelFileError, check_model_atoms, energies_and_forces, file_sha256,
-    load_exported, read_model_metadata,
+from ..core import elements, units
+from ..core.atomic_io import atomic_torchscript_save
+from .reader import (
+    METADATA_NAME, REQUIRED_METADATA_KEYS, ModelFileError, check_model_atoms, energies_and_forces, file_sha256, load_exported, read_model_metadata,
 )
-from .models.energy_model import EnergyModel
-from .versions import runtime_versions, utc_now
+from ..models.energy_model import EnergyModel
+from ..core.versions import runtime_versions, utc_now
 
 EXPORT_FORMAT = 1
 
@@ -156,7 +155,7 @@ def _save_module(module, potential: EnergyModel, atomic_numbers, path: Path, met
 
 def export_checkpoint(checkpoint_path, out_path, weights: str = "best") -> Path:
     """Export the model of a training checkpoint, with the training data's fingerprint and metrics in its metadata."""
-    from .training.checkpoint import read_checkpoint  # here only, so importing export loads no training code
+    from ..training.checkpoint import read_checkpoint  # here only, so importing export loads no training code
 
     checkpoint = read_checkpoint(checkpoint_path)
     potential = checkpoint.potential(weights)
@@ -168,7 +167,7 @@ def export_committee(checkpoint_paths, out_path, weights: str = "best") -> Path:
     """One TorchScript file of the committee of several checkpoints (CommitteePotential): the mean drives MD,
     `uncertainty(positions)` gives the members' force spread. The members must be of one molecule and
     one training split; the metadata's `training` is the first member's, `committee` lists them all."""
-    from .training.checkpoint import read_checkpoint
+    from ..training.checkpoint import read_checkpoint
 
     paths = [Path(p) for p in checkpoint_paths]
     if len(paths) < 2:
@@ -223,7 +222,7 @@ def train_committee_model(dataset, out_dir, members: int, config=None, progress:
                           workers: int = 1) -> tuple[list, Path]:
     """Train a committee of `members` models (training.train_committee: out_dir/member_<k>, one split) and export
     it as out_dir/committee.pt (`train --ensemble K`); the members' TrainingResults and the file. Resumes."""
-    from .training.trainer import train_committee
+    from ..training.trainer import train_committee
 
     results = train_committee(dataset, out_dir, members, config, progress=progress, workers=workers)
     return results, export_committee([r.checkpoint for r in results], Path(out_dir) / "committee.pt")

@@ -23,9 +23,9 @@ import numpy as np
 import openmm
 from openmmml.mlpotential import MLPotentialImpl, MLPotentialImplFactory
 
-from .errors import InputError
-from .model_file import check_model_atoms, read_model_metadata
-from .potentials.exported import model_force
+from ..core.errors import InputError
+from ..model_file.reader import check_model_atoms, read_model_metadata
+from ..potentials.exported import model_force
 
 
 class OpenMLFFPotentialImplFactory(MLPotentialImplFactory):

@@ -44,12 +44,12 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 from scipy import stats
 
-from ..errors import InputError
-from .run_stability import run_outcome, stability_of_runs, start_runs
+from ..core.errors import InputError
+from .runs import run_outcome, stability_of_runs, start_runs
 
 DEFAULT_N_BOOTSTRAP = 2000
 DEFAULT_CONFIDENCE = 0.95
-#: Stability measures of a model (keys of openmlff.metrics.run_stability.stability_of_runs) and their units.
+#: Stability measures of a model (keys of openmlff.stability.runs.stability_of_runs) and their units.
 MODEL_STABILITY_MEASURES = {"share_stable": "fraction of runs", "median_time_to_collapse_ps": "ps"}
 #: Stability measures of a starting conformation (computed from its runs here) and their units.
 START_STABILITY_MEASURES = {"collapse_rate": "fraction of runs", "mean_time_to_collapse_ps": "ps"}
@@ -335,7 +335,7 @@ def model_level_correlation(model_metrics: Mapping[str, Mapping[str, float]],
 
     model_metrics: {model: {metric name: value}} (e.g. from openmlff.metrics.metric_sets.model_metric_sets);
     model_stability: {model: stability dict} with the `measures` as keys (see
-    openmlff.metrics.run_stability.stability_of_runs). Models present in both are used; a metric a
+    openmlff.stability.runs.stability_of_runs). Models present in both are used; a metric a
     model lacks (or None/NaN) leaves that model out of that metric's rows. Each row: metric,
     metric_unit, stability_measure, stability_unit and the entries of `rank_correlations`.
     Returns {"level": "model", "models", "metrics", "stability_measures", "rows", "notes", "settings"}.
@@ -368,7 +368,7 @@ def model_level_correlation(model_metrics: Mapping[str, Mapping[str, float]],
 def per_start_outcomes(runs: Iterable[tuple]) -> dict[str, dict]:
     """{start_id: {n_runs, n_collapsed, collapse_rate, mean_time_to_collapse_ps}} from runs given as
     (start_id, collapsed_within_horizon, time_ps) with time_ps the collapse time, or the censoring
-    time (the horizon) of a run that did not collapse (openmlff.metrics.run_stability.run_outcome)."""
+    time (the horizon) of a run that did not collapse (openmlff.stability.runs.run_outcome)."""
     grouped: dict[str, list[tuple[bool, float]]] = {}
     for k, run in enumerate(runs):
         try:
