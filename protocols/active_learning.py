@@ -131,7 +131,7 @@ def random_control(dataset, folder: Path, active_dir: Path, config) -> dict:
     from openmlff.core.atomic_io import atomic_write_json
     from openmlff.data import save_dataset
     from openmlff.improve.active import continue_committee, measure_committee
-    from openmlff.improve.recruit import recruit_frames
+    from openmlff.improve.recruit import RecruitConfig, recruit_frames
 
     record_path = folder / "control.json"
     if record_path.is_file():
@@ -142,7 +142,8 @@ def random_control(dataset, folder: Path, active_dir: Path, config) -> dict:
     for r in range(1, config.rounds + 1):
         picked = folder / f"round_{r - 1}" / "labelled.npz"
         if not picked.exists():
-            result = recruit_frames(members[0], dataset, config.frames_per_round, "random", seed=r)
+            result = recruit_frames(members[0], dataset, RecruitConfig(count=config.frames_per_round, strategy="random",
+                                                                       seed=r))
             picked.parent.mkdir(parents=True, exist_ok=True)
             save_dataset(result.dataset, picked)
         say(f"  control round {r}: continuing the committee on {config.frames_per_round} random frames")

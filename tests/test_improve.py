@@ -11,7 +11,7 @@ from openmlff.cli import main
 from openmlff.data import load_dataset, save_dataset
 from openmlff.core.errors import InputError
 from openmlff.model_file.writer import export_checkpoint
-from openmlff.improve import finetune, recruit_frames, sample_weights
+from openmlff.improve import FinetuneConfig, RecruitConfig, finetune, recruit_frames, sample_weights
 from openmlff.improve.recruit import _largest_remainder
 from openmlff.metrics.evaluation import evaluate_model
 from openmlff.model_file.reader import read_model_metadata
@@ -99,7 +99,7 @@ def test_rules_refuse_unknown_names_and_options():
 # --- fine-tuning ----------------------------------------------------------------------------------
 
 def test_finetune_starts_from_the_parent_and_records_its_rule(parent, dataset, tmp_path):
-    start_only = finetune(parent, tmp_path / "zero", "frames", max_epochs=0, progress=False)
+    start_only = finetune(parent, tmp_path / "zero", FinetuneConfig(reweight="frames", max_epochs=0), progress=False)
     state = read_checkpoint(start_only.checkpoint).state
     parent_state = read_checkpoint(parent).state
     for key, value in parent_state["best_state"].items():  # no epoch yet: the parent's best weights
@@ -111,20 +111,21 @@ def test_finetune_starts_from_the_parent_and_records_its_rule(parent, dataset, t
     assert len(state["sample_weights"]) == 20 and np.mean(state["sample_weights"]) == pytest.approx(1.0)
     assert state["config"]["learning_rate"] == pytest.approx(3e-3 / 4)
 
-    result = finetune(parent, tmp_path / "ft", "clusters", max_epochs=2, progress=False)
+    result = finetune(parent, tmp_path / "ft", FinetuneConfig(reweight="clusters", max_epochs=2), progress=False)
     assert result.epochs == 2
     meta = read_model_metadata(export_checkpoint(result.checkpoint, tmp_path / "ft.pt"))
     assert meta["training"]["origin"]["reweighting"]["rule"] == "clusters"
     assert meta["training"]["origin"]["parent"]["checkpoint"] == str(parent.resolve())
-    again = finetune(parent, tmp_path / "ft", "clusters", max_epochs=3, progress=False)  # resumes
+    again = finetune(parent, tmp_path / "ft", FinetuneConfig(reweight="clusters", max_epochs=3), progress=False)  # resumes
     assert again.epochs == 3
     with pytest.raises(TrainingResumeError, match="origin.reweighting"):
-        finetune(parent, tmp_path / "ft", "frames", max_epochs=3, progress=False)
+        finetune(parent, tmp_path / "ft", FinetuneConfig(reweight="frames", max_epochs=3), progress=False)
 
 
 def test_finetune_refuses_other_data(parent, dataset, tmp_path):
     with pytest.raises(StartError, match="not the data"):
-        finetune(parent, tmp_path, "none", data=dataset.subset(np.arange(50)), max_epochs=1, progress=False)
+        finetune(parent, tmp_path, FinetuneConfig(reweight="none", max_epochs=1), data=dataset.subset(np.arange(50)),
+                 progress=False)
 
 
 # --- recruiting -----------------------------------------------------------------------------------
@@ -132,7 +133,7 @@ def test_finetune_refuses_other_data(parent, dataset, tmp_path):
 def test_recruit_frames_takes_the_largest_errors_among_unseen_frames(parent, dataset, tmp_path):
     split = read_checkpoint(parent).split
     seen = set(np.concatenate([split.train, split.val, split.test]).tolist())
-    result = recruit_frames(parent, dataset, 6, "frames")
+    result = recruit_frames(parent, dataset, RecruitConfig(count=6, strategy="frames"))
     chosen = result.pool_indices.tolist()
     assert len(chosen) == 6 and not seen & set(chosen)
     unseen = np.array(sorted(set(range(dataset.n_frames)) - seen))
@@ -147,10 +148,10 @@ def test_recruit_frames_takes_the_largest_errors_among_unseen_frames(parent, dat
 def test_recruit_random_and_clusters(parent, dataset):
     split = read_checkpoint(parent).split
     seen = set(np.concatenate([split.train, split.val, split.test]).tolist())
-    a = recruit_frames(parent, dataset, 8, "random", seed=1).pool_indices
-    assert np.array_equal(a, recruit_frames(parent, dataset, 8, "random", seed=1).pool_indices)
-    assert not np.array_equal(a, recruit_frames(parent, dataset, 8, "random", seed=2).pool_indices)
-    c = recruit_frames(parent, dataset, 8, "clusters", n_clusters=3)
+    a = recruit_frames(parent, dataset, RecruitConfig(count=8, strategy="random", seed=1)).pool_indices
+    assert np.array_equal(a, recruit_frames(parent, dataset, RecruitConfig(count=8, strategy="random", seed=1)).pool_indices)
+    assert not np.array_equal(a, recruit_frames(parent, dataset, RecruitConfig(count=8, strategy="random", seed=2)).pool_indices)
+    c = recruit_frames(parent, dataset, RecruitConfig(count=8, strategy="clusters", n_clusters=3))
     info = c.record["clusters"]
     assert len(set(c.pool_indices.tolist())) == 8 and not seen & set(c.pool_indices.tolist())
     assert sum(info["quota"]) == 8 and all(q <= s for q, s in zip(info["quota"], info["sizes"]))
@@ -165,16 +166,16 @@ def test_largest_remainder_respects_shares_and_capacity():
 
 def test_recruit_refuses_too_many_and_other_molecules(parent, dataset, test_data):
     with pytest.raises(InputError, match="has 70 frames the model has not seen"):
-        recruit_frames(parent, dataset, 71, "random")
+        recruit_frames(parent, dataset, RecruitConfig(count=71, strategy="random"))
     benzene = load_dataset(test_data / "datasets" / "rmd17_benzene_10.npz")
     with pytest.raises(InputError, match="atoms differ"):
-        recruit_frames(parent, benzene, 2, "random")
+        recruit_frames(parent, benzene, RecruitConfig(count=2, strategy="random"))
 
 
 # --- continued training on added frames -------------------------------------------------------------
 
 def test_continue_with_added_frames_keeps_the_split_and_records_them(parent, dataset, tmp_path):
-    added = recruit_frames(parent, dataset, 5, "random").dataset
+    added = recruit_frames(parent, dataset, RecruitConfig(count=5, strategy="random")).dataset
     save_dataset(added, tmp_path / "added.npz")
     added = load_dataset(tmp_path / "added.npz")
     combined, start = continue_start(read_checkpoint(parent), dataset, added, tmp_path / "run")

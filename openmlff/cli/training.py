@@ -5,14 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..core.config import finite_float, json_object
+from ..core.config import add_config_arguments, config_from_args, finite_float
 from ..core.errors import InputError
 from .common import load, threads_option, unit_options
 
 
 def _training_settings(p, group: str) -> None:
     """TrainingConfig's fields as options (`--batch-size`, `--learning-rate`/`--lr`, ...)."""
-    from ..core.config import add_config_arguments
     from ..models import ARCHITECTURES
     from ..training.config import DTYPES, PRESETS, TrainingConfig
 
@@ -42,25 +41,14 @@ def add_train(tr) -> None:
 
 
 def add_finetune(ft) -> None:
-    from ..improve.reweight import REWEIGHT_RULES
+    from ..improve.reweight import REWEIGHT_RULES, FinetuneConfig
 
     ft.add_argument("checkpoint", help="the trained model's checkpoint (model.ckpt)")
-    ft.add_argument("--reweight", required=True, choices=list(REWEIGHT_RULES),
-                    help="frames: weight by each frame's force error; clusters: by its conformation cluster's "
-                         "ratio of bad points; none: uniform (the control)")
-    ft.add_argument("--reweight-options", type=json_object, default={},
-                    help="parameters of the rule (JSON), e.g. '{\"power\": 2}' (openmlff.improve.reweight)")
     ft.add_argument("--out", required=True, help="the fine-tuning folder (model.ckpt; resumed when it exists)")
     ft.add_argument("--data", default=None, help="the parent's training data (default: the file it records)")
     unit_options(ft)
-    ft.add_argument("--time-budget-s", "--time-budget", dest="time_budget", type=finite_float, default=None,
-                    help="wall-clock budget in s")
-    ft.add_argument("--max-epochs", type=int, default=None, help="epochs (default: until early stopping)")
-    ft.add_argument("--learning-rate", "--lr", dest="lr", type=finite_float, default=None,
-                    help="learning rate (default: a quarter of the parent's)")
-    ft.add_argument("--warmup-steps", type=int, default=0, help="optimiser steps of warm-up (default 0)")
-    ft.add_argument("--seed", type=int, default=None, help="seed of the batch draws (default: the parent's)")
-    threads_option(ft)
+    add_config_arguments(ft, FinetuneConfig, required=("reweight",), choices={"reweight": list(REWEIGHT_RULES)},
+                         group="fine-tuning settings (openmlff.improve.reweight.FinetuneConfig)")
     ft.add_argument("--quiet", action="store_true")
     ft.set_defaults(handler=_finetune)
 
@@ -98,20 +86,16 @@ def add_active_learn(al) -> None:
 
 
 def add_recruit(rc) -> None:
-    from ..improve.recruit import RECRUIT_STRATEGIES
+    from ..improve.recruit import RECRUIT_STRATEGIES, RecruitConfig
     from ..metrics.metric_sets import FRAME_METRICS
 
     rc.add_argument("checkpoint", help="the trained model's checkpoint (model.ckpt)")
     rc.add_argument("--pool", required=True, help="labelled frames to choose from (the training data file itself: "
                                                   "its frames outside the model's split)")
     unit_options(rc)
-    rc.add_argument("--count", type=int, required=True, help="frames to recruit")
-    rc.add_argument("--strategy", required=True, choices=list(RECRUIT_STRATEGIES),
-                    help="clusters: from conformation clusters with many bad frames; frames: the largest errors; "
-                         "random: uniformly (the control)")
-    rc.add_argument("--score", default="force_mae", choices=list(FRAME_METRICS), help="per-frame error (default force_mae)")
-    rc.add_argument("--n-clusters", type=int, default=None, help="clusters (default: silhouette rule)")
-    rc.add_argument("--seed", type=int, default=0)
+    add_config_arguments(rc, RecruitConfig, required=("count", "strategy"),
+                         choices={"strategy": list(RECRUIT_STRATEGIES), "score": list(FRAME_METRICS)},
+                         group="recruiting settings (openmlff.improve.recruit.RecruitConfig)")
     threads_option(rc)
     rc.add_argument("--out", required=True, help="output dataset file (.npz, openmlff format)")
     rc.add_argument("--quiet", action="store_true")
@@ -129,7 +113,6 @@ def add_export(ex) -> None:
 
 
 def _train(args) -> int:
-    from ..core.config import config_from_args
     from ..training import TrainingConfig, train
 
     config = config_from_args(TrainingConfig, args)
@@ -166,19 +149,16 @@ def _print_training(result) -> None:
 
 
 def _finetune(args) -> int:
-    from ..improve import finetune
+    from ..improve.reweight import FinetuneConfig, finetune
 
     data = load(args, args.data) if args.data else None
-    result = finetune(args.checkpoint, args.out, args.reweight, data=data, rule_options=args.reweight_options,
-                      time_budget_s=args.time_budget, max_epochs=args.max_epochs, learning_rate=args.lr,
-                      warmup_steps=args.warmup_steps, seed=args.seed, torch_threads=args.threads,
+    result = finetune(args.checkpoint, args.out, config_from_args(FinetuneConfig, args), data=data,
                       progress=not args.quiet)
     _print_training(result)
     return 0
 
 
 def _active_learn(args) -> int:
-    from ..core.config import config_from_args
     from ..improve.active import ActiveLearningConfig, active_learn, write_active_learning_report
     from ..training import TrainingConfig
 
@@ -202,13 +182,12 @@ def _active_learn(args) -> int:
 
 def _recruit(args) -> int:
     from ..data import save_dataset
-    from ..improve import recruit_frames
+    from ..improve.recruit import RecruitConfig, recruit_frames
     from ..core.threads import set_threads
 
     pool = load(args, args.pool)
     set_threads(args.threads, atoms_per_call=32 * pool.n_atoms)
-    result = recruit_frames(args.checkpoint, pool, args.count, args.strategy, score=args.score, seed=args.seed,
-                            n_clusters=args.n_clusters, progress=not args.quiet)
+    result = recruit_frames(args.checkpoint, pool, config_from_args(RecruitConfig, args), progress=not args.quiet)
     save_dataset(result.dataset, args.out)
     r = result.record
     text = f"wrote {args.out}: {args.count} of {r['pool']['unseen_frames']} unseen pool frames ({args.strategy})"

@@ -7,7 +7,8 @@ The metric losses themselves are in openmlff.training.losses. This package sits 
 metrics/ and model_file/writer.py and below the CLI.
 """
 
-from .recruit import RECRUIT_STRATEGIES, RecruitResult, recruit_frames
-from .reweight import REWEIGHT_RULES, finetune, sample_weights
+from .recruit import RECRUIT_STRATEGIES, RecruitConfig, RecruitResult, recruit_frames
+from .reweight import REWEIGHT_RULES, FinetuneConfig, finetune, sample_weights
 
-__all__ = ["RECRUIT_STRATEGIES", "REWEIGHT_RULES", "RecruitResult", "finetune", "recruit_frames", "sample_weights"]
+__all__ = ["RECRUIT_STRATEGIES", "REWEIGHT_RULES", "FinetuneConfig", "RecruitConfig", "RecruitResult", "finetune",
+           "recruit_frames", "sample_weights"]

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..data.dataset import Dataset
+from ..core.config import check, setting
 from ..core.errors import InputError
 from ..metrics.conformations import cluster_conformations
 from ..metrics.metric_sets import FRAME_METRICS
@@ -75,13 +76,27 @@ def _frame_key(positions: np.ndarray) -> bytes:
     return np.round(np.asarray(positions) / SAME_FRAME_TOLERANCE_ANGSTROM).astype(np.int64).tobytes()
 
 
-def recruit_frames(checkpoint, pool: Dataset, count: int, strategy: str, *, score: str = "force_mae",
-                   seed: int = 0, n_clusters: int | None = None, progress: bool = False) -> RecruitResult:
-    """Choose `count` unseen pool frames by `strategy` (module docstring)."""
-    if strategy not in RECRUIT_STRATEGIES:
-        raise InputError(f"unknown strategy {strategy!r}; expected one of {list(RECRUIT_STRATEGIES)}")
-    if score not in FRAME_METRICS:
-        raise InputError(f"unknown score {score!r}; expected one of {list(FRAME_METRICS)}")
+@dataclass
+class RecruitConfig:
+    """What `recruit` picks: how many frames, by which strategy and per-frame error. The fields are
+    `openmlff recruit`'s options."""
+
+    count: int = setting(1, "frames to recruit")
+    strategy: str = setting("random", "clusters: from conformation clusters with many bad frames; frames: the largest "
+                                      "errors; random: uniformly (the control)")
+    score: str = setting("force_mae", "per-frame error the strategies rank by")
+    n_clusters: int | None = setting(None, "conformation clusters (default: silhouette rule)")
+    seed: int = setting(0, "seed of the random draws")
+
+    def __post_init__(self) -> None:
+        check(self, self.strategy in RECRUIT_STRATEGIES, "strategy",
+              f"must be one of {list(RECRUIT_STRATEGIES)}, got {self.strategy!r}")
+        check(self, self.score in FRAME_METRICS, "score", f"must be one of {list(FRAME_METRICS)}, got {self.score!r}")
+
+
+def recruit_frames(checkpoint, pool: Dataset, config: RecruitConfig, *, progress: bool = False) -> RecruitResult:
+    """Choose config.count unseen pool frames by config.strategy (module docstring)."""
+    count, strategy, score, seed, n_clusters = config.count, config.strategy, config.score, config.seed, config.n_clusters
     parent = read_checkpoint(checkpoint)
     if not pool.has_labels:
         raise InputError(f"{pool.source}: the pool has no energies and forces; recruiting uses existing labels")

@@ -24,12 +24,12 @@ are saved in the checkpoint's `origin`, the weights themselves in `sample_weight
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from ..data.dataset import Dataset
-from ..core.config import named_options
+from ..core.config import check, check_finite, named_options, setting
 from ..core.errors import InputError
 from ..metrics.conformations import cluster_conformations, cluster_force_metrics
 from ..training.checkpoint import read_checkpoint
@@ -92,11 +92,33 @@ def sample_weights(rule: str, frame_force_mae, positions_angstrom=None, global_f
     return w, summary
 
 
-def finetune(checkpoint, out_dir, rule: str, *, data: Dataset | None = None, rule_options: dict | None = None,
-             time_budget_s: float | None = None, max_epochs: int | None = None, learning_rate: float | None = None,
-             warmup_steps: int = 0, seed: int | None = None, torch_threads: int | None = None,
+@dataclass
+class FinetuneConfig:
+    """A fine-tuning run: the reweighting rule and what changes from the parent's training settings (the rest is
+    the parent's). The fields are `openmlff finetune`'s options."""
+
+    reweight: str = setting("none", "frames: weight by each frame's force error; clusters: by its conformation "
+                                    "cluster's ratio of bad points; none: uniform (the control)")
+    reweight_options: dict = setting(dict, "parameters of the rule, e.g. '{\"power\": 2}' (openmlff.improve.reweight)")
+    time_budget_s: float | None = setting(None, "wall-clock budget in s", aliases=("--time-budget",))
+    max_epochs: int | None = setting(None, "epochs (default: the parent's, until early stopping)")
+    learning_rate: float | None = setting(None, "learning rate (default: a quarter of the parent's)",
+                                          aliases=("--lr",))
+    warmup_steps: int = setting(0, "optimiser steps of warm-up")
+    seed: int | None = setting(None, "seed of the batch draws (default: the parent's)")
+    torch_threads: int | None = setting(None, "torch threads (default: openmlff.core.threads' choice)",
+                                        aliases=("--threads",))
+
+    def __post_init__(self) -> None:
+        check_finite(self)
+        check(self, self.reweight in REWEIGHT_RULES, "reweight",
+              f"must be one of {list(REWEIGHT_RULES)}, got {self.reweight!r}")
+        check(self, self.warmup_steps >= 0, "warmup_steps", f"must be >= 0, got {self.warmup_steps}")
+
+
+def finetune(checkpoint, out_dir, config: FinetuneConfig, *, data: Dataset | None = None,
              progress: bool = True) -> TrainingResult:
-    """Fine-tune the model of `checkpoint` with sample weights by `rule`; writes out_dir/model.ckpt.
+    """Fine-tune the model of `checkpoint` with sample weights by config.reweight; writes out_dir/model.ckpt.
 
     data: the parent's training data (default: the file recorded in the checkpoint). The run takes
     the parent's settings but learning_rate (default DEFAULT_LR_FRACTION of the parent's),
@@ -106,9 +128,10 @@ def finetune(checkpoint, out_dir, rule: str, *, data: Dataset | None = None, rul
     from ..core.threads import set_threads
 
     parent = read_checkpoint(checkpoint)
-    params = check_rule(rule, dict(rule_options or {}))
+    rule, cfg = config.reweight, config
+    params = check_rule(rule, dict(cfg.reweight_options))
     dataset = data if data is not None else recorded_training_data(parent)
-    set_threads(torch_threads, atoms_per_call=32 * dataset.n_atoms)
+    set_threads(cfg.torch_threads, atoms_per_call=32 * dataset.n_atoms)
     check_parent_data(parent, dataset)
     split = parent.split
     train_set = dataset.subset(split.train)
@@ -119,12 +142,12 @@ def finetune(checkpoint, out_dir, rule: str, *, data: Dataset | None = None, rul
     summary["force_unit"] = errors["units"]["force"]
     origin = {"kind": "finetuned", "parent": parent_record(parent), "reweighting": summary}
     base = TrainingConfig.from_dict(parent.config)
-    config = replace(base, learning_rate=learning_rate or base.learning_rate * DEFAULT_LR_FRACTION,
-                     warmup_steps=warmup_steps, time_budget_s=time_budget_s,
-                     max_epochs=max_epochs if max_epochs is not None else base.max_epochs,
-                     seed=base.seed if seed is None else seed, torch_threads=torch_threads)
+    training = replace(base, learning_rate=cfg.learning_rate or base.learning_rate * DEFAULT_LR_FRACTION,
+                       warmup_steps=cfg.warmup_steps, time_budget_s=cfg.time_budget_s,
+                       max_epochs=cfg.max_epochs if cfg.max_epochs is not None else base.max_epochs,
+                       seed=base.seed if cfg.seed is None else cfg.seed, torch_threads=cfg.torch_threads)
     start = TrainingStart(parent, split, origin, sample_weights=weights)
-    return train(dataset, out_dir, config, progress=progress, start=start)
+    return train(dataset, out_dir, training, progress=progress, start=start)
 
 
 def recorded_training_data(parent) -> Dataset:
