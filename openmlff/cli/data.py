@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from ..core.config import finite_float
+from ..core.config import add_config_arguments, config_from_args
 from ..core.errors import StateError
 from .common import load, unit_options
 
@@ -19,19 +19,12 @@ def add_data(data) -> None:
     info.set_defaults(handler=_data_info)
     gen = data_sub.add_parser("generate", help="sample a dataset by reference MD (MD17-style)")
     gen.add_argument("--structure", required=True, help="built-in name (aspirin, ac-ala3-nhme, chignolin) or a PDB/XYZ file")
-    gen.add_argument("--method", default="gfn2-xtb", help="reference method (default gfn2-xtb)")
-    gen.add_argument("--temperature-K", "--temperature", dest="temperature", type=finite_float, default=500.0,
-                     help="temperature in K (default 500)")
-    gen.add_argument("--frames", type=int, required=True, help="number of frames to keep")
-    gen.add_argument("--stride-steps", "--stride", dest="stride", type=int, default=None,
-                     help="MD steps between kept frames")
-    gen.add_argument("--equilibration-steps", "--equilibration", dest="equilibration", type=int, default=None,
-                     help="MD steps discarded first")
-    gen.add_argument("--timestep-fs", "--timestep", dest="timestep", type=finite_float, default=0.5,
-                     help="timestep in fs (default 0.5)")
     gen.add_argument("--out", required=True, help="output dataset file (.npz, openmlff format)")
-    gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--quiet", action="store_true")
+    from ..data.sampling import SamplingConfig
+
+    add_config_arguments(gen, SamplingConfig, required=("n_frames",),
+                         group="sampling settings (openmlff.data.sampling.SamplingConfig)")
     gen.set_defaults(handler=_data_generate)
 
     lab = data_sub.add_parser("label", help="label the conformations of a dataset or structure file with a reference method")
@@ -56,12 +49,11 @@ def _data_info(args) -> int:
 
 
 def _data_generate(args) -> int:
-    from ..data.sampling import generate_dataset
+    from ..data.sampling import SamplingConfig, generate_dataset
 
-    kwargs = {k: v for k, v in dict(stride_steps=args.stride, equilibration_steps=args.equilibration).items() if v is not None}
-    ds = generate_dataset(args.structure, method=args.method, temperature_K=args.temperature, n_frames=args.frames,
-                          timestep_fs=args.timestep, seed=args.seed, out=args.out, progress=not args.quiet, **kwargs)
-    print(f"wrote {args.out}: {ds.n_frames} frames of {ds.n_atoms} atoms ({args.method}, {args.temperature} K)")
+    config = config_from_args(SamplingConfig, args)
+    ds = generate_dataset(args.structure, out=args.out, config=config, progress=not args.quiet)
+    print(f"wrote {args.out}: {ds.n_frames} frames of {ds.n_atoms} atoms ({config.method}, {config.temperature_K} K)")
     return 0
 
 

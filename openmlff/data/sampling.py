@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 
 from ..core.atomic_io import atomic_write
-from ..core.config import check_finite
+from ..core.config import check_finite, setting
 from ..core.errors import InputError, StateError
 from ..core.resume import check_resumable
 from ..core.units import FS_IN_PS
@@ -43,17 +43,19 @@ class SamplingError(StateError):
 
 @dataclass
 class SamplingConfig:
-    """Settings of reference-MD sampling; times in fs, temperature in K, friction in 1/fs."""
+    """Settings of reference-MD sampling; times in fs, temperature in K, friction in 1/fs. The fields are
+    `openmlff data generate`'s options (older short forms kept as aliases)."""
 
-    method: str = "gfn2-xtb"
-    temperature_K: float = 500.0
-    n_frames: int = 1000
-    stride_steps: int = 10
-    equilibration_steps: int = 2000
-    timestep_fs: float = 0.5
-    friction_per_fs: float = 0.01
-    seed: int = 0
-    checkpoint_every_frames: int = 100
+    method: str = setting("gfn2-xtb", "reference method (gfn2-xtb, gfn1-xtb, dft, dft:FUNCTIONAL/BASIS, "
+                                      "ase:MODULE:CLASS)")
+    temperature_K: float = setting(500.0, "Langevin temperature in K", aliases=("--temperature",))
+    n_frames: int = setting(1000, "frames to keep", aliases=("--frames",))
+    stride_steps: int = setting(10, "MD steps between kept frames", aliases=("--stride",))
+    equilibration_steps: int = setting(2000, "MD steps discarded first", aliases=("--equilibration",))
+    timestep_fs: float = setting(0.5, "timestep in fs", aliases=("--timestep",))
+    friction_per_fs: float = setting(0.01, "Langevin friction in 1/fs")
+    seed: int = setting(0, "seed of the initial velocities and the Langevin noise")
+    checkpoint_every_frames: int = setting(100, "kept frames between checkpoints (a killed run resumes from the last)")
 
     def validate(self) -> "SamplingConfig":
         check_finite(self)
