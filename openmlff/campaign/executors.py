@@ -44,9 +44,10 @@ import traceback
 import uuid
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ..core.config import check, check_finite, setting
 from ..core.errors import InputError, describe_os_error
 from ..core.processes import die_with_parent
 from ..core.threads import usable_cpus
@@ -102,26 +103,47 @@ def campaign_directory(spec_or_dir, out=None) -> tuple[CampaignSpec | None, Camp
     return spec, CampaignDirectory(out)
 
 
-def run_campaign(spec_or_dir, out=None, executor: str | None = None, n_workers: int | None = None,
-                 scheduler_address: str | None = None, torch_threads_per_run: int = 1, retry_failed: bool = False,
-                 progress: bool = True, status_interval_s: float = 60.0) -> CampaignResult:
+@dataclass
+class ExecutionConfig:
+    """How a campaign is run (not what it runs: that is the spec). The fields are `openmlff campaign run`'s options;
+    changing them between sessions is not a change of the campaign."""
+
+    executor: str | None = setting(None, "local: a process pool on this machine (default); dask: a Dask cluster "
+                                         "(default when a scheduler address is given)")
+    scheduler_address: str | None = setting(None, "Dask scheduler address, e.g. tcp://head:8786",
+                                            aliases=("--scheduler",))
+    n_workers: int | None = setting(None, "runs at a time (default: cores // threads per run)", aliases=("--workers",))
+    torch_threads_per_run: int = setting(1, "torch and OpenMM CPU threads per run unless md.torch_threads says "
+                                            "otherwise", aliases=("--threads-per-run",))
+    retry_failed: bool = setting(False, "run failed runs again (resuming them where possible)")
+    status_interval_s: float = setting(60.0, "seconds between status lines", aliases=("--status-interval",))
+
+    def __post_init__(self) -> None:
+        check_finite(self)
+        self.executor = self.executor or ("dask" if self.scheduler_address else "local")
+        check(self, self.executor in EXECUTORS, "executor", f"must be one of {list(EXECUTORS)}, got {self.executor!r}")
+        check(self, not self.scheduler_address or self.executor == "dask", "scheduler_address",
+              "needs executor 'dask'")
+        check(self, self.n_workers is None or self.n_workers >= 1, "n_workers",
+              f"must be a positive integer, got {self.n_workers}")
+        check(self, self.torch_threads_per_run >= 1, "torch_threads_per_run",
+              f"must be a positive integer, got {self.torch_threads_per_run}")
+
+
+def run_campaign(spec_or_dir, out=None, config: ExecutionConfig | None = None, *, progress: bool = True,
+                 **settings) -> CampaignResult:
     """Run every run of a campaign that is not done yet; returns when all submitted runs have ended.
 
     spec_or_dir: a spec file, a CampaignSpec, or an existing campaign directory (its recorded spec).
-    out: the campaign directory (see campaign_directory). executor: 'local' (default) or 'dask'
-    (default when scheduler_address is given; without one, a LocalCluster of n_workers processes).
-    n_workers: runs at a time (default: default_workers); with a scheduler address the cluster
-    decides. torch_threads_per_run: torch (and OpenMM CPU) threads per run unless md.torch_threads
-    says otherwise. retry_failed: also run the failed runs again (resuming them where possible).
-    progress: a tqdm bar over runs and, every status_interval_s, a status line.
+    out: the campaign directory (see campaign_directory). config: how to run it (ExecutionConfig: executor
+    'local' or 'dask', which without a scheduler address starts a LocalCluster of n_workers processes; n_workers
+    default default_workers; torch threads per run; retry_failed; status_interval_s); `settings` (its field
+    names) override it. progress: a tqdm bar over runs and, every status_interval_s, a status line.
     """
-    executor = executor or ("dask" if scheduler_address else "local")
-    if executor not in EXECUTORS:
-        raise InputError(f"executor must be one of {list(EXECUTORS)}, got {executor!r}")
-    if scheduler_address and executor != "dask":
-        raise InputError("a scheduler address needs executor 'dask'")
-    if n_workers is not None and n_workers < 1:
-        raise InputError(f"n_workers must be a positive integer, got {n_workers}")
+    cfg = ExecutionConfig(**settings) if config is None else replace(config, **settings)
+    executor, n_workers, scheduler_address = cfg.executor, cfg.n_workers, cfg.scheduler_address
+    torch_threads_per_run, retry_failed, status_interval_s = (cfg.torch_threads_per_run, cfg.retry_failed,
+                                                              cfg.status_interval_s)
     from ..md.rundir import RunDirectory
 
     spec, where = campaign_directory(spec_or_dir, out)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 
-from ..core.config import finite_float
+from ..core.config import add_config_arguments, config_from_args
 from .common import model_arguments, model_ref
 
 
@@ -16,15 +16,10 @@ def add_campaign(ca) -> None:
     run = ca_sub.add_parser("run", help="run (or resume) every unfinished run of a campaign")
     run.add_argument("spec", help="campaign spec (.toml or .json), or an existing campaign directory")
     run.add_argument("--out", default=None, help="campaign directory (default: <spec folder>/<spec name>)")
-    run.add_argument("--executor", choices=["local", "dask"], default=None,
-                     help="local process pool (default) or Dask (default when --scheduler is given)")
-    run.add_argument("--scheduler", default=None, help="Dask scheduler address, e.g. tcp://head:8786")
-    run.add_argument("--workers", type=int, default=None, help="runs at a time (default: cores // threads per run)")
-    run.add_argument("--torch-threads-per-run", "--threads-per-run", dest="threads_per_run", type=int, default=1,
-                     help="torch and OpenMM CPU threads per run (default 1)")
-    run.add_argument("--retry-failed", action="store_true", help="run failed runs again (resuming them)")
-    run.add_argument("--status-interval-s", "--status-interval", dest="status_interval", type=finite_float,
-                     default=60.0, help="seconds between status lines (default 60)")
+    from ..campaign.executors import EXECUTORS, ExecutionConfig
+
+    add_config_arguments(run, ExecutionConfig, choices={"executor": list(EXECUTORS)},
+                         group="how the campaign is run (openmlff.campaign.executors.ExecutionConfig)")
     run.add_argument("--quiet", action="store_true")
     model_arguments(run, options=False)
     run.set_defaults(handler=_campaign_run)
@@ -36,17 +31,16 @@ def add_campaign(ca) -> None:
 
 def _campaign_run(args) -> int:
     from ..campaign import FAILED, format_status, run_campaign
+    from ..campaign.executors import ExecutionConfig
 
     model_ref(args, name="")  # --allow-model-code
-    result = run_campaign(args.spec, out=args.out, executor=args.executor, n_workers=args.workers,
-                          scheduler_address=args.scheduler, torch_threads_per_run=args.threads_per_run,
-                          retry_failed=args.retry_failed, progress=not args.quiet,
-                          status_interval_s=args.status_interval)
+    config = config_from_args(ExecutionConfig, args)
+    result = run_campaign(args.spec, out=args.out, config=config, progress=not args.quiet)
     print(format_status(result.status, runs=False))
     failed = [r for r in result.status["runs"] if r["state"] == FAILED]
     for r in failed:
         print(f"  failed: {r['run_id']}: {r['error']}", file=sys.stderr)
-    if failed and not args.retry_failed:
+    if failed and not config.retry_failed:
         print(f"  {len(failed)} failed run(s) are left as they are; --retry-failed runs them again", file=sys.stderr)
     if result.stopped:  # a full disk: one line, non-zero; the same command resumes them
         print(f"openmlff campaign: error: {result.stopped[0]} ({len(result.stopped)} run(s) stopped, left interrupted: "
