@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..core.config import add_config_arguments, config_from_args, finite_float
+from ..core.config import add_config_arguments, config_from_args
 from ..core.errors import InputError
 from .common import load, threads_option, unit_options
 
@@ -54,32 +54,17 @@ def add_finetune(ft) -> None:
 
 
 def add_active_learn(al) -> None:
+    from ..improve.active import ActiveLearningConfig
+
     al.add_argument("--data", required=True, help="labelled data; new labels must be at its level of theory")
     unit_options(al)
-    al.add_argument("--method", required=True, help="reference method: dft, dft:FUNCTIONAL/BASIS, gfn2-xtb or "
-                                                    "ase:MODULE:CLASS")
-    al.add_argument("--rounds", type=int, required=True, help="labelling rounds (the last committee is measured too)")
     al.add_argument("--out", required=True, help="the loop's folder (rounds.json, report.html; resumed when it exists)")
-    al.add_argument("--committee-size", type=int, default=3)
-    al.add_argument("--frames-per-round", type=int, default=20)
-    al.add_argument("--starts", type=int, default=8, help="held-out starting conformations per campaign")
-    al.add_argument("--seeds", type=int, default=1, help="MD seeds per start")
-    al.add_argument("--md-steps", type=int, default=4000)
-    al.add_argument("--md-temperature-K", "--md-temperature", dest="md_temperature", type=finite_float,
-                    default=500.0, help="temperature of the committee MD in K (default 500)")
-    al.add_argument("--threshold-kcal-per-mol-per-A", "--threshold", dest="threshold", type=finite_float,
-                    default=None, help="untrusted force spread in kcal/mol/Å (recorded)")
-    al.add_argument("--continue-epochs", type=int, default=30, help="epochs of each member's continued training")
-    al.add_argument("--drive", choices=("mean", "member"), default="mean",
-                    help="what drives the MD: the committee mean (default) or member 0 alone (1/K of the cost per "
-                         "step); the spread is evaluated at each report either way")
-    al.add_argument("--training-workers", type=int, default=1,
-                    help="members trained this many at a time, one process of one thread each (default 1)")
-    al.add_argument("--budget-s", "--budget", dest="budget", type=finite_float, default=None,
-                    help="wall-clock budget of the whole loop in s")
-    al.add_argument("--keep-going", action="store_true", help="do not stop when stability stops improving")
-    al.add_argument("--allow-other-level", action="store_true",
-                    help="label with a method other than the data's level of theory (mixing levels: at your risk)")
+    al.add_argument("--seeds", type=int, default=1, help="MD seeds per start (0..N-1; default 1)")
+    add_config_arguments(al, ActiveLearningConfig, exclude=("training", "seeds"), required=("method", "rounds"),
+                         choices={"drive": ["mean", "member"]},
+                         group="the loop's settings (openmlff.improve.active.ActiveLearningConfig)")
+    al.add_argument("--keep-going", dest="stop_when_not_improving", action="store_false",
+                    help="do not stop when stability stops improving (--no-stop-when-not-improving)")
     _training_settings(al, "round 0's training settings (openmlff.training.TrainingConfig)")
     al.add_argument("--quiet", action="store_true")
     al.set_defaults(handler=_active_learn)
@@ -162,13 +147,8 @@ def _active_learn(args) -> int:
     from ..improve.active import ActiveLearningConfig, active_learn, write_active_learning_report
     from ..training import TrainingConfig
 
-    config = ActiveLearningConfig(
-        method=args.method, rounds=args.rounds, committee_size=args.committee_size,
-        training=config_from_args(TrainingConfig, args), continue_epochs=args.continue_epochs, starts=args.starts,
-        seeds=tuple(range(args.seeds)), temperature_K=args.md_temperature, md_steps=args.md_steps,
-        frames_per_round=args.frames_per_round, threshold_kcal_per_mol_per_A=args.threshold, budget_s=args.budget,
-        drive=args.drive, training_workers=args.training_workers,
-        stop_when_not_improving=not args.keep_going, allow_other_level=args.allow_other_level)
+    config = config_from_args(ActiveLearningConfig, args, training=config_from_args(TrainingConfig, args),
+                              seeds=tuple(range(args.seeds)))
     document = active_learn(load(args, args.data), args.out, config, progress=not args.quiet)
     page = write_active_learning_report(document, Path(args.out) / "report.html")
     for e in document["rounds"]:

@@ -36,7 +36,7 @@ import numpy as np
 
 from ..core.atomic_io import atomic_write_json, atomic_write_stream
 from ..data.dataset import Dataset
-from ..core.config import check_finite
+from ..core.config import check_finite, setting
 from ..core.errors import InputError, StateError
 from ..training.config import TrainingConfig
 from ..core.units import NM_IN_ANGSTROM
@@ -48,27 +48,32 @@ ROUNDS_FILE = "rounds.json"
 class ActiveLearningConfig:
     """Settings of the loop (module docstring); `training` is round 0's TrainingConfig."""
 
-    method: str = "gfn2-xtb"
-    rounds: int = 2
-    committee_size: int = 3
+    method: str = setting("gfn2-xtb", "reference method: dft, dft:FUNCTIONAL/BASIS, gfn2-xtb or ase:MODULE:CLASS; "
+                                      "new labels must be at the data's level of theory")
+    rounds: int = setting(2, "labelling rounds (the last committee is measured too)")
+    committee_size: int = setting(3, "models in the committee")
     training: TrainingConfig = field(default_factory=TrainingConfig)
-    continue_epochs: int = 30
-    continue_learning_rate: float = 2.5e-4
-    starts: int = 8
-    seeds: tuple[int, ...] = (0,)
-    temperature_K: float = 500.0
-    md_steps: int = 4000
-    timestep_fs: float = 0.5
-    report_interval_steps: int = 50
-    frames_per_round: int = 20
-    threshold_kcal_per_mol_per_A: float | None = None
-    budget_s: float | None = None
-    stop_when_not_improving: bool = True
-    label_workers: int = 2
-    md_workers: int = 2
-    allow_other_level: bool = False
-    drive: str = "mean"
-    training_workers: int = 1
+    continue_epochs: int = setting(30, "epochs of each member's continued training")
+    continue_learning_rate: float = setting(2.5e-4, "learning rate of the continued training")
+    starts: int = setting(8, "held-out starting conformations per campaign")
+    seeds: tuple[int, ...] = field(default=(0,))
+    temperature_K: float = setting(500.0, "temperature of the committee MD in K",
+                                   aliases=("--md-temperature-K", "--md-temperature"))
+    md_steps: int = setting(4000, "MD steps per run")
+    timestep_fs: float = setting(0.5, "MD timestep in fs")
+    report_interval_steps: int = setting(50, "MD steps between reports (where the spread is evaluated)")
+    frames_per_round: int = setting(20, "frames labelled per round")
+    threshold_kcal_per_mol_per_A: float | None = setting(None, "untrusted force spread in kcal/mol/Å (recorded)",
+                                                         aliases=("--threshold",))
+    budget_s: float | None = setting(None, "wall-clock budget of the whole loop in s", aliases=("--budget",))
+    stop_when_not_improving: bool = setting(True, "stop when the share of stable runs stops rising")
+    label_workers: int = setting(2, "processes labelling frames")
+    md_workers: int = setting(2, "MD runs at a time")
+    allow_other_level: bool = setting(False, "label with a method other than the data's level of theory (mixing "
+                                             "levels: at your risk)")
+    drive: str = setting("mean", "what drives the MD: the committee mean or member 0 alone (1/K of the cost per "
+                                 "step); the spread is evaluated at each report either way")
+    training_workers: int = setting(1, "members trained this many at a time, one process of one thread each")
 
     #: Fields added after loops were first recorded, with the value that reproduces what those did.
     ADDED_FIELDS = {"drive": "mean", "training_workers": 1}
