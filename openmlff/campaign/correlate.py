@@ -11,12 +11,14 @@ the committee's force spread as a predictor of collapse and the alarm's lead tim
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from ..analysis.diagnosis import atom_error_summary
 from ..analysis.reference_data import find_reference_data, model_splits, named_training_metadata
+from ..core.config import check, setting
 from ..core.errors import InputError
 from ..potentials import get_potential
 from ..md.runner import read_run_summary
@@ -29,14 +31,27 @@ from ..core.units import FS_IN_PS
 from .state import CampaignDirectory
 
 
-def correlate_campaign(campaign_dir, out_dir=None, *, data=None, n_bootstrap: int = DEFAULT_N_BOOTSTRAP,
-                       n_clusters: int | None = None, progress: bool = True) -> dict:
+@dataclass
+class CorrelationConfig:
+    """How `correlate` computes (its options): bootstrap resamples of the intervals, conformation clusters."""
+
+    n_bootstrap: int = setting(DEFAULT_N_BOOTSTRAP, "bootstrap resamples for the intervals", aliases=("--bootstrap",))
+    n_clusters: int | None = setting(None, "conformation clusters of the training frames (default: silhouette rule)")
+
+    def __post_init__(self) -> None:
+        check(self, self.n_bootstrap >= 0, "n_bootstrap", f"must be >= 0, got {self.n_bootstrap}")
+
+
+def correlate_campaign(campaign_dir, out_dir=None, config: CorrelationConfig | None = None, *, data=None,
+                       progress: bool = True, **settings) -> dict:
     """Correlate metrics with stability for the campaign in `campaign_dir`; returns the correlation document.
 
-    data: the models' reference data (default: each model's recorded training file). Writes into
-    out_dir (default CAMPAIGN/correlation): correlation.json, model_level.csv,
-    conformation_level.csv, stability tables, and report.html.
+    data: the models' reference data (default: each model's recorded training file). `settings`
+    (CorrelationConfig's fields) override `config`. Writes into out_dir (default CAMPAIGN/correlation):
+    correlation.json, model_level.csv, conformation_level.csv, stability tables, and report.html.
     """
+    cfg = CorrelationConfig(**settings) if config is None else replace(config, **settings)
+    n_bootstrap, n_clusters = cfg.n_bootstrap, cfg.n_clusters
     where = CampaignDirectory(campaign_dir)
     spec = where.spec()
     out = Path(out_dir) if out_dir else where.directory / "correlation"

@@ -31,11 +31,11 @@ def add_data(data) -> None:
     lab.add_argument("--data", required=True, help="dataset or structure file whose frames are labelled")
     unit_options(lab)
     lab.add_argument("--method", default="gfn2-xtb", help="reference method (default gfn2-xtb)")
-    lab.add_argument("--charge", type=int, default=0, help="net charge in e")
     lab.add_argument("--out", required=True, help="output dataset file (.npz, openmlff format)")
     lab.add_argument("--work-dir", default=None, help="folder for resumable chunks (default OUT.chunks)")
-    lab.add_argument("--chunk-size", type=int, default=50, help="frames per chunk (a killed run loses at most one)")
-    lab.add_argument("--workers", type=int, default=2, help="processes (default 2)")
+    from ..reference.labelling import LabellingConfig
+
+    add_config_arguments(lab, LabellingConfig, group="labelling settings (openmlff.reference.labelling.LabellingConfig)")
     lab.add_argument("--quiet", action="store_true")
     lab.set_defaults(handler=_data_label)
 
@@ -59,13 +59,12 @@ def _data_generate(args) -> int:
 
 def _data_label(args) -> int:
     from ..data import save_dataset
-    from ..reference import label_conformations
+    from ..reference.labelling import LabellingConfig, label_conformations
 
     source = load(args, args.data)
     work_dir = args.work_dir or f"{args.out}.chunks"
-    result = label_conformations(args.method, source.z, source.R, work_dir, chunk_size=args.chunk_size,
-                                 n_workers=args.workers, charge=args.charge, progress=not args.quiet,
-                                 name=source.name)
+    result = label_conformations(args.method, source.z, source.R, work_dir, config_from_args(LabellingConfig, args),
+                                 progress=not args.quiet, name=source.name)
     for failure in result.failures:
         print(f"frame {failure.index} failed: {failure.message}", file=sys.stderr)
     if result.dataset is None:

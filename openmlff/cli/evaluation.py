@@ -54,22 +54,24 @@ def add_analyze(an) -> None:
 
 
 def add_correlate(co) -> None:
+    from ..campaign.correlate import CorrelationConfig
+
     co.add_argument("campaign_dir")
     co.add_argument("--out", default=None, help="output folder (default CAMPAIGN_DIR/correlation)")
     co.add_argument("--data", default=None, help="the models' reference data (default: each model's training file)")
-    co.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the intervals")
-    co.add_argument("--n-clusters", type=int, default=None, help="conformation clusters (default: silhouette rule)")
+    add_config_arguments(co, CorrelationConfig, group="correlation settings (openmlff.campaign.correlate."
+                                                      "CorrelationConfig)")
     co.add_argument("--quiet", action="store_true")
     model_arguments(co, options=False)
     co.set_defaults(handler=_correlate)
 
 
 def _correlate(args) -> int:
-    from ..campaign.correlate import correlate_campaign
+    from ..campaign.correlate import CorrelationConfig, correlate_campaign
 
     model_ref(args, name="")  # --allow-model-code
-    doc = correlate_campaign(args.campaign_dir, args.out, data=args.data, n_bootstrap=args.bootstrap,
-                             n_clusters=args.n_clusters, progress=not args.quiet)
+    doc = correlate_campaign(args.campaign_dir, args.out, config_from_args(CorrelationConfig, args), data=args.data,
+                             progress=not args.quiet)
     out = args.out or str(Path(args.campaign_dir) / "correlation")
     print(f"{doc['n_runs']} runs correlated; tables and report.html in {out}")
     return 0

@@ -21,13 +21,14 @@ import os
 import pickle
 import sys
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 
 from ..core.atomic_io import atomic_write, atomic_write_json
+from ..core.config import check, setting
 from ..data.dataset import Dataset
 from ..core.errors import InputError, StateError
 from ..core.locks import FolderLock
@@ -82,24 +83,41 @@ class LabellingResult:
         return int(self.frame_indices.size)
 
 
+@dataclass
+class LabellingConfig:
+    """How frames are labelled (`openmlff data label`'s options): the molecule's charge and multiplicity, and the
+    chunks (a killed run loses at most one) shared out to worker processes."""
+
+    charge: int = setting(0, "net charge in e")
+    multiplicity: int = setting(1, "spin multiplicity")
+    chunk_size: int = setting(50, "frames per chunk (a killed run loses at most one)")
+    n_workers: int = setting(2, "processes (1: in this process)", aliases=("--workers",))
+
+    def __post_init__(self) -> None:
+        check(self, self.chunk_size >= 1, "chunk_size", f"must be >= 1, got {self.chunk_size}")
+        check(self, self.n_workers >= 1, "n_workers", f"must be >= 1, got {self.n_workers}")
+        check(self, self.multiplicity >= 1, "multiplicity", f"must be >= 1, got {self.multiplicity}")
+
+
 def label_conformations(method: str | ReferenceMethod, atomic_numbers, positions, out_dir,
-                        chunk_size: int = 50, n_workers: int = 2, charge: int = 0, multiplicity: int = 1,
-                        progress: bool = True, name: str = "labelled") -> LabellingResult:
+                        config: LabellingConfig | None = None, *, progress: bool = True, name: str = "labelled",
+                        **settings) -> LabellingResult:
     """Label conformations (n_frames, n_atoms, 3) in Å with `method`; results in eV and eV/Å.
 
     method: a registry name ('gfn2-xtb', 'gfn1-xtb', 'ase:module:Class') or a picklable
-    ReferenceMethod. Chunks of `chunk_size` frames go to `n_workers` processes (1 = in this
+    ReferenceMethod. Chunks of config.chunk_size frames go to config.n_workers processes (1 = in this
     process) and land in `out_dir`; finished chunks of an earlier call with the same input are
-    reused. Returns the labelled frames as a Dataset plus the failed frames with their reasons.
+    reused. `settings` (LabellingConfig's fields) override `config`. Returns the labelled frames as a Dataset
+    plus the failed frames with their reasons.
     """
+    cfg = LabellingConfig(**settings) if config is None else replace(config, **settings)
+    chunk_size, n_workers, charge, multiplicity = cfg.chunk_size, cfg.n_workers, cfg.charge, cfg.multiplicity
     z = np.asarray(atomic_numbers, dtype=np.int64).reshape(-1)
     R = np.asarray(positions, dtype=np.float64)
     if R.ndim == 2:
         R = R[None]
     if R.ndim != 3 or R.shape[1:] != (z.size, 3):
         raise InputError(f"positions have shape {R.shape}, expected (n_frames, {z.size}, 3) for {z.size} atoms")
-    if chunk_size < 1:
-        raise InputError(f"chunk_size must be >= 1, got {chunk_size}")
     method_obj = get_reference_method(method)
     method_spec = method if isinstance(method, str) else method_obj
     if n_workers > 1 and not isinstance(method_spec, str):
