@@ -19,7 +19,8 @@ import numpy as np
 from ..core.config import check_finite, setting
 from ..core.errors import InputError
 from ..md.start import MAX_REFERENCE_FRAMES
-from ..metrics.force_metrics import DEFAULT_FORCE_UNIT, jsonable
+from ..core.atomic_io import jsonable
+from ..metrics.force_metrics import DEFAULT_FORCE_UNIT
 from ..potentials.base import Potential
 from ..core.units import NM_IN_ANGSTROM
 from . import diagnosis, observables, solvation, stability

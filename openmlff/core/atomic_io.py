@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -104,11 +105,25 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+def jsonable(obj, finite: bool = False):
+    """A copy of nested dicts/lists/tuples with numpy arrays and scalars made plain lists, floats and ints, paths
+    strings; finite: NaN and inf made None too (strict JSON has no NaN). The one JSON sanitiser of openmlff."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v, finite) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v, finite) for v in obj]
+    if hasattr(obj, "tolist"):  # numpy arrays and scalars
+        return jsonable(obj.tolist(), finite)
+    if isinstance(obj, Path):
+        return str(obj)
+    if finite and isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
 def _plain(o):
-    if hasattr(o, "tolist"):
-        return o.tolist()
-    if hasattr(o, "item"):
-        return o.item()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+    """json.dumps' default: what jsonable makes plain, else TypeError."""
+    plain = jsonable(o)
+    if plain is o:
+        raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+    return plain

@@ -20,7 +20,6 @@ from .force_metrics import (
     element_force_metrics,
     frame_force_metrics,
     global_force_metrics,
-    jsonable,
     metric_units,
 )
 from .report import add_conformation_clusters, metrics_report
@@ -38,7 +37,6 @@ __all__ = [
     "element_force_metrics",
     "frame_force_metrics",
     "global_force_metrics",
-    "jsonable",
     "metric_units",
     "metrics_report",
     "silhouette_score",

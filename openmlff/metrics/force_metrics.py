@@ -31,6 +31,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..core import elements, units
+from ..core.atomic_io import jsonable
 from ..core.errors import InputError
 
 FORCE_KEYS = ("force_mae", "force_rmse", "force_max")
@@ -88,19 +89,6 @@ def _check_finite(arr: np.ndarray, name: str) -> None:
     if bad.any():
         first = np.argwhere(bad)[0].tolist()
         raise InputError(f"{name} has {int(bad.sum())} non-finite values (first at index {first} of this batch)")
-
-
-def jsonable(obj):
-    """A copy of nested dicts/lists/tuples with numpy arrays and scalars made plain lists, floats and ints."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
 
 
 class ForceErrorAccumulator:

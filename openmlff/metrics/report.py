@@ -15,7 +15,8 @@ import numpy as np
 
 from ..core.errors import InputError
 from .conformations import cluster_conformations, cluster_force_metrics
-from .force_metrics import DEFAULT_ENERGY_UNIT, DEFAULT_FORCE_UNIT, jsonable
+from ..core.atomic_io import jsonable
+from .force_metrics import DEFAULT_ENERGY_UNIT, DEFAULT_FORCE_UNIT
 
 _SECTIONS = ("units", "elements", "atoms", "frames", "model", "potential", "data", "evaluation")
 

@@ -21,7 +21,8 @@ from ..core import units
 from ..data.dataset import Dataset
 from ..core.errors import InputError
 from ..model_file.reader import load_exported
-from .force_metrics import DEFAULT_FORCE_UNIT, jsonable
+from ..core.atomic_io import jsonable
+from .force_metrics import DEFAULT_FORCE_UNIT
 from .evaluation import predict_batches
 
 DEFAULT_BINS = 10

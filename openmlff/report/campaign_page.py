@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..core.atomic_io import atomic_write_bytes, atomic_write_text
 from ..stability.correlation import MODEL_STABILITY_MEASURES, campaign_answer, strongest_rows
-from ..metrics.force_metrics import jsonable
+from ..core.atomic_io import jsonable
 from . import campaign_plots as plots
 
 DEFAULT_SCATTER_METRICS = 4

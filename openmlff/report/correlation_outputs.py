@@ -27,8 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.atomic_io import atomic_write_json
-from ..metrics.force_metrics import jsonable
+from ..core.atomic_io import atomic_write_json, jsonable
 from .tables import write_table
 
 CORRELATION_JSON = "correlation.json"
@@ -49,18 +48,6 @@ STABILITY_COLUMNS = {
     "mean_time_to_collapse [ps]": "mean_time_to_collapse_ps",
     "km_median_time_to_collapse [ps]": "km_median_time_to_collapse_ps", "horizon [ps]": "horizon_ps",
 }
-
-
-def json_safe(obj):
-    """jsonable(obj) with non-finite floats (NaN, inf) made None: strict JSON has no NaN."""
-    obj = jsonable(obj)
-    if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def _nan_for_none(value):
@@ -101,7 +88,7 @@ def write_correlation_tables(result: dict, out_dir) -> dict[str, Path]:
             "collapse_rate": [e["collapse_rate"] for _, _, e in per_start],
             "mean_time_to_collapse [ps]": [e["mean_time_to_collapse_ps"] for _, _, e in per_start]})
     document = dict(result, files=sorted([CORRELATION_JSON, *written]))
-    written[CORRELATION_JSON] = atomic_write_json(out_dir / CORRELATION_JSON, json_safe(document))
+    written[CORRELATION_JSON] = atomic_write_json(out_dir / CORRELATION_JSON, jsonable(document, finite=True))
     return written
 
 
