@@ -109,7 +109,7 @@ def aspirin_frames(args):
 
 
 def alanine_data(args) -> Path:
-    from openmlff.data.sampling import generate_dataset
+    from openmlff.reference.sampling import generate_dataset
 
     if args.alanine_data:
         return Path(args.alanine_data)

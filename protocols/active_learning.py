@@ -89,7 +89,7 @@ def say(msg: str) -> None:
 
 def alanine_data(args, folder: Path) -> Path:
     """GFN2-xTB Langevin MD of Ac-Ala3-NHMe at --temperature: the data and the structural ground truth."""
-    from openmlff.data.sampling import generate_dataset
+    from openmlff.reference.sampling import generate_dataset
 
     path = folder / "ac-ala3-nhme_gfn2-xtb.npz"
     if not path.exists():

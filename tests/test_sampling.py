@@ -7,7 +7,7 @@ import pytest
 from ase.build import molecule
 
 from openmlff.data import load_dataset
-from openmlff.data.sampling import CHECKPOINT_SUFFIX, generate_dataset
+from openmlff.reference.sampling import CHECKPOINT_SUFFIX, generate_dataset
 from openmlff.reference import UnsupportedElementError, get_reference_method
 from openmlff.structures.builtin import structure_from_atoms
 

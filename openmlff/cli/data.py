@@ -21,10 +21,10 @@ def add_data(data) -> None:
     gen.add_argument("--structure", required=True, help="built-in name (aspirin, ac-ala3-nhme, chignolin) or a PDB/XYZ file")
     gen.add_argument("--out", required=True, help="output dataset file (.npz, openmlff format)")
     gen.add_argument("--quiet", action="store_true")
-    from ..data.sampling import SamplingConfig
+    from ..reference.sampling import SamplingConfig
 
     add_config_arguments(gen, SamplingConfig, required=("n_frames",),
-                         group="sampling settings (openmlff.data.sampling.SamplingConfig)")
+                         group="sampling settings (openmlff.reference.sampling.SamplingConfig)")
     gen.set_defaults(handler=_data_generate)
 
     lab = data_sub.add_parser("label", help="label the conformations of a dataset or structure file with a reference method")
@@ -49,7 +49,7 @@ def _data_info(args) -> int:
 
 
 def _data_generate(args) -> int:
-    from ..data.sampling import SamplingConfig, generate_dataset
+    from ..reference.sampling import SamplingConfig, generate_dataset
 
     config = config_from_args(SamplingConfig, args)
     ds = generate_dataset(args.structure, out=args.out, config=config, progress=not args.quiet)

@@ -10,7 +10,7 @@ from .base import (ConvergenceError, InvalidGeometryError, NonFiniteResultError,
                    get_reference_method, package_versions, register_reference_method)
 from .xtb import XTBReference, XTBSettings  # registers 'gfn2-xtb' and 'gfn1-xtb'
 from .dft import DFTReference, DFTSettings  # registers 'dft' and 'dft:FUNCTIONAL/BASIS' (PySCF, imported when used)
-from .ase_calculator import ASEReference, ReferenceCalculator
+from .ase_bridge import ASEReference, ReferenceCalculator
 from .labelling import FailedFrame, LabellingResult, label_conformations
 
 __all__ = [

@@ -7,7 +7,7 @@ out in eV and forces in eV/Å, the internal units of openmlff. Every failure is 
 
 Methods are named by a string (`get_reference_method("gfn2-xtb")`) so that worker processes
 can build their own copy from the name instead of pickling a live calculator. Backends register
-themselves: xtb.py its names, ase_calculator.py the 'ase:' prefix; this module imports neither.
+themselves: xtb.py its names, ase_bridge.py the 'ase:' prefix; this module imports neither.
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ def _symbol_or_number(z: int) -> str:
 
 #: name -> factory(**options) of the built-in methods; ASE calculators go by "ase:module:Class".
 _REGISTRY: dict[str, Callable[..., ReferenceMethod]] = {}
-#: spec prefix -> factory(spec, **options) of methods named by a spec ("ase:" from ase_calculator.py).
+#: spec prefix -> factory(spec, **options) of methods named by a spec ("ase:" from ase_bridge.py).
 _PREFIXES: dict[str, Callable[..., ReferenceMethod]] = {}
 
 

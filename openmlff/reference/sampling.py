@@ -28,8 +28,8 @@ from ..core.config import check_finite, setting
 from ..core.errors import InputError, StateError
 from ..core.resume import check_resumable
 from ..core.units import FS_IN_PS
-from ..reference import ReferenceCalculator, ReferenceMethodError, get_reference_method, package_versions
-from .dataset import Dataset
+from . import ReferenceCalculator, ReferenceMethodError, get_reference_method, package_versions
+from ..data.dataset import Dataset
 
 CHECKPOINT_SUFFIX = ".checkpoint.npz"
 #: Settings that must match for a checkpoint to be resumed (n_frames may grow, checkpointing may change).
@@ -124,7 +124,7 @@ def generate_dataset(structure, out=None, *, config: SamplingConfig | None = Non
         bar.close()
     dataset = run.dataset(wall_time_s=time.perf_counter() - started, out=out)
     if out is not None:
-        from .writers import save_dataset
+        from ..data.writers import save_dataset
 
         save_dataset(dataset, out)
         if checkpoint is not None and checkpoint.exists():
@@ -223,7 +223,7 @@ class _LangevinRun:
         cfg = self.cfg
         provenance = {
             **self.method.provenance(),
-            "generated_by": "openmlff.data.sampling.generate_dataset",
+            "generated_by": "openmlff.reference.sampling.generate_dataset",
             "structure": self.mol.name, "structure_source": self.mol.source,
             "charge": self.charge, "multiplicity": self.multiplicity,
             "sampler": "ASE Langevin (ase.md.langevin.Langevin, fixcm=False), Maxwell-Boltzmann start",

@@ -2,7 +2,7 @@
 
 `ASEReference` wraps any ASE calculator as a ReferenceMethod (ASE already speaks Å and eV), and
 `ReferenceCalculator` wraps any ReferenceMethod as an ASE calculator, so ASE's integrators
-(Langevin in openmlff.data.sampling) and optimisers can drive a reference method. Importing it
+(Langevin in openmlff.reference.sampling) and optimisers can drive a reference method. Importing it
 registers the 'ase:module.path:ClassName' specs with base.get_reference_method (the package does).
 """
 
