@@ -59,10 +59,14 @@ class _Tee(io.TextIOBase):
 
 
 @contextlib.contextmanager
-def result_page(name: str, title: str, markdown: bool = False):
+def result_page(name: str, title: str, markdown: bool = False, enabled: bool = True):
     """Record what the block prints; when it ends without an error, write NAME.json and render NAME.md.
     markdown: the script prints Markdown (kept as it is); else its Markdown tables stay tables and the
-    rest goes in code blocks."""
+    rest goes in code blocks. enabled False: the block runs, nothing is recorded (a user's run of the
+    quick start leaves the repository's pages alone)."""
+    if not enabled:
+        yield sys.stdout
+        return
     tee = _Tee(sys.stdout)
     started = datetime.datetime.now()
     with contextlib.redirect_stdout(tee):

@@ -31,6 +31,8 @@ from pages import result_page  # noqa: E402
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="results/quickstart_aspirin", help="results folder")
+    p.add_argument("--page", action="store_true", help="also record the run as docs/benchmarks/quickstart.md "
+                                                      "(benchmarks/pages.py; for the project's own measurements)")
     p.add_argument("--time-budget", type=float, default=540.0, help="training wall-clock budget in s (default 540)")
     p.add_argument("--starts", type=int, default=4, help="MD starting conformations taken from the test frames (>= 4)")
     p.add_argument("--md-steps", type=int, default=20000, help="MD steps per run (default 20000 = 10 ps at 0.5 fs)")
@@ -190,6 +192,7 @@ def _write_json(path: Path, obj) -> None:
 
 
 if __name__ == "__main__":
-    with result_page("quickstart", "The quick start: aspirin from shipped frames to MD and back"):
+    with result_page("quickstart", "The quick start: aspirin from shipped frames to MD and back",
+                     enabled="--page" in sys.argv):
         code = main()
     sys.exit(code)
