@@ -236,6 +236,15 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+#: What each campaign model is (the protocol's names).
+MODEL_CODES = {
+    "et": "openmlff 0.1.2 ET", "visnet": "openmlff ViSNet", "nequip": "openmlff NequIP",
+    "torchmdnet_et": "TorchMD-Net 3.1.0 ET (its ET-MD17 recipe, served through openmm-ml)",
+    "nequip_own": "nequip 0.19.1 NequIP (its tutorial recipe, through openmm-ml)",
+    "mace": "MACE 0.3.16 (32 channels, max_L 0, its own trainer; its ASE calculator, served)",
+}
+
+
 def table(campaign: Path, doc: dict, budget: float) -> str:
     """One row per model: test force MAE, H FNM max, share stable [95 % CI], median collapse time, ns/day."""
     from openmlff.campaign import campaign_status
@@ -249,7 +258,11 @@ def table(campaign: Path, doc: dict, budget: float) -> str:
                 speeds.setdefault(run["run_id"].split("__")[0], []).append(summary["ns_per_day"])
     units = doc.get("units", {})
     lines = [f"Six models of aspirin, each trained {budget:g} s on one thread by its own code; {doc['n_runs']} runs of "
-             f"{doc['horizon_ps']:g} ps at 500 K (protocols/six_models.py).", "",
+             f"{doc['horizon_ps']:g} ps at 500 K (protocols/six_models.py). Models: "
+             + "; ".join(f"`{name}` {what}" for name, what in MODEL_CODES.items()) + ". Test frames: the 200 of the "
+             "split none of the codes trained on; stable share with its Wilson 95 % interval; ns/day: the median "
+             "run's MD speed, two runs at a time on the two cores (served models include the socket; at times other "
+             "jobs shared the cores), not a speed benchmark (docs/benchmarks/md_speed.md, served_models.md).", "",
              f"| model | test force MAE ({units.get('force', 'kcal/mol/Å')}) | test H FNM max ({units.get('fnm', '')}) "
              "| stable (95 % CI) | median time to collapse (ps) | ns/day (median) |", "|---|---|---|---|---|---|"]
     for model, stab in sorted(doc["stability_per_model"].items()):
