@@ -38,6 +38,7 @@ def config(**kw):
                                           stop_when_not_improving=False), **kw})
 
 
+@pytest.mark.slow
 def test_one_round_of_active_learning_resumes(xtb_data, tmp_path):
     data = load_dataset(xtb_data)
     doc = active_learn(data, tmp_path / "al", config(), progress=False)
@@ -75,6 +76,7 @@ def test_select_frames_prefers_uncertain_and_diverse():
     assert pick[0] == 0 and pick[1] in (6, 7)  # the most uncertain, then not one of its near-duplicates
 
 
+@pytest.mark.slow
 def test_cli_active_learn(xtb_data, tmp_path, capsys):
     assert main(["active-learn", "--data", str(xtb_data), "--method", "gfn2-xtb", "--rounds", "1", "--out",
                  str(tmp_path / "al"), "--committee-size", "2", "--frames-per-round", "2", "--starts", "2",

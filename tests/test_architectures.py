@@ -138,6 +138,7 @@ def test_cell_list_and_all_pairs_give_the_same_energies_on_chignolin(variant):
     np.testing.assert_allclose(results[0][1], results[1][1], atol=1e-9)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_eager_torchscript_torchforce_pythonforce_agree(tmp_path, aspirin, variant, dtype):
@@ -173,6 +174,7 @@ def test_eager_torchscript_torchforce_pythonforce_agree(tmp_path, aspirin, varia
 NVE_DRIFT_BOUND = 1e-3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["et", "visnet-l1", "nequip"])
 def test_total_energy_is_conserved_in_openmm_nve(tmp_path, aspirin, variant):
     """An untrained model has no short-range repulsion, so atoms would fall onto each other; harmonic
@@ -216,6 +218,7 @@ def test_total_energy_is_conserved_in_openmm_nve(tmp_path, aspirin, variant):
     assert np.ptp(model_energy) > 50 * drift  # the model really took part in the dynamics
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("architecture", ["et", "visnet", "nequip"])
 def test_training_reduces_validation_force_error(tmp_path, aspirin, architecture):
     config = TrainingConfig(architecture=architecture, hyperparameters=TINY[architecture], n_train=20, n_val=5,

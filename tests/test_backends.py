@@ -37,6 +37,8 @@ BACKENDS = Path(__file__).resolve().parent / "backends"
 RMD17 = Path(__file__).resolve().parents[1] / "openmlff" / "resources" / "datasets" / "rmd17_aspirin_1200.extxyz"
 LINES_PER_FRAME = 23  # extended XYZ: count, comment, 21 atoms
 ROOT = Path(__file__).resolve().parents[1]
+#: Minutes of trainings in the backends' environments: CI runs them, `tests/run.sh --fast` does not.
+pytestmark = pytest.mark.slow
 
 
 def backend_python(name: str) -> Path:

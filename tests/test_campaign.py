@@ -187,6 +187,7 @@ def dask_cluster():
 _KILL_SPEC_STEPS = 600
 
 
+@pytest.mark.slow
 def test_killed_campaign_resumes_without_repeating_a_run(tmp_path, models, aspirin_data, dask_cluster):
     """Killed while in the local pool (`openmlff campaign run` in a subprocess), resumed on Dask: the state is
     on disk only, so any executor takes over."""

@@ -124,6 +124,7 @@ def test_batched_campaign_runs_are_ordinary_runs(tmp_path, models, aspirin_data)
     assert run_campaign(result.directory, progress=False).submitted == 0
 
 
+@pytest.mark.slow
 def test_killed_batched_campaign_resumes_to_the_uninterrupted_result(tmp_path, models, aspirin_data):
     """`openmlff campaign run` killed (SIGKILL, executor and worker) while its batch is midway: resumed, every run's
     state rows are bit for bit those of the same campaign run without a kill."""

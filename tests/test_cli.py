@@ -45,6 +45,7 @@ def test_malformed_file_is_refused_with_file_and_field(test_data):
     assert "rmd17_benzene_10_malformed.npz" in proc.stderr and "nuclear_charges" in proc.stderr
 
 
+@pytest.mark.slow
 def test_metrics_json_has_units_and_global_keys(trained, tmp_path):
     root, data = trained
     out = tmp_path / "metrics.json"
@@ -90,6 +91,7 @@ def test_simulate_from_builtin_structure(trained, tmp_path):
     assert summary["steps_requested"] == 20
 
 
+@pytest.mark.slow
 def test_simulate_replicas_from_frames_and_from_seeds(trained, tmp_path):
     root, data = trained
     out = openmlff("simulate", "--model", root / "model.pt", "--data", data, "--replicas", 2, "--frames", 3, 9,

@@ -96,6 +96,7 @@ def test_uncertainty_metrics_and_calibration(members, dataset, tmp_path):
     np.testing.assert_allclose(cal["rms_uncertainty"][0], np.sqrt((1 + 4) / 2))
 
 
+@pytest.mark.slow
 def test_cli_ensemble_export_committee_and_metrics(tmp_path, test_data, capsys):
     data = test_data / "datasets" / "rmd17_aspirin_100.npz"
     args = ["--hyperparameters", '{"hidden_channels": 16, "num_layers": 1, "num_heads": 2, "num_rbf": 8}',

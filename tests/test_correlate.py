@@ -84,6 +84,7 @@ def test_correlate_writes_tables_and_a_self_contained_report(campaign):
     assert "First bond to break in the collapsed runs: " in text and text.count("<details>") >= 3
 
 
+@pytest.mark.slow
 def test_a_model_of_another_code_is_correlated_on_the_split_named_in_the_spec(campaign, test_data, tmp_path):
     """The 6-epoch model as another code's TorchScript file (no openmlff metadata): its split comes from the spec's
     `training` table, and its metrics equal the openmlff file's on the same frames."""

@@ -218,6 +218,7 @@ def test_periodic_molecule_split_by_the_box_is_made_whole(tmp_path, test_data):
     assert summary.steps_completed == 20
 
 
+@pytest.mark.slow
 def test_bad_environment_options_are_refused(peptide_toy, toy_model, aspirin, tmp_path):
     with pytest.raises(InputError, match="amber14"):  # no ff14SB template for aspirin: no ML/MM coupling
         run_from_structure(toy_model, "aspirin", tmp_path / "a", SimulationConfig(steps=10, solvate_padding_nm=0.6),
@@ -242,6 +243,7 @@ def test_bad_environment_options_are_refused(peptide_toy, toy_model, aspirin, tm
     assert not (tmp_path / "b" / "run.json").exists()
 
 
+@pytest.mark.slow
 def test_cli_solvate_and_analysis_with_and_without_water(npt_run, peptide_toy, tmp_path):
     """`openmlff simulate --solvate PADDING_NM --pressure BAR`, then `openmlff analyze` (--water strip | keep)."""
     out = tmp_path / "cli"

@@ -389,6 +389,7 @@ def _rows(path: Path) -> int:
         return -1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("platform, fmt, seed", [("Reference", "dcd", 1), ("CPU", "xtc", 2), ("CPU", "hdf5", 3)])
 def test_run_killed_at_a_random_moment_resumes_to_the_uninterrupted_result(aspirin, models, tmp_path, platform, fmt, seed):
     if fmt == "hdf5":

@@ -74,6 +74,7 @@ def test_amber14_refuses_a_small_molecule_and_names_the_alternative(aspirin):
         get_potential("amber14").build_system(aspirin.atomic_numbers, aspirin.positions_angstrom)
 
 
+@pytest.mark.slow
 def test_gaff_builds_am1bcc_parameters_once_and_reads_them_from_its_cache(gaff, aspirin, monkeypatch):
     system = gaff.build_system(aspirin.atomic_numbers, aspirin.positions_angstrom)
     nonbonded = next(f for f in system.getForces() if isinstance(f, openmm.NonbondedForce))
@@ -96,6 +97,7 @@ def test_gaff_builds_am1bcc_parameters_once_and_reads_them_from_its_cache(gaff, 
         gaff.identity_sha256(aspirin.atomic_numbers, aspirin.positions_angstrom)
 
 
+@pytest.mark.slow
 def test_gaff_error_against_rmd17_dft_is_a_classical_force_field_s(gaff, rmd17):
     energies, forces = gaff.energies_and_forces(rmd17.z, rmd17.R[:20])
     metrics = global_force_metrics(forces, rmd17.F[:20], rmd17.z, E_pred=energies, E_ref=rmd17.E[:20])

@@ -16,6 +16,7 @@ WATER_R = np.array([[0.0, 0.0, 0.117], [0.0, 0.757, -0.469], [0.0, -0.757, -0.46
 KCAL = units.ev_to("kcal/mol")
 
 
+@pytest.mark.slow
 def test_dft_reproduces_an_rmd17_label(test_data):
     """rMD17 aspirin is PBE/def2-SVP (ORCA); PySCF with density fitting gives the same forces to about 0.01 kcal/mol/Å."""
     ds = load_dataset(test_data / "datasets" / "rmd17_aspirin_100.npz")

@@ -79,6 +79,7 @@ def test_the_payload_runs_under_a_plain_unpickler(trained, tmp_path):
     assert marker.exists()
 
 
+@pytest.mark.slow
 def test_crafted_checkpoint_is_refused_by_export_train_and_metrics(trained, tmp_path):
     root, data = trained
     marker = tmp_path / "ran"
@@ -105,6 +106,7 @@ def test_crafted_checkpoint_is_refused_by_a_campaign_spec(trained, tmp_path):
     assert not marker.exists() and not (tmp_path / "c").exists()
 
 
+@pytest.mark.slow
 def test_analyze_does_not_follow_a_crafted_checkpoint_named_in_the_model(trained, tmp_path):
     """The exported model names its training checkpoint; analyze reads the split from it, so replace it."""
     root, data = trained
@@ -139,6 +141,7 @@ def test_checkpoints_of_the_previous_version_still_load(trained, tmp_path):
     assert proc.returncode == 0, proc.stderr
 
 
+@pytest.mark.slow
 def test_bad_files_are_one_line_errors_naming_the_file(trained, tmp_path):
     root, data = trained
     empty = tmp_path / "empty.npz"
@@ -172,6 +175,7 @@ def test_extxyz_frame_with_fewer_atoms_than_its_header_names_frame_and_counts(te
     assert "21" in line and "20" in line
 
 
+@pytest.mark.slow
 def test_second_simulate_on_one_directory_is_refused_at_once_naming_the_holder(toy_model, tmp_path):
     out = tmp_path / "run"
     args = ["simulate", "--model", toy_model, "--structure", "aspirin", "--temperature", 300,
@@ -196,6 +200,7 @@ def test_second_simulate_on_one_directory_is_refused_at_once_naming_the_holder(t
     assert "steps may only grow" in rerun.stderr
 
 
+@pytest.mark.slow
 def test_a_killed_campaign_leaves_no_worker_running(toy_model, tmp_path):
     spec = tmp_path / "c.json"
     spec.write_text(json.dumps({"models": {"toy": str(toy_model)}, "starts": {"structures": {"a": "aspirin", "b": "aspirin"}},
@@ -229,6 +234,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_campaign_spec_naming_a_missing_model_is_refused_before_any_run(trained, tmp_path):
     root, data = trained
     spec = tmp_path / "c.json"
@@ -284,6 +290,7 @@ def small_tmpfs(tmp_path):
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+@pytest.mark.slow
 def test_a_full_disk_stops_the_run_with_one_line_and_it_resumes(toy_model, small_tmpfs, tmp_path):
     reference = _run_on(tmp_path, toy_model, 400)  # the same run on a roomy disk
     assert reference.returncode == 0, reference.stderr
@@ -374,6 +381,7 @@ def test_a_frame_with_the_atoms_in_another_order_names_the_first_differing_atom(
     one_line_error(openmlff("data", "info", path), path, "frame 1 has atom 6 O where frame 0 has C")
 
 
+@pytest.mark.slow
 def test_a_model_file_with_openmlff_metadata_around_another_module_is_refused_before_any_run(trained, tmp_path):
     root, data = trained
     extra = {"openmlff.json": ""}

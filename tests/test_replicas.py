@@ -147,6 +147,7 @@ def test_minimised_replicas_start_where_their_lone_runs_start(aspirin, toy_model
                                read_state_csv(tmp_path / "lone" / "state.csv")["total_energy_kJ_per_mol"], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_langevin_copies_sample_the_ensemble_of_lone_runs(aspirin, toy_model, tmp_path):
     """Same physics: 6 copies of one batch against 6 lone runs of the same seeds (Langevin, 400 K): per-run means of
     the temperature and the potential energy agree between the two groups (Welch's t-test), both sit at the

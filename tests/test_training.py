@@ -194,6 +194,7 @@ def test_mismatched_resume_is_refused(tmp_path, aspirin):
         train(other, tmp_path, tiny_config(max_epochs=2), progress=False)
 
 
+@pytest.mark.slow
 def test_time_budget_stops_training(tmp_path, aspirin):
     t0 = time.perf_counter()
     result = train(aspirin, tmp_path, tiny_config(max_epochs=100_000, time_budget_s=3.0), progress=False)

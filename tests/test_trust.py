@@ -131,6 +131,7 @@ def test_trust_alarm_by_hand():
     assert trust_alarm(runs[-1:], 5.0) is None
 
 
+@pytest.mark.slow
 def test_campaign_with_a_committee(tmp_path, aspirin, committee, test_data):
     import json
 
