@@ -200,8 +200,9 @@ class _Batch:
         setup_start = time.perf_counter()
         write_replica_module(self.potential.path, self.n_atoms, self.batch_dir / REPLICA_MODULE)
         self.module = _load_module(self.batch_dir / REPLICA_MODULE)
-        if self.checkpointer.exists():
-            document, _ = self.checkpointer.load()
+        loaded = self.checkpointer.load() if self.checkpointer.exists() else None
+        if loaded is not None:
+            document = loaded[0]
             self.active, self.rebuilds = [int(k) for k in document["active"]], int(document["rebuilds"])
             step = int(document["step"])
         else:
@@ -231,7 +232,7 @@ class _Batch:
         if document is None:
             self._start_fresh()
         else:
-            document = self.checkpointer.restore(self.context, self.potential.warmup_evaluations)
+            document = self.checkpointer.restore(self.context, self.potential.warmup_evaluations, loaded)
             for k in self.active:
                 self.members[k].restore(document, document["members"][str(k)])
         return self._loop(progress, setup_s=time.perf_counter() - setup_start)
@@ -346,14 +347,15 @@ class _Batch:
         slice of the batch State (its energy from the replica module's batched call)."""
         self._fetch(forces=full, energies=full)
         positions, velocities, forces, energies = self._state
-        verlet = self.config.integrator == "verlet"
+        # leapfrog Verlet: OpenMM's kinetic energy is at the full step, half a step past the velocities
+        half_step_ps = 0.5 * self.config.timestep_fs * FS_IN_PS if self.config.integrator == "verlet" else 0.0
         collapsed = []
         for slot, k in enumerate(list(self.active)):
             kinetic = None
             if full:
                 v = velocities[slot]
-                if verlet:  # leapfrog Verlet: OpenMM's kinetic energy is at the full step
-                    v = v + 0.5 * self.config.timestep_fs * FS_IN_PS * forces[slot] / self.masses[:, None]
+                if half_step_ps:
+                    v = v + half_step_ps * forces[slot] / self.masses[:, None]
                 kinetic = 0.5 * float(np.sum(self.masses[:, None] * v ** 2))
             event = self.members[k].observe(
                 step, positions[slot], velocities[slot], potential=float(energies[slot]) if full else None,

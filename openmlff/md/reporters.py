@@ -259,10 +259,12 @@ class Checkpointer:
     def exists(self) -> bool:
         return self.json_path.is_file()
 
-    def restore(self, context: openmm.Context, warmup_evaluations: int) -> dict:
+    def restore(self, context: openmm.Context, warmup_evaluations: int,
+                loaded: tuple[dict, bytes] | None = None) -> dict:
         """Load the committed checkpoint into `context`, evaluate the model `warmup_evaluations` times (so that a
-        resumed run steps as the uninterrupted one did) and return the checkpoint's document."""
-        document, data = self.load()
+        resumed run steps as the uninterrupted one did) and return the checkpoint's document. loaded: what `load`
+        returned, when the caller read the checkpoint already (a batch reads it to build its Context)."""
+        document, data = loaded if loaded is not None else self.load()
         context.loadCheckpoint(data)
         warm_up(context, warmup_evaluations)
         if context.getStepCount() != int(document["step"]):

@@ -181,8 +181,7 @@ def _resume_or_run(paths: RunDirectory, record: dict, config: SimulationConfig, 
                            atoms=None if vacuum else environment.ml_atoms,
                            degrees_of_freedom=None if vacuum else degrees_of_freedom(system), trust=trust,
                            on_report=on_report)
-    run = _LoneRun(config, simulation, recorder, potential.warmup_evaluations)
-    run.user_reporters = list(reporters or [])
+    run = _LoneRun(config, simulation, recorder, potential.warmup_evaluations, reporters)
     try:
         return run.execute(progress, setup_s=time.perf_counter() - setup_start)
     finally:
@@ -237,13 +236,13 @@ class _LoneRun:
     steps, and has the recorder write the summary."""
 
     def __init__(self, config: SimulationConfig, simulation: app.Simulation, recorder: RunRecorder,
-                 warmup_evaluations: int) -> None:
+                 warmup_evaluations: int, user_reporters=None) -> None:
         self.config = config
         self.simulation = simulation
         self.context = simulation.context
         self.recorder = recorder
         self.warmup_evaluations = int(warmup_evaluations)
-        self.user_reporters: list = []
+        self.user_reporters = list(user_reporters or [])  # the caller's OpenMM reporters
         self.checkpointer = Checkpointer(recorder.paths)
         self.last_checkpoint_time = time.perf_counter()  # wall clock of the last checkpoint (checkpoint_interval_s)
 
