@@ -1,12 +1,11 @@
 """Collapse diagnosis: tie the first bonds to break in a trajectory to the model's errors on their atoms.
 
-Wang et al. (JCP 159, 035101, 2023) find that light hydrogens with large force-over-mass (FNM)
-errors break bonds first. The diagnosis takes the first broken bonds (openmlff.analysis.stability.
-first_broken_bonds) and the model's atom-wise metrics on its training data (the "atoms" block of
-openmlff.metrics.evaluation.evaluate_model or ForceErrorAccumulator.atom_metrics) and reports, for
-each atom of each bond: element, mass (Da), force MAE and max, FNM MAE and max, and the atom's
-rank among all atoms by FNM MAE and by force MAE (1 = largest error). An atom is "among the worst
-FNM atoms" when its FNM MAE rank is at most ceil(worst_share * n_atoms).
+Wang et al. (JCP 159, 035101, 2023) find that light hydrogens with large force-over-mass (FNM) errors break bonds
+first. The diagnosis takes the first broken bonds (openmlff.analysis.stability.first_broken_bonds) and the model's
+atom-wise metrics on its training data (the "atoms" block of openmlff.metrics.evaluation.evaluate_model or
+ForceErrorAccumulator.atom_metrics) and reports, for each atom of each bond: element, mass (Da), force MAE and max,
+FNM MAE and max, and the atom's rank among all atoms by FNM MAE and by force MAE (1 = largest error). An atom is
+"among the worst FNM atoms" when its FNM MAE rank is at most ceil(worst_share * n_atoms).
 """
 
 from __future__ import annotations
@@ -73,18 +72,13 @@ def diagnose_collapse(broken_bonds: list[dict], atom_metrics: dict, atomic_numbe
     """
     records = atom_error_summary(atom_metrics, atomic_numbers, worst_share)
     n_atoms = len(records)
-    bonds = [dict(bond, atom_errors=[records[a] for a in bond["atoms"]]) for bond in broken_bonds]
     bond_atoms = sorted({a for bond in broken_bonds for a in bond["atoms"]})
-    worst = sorted(records, key=lambda r: r["fnm_mae_rank"])[:n_worst_listed]
     return {
-        "bonds": bonds,
-        "worst_fnm_atoms": worst,
-        "n_atoms": n_atoms,
-        "worst_share": worst_share,
+        "bonds": [dict(bond, atom_errors=[records[a] for a in bond["atoms"]]) for bond in broken_bonds],
+        "worst_fnm_atoms": sorted(records, key=lambda r: r["fnm_mae_rank"])[:n_worst_listed],
+        "n_atoms": n_atoms, "worst_share": worst_share,
         "worst_rule": f"FNM MAE rank <= ceil({worst_share} * {n_atoms}) = {math.ceil(worst_share * n_atoms)}",
         "broken_bond_atoms_among_worst_fnm": {
-            "atoms": bond_atoms,
-            "among_worst": int(sum(records[a]["among_worst_fnm_atoms"] for a in bond_atoms)),
-        },
+            "atoms": bond_atoms, "among_worst": int(sum(records[a]["among_worst_fnm_atoms"] for a in bond_atoms))},
         "units": dict(atom_metrics.get("units") or {}, mass="Da"),
     }

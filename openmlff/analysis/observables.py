@@ -67,8 +67,7 @@ def compute_distance_distribution(traj: mdtraj.Trajectory, r_range_nm=(0.0, 1.0)
     for start in range(0, traj.n_frames, _CHUNK_FRAMES):
         distances = mdtraj.compute_distances(traj[start:start + _CHUNK_FRAMES], pairs, periodic=False)
         counts += np.histogram(distances, bins=edges)[0]
-    widths = np.diff(edges)
-    h = counts / (len(pairs) * traj.n_frames * widths)
+    h = counts / (len(pairs) * traj.n_frames * np.diff(edges))
     return 0.5 * (edges[1:] + edges[:-1]), h
 
 
@@ -143,12 +142,10 @@ def radius_of_gyration_nm(traj: mdtraj.Trajectory, mass_weighted: bool = True) -
 
 
 def backbone_dihedrals_deg(traj: mdtraj.Trajectory) -> dict:
-    """Backbone phi and psi angles (degrees, -180..180) with mdtraj.compute_phi / compute_psi.
-
-    Returns {"phi_atoms": (n_phi, 4), "phi_deg": (n_frames, n_phi), "phi_residues": ["ALA2", ...],
-    "psi_atoms", "psi_deg", "psi_residues"}; empty for a molecule without a peptide backbone.
-    Each angle is labelled with the residue it belongs to (phi: the residue of its N and CA; psi: of CA and C).
-    """
+    """Backbone phi and psi angles (degrees, -180..180) with mdtraj.compute_phi / compute_psi: {"phi_atoms":
+    (n_phi, 4), "phi_deg": (n_frames, n_phi), "phi_residues": ["ALA2", ...], "psi_atoms", "psi_deg",
+    "psi_residues"}, empty without a peptide backbone. Each angle is labelled with its residue (phi: the residue
+    of its N and CA; psi: of CA and C)."""
     out = {}
     for name, compute in (("phi", mdtraj.compute_phi), ("psi", mdtraj.compute_psi)):
         atoms, radians = compute(traj)

@@ -111,11 +111,9 @@ def model_splits(model_metadata: dict, dataset: Dataset) -> tuple[dict | None, s
 
 
 def _checkpoint_splits(path: Path, fingerprint: str) -> dict | None:
-    """The split stored in a training checkpoint trained on data with `fingerprint`, else None.
-
-    Read with openmlff.training.checkpoint (weights only): a crafted file named in a model's metadata
-    is refused like any other unreadable checkpoint, and the recomputed split is used instead.
-    """
+    """The split stored in a training checkpoint trained on data with `fingerprint`, else None. Read with
+    openmlff.training.checkpoint (weights only): a crafted file named in a model's metadata is refused like any
+    other unreadable checkpoint, and the recomputed split is used instead."""
     from ..training.checkpoint import read_checkpoint
 
     try:

@@ -1,11 +1,10 @@
 """Analyse one MD run directory: bond deviations, h(r) and its error, RDFs, RMSD, Rg, dihedrals, collapse diagnosis.
 
-`analyze_run` reads the run (openmlff.analysis.run_files), finds the reference data (the --data
-file or the model's recorded training data, openmlff.analysis.reference_data), computes the
-observables with the plain functions of `observables` and `stability`, and, for the collapse
-diagnosis, evaluates the model on its training frames (openmlff.metrics.evaluation.evaluate_model)
-to get its atom-wise force and FNM errors. It returns a RunAnalysis: a JSON-ready document and
-tables of time series and curves (column names carry their units); openmlff.report writes them.
+`analyze_run` compares the run (run_files) with its reference data (the --data file or the model's recorded
+training data, reference_data) through the plain functions of `observables` and `stability`, and evaluates the
+model on its training frames (evaluate_model) for the atom-wise force and FNM errors of the collapse diagnosis.
+It returns a RunAnalysis: a JSON-ready document and tables of time series and curves (column names carry their
+units), which openmlff.report writes.
 """
 
 from __future__ import annotations
@@ -55,16 +54,12 @@ class AnalysisConfig:
 
     def __post_init__(self) -> None:
         check_finite(self)
-        for name in ("distance_bin_width_nm", "rdf_bin_width_nm"):
-            if not getattr(self, name) > 0:
-                raise InputError(f"AnalysisConfig.{name} must be positive, got {getattr(self, name)}")
-        if self.bond_deviation_limit_angstrom is not None and not self.bond_deviation_limit_angstrom > 0:
-            raise InputError(f"AnalysisConfig.bond_deviation_limit_angstrom must be positive, got "
-                             f"{self.bond_deviation_limit_angstrom}")
+        for name in ("distance_bin_width_nm", "rdf_bin_width_nm", "bond_deviation_limit_angstrom", "distance_r_max_nm"):
+            value = getattr(self, name)  # the last two may be None: their default
+            if value is not None and not value > 0:
+                raise InputError(f"AnalysisConfig.{name} must be positive, got {value}")
         if self.water not in ("strip", "keep"):
             raise InputError(f"AnalysisConfig.water must be 'strip' or 'keep', got {self.water!r}")
-        if self.distance_r_max_nm is not None and not self.distance_r_max_nm > 0:
-            raise InputError(f"AnalysisConfig.distance_r_max_nm must be positive, got {self.distance_r_max_nm}")
 
 
 @dataclass
@@ -88,12 +83,10 @@ def analyze_run(run_dir, data=None, model=None, config: AnalysisConfig | None = 
                 topology=None, frame_interval_ps: float | None = None) -> RunAnalysis:
     """Analyse the run directory `run_dir`, or a trajectory file of another engine (analysis/trajectory_files.py:
     ASE .traj, extended XYZ, DCD, XTC, NetCDF, HDF5, ...; `data` is then required, `topology` and
-    `frame_interval_ps` as the format needs).
-
-    data: reference data (path or Dataset); default the model's recorded training data file, when
-    it exists. model: the model whose errors the diagnosis reports (anything potentials.get_potential takes);
-    default the run's model (run.json). energy_unit/length_unit: units of the data file when it cannot tell them.
-    """
+    `frame_interval_ps` as the format needs). data: reference data (path or Dataset); default the model's recorded
+    training data file, when it exists. model: the model whose errors the diagnosis reports (anything
+    potentials.get_potential takes); default the run's (run.json). energy_unit/length_unit: the data file's units
+    when it cannot tell them."""
     config = config or AnalysisConfig()
     if Path(run_dir).is_file():
         run = _trajectory_file(run_dir, data, config, topology, frame_interval_ps, energy_unit, length_unit)
@@ -115,14 +108,13 @@ def analyze_run(run_dir, data=None, model=None, config: AnalysisConfig | None = 
     doc: dict = {"run": _run_section(run), "units": dict(UNITS), "config": asdict(config), "model": model_info,
                  "reference_data": None if reference is None else reference.describe()}
 
-    bonds_doc, deviations, broken = _bonds(run, reference, config)
-    doc["bonds"] = bonds_doc
+    doc["bonds"], deviations, broken = _bonds(run, reference, config)
     if run.summary is None and run.record.get("source") == "trajectory file":  # the bond criterion is the verdict
         first = broken[0] if broken else None
         doc["run"].update(source=run.record["file"], stable=not broken,
                           collapse_time_ps=None if first is None else first["first_time_ps"],
                           first_broken_bond=first, n_broken_bonds=len(broken))
-    labels = [stability.bond_label(b, run.atomic_numbers) for b in bonds_doc["bonds"]]
+    labels = [stability.bond_label(b, run.atomic_numbers) for b in doc["bonds"]["bonds"]]
     tables["bond_deviations.csv"] = {"frame": np.arange(traj.n_frames), "time [ps]": times,
                                      **{f"{name} deviation [Å]": deviations[:, k] for k, name in enumerate(labels)}}
 
@@ -134,7 +126,7 @@ def analyze_run(run_dir, data=None, model=None, config: AnalysisConfig | None = 
         "source": np.where(np.arange(traj.n_frames) < run.n_trajectory_frames, "trajectory", "collapse_frames"),
         "rmsd_to_start [nm]": rmsd, "radius_of_gyration [nm]": rg,
         "max_abs_bond_deviation [Å]": abs_dev.max(axis=1) if abs_dev.size else np.zeros(traj.n_frames),
-        "bonds_beyond_limit": (abs_dev > bonds_doc["limit_angstrom"]).sum(axis=1),
+        "bonds_beyond_limit": (abs_dev > doc["bonds"]["limit_angstrom"]).sum(axis=1),
     }
     doc["rmsd_to_start_nm"] = {"final": float(rmsd[-1]), "max": float(rmsd.max()), "superposed": True}
     doc["radius_of_gyration_nm"] = {"start": float(rg[0]), "final": float(rg[-1]), "max": float(rg.max()),
@@ -144,8 +136,7 @@ def analyze_run(run_dir, data=None, model=None, config: AnalysisConfig | None = 
     doc["distance_distribution"], tables["distance_distribution.csv"] = _distance_distribution(
         traj, reference_traj, r_max, config.distance_bin_width_nm)
     doc["rdf"], tables["rdf.csv"] = _rdfs(traj, reference_traj, r_max, config.rdf_bin_width_nm)
-    dihedrals_doc, dihedral_table = _dihedrals(traj, times)
-    doc["dihedrals"] = dihedrals_doc
+    doc["dihedrals"], dihedral_table = _dihedrals(traj, times)
     if dihedral_table is not None:
         tables["dihedrals.csv"] = dihedral_table
 
@@ -243,7 +234,7 @@ def _run_section(run: RunData) -> dict:
 def _bonds(run: RunData, reference: ReferenceData | None, config: AnalysisConfig):
     """Bond section, deviations (n_frames, n_bonds) in Å and all broken bonds in the order they broke."""
     recorded = run.record.get("reference_positions")
-    reference_R, matches = None, None
+    reference_R = None
     if recorded is None:
         how = "the starting structure (as the run's monitor: run.json records no reference positions)"
         matches = True
@@ -259,20 +250,18 @@ def _bonds(run: RunData, reference: ReferenceData | None, config: AnalysisConfig
     limit = config.bond_deviation_limit_angstrom or float(run.record["config"]["bond_deviation_limit_angstrom"])
     deviations = stability.bond_length_deviations_angstrom(run.trajectory, bonds, ref_lengths)
     broken = stability.first_broken_bonds(deviations, bonds, run.atomic_numbers, limit)
-    times = run.frame_times_ps
     for entry in broken:
-        entry["first_time_ps"] = float(times[entry["first_frame"]])
+        entry["first_time_ps"] = float(run.frame_times_ps[entry["first_frame"]])
         entry["reference_length_angstrom"] = float(ref_lengths[entry["bond"]])
     monitor_bond = run.summary.first_broken_bond if run.summary is not None else None
-    doc = {
+    return {
         "limit_angstrom": limit, "reference_lengths_from": how, "matches_monitor_reference": matches,
         "n_bonds": len(bonds), "bonds": bonds, "reference_lengths_angstrom": ref_lengths,
         "max_abs_deviation_angstrom": np.abs(deviations).max(axis=0) if len(bonds) else [],
         "n_broken": len(broken), "first_broken_bonds": broken,
         "first_broken_bond_agrees_with_monitor": None if not (monitor_bond and broken) else
         sorted(monitor_bond["atoms"]) == sorted(broken[0]["atoms"]),
-    }
-    return doc, deviations, broken
+    }, deviations, broken
 
 
 def _default_r_max_nm(start_positions_angstrom) -> float:
@@ -370,17 +359,13 @@ def _diagnosis(run: RunData, broken: list[dict], model_path: Path | str, referen
                frames_origin=reference.training_frames_origin,
                global_errors={k: result[k] for k in ("force_mae", "force_rmse", "force_max", "fnm_mae", "fnm_max",
                                                      "energy_mae")},
-               **{k: v for k, v in diag.items()})
+               **diag)
     records = diagnosis.atom_error_summary(result["atoms"], run.atomic_numbers, config.worst_atom_share)
     units = result["atoms"]["units"]
-    table = {
-        "atom": np.array([r["index"] for r in records]),
-        "element": np.array([r["element"] for r in records]),
-        "mass [Da]": np.array([r["mass_da"] for r in records]),
-        **{f"{key} [{units['force'] if key.startswith('force') else units['fnm']}]": np.array([r[key] for r in records])
-           for key in ("force_mae", "force_max", "fnm_mae", "fnm_max")},
-        "fnm_mae_rank": np.array([r["fnm_mae_rank"] for r in records]),
-        "force_mae_rank": np.array([r["force_mae_rank"] for r in records]),
-        "in_broken_bond": np.isin(np.arange(len(records)), [a for b in broken for a in b["atoms"]]),
-    }
+    columns = {"atom": "index", "element": "element", "mass [Da]": "mass_da",
+               **{f"{key} [{units['force'] if key.startswith('force') else units['fnm']}]": key
+                  for key in ("force_mae", "force_max", "fnm_mae", "fnm_max")},
+               "fnm_mae_rank": "fnm_mae_rank", "force_mae_rank": "force_mae_rank"}
+    table = {name: np.array([r[key] for r in records]) for name, key in columns.items()}
+    table["in_broken_bond"] = np.isin(np.arange(len(records)), [a for b in broken for a in b["atoms"]])
     return doc, table

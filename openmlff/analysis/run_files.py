@@ -1,15 +1,14 @@
 """Reading an MD run directory (openmlff.md.runner) for analysis, refusing damaged files by name.
 
-A run directory holds run.json (inputs), a trajectory (frames every `frame_interval_steps`
-steps from step 0; DCD or XTC with topology.pdb beside it, or HDF5 with the topology inside, as
-run.json's "trajectory" block names them) and, once the run has ended, summary.json. A collapse
-found between two trajectory frames (the monitor checks more often than frames are written) is
-only in collapse_frames.dcd, whose steps summary.json lists: `load_run` appends the frames of that
-file that come after the trajectory's last frame, so the analysis sees the collapse.
-mdtraj silently drops a cut last frame of a DCD file, so a DCD file's length is checked against
-its header first (`check_dcd_complete`); for every format the frames read are checked against
-the frames the run says it wrote (summary.json, or checkpoint.json while it runs). A missing,
-empty or truncated trajectory is an error naming the file.
+A run directory holds run.json (inputs), a trajectory (frames every `frame_interval_steps` steps from step 0; DCD or
+XTC with topology.pdb beside it, or HDF5 with the topology inside, as run.json's "trajectory" block names them) and,
+once the run has ended, summary.json. A collapse found between two trajectory frames (the monitor checks more often
+than frames are written) is only in collapse_frames.dcd, whose steps summary.json lists: `load_run` appends the
+frames of that file that come after the trajectory's last frame, so the analysis sees the collapse. mdtraj silently
+drops a cut last frame of a DCD file, so a DCD file's length is checked against its header first
+(`check_dcd_complete`); for every format the frames read are checked against the frames the run says it wrote
+(summary.json, or checkpoint.json while it runs). A missing, empty or truncated trajectory is an error naming the
+file.
 """
 
 from __future__ import annotations
@@ -77,11 +76,9 @@ class RunData:
 
 
 def check_dcd_complete(path) -> int:
-    """Number of frames of a DCD file written by OpenMM; RunFileError naming it if empty or truncated.
-
-    Truncated: the bytes after the header are not a whole number of frames, or fewer frames
-    than the header's frame count (a run killed while writing, or a file cut in a copy).
-    """
+    """Number of frames of a DCD file written by OpenMM; RunFileError naming it if empty or truncated: the bytes
+    after the header are not a whole number of frames, or fewer than the header's frame count (a run killed while
+    writing, or a file cut in a copy)."""
     path = Path(path)
     if not path.is_file():
         raise RunFileError(f"{path}: trajectory file not found")
@@ -107,14 +104,10 @@ def check_dcd_complete(path) -> int:
 
 
 def load_run(run_dir, keep_solvent: bool = False) -> RunData:
-    """Read run.json, summary.json (if the run has ended), the topology and the trajectory of a run directory.
-
-    In a periodic or solvated run `trajectory` is the molecule alone (the model's atoms, no box); with
-    keep_solvent the whole system's frames are also in `solvated_trajectory`.
-
-    RunFileError naming the file when run.json or the topology is missing, the trajectory is
-    missing, empty or truncated, or the topology's atoms differ from run.json's atomic numbers.
-    """
+    """Read run.json, summary.json (if the run has ended), the topology and the trajectory of a run directory;
+    RunFileError naming the file when one is missing or damaged (module docstring) or the topology's atoms differ
+    from run.json's. In a periodic or solvated run `trajectory` is the molecule alone (the model's atoms, no box);
+    with keep_solvent the whole system's frames are also in `solvated_trajectory`."""
     paths = RunDirectory(Path(run_dir))
     if not paths.directory.is_dir():
         raise RunFileError(f"{paths.directory}: run directory not found")
@@ -202,15 +195,11 @@ def _frames_written(directory: Path, summary: RunSummary | None) -> int | None:
     """Frames the run reports to have written: summary.json's count, else the last checkpoint's, else None."""
     if summary is not None:
         return int(summary.frames_written)
-    checkpoint = RunDirectory(directory).checkpoint_json
-    if checkpoint.is_file():
-        try:
-            document = json.loads(checkpoint.read_text())
-        except json.JSONDecodeError:
-            return None
-        frames = document.get("frames_written")
-        return int(frames) if isinstance(frames, int) else None
-    return None
+    try:
+        frames = json.loads(RunDirectory(directory).checkpoint_json.read_text()).get("frames_written")
+    except (FileNotFoundError, IsADirectoryError, json.JSONDecodeError):  # no checkpoint.json, or a damaged one
+        return None
+    return int(frames) if isinstance(frames, int) else None
 
 
 def dataset_trajectory(dataset: Dataset, topology: mdtraj.Topology, frames=None) -> mdtraj.Trajectory:

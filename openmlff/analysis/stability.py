@@ -1,12 +1,10 @@
 """Bond-length deviations over a trajectory and the order in which bonds break (docs/architecture.md "Stability criterion").
 
-The bonds and their reference lengths are those of the MD stability monitor
-(openmlff.md.monitor.StabilityMonitor: covalent radii on the starting structure, reference length
-= mean over reference frames or the starting structure), so the analysis and the monitor agree on
-what a broken bond is: |length - reference length| > limit (0.5 Å by default).
-
-Lengths and deviations are in Å (the monitor's unit; names end in _angstrom), although the
-trajectory itself is in nm.
+The bonds and their reference lengths are those of the MD stability monitor (openmlff.md.monitor.StabilityMonitor:
+covalent radii on the starting structure, reference length = mean over reference frames or the starting
+structure), so the analysis and the monitor agree on what a broken bond is: |length - reference length| > limit
+(0.5 Å by default). Lengths and deviations are in Å (the monitor's unit; names end in _angstrom), the trajectory
+in nm.
 """
 
 from __future__ import annotations
@@ -22,11 +20,8 @@ from ..core.units import NM_IN_ANGSTROM
 
 def monitored_bonds(atomic_numbers, start_positions_angstrom, reference_positions_angstrom=None,
                     bond_tolerance: float = 1.2) -> tuple[np.ndarray, np.ndarray]:
-    """The stability monitor's bonds (n_bonds, 2) and reference lengths (n_bonds,) in Å.
-
-    start_positions_angstrom (n_atoms, 3): where bonds are found; reference_positions_angstrom
-    (n_frames, n_atoms, 3) or None: frames whose mean bond lengths are the references (None: the start).
-    """
+    """The stability monitor's bonds (n_bonds, 2), found on start_positions_angstrom (n_atoms, 3), and reference
+    lengths (n_bonds,) in Å: the mean over reference_positions_angstrom (n_frames, n_atoms, 3), or the start's."""
     monitor = StabilityMonitor(atomic_numbers, start_positions_angstrom, timestep_fs=1.0,
                                reference_positions_angstrom=reference_positions_angstrom, bond_tolerance=bond_tolerance)
     return monitor.bonds.copy(), monitor.reference_lengths_angstrom.copy()

@@ -17,6 +17,7 @@ alone (the committee is evaluated per run by run_simulation).
 from __future__ import annotations
 
 import functools
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,11 +49,8 @@ class BatchSpec:
 
 
 def auto_replicas(platform: str, backend: str, n_atoms: int) -> int:
-    """Copies per Context when replicas_per_context is unset: AUTO_REPLICAS where measured faster, else 1.
-
-    Measured only for the CPU platform with TorchForce; on CUDA no measurement has been taken here yet, so runs go
-    alone until one is (give md.replicas_per_context to batch them).
-    """
+    """Copies per Context when replicas_per_context is unset: AUTO_REPLICAS where measured faster, else 1 (measured
+    only for the CPU platform with TorchForce: elsewhere, CUDA included, runs go alone until it is measured)."""
     if platform == "CPU" and backend == "torchforce" and n_atoms <= AUTO_MAX_ATOMS:
         return AUTO_REPLICAS
     return 1
@@ -63,8 +61,8 @@ def plan_tasks(directory: Path, spec: CampaignSpec, to_do: list[RunSpec], worker
     """The tasks for `to_do`: the recorded batches with a member to do, then new batches, then runs alone.
 
     started_alone(run) tells whether a run already has files of its own (it then stays alone); n_atoms(run) the
-    atoms of its molecule (None when its start cannot be read: it goes alone); platform: the OpenMM platform the runs will use. New batches are recorded in
-    DIR/batches.json before this returns.
+    atoms of its molecule (None when its start cannot be read: it goes alone); platform: the OpenMM platform the
+    runs will use. New batches are recorded in DIR/batches.json before this returns.
     """
     plan = read_plan(directory)
     planned = {run_id: batch_id for batch_id, members in plan.items() for run_id in members}
@@ -105,8 +103,6 @@ def plan_tasks(directory: Path, spec: CampaignSpec, to_do: list[RunSpec], worker
 
 def read_plan(directory: Path) -> dict[str, list[str]]:
     """batch id -> member run ids, from DIR/batches.json ({} without one)."""
-    import json
-
     path = Path(directory) / BATCHES_FILE
     if not path.is_file():
         return {}

@@ -51,7 +51,6 @@ def correlate_campaign(campaign_dir, out_dir=None, config: CorrelationConfig | N
     correlation.json, model_level.csv, conformation_level.csv, stability tables, and report.html.
     """
     cfg = CorrelationConfig(**settings) if config is None else replace(config, **settings)
-    n_bootstrap, n_clusters = cfg.n_bootstrap, cfg.n_clusters
     where = CampaignDirectory(campaign_dir)
     spec = where.spec()
     out = Path(out_dir) if out_dir else where.directory / "correlation"
@@ -73,8 +72,8 @@ def correlate_campaign(campaign_dir, out_dir=None, config: CorrelationConfig | N
 
     start_positions = _start_positions(start_frames)
     evaluations, start_metrics, start_units, atom_records = {}, {}, {}, {}
+    say = print if progress else (lambda *a, **k: None)
     for model, model_file in spec.models.items():
-        say = print if progress else (lambda *a, **k: None)
         say(f"[correlate] evaluating {model} ({model_file}) on its training, validation and test frames")
         meta = _training_metadata(model_file)
         reference = find_reference_data(meta, data)
@@ -90,9 +89,9 @@ def correlate_campaign(campaign_dir, out_dir=None, config: CorrelationConfig | N
         train_name = "train" if "train" in evaluations[model] else next(iter(evaluations[model]))
         train_eval, train_idx = evaluations[model][train_name], splits[train_name]
         atom_records[model] = atom_error_summary(train_eval["atoms"], dataset.z)
-        starts = {start: start_positions[start] for start in start_frames}
-        if starts:
-            metrics, info = start_conformation_metrics(train_eval, dataset.R[train_idx], starts, n_clusters=n_clusters)
+        if start_positions:
+            metrics, info = start_conformation_metrics(train_eval, dataset.R[train_idx], start_positions,
+                                                       n_clusters=cfg.n_clusters)
             start_metrics[model] = metrics
             start_units = info["metric_units"]
     model_metrics, info = model_metric_sets(evaluations)
@@ -102,8 +101,8 @@ def correlate_campaign(campaign_dir, out_dir=None, config: CorrelationConfig | N
 
     document = campaign_correlation(runs, horizon_ps, model_metrics=model_metrics, start_metrics=start_metrics or None,
                                     metric_units=info["metric_units"], start_metric_units=start_units,
-                                    units=info["units"], n_bootstrap=n_bootstrap)
-    alarm = trust_alarm(runs, horizon_ps, n_bootstrap=n_bootstrap)
+                                    units=info["units"], n_bootstrap=cfg.n_bootstrap)
+    alarm = trust_alarm(runs, horizon_ps, n_bootstrap=cfg.n_bootstrap)
     if alarm is not None:
         document["trust"] = alarm
     write_correlation_tables(document, out)

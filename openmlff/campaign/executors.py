@@ -17,21 +17,12 @@ with pure=False and collected as they complete. Give each Dask worker process on
 (threads_per_worker=1, or `--nthreads 1`): a run sets torch's thread count for its whole process.
 The campaign directory must be on a file system every worker sees.
 
-Clusters behind SLURM or PBS: dask-jobqueue (`pip install dask-jobqueue`) starts Dask workers as
-batch jobs. Keep the cluster object alive in the Python process that runs the campaign:
-
-    from dask_jobqueue import SLURMCluster            # or PBSCluster, same arguments
-    from openmlff.campaign import run_campaign
-
-    cluster = SLURMCluster(cores=8, processes=8, memory="32GB", walltime="12:00:00",
-                           job_extra_directives=["--partition=cpu"])  # 8 single-thread workers per job
-    cluster.scale(jobs=4)                                            # 32 runs at a time
-    run_campaign("campaign.toml", scheduler_address=cluster.scheduler_address)
-
-or start a scheduler (`dask scheduler`) and workers (`dask worker tcp://head:8786 --nworkers 8
---nthreads 1`) inside batch jobs yourself and run `openmlff campaign run campaign.toml --scheduler
-tcp://head:8786`. For GPUs, one worker per GPU (`processes=1` per GPU job, CUDA_VISIBLE_DEVICES
-set by the batch system).
+Clusters behind SLURM or PBS: dask-jobqueue (`pip install dask-jobqueue`) starts Dask workers as batch jobs.
+Keep its cluster object alive in the Python process that runs the campaign and pass
+scheduler_address=cluster.scheduler_address (docs/guide.md has a SLURMCluster example: 8 single-thread workers
+per job), or start `dask scheduler` and `dask worker tcp://head:8786 --nworkers 8 --nthreads 1` inside batch
+jobs yourself and run `openmlff campaign run campaign.toml --scheduler tcp://head:8786`. For GPUs, one worker
+per GPU (`processes=1` per GPU job, CUDA_VISIBLE_DEVICES set by the batch system).
 """
 
 from __future__ import annotations
@@ -80,10 +71,8 @@ def default_workers(torch_threads_per_run: int = 1) -> int:
 
 
 def campaign_directory(spec_or_dir, out=None) -> tuple[CampaignSpec | None, CampaignDirectory]:
-    """(the spec given, or None for an existing campaign directory; the campaign directory).
-
-    A spec file's campaign lives in `out`, by default <the spec file's folder>/<spec name>.
-    """
+    """(the spec given, or None for an existing campaign directory; the campaign directory: `out`, by default
+    <the spec file's folder>/<spec name>)."""
     if isinstance(spec_or_dir, CampaignSpec):
         spec = spec_or_dir
     else:
@@ -135,15 +124,11 @@ def run_campaign(spec_or_dir, out=None, config: ExecutionConfig | None = None, *
     """Run every run of a campaign that is not done yet; returns when all submitted runs have ended.
 
     spec_or_dir: a spec file, a CampaignSpec, or an existing campaign directory (its recorded spec).
-    out: the campaign directory (see campaign_directory). config: how to run it (ExecutionConfig: executor
-    'local' or 'dask', which without a scheduler address starts a LocalCluster of n_workers processes; n_workers
-    default default_workers; torch threads per run; retry_failed; status_interval_s); `settings` (its field
-    names) override it. progress: a tqdm bar over runs and, every status_interval_s, a status line.
+    out: the campaign directory (see campaign_directory). config: how to run it (ExecutionConfig; 'dask' without a
+    scheduler address starts a LocalCluster of n_workers processes); `settings` (its field names) override it.
+    progress: a tqdm bar over runs and, every status_interval_s, a status line.
     """
     cfg = ExecutionConfig(**settings) if config is None else replace(config, **settings)
-    executor, n_workers, scheduler_address = cfg.executor, cfg.n_workers, cfg.scheduler_address
-    torch_threads_per_run, retry_failed, status_interval_s = (cfg.torch_threads_per_run, cfg.retry_failed,
-                                                              cfg.status_interval_s)
     from ..md.rundir import RunDirectory
 
     spec, where = campaign_directory(spec_or_dir, out)
@@ -156,33 +141,32 @@ def run_campaign(spec_or_dir, out=None, config: ExecutionConfig | None = None, *
         spec = where.adopt(spec) if spec is not None else where.spec()
         if not new:  # (a new one was checked above: the models are loaded and probed once)
             spec.check_models()  # before any run starts (after the recorded spec has had its say on changes)
-        runs = spec.expand()
-        wanted = (PENDING, INTERRUPTED, RUNNING) + ((FAILED,) if retry_failed else ())
-        to_do = [run for run in runs if run_state(where.run_dir(run.run_id), spec.steps) in wanted]
+        wanted = (PENDING, INTERRUPTED, RUNNING) + ((FAILED,) if cfg.retry_failed else ())
+        to_do = [run for run in spec.expand() if run_state(where.run_dir(run.run_id), spec.steps) in wanted]
         outcomes, stopped = {}, []
         if to_do:
-            workers = n_workers or default_workers(torch_threads_per_run)
-            backend = _DaskBackend(scheduler_address, workers, len(to_do)) if executor == "dask" else None
+            workers = cfg.n_workers or default_workers(cfg.torch_threads_per_run)
+            backend = _DaskBackend(cfg.scheduler_address, workers, len(to_do)) if cfg.executor == "dask" else None
             try:
                 tasks = plan_tasks(where.directory, spec, to_do, backend.workers if backend else workers,
                                    started_alone=lambda run: RunDirectory(where.run_dir(run.run_id)).run_json.is_file(),
                                    n_atoms=_atom_counter(), platform=_platform_name(spec))
                 if backend is None:
                     backend = _LocalBackend(min(workers, len(tasks)))
-                where.record_session({"executor": executor, "workers": backend.workers, "scheduler": backend.address,
+                where.record_session({"executor": cfg.executor, "workers": backend.workers,
+                                      "scheduler": backend.address,
                                       "runs_submitted": sum(len(_members(t)) for t in tasks),
                                       "batches": sum(isinstance(t, BatchSpec) for t in tasks),
                                       "runs_at_once": _runs_at_once(tasks, backend.workers),
-                                      "torch_threads_per_run": torch_threads_per_run})
-                outcomes = _collect(where, spec, tasks, backend, torch_threads_per_run, progress, status_interval_s,
-                                    stopped)
+                                      "torch_threads_per_run": cfg.torch_threads_per_run})
+                outcomes = _collect(where, spec, tasks, backend, cfg.torch_threads_per_run, progress,
+                                    cfg.status_interval_s, stopped)
             finally:
                 if backend is not None:
                     backend.close()
     finally:
         lock.release()
-    submitted = sum(outcomes.values()) if to_do else 0
-    return CampaignResult(where.directory, submitted, outcomes, campaign_status(where.directory), stopped)
+    return CampaignResult(where.directory, sum(outcomes.values()), outcomes, campaign_status(where.directory), stopped)
 
 
 def _collect(where: CampaignDirectory, spec: CampaignSpec, tasks: list, backend, threads: int,
@@ -207,7 +191,7 @@ def _collect(where: CampaignDirectory, spec: CampaignSpec, tasks: list, backend,
     say = tqdm.write if progress else (lambda _msg: None)
     say(f"[campaign {spec.name}] {n_runs} of {len(spec.expand())} runs to do"
         + (f" ({n_runs - len(tasks) + n_batches} of them in {n_batches} replica batches)" if n_batches else "")
-        + f", {backend.workers} tasks at a time ({backend.describe()}); directory {where.directory}")
+        + f", {backend.workers} tasks at a time ({backend.description}); directory {where.directory}")
     next_status = time.monotonic() + status_interval_s
     with tqdm(total=n_runs, unit="run", desc=f"campaign {spec.name}", disable=not progress,
               dynamic_ncols=True) as bar:
@@ -312,14 +296,12 @@ class _LocalBackend:
     with the campaign process (openmlff.core.processes), so a killed campaign leaves no run going on."""
 
     address = None
+    description = "local process pool"
 
     def __init__(self, n_workers: int) -> None:
         self.workers = n_workers
         self.pool = ProcessPoolExecutor(max_workers=n_workers, mp_context=multiprocessing.get_context("spawn"),
                                         initializer=die_with_parent, initargs=(os.getpid(),))
-
-    def describe(self) -> str:
-        return "local process pool"
 
     def submit(self, name: str, function, *args):
         return self.pool.submit(function, *args)
@@ -343,9 +325,7 @@ class _DaskBackend:
             self.client = Client(self.cluster)
         self.address = self.client.scheduler.address
         self.workers = sum(self.client.nthreads().values()) or n_workers
-
-    def describe(self) -> str:
-        return f"Dask scheduler {self.address}"
+        self.description = f"Dask scheduler {self.address}"
 
     def submit(self, name: str, function, *args):
         return self.client.submit(function, *args, pure=False, key=f"openmlff-{name}-{uuid.uuid4().hex[:8]}")

@@ -53,6 +53,7 @@ temperature and seed: `et__frame0120__T500__s1`, stable across re-expansion.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -142,11 +143,11 @@ class RunSpec:
 class CampaignSpec:
     """A declared grid of MD runs (see the module docstring for the file format).
 
-    models: label -> model as named (a file, absolute; a name; or {"potential": ..., options}); starts: DatasetFrames (frames required) or a dict
-    start label -> structure name/file; md: SimulationConfig fields (steps resolved from
-    length_ps); reference: None (default), "start", or DatasetFrames. source: the file it came from.
-    replicas_per_context: md.replicas_per_context (None: the measured default); how runs are executed, not what
-    they are, so it may change in an existing campaign (the batches already planned keep their members).
+    models: label -> model as named (a file, absolute; a name; or {"potential": ..., options}); starts:
+    DatasetFrames (frames required) or start label -> structure name/file; md: SimulationConfig fields (steps
+    resolved from length_ps); reference: None (default), "start", or DatasetFrames; source: the file it came from.
+    replicas_per_context (None: the measured default) is how runs are executed, not what they are: it may change
+    in an existing campaign (planned batches stay).
     """
 
     models: dict[str, str | dict]
@@ -240,19 +241,13 @@ class CampaignSpec:
 
     def expand(self) -> list[RunSpec]:
         """Every run of the grid, in the order models, starts, temperatures, seeds."""
-        runs = []
         is_frame = isinstance(self.starts, DatasetFrames)
-        for model, model_path in self.models.items():
-            for start, where in self.start_labels().items():
-                for temperature in self.temperatures_K:
-                    for seed in self.seeds:
-                        runs.append(RunSpec(
-                            run_id=run_id(model, start, temperature, seed), model=model, model_path=model_path,
-                            start=start, temperature_K=float(temperature), seed=int(seed), md=dict(self.md),
-                            data=self.starts if is_frame else None, frame=int(where) if is_frame else None,
-                            structure=None if is_frame else str(where), reference=self.reference,
-                            trust=self.trust))
-        return runs
+        grid = itertools.product(self.models.items(), self.start_labels().items(), self.temperatures_K, self.seeds)
+        return [RunSpec(run_id=run_id(model, start, temperature, seed), model=model, model_path=model_path,
+                        start=start, temperature_K=float(temperature), seed=int(seed), md=dict(self.md),
+                        data=self.starts if is_frame else None, frame=int(where) if is_frame else None,
+                        structure=None if is_frame else str(where), reference=self.reference, trust=self.trust)
+                for (model, model_path), (start, where), temperature, seed in grid]
 
     @property
     def steps(self) -> int:

@@ -227,23 +227,22 @@ class _Parser:
                 units[key] = raw[key]
         if "frames" in raw and "frames_from_split" in raw:
             raise self.error(where, "give either 'frames' or 'frames_from_split', not both")
-        if "frames" in raw:
-            for key in ("checkpoint", "count"):
-                if key in raw:
-                    raise self.error(f"{where}.{key}", "belongs with 'frames_from_split', not with 'frames'")
-            frames = raw["frames"]
-            if not isinstance(frames, list) or not frames or not all(
-                    isinstance(f, int) and not isinstance(f, bool) and f >= 0 for f in frames):
-                raise self.error(f"{where}.frames", f"expected a non-empty list of frame indices (integers >= 0), got {frames!r}")
-            if len(set(frames)) != len(frames):
-                raise self.error(f"{where}.frames", f"holds a frame twice: {frames}")
-            return {"data": data, "frames": list(frames), **units}
-        if "frames_from_split" not in raw:
-            for key in ("checkpoint", "count"):
-                if key in raw:
-                    raise self.error(f"{where}.{key}", "belongs with 'frames_from_split'")
+        if "frames_from_split" in raw:
+            return self.split_frames(raw, where, data, units)
+        misplaced = [k for k in ("checkpoint", "count") if k in raw]
+        if misplaced:
+            raise self.error(f"{where}.{misplaced[0]}", "belongs with 'frames_from_split'"
+                             + (", not with 'frames'" if "frames" in raw else ""))
+        if "frames" not in raw:
             return {"data": data, "frames": None, **units}
-        return self.split_frames(raw, where, data, units)
+        frames = raw["frames"]
+        if not isinstance(frames, list) or not frames or not all(
+                isinstance(f, int) and not isinstance(f, bool) and f >= 0 for f in frames):
+            raise self.error(f"{where}.frames", "expected a non-empty list of frame indices (integers >= 0), "
+                                                f"got {frames!r}")
+        if len(set(frames)) != len(frames):
+            raise self.error(f"{where}.frames", f"holds a frame twice: {frames}")
+        return {"data": data, "frames": list(frames), **units}
 
     def split_frames(self, raw: dict, where: str, data: str, units: dict) -> dict:
         subset = raw["frames_from_split"]

@@ -105,10 +105,8 @@ class CampaignDirectory:
         return FolderLock(self.directory, "campaign directory (`openmlff campaign run`)", CampaignBusyError).acquire()
 
     def adopt(self, spec: CampaignSpec) -> CampaignSpec:
-        """Record `spec` for this directory: a new campaign, the same one, or the recorded one plus additions.
-
-        CampaignSpecError naming every changed field when `spec` changes more than GROWABLE_FIELDS allow.
-        """
+        """Record `spec` for this directory: a new campaign, the same one, or the recorded one plus additions
+        (CampaignSpecError naming every changed field when `spec` changes more than GROWABLE_FIELDS allow)."""
         now = utc_now()
         entry = {"spec_sha256": spec.sha256(), "spec_file": spec.source, "at": now}
         if not self.exists():
@@ -232,7 +230,10 @@ def _run_progress(run_dir: Path, state: str) -> dict:
         speed = row.get("speed_ns_per_day")
         info["ns_per_day"] = speed if speed and speed > 0 else None
     if state == FAILED:
-        error = _read_json(run_dir / ERROR_FILE) or {}
+        try:
+            error = json.loads((run_dir / ERROR_FILE).read_text()) or {}
+        except (FileNotFoundError, json.JSONDecodeError):
+            error = {}
         info["error"] = f"{error.get('error_type', 'Error')}: {error.get('message', '?')}"
     return info
 
@@ -242,10 +243,9 @@ def _run_progress(run_dir: Path, state: str) -> dict:
 def campaign_status(directory) -> dict:
     """Counts by state, progress in steps, MD speed and estimated time left, and one row per run.
 
-    steps_done counts a finished run in full (a collapsed run has nothing left to do) and an
-    unfinished one by the last step in its state.csv. The time left assumes the runs still to do
-    (pending, running, interrupted) go at the median speed measured so far, as many at once as the
-    last session ran (its workers, times the runs of its replica batches); None until some speed was measured.
+    steps_done counts a finished run in full (a collapsed one has nothing left to do), another by its state.csv.
+    The time left assumes the runs still to do go at the median speed so far, as many at once as the last session
+    ran (replica batches included); None until some speed was measured.
     """
     where = CampaignDirectory(directory)
     document = where.read()
@@ -263,9 +263,9 @@ def campaign_status(directory) -> dict:
     total = steps * len(rows)
     speeds = [r["ns_per_day"] for r in rows if r["ns_per_day"]]
     ns_per_day = statistics.median(speeds) if speeds else None
-    sessions = document.get("sessions") or []
-    workers = int(sessions[-1].get("workers") or 1) if sessions else 1
-    at_once_max = int(sessions[-1].get("runs_at_once") or workers) if sessions else 1  # replica batches: more
+    last_session = (document.get("sessions") or [{}])[-1]
+    workers = int(last_session.get("workers") or 1)
+    at_once_max = int(last_session.get("runs_at_once") or workers)  # replica batches: more
     to_do = [steps - min(r["steps_simulated"], steps) for r in rows if r["state"] in (PENDING, RUNNING, INTERRUPTED)]
     time_left = None
     if ns_per_day and to_do:
@@ -281,7 +281,7 @@ def campaign_status(directory) -> dict:
         "ns_per_day_per_run": ns_per_day, "workers": workers, "runs_at_once": at_once_max,
         "estimated_time_left_s": time_left,
         "executor_active": is_locked(where.directory),
-        "last_session": sessions[-1] if sessions else None, "runs": rows,
+        "last_session": last_session or None, "runs": rows,
     }
 
 
@@ -302,12 +302,11 @@ def format_status(status: dict, runs: bool = True) -> str:
         width = max(len(r["run_id"]) for r in status["runs"])
         lines.append(f"  {'run':<{width}}  {'state':<18}  {'steps':>15}  fate")
         for r in status["runs"]:
+            fate = ""
             if r["state"] == FINISHED_COLLAPSED:
                 fate = f"collapsed at {r['collapse_time_ps']:.4g} ps ({r['collapse_reason']})"
-            elif r["state"] == FAILED:
-                fate = (r["error"] or "").splitlines()[0][:100] if r["error"] else ""
-            else:
-                fate = ""
+            elif r["state"] == FAILED and r["error"]:
+                fate = r["error"].splitlines()[0][:100]
             steps = f"{r['steps_simulated']}/{r['steps_total']}"
             lines.append(f"  {r['run_id']:<{width}}  {r['state']:<18}  {steps:>15}  {fate}".rstrip())
     return "\n".join(lines)
@@ -337,11 +336,3 @@ def _read_summary(run_dir):
         return _run_files(run_dir).read_summary()
     except InputError:
         return None
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(Path(path).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-

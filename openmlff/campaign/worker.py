@@ -1,12 +1,11 @@
 """One campaign run, as executed in a worker process (local pool or Dask worker).
 
-`execute_run` takes the run's lock (so a run is never done by two processes at once, even when a
-killed campaign's Dask tasks are still going), logs the attempt, builds the start (dataset frame or
-structure) and the bond reference, and calls openmlff.md.run_simulation in the run's directory,
-which resumes from its checkpoint or returns a finished run's summary at once. Any exception is
-written to error.json with its traceback and returned as a failed outcome: it never propagates,
-so one bad run does not stop the others. `execute_batch` does the same for the runs of one replica batch
-(openmlff.campaign.batches) through openmlff.md.run_replicas, which takes every member's lock and the batch's.
+`execute_run` takes the run's lock (never two processes on one run, even when a killed campaign's Dask tasks
+still go), logs the attempt, builds the start and the bond reference, and calls openmlff.md.run_simulation in
+the run's directory (resuming, or returning a finished run's summary). Any exception goes to error.json with its
+traceback and is returned as a failed outcome, so one bad run does not stop the others. `execute_batch` does the
+same for a replica batch (openmlff.campaign.batches) through openmlff.md.run_replicas, which takes every
+member's lock and the batch's.
 
 This module imports OpenMM and torch only inside execute_run and execute_batch, after OPENMM_CPU_THREADS is set,
 so the CPU platform of each worker uses as many threads as the run is given.
@@ -71,10 +70,7 @@ def execute_run(run: RunSpec, run_dir: str, torch_threads: int | None = 1) -> di
             error = record_failure(run_dir, run.run_id, exc, traceback.format_exc())
             append_attempt(run_dir, {"event": "failed", "error": error["message"][:500]})
             return {"run_id": run.run_id, "state": FAILED, "error": f"{error['error_type']}: {error['message']}"}
-        state = FINISHED_COLLAPSED if summary.collapsed else FINISHED_STABLE
-        append_attempt(run_dir, {"event": "finished", "state": state, "steps_completed": summary.steps_completed,
-                                 "steps_this_session": summary.steps_this_session})
-        return {"run_id": run.run_id, "state": state, "summary": summary}
+        return _finished(run, run_dir, summary)
     finally:
         lock.release()
 
@@ -123,13 +119,15 @@ def execute_batch(batch: BatchSpec, batch_dir: str, run_dirs: list[str], torch_t
             error = record_failure(d, run.run_id, exc, trace)
             append_attempt(d, {"event": "failed", "batch": batch.batch_id, "error": error["message"][:500]})
         return outcomes(FAILED, error=f"{type(exc).__name__}: {exc}")
-    out = []
-    for run, d, summary in zip(runs, run_dirs, summaries):
-        state = FINISHED_COLLAPSED if summary.collapsed else FINISHED_STABLE
-        append_attempt(d, {"event": "finished", "batch": batch.batch_id, "state": state,
-                           "steps_completed": summary.steps_completed, "steps_this_session": summary.steps_this_session})
-        out.append({"run_id": run.run_id, "state": state, "summary": summary})
-    return out
+    return [_finished(run, d, summary, batch=batch.batch_id) for run, d, summary in zip(runs, run_dirs, summaries)]
+
+
+def _finished(run: RunSpec, run_dir: Path, summary, **extra) -> dict:
+    """The outcome of a run that ended (stable or collapsed), with its line in attempts.jsonl."""
+    state = FINISHED_COLLAPSED if summary.collapsed else FINISHED_STABLE
+    append_attempt(run_dir, {"event": "finished", **extra, "state": state, "steps_completed": summary.steps_completed,
+                             "steps_this_session": summary.steps_this_session})
+    return {"run_id": run.run_id, "state": state, "summary": summary}
 
 
 #: OS errors of the machine, not of the run (a full disk, a spent quota): the run is left where its last checkpoint
@@ -168,9 +166,8 @@ def record_failure(run_dir, run_id: str, exc: BaseException, trace: str) -> dict
 def start_inputs(run: RunSpec):
     """(atomic numbers, starting positions in Å, topology or None, reference frames in Å or None) of a run.
 
-    Reference: the given frames; by default every frame of the starts' dataset (dataset starts) or
-    the starting structure (structure starts; also reference = "start"). At most
-    openmlff.md.start.MAX_REFERENCE_FRAMES frames are kept, evenly strided.
+    Reference: the given frames, by default the starts' dataset (dataset starts) or the starting structure (also
+    reference = "start"); at most openmlff.md.start.MAX_REFERENCE_FRAMES of them, evenly strided.
     """
     from ..md.start import reference_frames
 

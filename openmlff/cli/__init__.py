@@ -77,11 +77,9 @@ def _run(args) -> int:
     """The command's handler; a user error or a file-system error as one line (exit 1), a bug as a traceback."""
     try:
         return int(args.handler(args) or 0)
-    except OpenMLFFError as exc:  # a user error: one line; anything else is a bug and keeps its traceback
-        print(f"openmlff {args.command}: error: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:  # the file system's word, with the path
-        print(f"openmlff {args.command}: error: {describe_os_error(exc)}", file=sys.stderr)
+    except (OpenMLFFError, OSError) as exc:
+        message = exc if isinstance(exc, OpenMLFFError) else describe_os_error(exc)  # an OSError: 'PATH: reason'
+        print(f"openmlff {args.command}: error: {message}", file=sys.stderr)
         return 1
 
 

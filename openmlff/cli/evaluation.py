@@ -88,8 +88,7 @@ def _metrics(args) -> int:
                                                   split_source=args.checkpoint, csv_dir=args.csv_dir,
                                                   plots_dir=args.plots)
     print(f"tables: {', '.join(map(str, tables))}" + (f"; figures: {', '.join(map(str, figures))}" if figures else ""))
-    g = report["global"]
-    u = report["units"]
+    g, u = report["global"], report["units"]
     print(f"{len(report['frames']['dataset_frame'])} frames ({config.frames}): force MAE {g['force_mae']:.3f} "
           f"{u['force']}, max {g['force_max']:.3f} {u['force']}, FNM MAE {g['fnm_mae']:.4f} {u['fnm']}, "
           f"energy MAE {g['energy_mae']:.3f} {u['energy']} -> {args.out}")

@@ -183,9 +183,6 @@ def _export(args) -> int:
 
     if (args.checkpoint is None) == (args.committee is None):
         raise InputError("give either one CHECKPOINT or --committee CHECKPOINT CHECKPOINT ...")
-    if args.committee:
-        path = export_committee(args.committee, args.out, weights=args.weights)
-    else:
-        path = export_checkpoint(args.checkpoint, args.out, weights=args.weights)
-    print(f"wrote {path}")
+    export, source = (export_committee, args.committee) if args.committee else (export_checkpoint, args.checkpoint)
+    print(f"wrote {export(source, args.out, weights=args.weights)}")
     return 0

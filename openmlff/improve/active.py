@@ -1,28 +1,24 @@
 """Active learning: a committee runs MD, the conformations it is least sure of get reference labels, it learns them.
 
-Round 0 trains a committee of K models on the data (training.trainer.train_committee: one split,
-seeds seed..seed+K-1). Every round r then
-  1. exports the committee (export.export_committee) and runs a stability campaign from held-out
-     conformations of the data (the test split, `starts` of them), driven by the committee mean or, with
-     drive "member", by member 0 alone (a K-th of the cost per step), with the committee's force spread
-     at every report either way (campaign [trust], md/trust.py);
-  2. collects candidates: every reported frame of every run before its collapse (a collapsed run's
-     frames at or after the collapse step are left out), with its largest force spread;
-  3. selects `frames_per_round`: the 4x as many most uncertain candidates, thinned by farthest-point
-     sampling in the inverse-distance descriptor (metrics.conformations), starting from the most
-     uncertain, so that near-duplicates (neighbouring frames of one run) are not labelled twice;
-  4. labels them with the reference method (reference.label_conformations: resumable, one frame per
-     chunk so that every worker has work when a frame takes minutes, as DFT does; frames that fail are
-     left out and counted);
-  5. continues each member on its data plus the new labels (training.start.continue_start), which
-     is round r + 1's committee (`training_workers` members at a time, one thread each).
-The loop stops after `rounds` labelling rounds (the last committee is still run, so every round's
-stability is measured), when the wall-clock budget is spent, or when the share of stable runs did not
-rise over the previous round (`stop_when_not_improving`). Each step's output is a file or folder
-of DIR/round_<r>/ and is reused when it exists, so a killed loop resumes where it was; rounds.json
-records every round: frames added, the labels' cost, the committee's held-out force metrics and
-uncertainty ranking, stability. The labels must be at the data's level of theory (the method is
-recorded beside the data's; a different one is refused unless `allow_other_level`).
+Round 0 trains a committee of K models on the data (training.trainer.train_committee: one split, seeds
+seed..seed+K-1). Every round r then
+  1. exports the committee and runs a stability campaign from `starts` held-out (test split) conformations,
+     driven by the committee mean or, with drive "member", by member 0 alone (a K-th of the cost per step),
+     with the committee's force spread at every report either way (campaign [trust], md/trust.py);
+  2. collects candidates: every reported frame of every run before its collapse, with its largest spread;
+  3. selects `frames_per_round`: the 4x as many most uncertain candidates, thinned by farthest-point sampling
+     in the inverse-distance descriptor (metrics.conformations) from the most uncertain, so that
+     near-duplicates (neighbouring frames of one run) are not labelled twice;
+  4. labels them with the reference method (reference.label_conformations: resumable, one frame per chunk so
+     that every worker has work when a frame takes minutes, as DFT does; failed frames are left out, counted);
+  5. continues each member on its data plus the new labels (training.start.continue_start): round r + 1's
+     committee (`training_workers` members at a time, one thread each).
+The loop stops after `rounds` labelling rounds (the last committee is still measured), when the wall-clock
+budget is spent, or when the share of stable runs did not rise over the previous round
+(`stop_when_not_improving`). Each step's output is a file or folder of DIR/round_<r>/, reused when it exists,
+so a killed loop resumes where it was; rounds.json records every round: frames added, the labels' cost, the
+committee's held-out force metrics and uncertainty ranking, stability. Labels must be at the data's level of
+theory (the method is recorded beside the data's; another is refused unless `allow_other_level`).
 """
 
 from __future__ import annotations
@@ -179,7 +175,8 @@ def measure_committee(r: int, members: list[Path], dataset: Dataset, out: Path, 
     committee = folder / "committee.pt"
     if not committee.exists():
         export_committee(members, committee)
-    split = read_checkpoint(members[0]).split
+    first = read_checkpoint(members[0])
+    split = first.split
     test = dataset.subset(split.test)
     starts = sorted(int(f) for f in np.random.default_rng(0).choice(split.test, size=min(config.starts, split.test.size),
                                                                      replace=False))
@@ -207,9 +204,8 @@ def measure_committee(r: int, members: list[Path], dataset: Dataset, out: Path, 
     stability["share_stable_ci95"] = list(share_stable_interval(stability["n_stable"], stability["n_runs"]))
     held_out = evaluate_model(committee, test, include_frames=False)
     unc = uncertainty_report(committee, test)
-    training = read_checkpoint(members[0]).state
     return {"round": r, "committee": str(committee), "md_driven_by": next(iter(driver)),
-            "training_frames": len(training["split"]["train"]),
+            "training_frames": len(first.state["split"]["train"]),
             "training_wall_s": round(sum(read_checkpoint(m).state["elapsed_s"] for m in members), 1),
             "md_wall_s": round(md_wall, 1),
             "held_out": {"frames": test.n_frames, "force_mae": held_out["force_mae"], "force_max": held_out["force_max"],

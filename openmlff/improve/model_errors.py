@@ -1,9 +1,8 @@
 """A training checkpoint's own force errors on a set of frames, through the exported model MD would run.
 
-The checkpoint is exported to a temporary TorchScript file and evaluated with
-openmlff.metrics.evaluation.evaluate_model, so reweighting and recruiting judge exactly the model
-that `openmlff export` would write (same weights, same float32 path), with the per-frame metrics of
-openmlff.metrics.force_metrics (kcal/mol/Å).
+The checkpoint is exported to a temporary TorchScript file and evaluated with openmlff.metrics.evaluation, so
+reweighting and recruiting judge exactly the model that `openmlff export` would write (same weights, same float32
+path), with the per-frame metrics of openmlff.metrics.force_metrics (kcal/mol/Å).
 """
 
 from __future__ import annotations

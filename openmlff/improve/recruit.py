@@ -1,24 +1,22 @@
 """Recruiting data: pick N labelled frames the model has not seen, where its fine-grained metrics say it is weak.
 
-The pool is any labelled file of the same molecule (atoms in the same order). Frames the model has
-seen are left out: every frame whose positions equal (to 1e-6 Å) a frame of the parent's split
-(training, validation and test: the held-out frames must stay held out) in its recorded training
-data. So `--pool` may be the training data file itself (its unused frames are the pool) or another
-file. The model (exported, as MD runs it) is evaluated on the remaining candidates; the per-frame
+The pool is any labelled file of the same molecule (atoms in the same order), e.g. the training data file
+itself (its unused frames). Frames the model has seen are left out: those whose positions equal (to 1e-6 Å)
+a frame of the parent's split (training, validation and test: held-out frames stay held out) in its recorded
+training data. The model (exported, as MD runs it) is evaluated on the remaining candidates; the per-frame
 score is one of the frame metrics (force_mae by default, kcal/mol/Å). Strategies:
 
   frames    the N candidates with the largest score.
-  clusters  k-means conformation clusters of the candidates (metrics.conformations; k by silhouette,
-            or n_clusters); a frame is bad when its force MAE exceeds the candidates' global force
-            MAE (the ratio-of-bad-points rule). N is shared among clusters in proportion to their
-            bad frames (largest remainders), and within a cluster frames are drawn at random (seeded)
-            from its bad frames first: weak regions, covered broadly rather than by their worst
-            outliers only.
+  clusters  k-means conformation clusters of the candidates (metrics.conformations; k by silhouette, or
+            n_clusters); a frame is bad when its force MAE exceeds the candidates' global force MAE (the
+            ratio-of-bad-points rule). N is shared among clusters in proportion to their bad frames (largest
+            remainders), and drawn at random (seeded) within a cluster, bad frames first: weak regions,
+            covered broadly rather than by their worst outliers only.
   random    N candidates drawn uniformly (seeded): the control.
 
-The chosen frames are written as an openmlff dataset whose provenance records the pool, the pool
-indices, the strategy and the scores, for `openmlff train --continue-from CKPT --add-data FILE`.
-Labels are the pool's own, so no level of theory is mixed.
+The chosen frames are written as an openmlff dataset whose provenance records the pool, the pool indices, the
+strategy and the scores, for `openmlff train --continue-from CKPT --add-data FILE`. Labels are the pool's
+own, so no level of theory is mixed.
 """
 
 from __future__ import annotations

@@ -58,11 +58,9 @@ def check_rule(rule: str, options: dict) -> dict:
 
 def sample_weights(rule: str, frame_force_mae, positions_angstrom=None, global_force_mae: float | None = None,
                    **options) -> tuple[np.ndarray, dict]:
-    """(weights (n_frames,) with mean 1, a JSON-ready summary) by `rule` (module docstring).
-
-    frame_force_mae: the model's per-frame force MAE on the training frames (any one force unit);
-    positions_angstrom (n_frames, n_atoms, 3) and global_force_mae (same unit) are needed by 'clusters'.
-    """
+    """(weights (n_frames,) with mean 1, a JSON-ready summary) by `rule` (module docstring) from frame_force_mae,
+    the model's per-frame force MAE on the training frames (any one force unit); 'clusters' also needs
+    positions_angstrom (n_frames, n_atoms, 3) and global_force_mae (same unit)."""
     params = check_rule(rule, options)
     e = np.asarray(frame_force_mae, dtype=np.float64).reshape(-1)
     if e.size == 0 or not np.all(np.isfinite(e)) or np.any(e < 0):
@@ -118,34 +116,29 @@ class FinetuneConfig:
 
 def finetune(checkpoint, out_dir, config: FinetuneConfig, *, data: Dataset | None = None,
              progress: bool = True) -> TrainingResult:
-    """Fine-tune the model of `checkpoint` with sample weights by config.reweight; writes out_dir/model.ckpt.
-
-    data: the parent's training data (default: the file recorded in the checkpoint). The run takes
-    the parent's settings but learning_rate (default DEFAULT_LR_FRACTION of the parent's),
-    warmup_steps, max_epochs, time_budget_s, seed and torch_threads. Resumes an interrupted
-    fine-tuning in out_dir with the same parent and rule.
-    """
+    """Fine-tune the model of `checkpoint` with sample weights by config.reweight into out_dir/model.ckpt, resuming
+    an interrupted fine-tuning with the same parent and rule there. data: the parent's training data (default: the
+    file its checkpoint records). The parent's settings except learning_rate (default DEFAULT_LR_FRACTION of the
+    parent's), warmup_steps, max_epochs, time_budget_s, seed and torch_threads, which config gives."""
     from ..core.threads import set_threads
 
     parent = read_checkpoint(checkpoint)
-    rule, cfg = config.reweight, config
-    params = check_rule(rule, dict(cfg.reweight_options))
+    params = check_rule(config.reweight, dict(config.reweight_options))
     dataset = data if data is not None else recorded_training_data(parent)
-    set_threads(cfg.torch_threads, atoms_per_call=32 * dataset.n_atoms)
+    set_threads(config.torch_threads, atoms_per_call=32 * dataset.n_atoms)
     check_parent_data(parent, dataset)
     split = parent.split
     train_set = dataset.subset(split.train)
     errors = checkpoint_errors(parent, train_set, progress=progress)
-    weights, summary = sample_weights(rule, errors["frames"]["force_mae"], positions_angstrom=train_set.R,
+    weights, summary = sample_weights(config.reweight, errors["frames"]["force_mae"], positions_angstrom=train_set.R,
                                       global_force_mae=errors["force_mae"], **params)
-    summary["parent_training_force_mae"] = errors["force_mae"]
-    summary["force_unit"] = errors["units"]["force"]
+    summary.update(parent_training_force_mae=errors["force_mae"], force_unit=errors["units"]["force"])
     origin = {"kind": "finetuned", "parent": parent_record(parent), "reweighting": summary}
     base = TrainingConfig.from_dict(parent.config)
-    training = replace(base, learning_rate=cfg.learning_rate or base.learning_rate * DEFAULT_LR_FRACTION,
-                       warmup_steps=cfg.warmup_steps, time_budget_s=cfg.time_budget_s,
-                       max_epochs=cfg.max_epochs if cfg.max_epochs is not None else base.max_epochs,
-                       seed=base.seed if cfg.seed is None else cfg.seed, torch_threads=cfg.torch_threads)
+    training = replace(base, learning_rate=config.learning_rate or base.learning_rate * DEFAULT_LR_FRACTION,
+                       warmup_steps=config.warmup_steps, time_budget_s=config.time_budget_s,
+                       max_epochs=config.max_epochs if config.max_epochs is not None else base.max_epochs,
+                       seed=base.seed if config.seed is None else config.seed, torch_threads=config.torch_threads)
     start = TrainingStart(parent, split, origin, sample_weights=weights)
     return train(dataset, out_dir, training, progress=progress, start=start)
 

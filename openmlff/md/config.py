@@ -116,15 +116,12 @@ class SimulationConfig:
               f"must be one of {list(TRAJECTORY_FORMATS)}, got {self.trajectory_format!r}")
         check(self, self.backend in BACKENDS, "backend", f"must be one of {list(BACKENDS)}, got {self.backend!r}")
         check(self, not self.cuda_graphs or self.backend == "torchforce", "cuda_graphs", "needs backend 'torchforce'")
-        check(self, self.temperature_limit_K is None or self.temperature_limit_K > 0, "temperature_limit_K",
-              f"must be positive or None, got {self.temperature_limit_K}")
-        check(self, self.min_nonbonded_distance_angstrom is None or self.min_nonbonded_distance_angstrom > 0,
-              "min_nonbonded_distance_angstrom", f"must be positive or None, got {self.min_nonbonded_distance_angstrom}")
-        check(self, self.collapse_frames_kept >= 0, "collapse_frames_kept",
-              f"must be >= 0, got {self.collapse_frames_kept}")
-        for name in ("solvate_padding_nm", "pressure_bar", "barostat_interval_steps", "nonbonded_cutoff_nm"):
+        for name in ("temperature_limit_K", "min_nonbonded_distance_angstrom", "solvate_padding_nm", "pressure_bar",
+                     "barostat_interval_steps", "nonbonded_cutoff_nm"):
             value = getattr(self, name)
             check(self, value is None or value > 0, name, f"must be positive or None, got {value}")
+        check(self, self.collapse_frames_kept >= 0, "collapse_frames_kept",
+              f"must be >= 0, got {self.collapse_frames_kept}")
         check(self, self.pressure_bar is None or self.integrator != "verlet", "pressure_bar",
               "NPT needs a thermostat: use integrator langevin_middle or nose_hoover, not verlet")
         check(self, self.torch_threads is None or self.torch_threads >= 1, "torch_threads",
@@ -132,9 +129,8 @@ class SimulationConfig:
 
     @property
     def resolved_temperature_limit_K(self) -> float:
-        if self.temperature_limit_K is not None:
-            return float(self.temperature_limit_K)
-        return default_temperature_limit_K(self.temperature_K)
+        limit = self.temperature_limit_K
+        return default_temperature_limit_K(self.temperature_K) if limit is None else float(limit)
 
     @property
     def openmm_seed(self) -> int:

@@ -26,11 +26,8 @@ class DCDLayout:
 
 
 def read_dcd_layout(path) -> DCDLayout:
-    """Header fields of a DCD file: frame count, atom count and the sizes needed to cut it at a frame.
-
-    openmm.app.DCDFile(append=True) takes the frame count from the header (bytes 8-11), so the
-    header and the file length must agree after a truncation.
-    """
+    """Header fields of a DCD file: frame count, atom count and the sizes needed to cut it at a frame (the header's
+    frame count, bytes 8-11, is what openmm.app.DCDFile(append=True) goes by: it must match the file's length)."""
     with open(path, "rb") as fh:
         head = fh.read(100)
         if len(head) < 100 or struct.unpack("<i", head[:4])[0] != 84 or head[4:8] != b"CORD":
@@ -46,13 +43,10 @@ def read_dcd_layout(path) -> DCDLayout:
 
 
 def truncate_dcd(path, n_frames: int) -> None:
-    """Cut a DCD file to its first `n_frames` frames, fixing the header's frame count and last step.
-
-    ValueError naming the file if it holds fewer complete frames than asked for.
-    """
+    """Cut a DCD file to its first `n_frames` frames, fixing the header's frame count and last step
+    (ValueError naming the file if it holds fewer complete frames)."""
     layout = read_dcd_layout(path)
-    size = os.path.getsize(path)
-    complete = (size - layout.header_bytes) // layout.frame_bytes
+    complete = (os.path.getsize(path) - layout.header_bytes) // layout.frame_bytes
     if complete < n_frames:
         raise InputError(f"{path}: holds {complete} complete frames, but the checkpoint says {n_frames} were written")
     with open(path, "r+b") as fh:
@@ -68,10 +62,7 @@ def truncate_dcd(path, n_frames: int) -> None:
 
 
 def read_dcd_frames(path, start: int = 0, count: int | None = None) -> np.ndarray:
-    """Positions in Å (n, n_atoms, 3) float32 of complete frames start.. of a DCD file written by OpenMM.
-
-    Read directly (mdtraj's DCD reader prints to stdout from C on every file it opens).
-    """
+    """Positions in Å (n, n_atoms, 3) float32 of complete frames start.. of a DCD file written by OpenMM."""
     layout = read_dcd_layout(path)
     complete = (os.path.getsize(path) - layout.header_bytes) // layout.frame_bytes
     count = complete - start if count is None else min(count, complete - start)

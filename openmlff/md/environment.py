@@ -1,25 +1,21 @@
 """What a run's molecule sits in: vacuum, a periodic box, or water (mixed ML/MM); docs/architecture.md
-"Periodic and solvated runs".
+"Periodic and solvated runs" has the details.
 
-- vacuum: the molecule alone, no box (every run before this module; its System is the potential's own).
+- vacuum: the molecule alone, no box (its System is the potential's own).
 - periodic: a structure file with a box (PDB CRYST1) and no solvent: the model on every atom, with OpenMM's
   box handed to it (its neighbour list takes minimum images) and periodic boundary conditions.
 - solvated: water and ions around the molecule, from the structure file (residues HOH/WAT/... and
   monatomic ions are solvent, everything else is the molecule) or made by `--solvate PADDING_NM`
-  (OpenMM's Modeller, TIP3P-FB, neutralised with Na+/Cl-; the new water relaxed around the fixed molecule). The System is mixed ML/MM through openmm-ml's
-  `createMixedSystem` (mechanical embedding): the model on the molecule, amber14 (ff14SB) + TIP3P-FB on
-  the rest, PME; amber14's terms inside the molecule removed, its charges and Lennard-Jones between the
-  molecule and the solvent kept. With the potential `amber14` the same box is all MM (the classical control).
+  (OpenMM's Modeller, TIP3P-FB, neutralised with Na+/Cl-; the new water relaxed around the fixed molecule).
+  openmm-ml's `createMixedSystem` (mechanical embedding): the model on the molecule, amber14 (ff14SB) +
+  TIP3P-FB (rigid water) on the rest, PME; amber14's terms inside the molecule removed, its charges and
+  Lennard-Jones to the solvent kept. With the potential `amber14` the same box is all MM (the classical control).
 
-The molecule keeps openmlff's masses (those of its vacuum runs and of FNM); the solvent has amber14's, water
-rigid (SETTLE), the molecule flexible, and a centre-of-mass motion remover in periodic Systems. Modeller places
-ions at random: it is seeded with the run's seed (Python's random state restored after), so the same inputs
-give the same box. The solvent relaxation runs on the CPU platform with DeterministicForces (without it, PME
-sums differ in the last bits from one Context to the next and the minimiser ends elsewhere); its result is also
-kept in the run directory (solvated_start.npz, no pickles) and later sessions start from that file, so a run
-resumed on another machine (other vector units) starts where it started (its SHA-256 is in run.json's
-environment record, checked on resume). Periodic runs ask every platform that has it for DeterministicForces, for
-the bit-identical resume the vacuum runs have.
+The molecule keeps openmlff's masses (those of its vacuum runs). The same inputs give the same start, bit for
+bit: Modeller's random ion placement is seeded with the run's seed, the solvent relaxation runs on the CPU
+platform with DeterministicForces (PME sums otherwise differ in the last bits between Contexts) and is kept in
+solvated_start.npz (its SHA-256 checked on resume), which later sessions, on any machine, start from; periodic
+runs ask every platform that has it for DeterministicForces, for the bit-identical resume the vacuum runs have.
 """
 
 from __future__ import annotations
@@ -28,6 +24,7 @@ import hashlib
 import json
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import openmm
@@ -35,6 +32,7 @@ import openmm.app as app
 from openmm import unit
 
 from ..core import elements
+from ..core.atomic_io import atomic_write_stream
 from ..core.errors import InputError
 from ..core.units import NM_IN_ANGSTROM
 from .rundir import array_sha256
@@ -92,8 +90,7 @@ class Environment:
             "atomic_numbers": self.atomic_numbers.tolist(),
             "ml_atoms": self.ml_atoms.tolist(),
             "box_nm": self.box_nm.tolist(),
-            "positions_angstrom_sha256": hashlib.sha256(
-                np.ascontiguousarray(self.positions_angstrom, dtype=np.float64).tobytes()).hexdigest(),
+            "positions_angstrom_sha256": array_sha256(self.positions_angstrom),
             "solvate_padding_nm": self.padding_nm,
             "solvent_relaxation": self.solvent_relaxation,
             "n_waters": sum(name in WATER_RESIDUES for name in residues),
@@ -149,7 +146,8 @@ def prepare_environment(structure, config, where: str = "structure", saved=None)
             raise InputError("pressure_bar (NPT) needs a periodic system: a structure with a box (CRYST1) or --solvate")
         return Environment("vacuum", topology, positions, zs, np.arange(len(zs)))
     box_nm = np.array([v.value_in_unit(unit.nanometer) for v in box], dtype=np.float64)
-    _check_box(box_nm, where)
+    if not (np.isfinite(box_nm).all() and np.all(np.diag(box_nm) > 0)):
+        raise InputError(f"{where}: the box (CRYST1) must have positive lengths, got {box_nm.tolist()} nm")
     ml_atoms = np.flatnonzero(~solvent)
     if len(ml_atoms) == 0:
         raise InputError(f"{where}: every residue is solvent; there is no molecule for the model")
@@ -176,16 +174,9 @@ def _whole_molecules(topology: app.Topology, positions_angstrom: np.ndarray, box
         whole.xyz, traj.xyz) else positions_angstrom
 
 
-def _check_box(box_nm: np.ndarray, where: str) -> None:
-    if not (np.isfinite(box_nm).all() and np.all(np.diag(box_nm) > 0)):
-        raise InputError(f"{where}: the box (CRYST1) must have positive lengths, got {box_nm.tolist()} nm")
-
-
 def _solvate(structure, config, saved=None) -> Environment:
     """The molecule in a cube of TIP3P-FB water (OpenMM's Modeller: edge = the molecule's diameter +
     solvate_padding_nm, at least twice the padding)."""
-    if config.solvate_padding_nm <= 0:
-        raise InputError(f"solvate_padding_nm must be positive, got {config.solvate_padding_nm}")
     topology = _with_residues(structure)
     force_field = app.ForceField(*SOLVENT_FORCE_FIELD)
     modeller = app.Modeller(topology, unit.Quantity(structure.positions_angstrom / NM_IN_ANGSTROM, unit.nanometer))
@@ -208,11 +199,8 @@ def _solvate(structure, config, saved=None) -> Environment:
     environment = Environment("solvated", modeller.topology, positions, zs, np.arange(n), box,
                               float(config.solvate_padding_nm))
     environment.inputs_sha256 = _solvation_inputs_sha256(structure, config)
-    kept = _read_solvated_start(saved, environment)
-    if kept is not None:
-        environment.positions_angstrom, environment.solvent_relaxation = kept
-    else:
-        environment.positions_angstrom, environment.solvent_relaxation = _relax_solvent(environment, config)
+    environment.positions_angstrom, environment.solvent_relaxation = (
+        _read_solvated_start(saved, environment) or _relax_solvent(environment, config))
     return environment
 
 
@@ -227,8 +215,6 @@ def _solvation_inputs_sha256(structure, config) -> str:
 
 def save_solvated_start(path, environment: Environment) -> None:
     """Keep a --solvate run's relaxed start (positions Å, float64) beside its run.json (atomic; no pickles)."""
-    from ..core.atomic_io import atomic_write_stream
-
     atomic_write_stream(path, lambda handle: np.savez(
         handle, positions_angstrom=environment.positions_angstrom, atomic_numbers=environment.atomic_numbers,
         inputs_sha256=np.array(environment.inputs_sha256),
@@ -238,8 +224,6 @@ def save_solvated_start(path, environment: Environment) -> None:
 def _read_solvated_start(path, environment: Environment):
     """(positions, relaxation record) from a solvated_start.npz of the same inputs, else None (no file, or
     another molecule, padding or seed: that run's record check then names the difference)."""
-    from pathlib import Path
-
     if path is None or not Path(path).is_file():
         return None
     try:
@@ -307,9 +291,8 @@ def check_box_for_cutoff(environment: Environment, config) -> None:
 
 def build_environment_system(potential, environment: Environment, config) -> openmm.System:
     """The System of a periodic or solvated run (see the module docstring), with the barostat when asked."""
-    kind = getattr(potential, "kind", "")
     name = getattr(potential, "name", "")
-    if kind == "mlff":
+    if getattr(potential, "kind", "") == "mlff":
         system = _model_system(potential, environment, config)
     elif name == "amber14" and environment.solvated:
         system = _mm_system(environment, config)

@@ -19,24 +19,23 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class IntegratorKind:
-    """One integrator: its OpenMM class, ensemble, and whether it uses the temperature and the coupling rate."""
+    """One integrator: its OpenMM class, ensemble and description (all three recorded in run.json)."""
 
     openmm_class: str
     ensemble: str
-    thermostat: bool
     description: str
 
 
 #: Integrator names accepted by SimulationConfig.integrator.
 INTEGRATORS = {
     "langevin_middle": IntegratorKind(
-        "LangevinMiddleIntegrator", "NVT", True,
+        "LangevinMiddleIntegrator", "NVT",
         "Langevin dynamics, BAOAB-type 'middle' splitting; coupling = friction (1/ps)"),
     "nose_hoover": IntegratorKind(
-        "NoseHooverIntegrator", "NVT", True,
+        "NoseHooverIntegrator", "NVT",
         "velocity Verlet with a Nosé–Hoover chain thermostat (chain of 3); coupling = collision frequency (1/ps)"),
     "verlet": IntegratorKind(
-        "VerletIntegrator", "NVE", False,
+        "VerletIntegrator", "NVE",
         "leapfrog Verlet, constant energy; the temperature only sets the initial velocities"),
 }
 

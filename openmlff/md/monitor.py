@@ -60,11 +60,8 @@ class BrokenBond:
         return abs(self.length_angstrom - self.reference_length_angstrom)
 
     def to_dict(self) -> dict:
-        out = asdict(self)
-        out["atoms"] = list(self.atoms)
-        out["elements"] = list(self.elements)
-        out["deviation_angstrom"] = self.deviation_angstrom
-        return out
+        return {**asdict(self), "atoms": list(self.atoms), "elements": list(self.elements),
+                "deviation_angstrom": self.deviation_angstrom}
 
 
 @dataclass(frozen=True)
@@ -93,10 +90,8 @@ class CollapseEvent:
     close_pair: ClosePair | None = None
 
     def to_dict(self) -> dict:
-        out = asdict(self)
-        out["broken_bond"] = None if self.broken_bond is None else self.broken_bond.to_dict()
-        out["close_pair"] = None if self.close_pair is None else self.close_pair.to_dict()
-        return out
+        return {**asdict(self), "broken_bond": None if self.broken_bond is None else self.broken_bond.to_dict(),
+                "close_pair": None if self.close_pair is None else self.close_pair.to_dict()}
 
 
 @dataclass(frozen=True)
@@ -114,11 +109,10 @@ class CheckedFrame:
 class StabilityMonitor:
     """Checks frames of one run against the stability criterion; `check` returns a CollapseEvent or None.
 
-    atomic_numbers (n_atoms,); positions_angstrom (n_atoms, 3): the starting structure, where bonds
-    are found; timestep_fs converts steps to ps; reference_positions_angstrom (n_frames, n_atoms, 3)
-    or (n_atoms, 3): frames whose mean bond lengths are the references (default: the starting
-    structure). min_nonbonded_distance_angstrom None switches that criterion off. `recent_frames`
-    holds the last `frames_kept` checked frames, oldest first.
+    positions_angstrom (n_atoms, 3): the start, where bonds are found; reference_positions_angstrom ((n_frames,)
+    n_atoms, 3): frames whose mean bond lengths are the references (default: the start).
+    min_nonbonded_distance_angstrom None switches that criterion off. `recent_frames`: the last `frames_kept`
+    checked frames, oldest first.
     """
 
     def __init__(
@@ -144,8 +138,7 @@ class StabilityMonitor:
         self.min_nonbonded_distance_angstrom = (
             None if min_nonbonded_distance_angstrom is None else float(min_nonbonded_distance_angstrom))
         self.bonds = elements.find_bonds(self.atomic_numbers, start, tolerance=bond_tolerance)
-        self._i = self.bonds[:, 0]
-        self._j = self.bonds[:, 1]
+        self._i, self._j = self.bonds[:, 0], self.bonds[:, 1]
         self._bond_codes = np.sort(self._i * n + self._j)  # pair (i < j) -> i * n + j
         self.recent_frames: deque[CheckedFrame] = deque(maxlen=max(int(frames_kept), 0))
         self._symbols = elements.symbols(self.atomic_numbers)
@@ -202,14 +195,10 @@ class StabilityMonitor:
                 bad = int(np.argwhere(~np.isfinite(forces))[0][0])
                 return self.event(step, NON_FINITE_FORCES,
                                   f"non-finite force on atom {bad} ({self._symbols[bad]}): {forces[bad].tolist()} kJ/mol/nm")
-        if deviation is not None:
-            event = self._bond_event(step, pos, deviation)
-            if event is not None:
-                return event
-        if self.min_nonbonded_distance_angstrom is not None:
-            event = self._contact_event(step, pos)
-            if event is not None:
-                return event
+        if deviation is not None and (event := self._bond_event(step, pos, deviation)):
+            return event
+        if self.min_nonbonded_distance_angstrom is not None and (event := self._contact_event(step, pos)):
+            return event
         if not np.isfinite(temperature_K) or temperature_K > self.temperature_limit_K:
             return self.event(step, TEMPERATURE,
                               f"temperature {temperature_K:.1f} K exceeds the limit {self.temperature_limit_K:.1f} K")
@@ -265,13 +254,11 @@ class CollapseDetected(Exception):
 
 
 class MonitorReporter:
-    """The StabilityMonitor as an OpenMM reporter.
+    """The StabilityMonitor as an OpenMM reporter; a collapse raises CollapseDetected.
 
-    Every monitor_interval_steps a cheap check from positions and velocities (bonds, contacts,
-    temperature; no model evaluation); every report_interval_steps the full check, with the energy
-    and forces that the reporters due at that step share (one model evaluation). A collapse raises
-    CollapseDetected. A collapse found by a cheap check evaluates the potential energy once, for the
-    record of its frame in collapse_frames.
+    Every monitor_interval_steps a cheap check from positions and velocities (no model evaluation); every
+    report_interval_steps the full check, with the energy and forces that the reporters due then share. A collapse
+    found by a cheap check evaluates the potential energy once, for its frame's record in collapse_frames.
     """
 
     def __init__(self, monitor: StabilityMonitor, masses_dalton, monitor_interval_steps: int,

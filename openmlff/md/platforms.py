@@ -30,18 +30,13 @@ def available_platforms() -> list[str]:
 DEFAULT_CPU_THREADS = "1"
 
 
-def select_platform(
-    name: str | None = None,
-    precision: str | None = None,
-    properties: dict[str, str] | None = None,
-) -> tuple[openmm.Platform, dict[str, str]]:
+def select_platform(name: str | None = None, precision: str | None = None,
+                    properties: dict[str, str] | None = None) -> tuple[openmm.Platform, dict[str, str]]:
     """The OpenMM platform to run on and the properties to create the Context with.
 
-    name: a platform name ('CUDA', 'OpenCL', 'CPU', 'Reference'; case-insensitive) or None for
-    the first available of AUTOMATIC_PLATFORM_ORDER. precision: 'single', 'mixed' or 'double'
-    on platforms with a 'Precision' property (CUDA, OpenCL; default 'mixed'); asking for a
-    precision on a platform without one (CPU, Reference) is an error. properties: further
-    platform properties (e.g. {'Threads': '4'} on CPU, {'DeviceIndex': '1'} on CUDA).
+    name: case-insensitive, or None for the first available of AUTOMATIC_PLATFORM_ORDER. precision: 'single',
+    'mixed' or 'double', only on platforms with a 'Precision' property (CUDA, OpenCL; default 'mixed').
+    properties: further platform properties (e.g. {'Threads': '4'} on CPU, {'DeviceIndex': '1'} on CUDA).
     """
     available = available_platforms()
     if name is None:
@@ -51,16 +46,15 @@ def select_platform(
                 f"none of the automatic platforms {list(AUTOMATIC_PLATFORM_ORDER)} is available; "
                 f"available platforms: {available}")
     else:
-        by_lower = {p.lower(): p for p in available}
-        chosen = by_lower.get(name.strip().lower())
+        chosen = {p.lower(): p for p in available}.get(name.strip().lower())
         if chosen is None:
             raise PlatformError(f"OpenMM platform {name!r} is not available; available platforms: {available}")
     platform = openmm.Platform.getPlatformByName(chosen)
     supported = list(platform.getPropertyNames())
 
     props: dict[str, str] = {}
-    if "Precision" in supported:
-        precision = DEFAULT_GPU_PRECISION if precision is None else precision
+    if precision is None and "Precision" in supported:
+        precision = DEFAULT_GPU_PRECISION
     if precision is not None:
         if precision not in PRECISIONS:
             raise PlatformError(f"unknown precision {precision!r}; expected one of {list(PRECISIONS)}")

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..core import elements
 from ..core.errors import InputError
-from ..core.units import FS_IN_PS, NM_IN_ANGSTROM
+from ..core.units import NM_IN_ANGSTROM
 from ..core.versions import utc_now
 from .config import SimulationConfig
 from .monitor import CollapseDetected, CollapseEvent, MonitorReporter, StabilityMonitor
@@ -48,7 +48,6 @@ class RunRecorder:
         self.paths = paths
         self.structure = structure
         self.system_structure = system_structure if system_structure is not None else structure
-        self.start_angstrom = start_angstrom
         self.on_report = on_report
         self.periodic = atoms is not None
         self.monitor = StabilityMonitor(
@@ -138,7 +137,7 @@ class RunRecorder:
         except CollapseDetected as collapse:
             return collapse.event
         except UntrustedStop:
-            return None  # the trust reporter remembers the stop; nothing to step
+            pass  # the trust reporter remembers the stop; nothing to step
         return None
 
     # -- checkpoints ------------------------------------------------------------------------------
@@ -159,9 +158,6 @@ class RunRecorder:
     def md_wall_s(self) -> float:
         return self.md_wall_before_s + time.perf_counter() - self.session_t0
 
-    def time_ps(self, step: int) -> float:
-        return step * self.config.timestep_fs * FS_IN_PS
-
     # -- the end ----------------------------------------------------------------------------------
 
     def finish(self, step: int, event: CollapseEvent | None, *, session_start_step: int, setup_s: float,
@@ -173,7 +169,7 @@ class RunRecorder:
             stable=event is None,
             steps_completed=int(step),
             steps_requested=int(cfg.steps),
-            simulated_time_ps=self.time_ps(step),
+            simulated_time_ps=self.monitor.time_ps(step),
             collapse_step=collapse.get("step"),
             collapse_time_ps=collapse.get("time_ps"),
             collapse_reason=collapse.get("reason"),

@@ -45,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 import openmm
+import torch
 from openmm import unit
 
 from ..core import elements
@@ -120,7 +121,7 @@ class _Batch:
 
     def __init__(self, potential: ExportedModel, zs, starts, seeds, run_dirs, batch_dir: Path,
                  config: SimulationConfig, topology, reference) -> None:
-        self.potential, self.zs, self.topology, self.reference = potential, zs, topology, reference
+        self.potential, self.zs, self.reference = potential, zs, reference
         self.config = config
         self.n_atoms = len(zs)
         self.masses = elements.masses(zs)
@@ -199,7 +200,7 @@ class _Batch:
         set_threads(cfg.torch_threads, atoms_per_call=self.n_atoms * len(self.paths))
         setup_start = time.perf_counter()
         write_replica_module(self.potential.path, self.n_atoms, self.batch_dir / REPLICA_MODULE)
-        self.module = _load_module(self.batch_dir / REPLICA_MODULE)
+        self.module = torch.jit.load(str(self.batch_dir / REPLICA_MODULE), map_location="cpu").eval()
         loaded = self.checkpointer.load() if self.checkpointer.exists() else None
         if loaded is not None:
             document = loaded[0]
@@ -211,15 +212,14 @@ class _Batch:
         # a collapsed copy is done for good, even while the checkpoint still counts it (the batch's last collapse
         # writes no checkpoint: there is nothing left to run)
         summaries = {k: self.paths[k].read_summary() for k in self.active}
-        to_run = [k for k in self.active if summaries[k] is None or (not summaries[k].collapsed and step < cfg.steps)]
-        if not to_run:
+        if not any(summaries[k] is None or (not summaries[k].collapsed and step < cfg.steps) for k in self.active):
             return [p.read_summary() for p in self.paths]
         for k in range(len(self.paths)):
             if k not in self.active and self.paths[k].read_summary() is None:
                 raise InputError(f"{self.paths[k].directory}: left the batch in {self.batch_dir} (collapsed) but "
                                  "has no summary.json; use a new batch directory")
         self._build_context()
-        for k, record in zip(range(len(self.paths)), records):
+        for k, record in enumerate(records):
             if k in self.active and not self.paths[k].run_json.is_file():
                 record["platform"]["properties_in_effect"] = {
                     name: self.platform.getPropertyValue(self.context, name) for name in self.platform.getPropertyNames()}
@@ -253,20 +253,15 @@ class _Batch:
         self._state = None
 
     def _start_fresh(self) -> None:
-        positions, velocities = [], []
-        for k in self.active:
-            start, velocity = self._lone_start(k)
-            positions.append(start / NM_IN_ANGSTROM)
-            velocities.append(velocity)
-        self.context.setPositions(np.concatenate(positions))
+        starts = [self._lone_start(k) for k in self.active]  # (positions Å, velocities nm/ps) each
+        self.context.setPositions(np.concatenate([start / NM_IN_ANGSTROM for start, _ in starts]))
         warm_up(self.context, self.potential.warmup_evaluations)
-        self.context.setVelocities(np.concatenate(velocities))
+        self.context.setVelocities(np.concatenate([velocity for _, velocity in starts]))
         self.context.setStepCount(0)
         self.context.setTime(0.0)
         for k in self.active:
             self.members[k].start()
-        collapsed = self._report(0, full=True, monitor=True)
-        self._after_checks(0, collapsed, checkpoint=True)
+        self._after_checks(0, self._report(0, full=True, monitor=True), checkpoint=True)
 
     def _lone_start(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Copy k's start (Å) and initial velocities (nm/ps) as its lone run makes them, in a Context of its own:
@@ -292,11 +287,10 @@ class _Batch:
 
         cfg = self.config
         step = int(self.context.getStepCount())
-        session_start = step
         t0 = time.perf_counter()
         for member in self.members.values():
             member.session_t0 = t0
-        self._setup_s, self._session_start = setup_s, session_start
+        self._setup_s, self._session_start = setup_s, step
         self._last_checkpoint = time.perf_counter()
         bar = tqdm(total=cfg.steps, initial=step, unit="step", desc=f"MD x{len(self.active)}", disable=not progress,
                    dynamic_ncols=True)
@@ -337,8 +331,6 @@ class _Batch:
 
     def _energies(self, positions_nm: np.ndarray) -> np.ndarray:
         """The copies' energies (kJ/mol) from the replica module's batched call (the TorchForce gives their sum only)."""
-        import torch
-
         with torch.no_grad():
             return self.module.energies(torch.as_tensor(positions_nm, dtype=torch.float64)).double().numpy()
 
@@ -401,19 +393,10 @@ class _Batch:
 
     def _checkpoint(self, step: int) -> None:
         members = {str(k): self.members[k].marks() for k in self.active}
-        wall = next(iter(self.members[k] for k in self.active)).md_wall_s()
         self.checkpointer.save(self.context, step, {
             "time_ps": step * self.config.timestep_fs * FS_IN_PS, "active": list(self.active), "rebuilds": self.rebuilds,
-            "members": members, "md_wall_time_s": wall})
+            "members": members, "md_wall_time_s": self.members[self.active[0]].md_wall_s()})
         self._last_checkpoint = time.perf_counter()
-
-
-def _load_module(path: Path):
-    import torch
-
-    module = torch.jit.load(str(path), map_location="cpu")
-    module.eval()
-    return module
 
 
 def _batch_seed(seeds, starts) -> int:

@@ -1,13 +1,10 @@
 """What an MD run writes as it goes, as OpenMM reporters: state rows (CSV) and checkpoints; trajectories in
 trajectory.py, the stability monitor in monitor.py.
 
-openmlff's writers follow OpenMM's reporter protocol (`describeNextReport(simulation)`,
-`report(simulation, state)`), so openmm.app.Simulation calls them on schedule next to any reporter
-of the user's own; `report(record)` with a StepRecord also writes one directly. Each writer can
-reopen its file for a resumed run, dropping what was written after the checkpoint, so that a
-resumed run holds every frame and row exactly once, in order. Checkpoints are committed
-atomically: the OpenMM checkpoint is written under a new name, then a small JSON that names it
-replaces the previous one (write, then rename).
+openmlff's writers follow OpenMM's reporter protocol (`describeNextReport(simulation)`, `report(simulation,
+state)`), so openmm.app.Simulation calls them on schedule next to the user's own; `report(record)` with a
+StepRecord writes one directly. Each writer can reopen its file for a resumed run, dropping what was written
+after the checkpoint, so that a resumed run holds every frame and row exactly once, in order.
 """
 
 from __future__ import annotations
@@ -32,6 +29,7 @@ from .state_table import STATE_COLUMNS, UNCERTAINTY_COLUMN, truncate_csv_rows
 
 if TYPE_CHECKING:
     from .rundir import RunDirectory
+
 
 @dataclass
 class StepRecord:
@@ -79,11 +77,7 @@ def temperature_K(kinetic_energy_kJ_per_mol: float, degrees_of_freedom: int) -> 
 
 
 class StepRecords:
-    """The StepRecord of each reported step of one run, built once from the State OpenMM hands its reporters.
-
-    Time is step x timestep; temperature from the kinetic energy and the degrees of freedom; speed over
-    the steps since the previous record; time left at this session's pace (NaN until a step is timed).
-    """
+    """The StepRecord of each reported step of one run, built once from the State OpenMM hands its reporters."""
 
     def __init__(self, timestep_fs: float, degrees_of_freedom: int, steps_requested: int, start_step: int = 0,
                  periodic: bool = False) -> None:
@@ -115,15 +109,15 @@ class StepRecords:
         """The record of `step` from arrays (a stepper without a Simulation: md/replicas.py)."""
         if self._cached is not None and self._cached.step == step:
             return self._cached
-        positions, potential, kinetic = positions_nm, potential_kJ_per_mol, kinetic_kJ_per_mol
         now = time.perf_counter()
         (last_step, last_time), (session_step, session_time) = self._last, self._session
         done = step - session_step
         left = (self.steps_requested - step) * (now - session_time) / done if done > 0 else float("nan")
         self._last = (step, now)
-        self._cached = StepRecord(step=step, time_ps=step * self.timestep_fs * FS_IN_PS, positions_nm=positions,
-                                  potential_energy_kJ_per_mol=potential, kinetic_energy_kJ_per_mol=kinetic,
-                                  temperature_K=temperature_K(kinetic, self.degrees_of_freedom),
+        self._cached = StepRecord(step=step, time_ps=step * self.timestep_fs * FS_IN_PS, positions_nm=positions_nm,
+                                  potential_energy_kJ_per_mol=potential_kJ_per_mol,
+                                  kinetic_energy_kJ_per_mol=kinetic_kJ_per_mol,
+                                  temperature_K=temperature_K(kinetic_kJ_per_mol, self.degrees_of_freedom),
                                   speed_ns_per_day=ns_per_day(step - last_step, self.timestep_fs, now - last_time),
                                   estimated_time_left_s=max(left, 0.0), box_nm=box_nm)
         return self._cached
@@ -186,10 +180,9 @@ class FileBacked:
 class StateCSVReporter(FileBacked, ScheduledReporter):
     """Writes one row of STATE_COLUMNS per report to a CSV file, flushed at once (safe to tail).
 
-    keep_rows=None starts a new file; an integer reopens an existing file cut to its header and
-    first `keep_rows` rows (resume). interval_steps: steps between rows when a Simulation calls it.
-    annotate: a run with a committee (md/trust.py) passes the TrustReporter's annotate, which sets the
-    record's force uncertainty; its maximum over the atoms is then one more column.
+    keep_rows=None starts a new file; an integer reopens an existing file cut to its header and first `keep_rows`
+    rows (resume). annotate: a committee's TrustReporter.annotate (md/trust.py), which sets the record's force
+    uncertainty; its maximum over the atoms is then one more column.
     """
 
     include = ("positions", "energy")
@@ -199,25 +192,17 @@ class StateCSVReporter(FileBacked, ScheduledReporter):
         self.interval_steps = int(interval_steps)
         self.annotate = annotate
         self.columns = STATE_COLUMNS + ((UNCERTAINTY_COLUMN,) if annotate is not None else ())
+        if keep_rows is not None:
+            truncate_csv_rows(self.path, keep_rows, self.columns)
+        self._file = open(self.path, "w" if keep_rows is None else "a", newline="")
+        self._writer = csv.writer(self._file)
+        self.rows_written = keep_rows or 0
         if keep_rows is None:
-            self._file = open(self.path, "w", newline="")
-            self._writer = csv.writer(self._file)
             self._writer.writerow(self.columns)
             self._file.flush()
-            self.rows_written = 0
-        else:
-            truncate_csv_rows(self.path, keep_rows, self.columns)
-            self._file = open(self.path, "a", newline="")
-            self._writer = csv.writer(self._file)
-            self.rows_written = keep_rows
 
     def write(self, record: StepRecord) -> None:
-        row = [
-            record.step, repr(float(record.time_ps)), repr(float(record.potential_energy_kJ_per_mol)),
-            repr(float(record.kinetic_energy_kJ_per_mol)), repr(float(record.total_energy_kJ_per_mol)),
-            repr(float(record.temperature_K)), repr(float(record.speed_ns_per_day)),
-            repr(float(record.estimated_time_left_s)),
-        ]
+        row = [record.step] + [repr(float(getattr(record, name))) for name in STATE_COLUMNS[1:]]  # StepRecord fields
         if self.annotate is not None:
             self.annotate(record)
             row.append(repr(float(np.max(record.force_uncertainty_kcal_per_mol_per_A))))
@@ -228,16 +213,12 @@ class StateCSVReporter(FileBacked, ScheduledReporter):
 
 # --- checkpoints --------------------------------------------------------------------------------
 
-
-
 class Checkpointer:
     """Atomic checkpoints of an OpenMM Context in a run directory.
 
-    `save` writes context.createCheckpoint() (positions, velocities, integrator RNG state, step
-    count) to a file named after the step, then commits by replacing checkpoint.json, which names
-    that file, its SHA-256 and the caller's bookkeeping (step, frames and rows written); older
-    checkpoint files are then removed. A kill at any moment leaves the previous commit intact, and so
-    does a full disk: the failed write leaves no partial file, and the OSError goes to the caller.
+    `save` writes context.createCheckpoint() to a file named after the step, then commits by replacing
+    checkpoint.json (that file's name and SHA-256, the caller's step, frames and rows written) and removes older
+    files. A kill at any moment, or a full disk (its OSError goes to the caller), leaves the previous commit intact.
     """
 
     def __init__(self, run: RunDirectory) -> None:

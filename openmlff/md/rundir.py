@@ -18,7 +18,7 @@ import numpy as np
 from ..core import elements
 from ..core.atomic_io import atomic_write_json
 from ..core.errors import InputError
-from ..core.locks import BusyError, FolderLock, is_locked
+from ..core.locks import BusyError, FolderLock
 from ..core.resume import check_resumable
 from ..core.versions import runtime_versions, utc_now
 from .config import EXTENSIBLE_FIELDS, RESUMABLE_CHANGES, TRAJECTORY_FILES, SimulationConfig
@@ -36,7 +36,6 @@ class RunBusyError(BusyError):
     """Another process is writing this run directory (a second `simulate`, or a campaign worker)."""
 
 
-
 def hdf5_partial_path(path) -> Path:
     """Where an HDF5 trajectory's frames are kept while the run goes on: trajectory.h5 -> trajectory_partial.dcd."""
     path = Path(path)
@@ -47,10 +46,8 @@ def hdf5_partial_path(path) -> Path:
 class RunSummary(Mapping):
     """summary.json of an ended MD run (units in the names; times in ps, lengths in Å).
 
-    Also a read-only mapping with the same keys as the JSON file (`summary["stable"]`), so code and
-    scripts written against the plain dict of openmlff 0.1 keep working, and it compares equal to
-    that dict. collapse_*: None for a stable run; first_broken_bond / closest_nonbonded_pair /
-    collapse_frames: dicts as described in docs/architecture.md "MD run directory"; ns_per_day and
+    Also a read-only mapping equal to the JSON dict (`summary["stable"]`), as openmlff 0.1 returned. collapse_*:
+    None for a stable run; the dicts are described in docs/architecture.md "MD run directory"; ns_per_day and
     wall_time_s: MD wall time behind the kept steps, summed over sessions (setup and lost work excluded).
     """
 
@@ -100,8 +97,8 @@ class RunSummary(Mapping):
     @classmethod
     def from_dict(cls, document: dict, where: str = "summary") -> "RunSummary":
         known = {f.name for f in fields(cls)}
-        missing = [f.name for f in fields(cls) if f.name in ("stable", "steps_completed", "steps_requested",
-                                                              "simulated_time_ps") and f.name not in document]
+        missing = [k for k in ("stable", "steps_completed", "steps_requested", "simulated_time_ps")
+                   if k not in document]
         if missing or not isinstance(document.get("stable"), bool):
             raise InputError(f"{where}: not a run summary (expected the keys stable (true/false), steps_completed, "
                              f"steps_requested, simulated_time_ps; missing {missing})")
@@ -132,6 +129,16 @@ class RunSummary(Mapping):
         return tuple(f.name for f in fields(cls))
 
 
+class _RunFile:
+    """A file of a run folder, by name: RunDirectory(d).state_csv is d / "state.csv"."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, run: RunDirectory | None, owner=None) -> Path:
+        return self if run is None else run.directory / self.name
+
+
 @dataclass(frozen=True)
 class RunDirectory:
     """The files of one MD run folder (trajectory_format picks the trajectory's name)."""
@@ -142,46 +149,20 @@ class RunDirectory:
     def __post_init__(self) -> None:
         object.__setattr__(self, "directory", Path(self.directory))
 
-    @property
-    def run_json(self) -> Path:
-        return self.directory / "run.json"
-
-    @property
-    def summary_json(self) -> Path:
-        return self.directory / "summary.json"
+    run_json = _RunFile("run.json")
+    summary_json = _RunFile("summary.json")
+    topology_pdb = _RunFile(TOPOLOGY_FILE)
+    state_csv = _RunFile("state.csv")
+    collapse_frames = _RunFile("collapse_frames.dcd")
+    trust_state = _RunFile(TRUST_STATE_FILE)
+    untrusted_frames = _RunFile(UNTRUSTED_FRAMES_FILE)
+    #: The relaxed start of a --solvate run (md/environment.py), kept so that every session starts from it.
+    solvated_start = _RunFile("solvated_start.npz")
+    checkpoint_json = _RunFile(CHECKPOINT_JSON)
 
     @property
     def trajectory(self) -> Path:
         return self.directory / TRAJECTORY_FILES[self.trajectory_format]
-
-    @property
-    def topology_pdb(self) -> Path:
-        return self.directory / TOPOLOGY_FILE
-
-    @property
-    def state_csv(self) -> Path:
-        return self.directory / "state.csv"
-
-    @property
-    def collapse_frames(self) -> Path:
-        return self.directory / "collapse_frames.dcd"
-
-    @property
-    def trust_state(self) -> Path:
-        return self.directory / TRUST_STATE_FILE
-
-    @property
-    def untrusted_frames(self) -> Path:
-        return self.directory / UNTRUSTED_FRAMES_FILE
-
-    @property
-    def solvated_start(self) -> Path:
-        """The relaxed start of a --solvate run (md/environment.py), kept so that every session starts from it."""
-        return self.directory / "solvated_start.npz"
-
-    @property
-    def checkpoint_json(self) -> Path:
-        return self.directory / CHECKPOINT_JSON
 
     def checkpoint_file(self, step: int) -> Path:
         return self.directory / f"{CHECKPOINT_PREFIX}{int(step):012d}.chk"
@@ -192,9 +173,6 @@ class RunDirectory:
     def lock(self) -> FolderLock:
         """The one-writer lock of this run (re-entrant in a process); RunBusyError names the holder."""
         return FolderLock(self.directory, "MD run directory", RunBusyError)
-
-    def is_locked(self) -> bool:
-        return is_locked(self.directory)
 
     def read_summary(self) -> RunSummary | None:
         """summary.json, or None while the run has not ended."""
@@ -212,9 +190,7 @@ class RunDirectory:
 
 def array_sha256(array: np.ndarray | None) -> str | None:
     """SHA-256 of an array's float64 bytes (None for None): how run.json records starts and reference frames."""
-    if array is None:
-        return None
-    return hashlib.sha256(np.ascontiguousarray(array, dtype=np.float64).tobytes()).hexdigest()
+    return None if array is None else hashlib.sha256(np.ascontiguousarray(array, np.float64).tobytes()).hexdigest()
 
 
 def run_record(model: dict, zs, start_angstrom, reference, config: SimulationConfig,

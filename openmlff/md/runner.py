@@ -72,30 +72,16 @@ def run_simulation(
     trust: TrustSettings | None = None,
     start_name: str = "structure",
 ) -> RunSummary:
-    """Run (or resume, or extend) MD of one molecule with a potential; returns its RunSummary.
+    """Run (or resume, or extend) MD of one molecule with a potential; returns its RunSummary (md/rundir.py).
 
     model: an exported model file, a potential name ('amber14', 'gaff-2.11', 'gfn2-xtb', 'dft'; see
-    openmlff.potentials) or a Potential.
-
-    positions_angstrom (n_atoms, 3): the starting structure, also where the monitor finds bonds;
-    reference_positions_angstrom (n_frames, n_atoms, 3): frames whose mean bond lengths the monitor
-    compares with (default: the starting structure). topology: written as topology.pdb (default:
-    one residue, bonds from covalent radii). on_report: called with each StepRecord after it is
-    written. reporters: OpenMM reporters of your own (e.g. openmm.app.StateDataReporter), called by the
-    openmm.app.Simulation on their own schedule (after openmlff's writers, before the stability monitor);
-    they see only this session's steps, from the checkpoint on when the run resumes. The monitor stops a
-    collapsed run at once. trust: a committee evaluated at each report (md/trust.py: state.csv's
-    uncertainty column, untrusted frames, an optional stop). start_name: what errors call the start (the
-    structure file it came from). See the module docstring for the files and the resume rules.
-
-    Summary (RunSummary, also a mapping with the keys of summary.json): stable, steps_completed, steps_requested, simulated_time_ps, collapse_step,
-    collapse_time_ps, collapse_reason, collapse_message, first_broken_bond (atoms, elements,
-    reference/current length and deviation in Å), n_broken_bonds, closest_nonbonded_pair (atoms,
-    elements, distance in Å; reason 'nonbonded_contact'), collapse_frames (file, steps, temperatures,
-    energies, largest bond deviations of the frames kept), frames_written, state_rows_written,
-    ns_per_day and wall_time_s (MD wall time behind the kept steps, summed over sessions: setup and
-    work lost to an interruption excluded), setup_time_s, platform, backend, integrator,
-    resumed_from_step, steps_this_session, bonds_monitored, minimization.
+    openmlff.potentials) or a Potential. positions_angstrom (n_atoms, 3): the start, where the monitor finds
+    bonds; reference_positions_angstrom (n_frames, n_atoms, 3): frames whose mean bond lengths the monitor
+    compares with (default: the start). topology: written as topology.pdb (default: one residue, bonds from
+    covalent radii). on_report: called with each StepRecord after it is written. reporters: OpenMM reporters of
+    your own, on their own schedule (after openmlff's writers, before the monitor), seeing only this session's
+    steps. trust: a committee evaluated at each report (md/trust.py). start_name: what errors call the start.
+    See the module docstring for the files and the resume rules.
     """
     config = config or SimulationConfig()
     paths = RunDirectory(Path(out_dir), config.trajectory_format)
@@ -109,9 +95,10 @@ def run_simulation(
     potential = get_potential(model)
     structure = structure_for_run(
         zs, start_angstrom, topology if topology is not None else potential.topology(zs, start_angstrom))
-    environment = prepare_environment(structure, config, where=_where(topology), saved=paths.solvated_start)
+    environment = prepare_environment(structure, config, saved=paths.solvated_start,
+                                      where="structure" if topology is None else "the structure's topology")
     if environment.kind != "vacuum":
-        _check_environment_options(environment, config, trust)
+        _check_environment_options(config, trust)
         check_box_for_cutoff(environment, config)
         zs, start_angstrom = environment.atomic_numbers[environment.ml_atoms], \
             environment.positions_angstrom[environment.ml_atoms]
@@ -159,7 +146,8 @@ def _resume_or_run(paths: RunDirectory, record: dict, config: SimulationConfig, 
 
     set_threads(config.torch_threads, atoms_per_call=len(zs))
     setup_start = time.perf_counter()
-    if environment.kind == "vacuum":
+    vacuum = environment.kind == "vacuum"
+    if vacuum:
         system = potential.build_system(zs, start_angstrom, backend=config.backend,
                                         torch_properties=config.torch_properties, topology=structure.topology)
     else:
@@ -175,7 +163,6 @@ def _resume_or_run(paths: RunDirectory, record: dict, config: SimulationConfig, 
             save_solvated_start(paths.solvated_start, environment)  # before run.json: a run never lacks its start
         atomic_write_json(paths.run_json, record)
 
-    vacuum = environment.kind == "vacuum"
     recorder = RunRecorder(config, paths, zs, start_angstrom, reference, structure,
                            system_structure=None if vacuum else environment.structure(),
                            atoms=None if vacuum else environment.ml_atoms,
@@ -208,11 +195,7 @@ def minimize(context: openmm.Context, start_angstrom: np.ndarray, run_json: Path
     atomic_write_json(run_json, recorded)
 
 
-def _where(topology) -> str:
-    return "structure" if topology is None else "the structure's topology"
-
-
-def _check_environment_options(environment: Environment, config: SimulationConfig, trust) -> None:
+def _check_environment_options(config: SimulationConfig, trust) -> None:
     """Options that periodic and solvated runs do not have (yet)."""
     if trust is not None:
         raise InputError("--committee (trust) is not available in periodic or solvated runs; run the molecule in vacuum")
@@ -224,8 +207,7 @@ def _subset_topology(environment: Environment) -> app.Topology:
     """A Topology of the molecule alone (the ML atoms; no box): collapse frames and the monitor's bonds use it."""
     import mdtraj
 
-    full = mdtraj.Topology.from_openmm(environment.topology)
-    topology = full.subset(environment.ml_atoms.tolist()).to_openmm()
+    topology = mdtraj.Topology.from_openmm(environment.topology).subset(environment.ml_atoms.tolist()).to_openmm()
     topology.setPeriodicBoxVectors(None)
     return topology
 

@@ -23,10 +23,8 @@ UNCERTAINTY_COLUMN = "max_force_uncertainty_kcal_per_mol_per_A"
 
 
 def truncate_csv_rows(path, n_rows: int, columns) -> None:
-    """Keep the header and the first `n_rows` data rows of a CSV file (rewritten atomically).
-
-    ValueError naming the file if its header differs from `columns` or it has fewer rows.
-    """
+    """Keep the header and the first `n_rows` data rows of a CSV file (rewritten atomically); ValueError naming
+    the file if its header differs from `columns` or it has fewer rows."""
     path = Path(path)
     with open(path, newline="") as fh:
         lines = fh.read().splitlines(keepends=True)

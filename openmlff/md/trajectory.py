@@ -39,7 +39,6 @@ from .reporters import FileBacked, ScheduledReporter, StepRecord
 from .rundir import hdf5_partial_path
 
 
-
 @dataclass(frozen=True)
 class TrajectoryMark:
     """How far a trajectory file had been written at a checkpoint: frames, and the file size in bytes."""
@@ -50,17 +49,12 @@ class TrajectoryMark:
 
 class TrajectoryWriter(ScheduledReporter):
     """Base of the format writers (OpenMM reporters, see reporters.py): `report` appends a frame every
-    interval_steps, `mark` says how far the file is written.
-
-    Subclasses open the file in __init__: a new file when `resume_at` is None, else the existing
-    file cut back to `resume_at` (ValueError naming the file if it holds less than that). From a
-    Simulation, a frame whose positions are not finite (a collapse) is not written.
+    interval_steps (not one whose positions are not finite: a collapse), `mark` says how far the file is written.
+    Subclasses open a new file, or the existing one cut back to `resume_at` (ValueError if it holds less).
     """
 
-    format = ""
-
     def __init__(self, path, topology: app.Topology, timestep_fs: float, interval_steps: int,
-                 first_step: int = 0, resume_at: TrajectoryMark | None = None) -> None:
+                 first_step: int = 0) -> None:
         self.path = Path(path)
         self.topology = topology
         self.timestep_fs = float(timestep_fs)
@@ -115,19 +109,14 @@ def open_trajectory(trajectory_format: str, path, topology: app.Topology, timest
 class DCDTrajectoryWriter(FileBacked, TrajectoryWriter):
     """DCD frames through openmm.app.DCDFile (frame k is step first_step + k * interval_steps)."""
 
-    format = "dcd"
-
     def __init__(self, path, topology, timestep_fs, interval_steps, first_step=0, resume_at=None) -> None:
-        super().__init__(path, topology, timestep_fs, interval_steps, first_step, resume_at)
-        if resume_at is None:
-            self._file = open(self.path, "w+b")
-            self._dcd = app.DCDFile(self._file, topology, self._dt, firstStep=first_step, interval=interval_steps)
-        else:
+        super().__init__(path, topology, timestep_fs, interval_steps, first_step)
+        if resume_at is not None:
             truncate_dcd(self.path, resume_at.frames)
-            self._file = open(self.path, "r+b")
-            self._dcd = app.DCDFile(self._file, topology, self._dt, firstStep=first_step, interval=interval_steps,
-                                    append=True)
             self.frames_written = resume_at.frames
+        self._file = open(self.path, "w+b" if resume_at is None else "r+b")
+        self._dcd = app.DCDFile(self._file, topology, self._dt, firstStep=first_step, interval=interval_steps,
+                                append=resume_at is not None)
 
     def _write(self, record: StepRecord) -> None:
         self._dcd.writeModel(record.positions_nm, periodicBoxVectors=_box(record))
@@ -138,35 +127,29 @@ class DCDTrajectoryWriter(FileBacked, TrajectoryWriter):
 class XTCTrajectoryWriter(TrajectoryWriter):
     """XTC frames through openmm.app.XTCFile, which opens, appends and closes the file for each frame."""
 
-    format = "xtc"
-
     def __init__(self, path, topology, timestep_fs, interval_steps, first_step=0, resume_at=None) -> None:
         from openmm.app.internal.xtc_utils import get_xtc_nframes
 
-        super().__init__(path, topology, timestep_fs, interval_steps, first_step, resume_at)
-        if resume_at is None:
+        super().__init__(path, topology, timestep_fs, interval_steps, first_step)
+        if resume_at is not None:  # cut at the checkpoint's byte size, then check the frame count
+            if resume_at.bytes is None:
+                raise InputError(f"{self.path}: an XTC file is cut at a byte size, but the checkpoint records none")
+            size = os.path.getsize(self.path) if self.path.exists() else 0
+            if size < resume_at.bytes:
+                raise InputError(f"{self.path}: holds {size} bytes, but the checkpoint says {resume_at.bytes} were "
+                                 "written")
+            with open(self.path, "r+b") as fh:
+                fh.truncate(resume_at.bytes)
+                os.fsync(fh.fileno())
+            found = get_xtc_nframes(str(self.path).encode()) if resume_at.bytes else 0
+            if found != resume_at.frames:
+                raise InputError(f"{self.path}: holds {found} frames after cutting it at {resume_at.bytes} bytes, "
+                                 f"but the checkpoint says {resume_at.frames}")
+            self.frames_written = resume_at.frames
+        if not self.frames_written:
             self.path.unlink(missing_ok=True)  # XTCFile refuses to overwrite a file
-            self._xtc = app.XTCFile(str(self.path), topology, self._dt, firstStep=first_step, interval=interval_steps)
-            return
-        if resume_at.bytes is None:
-            raise InputError(f"{self.path}: an XTC file is cut at a byte size, but the checkpoint records none")
-        size = os.path.getsize(self.path) if self.path.exists() else 0
-        if size < resume_at.bytes:
-            raise InputError(f"{self.path}: holds {size} bytes, but the checkpoint says {resume_at.bytes} were written")
-        with open(self.path, "r+b") as fh:
-            fh.truncate(resume_at.bytes)
-            os.fsync(fh.fileno())
-        found = get_xtc_nframes(str(self.path).encode()) if resume_at.bytes else 0
-        if found != resume_at.frames:
-            raise InputError(f"{self.path}: holds {found} frames after cutting it at {resume_at.bytes} bytes, "
-                             f"but the checkpoint says {resume_at.frames}")
-        if resume_at.frames == 0:
-            self.path.unlink(missing_ok=True)
-            self._xtc = app.XTCFile(str(self.path), topology, self._dt, firstStep=first_step, interval=interval_steps)
-        else:
-            self._xtc = app.XTCFile(str(self.path), topology, self._dt, firstStep=first_step, interval=interval_steps,
-                                    append=True)
-        self.frames_written = resume_at.frames
+        self._xtc = app.XTCFile(str(self.path), topology, self._dt, firstStep=first_step, interval=interval_steps,
+                                append=self.frames_written > 0)
 
     def _write(self, record: StepRecord) -> None:
         self._xtc.writeModel(record.positions_nm, periodicBoxVectors=_box(record))
@@ -190,18 +173,12 @@ def _hdf5_file_class():
 
 
 class HDF5TrajectoryWriter(TrajectoryWriter):
-    """mdtraj HDF5 trajectory (topology and each frame's time in ps inside), written when the run ends.
-
-    While the run goes on, frames go to a DCD file beside it (`hdf5_partial_path`: trajectory_partial.dcd,
-    readable with topology.pdb), which is as safe to kill as any DCD; `finish` turns it into the HDF5 file
-    (written under a temporary name, then renamed) and removes it. Extending a finished run rebuilds the
-    partial file from the HDF5 file first.
-    """
-
-    format = "hdf5"
+    """mdtraj HDF5 trajectory (topology and each frame's time in ps inside), written by `finish` from the partial
+    DCD kept while the run goes on (`hdf5_partial_path`; see the module docstring). Extending a finished run
+    rebuilds the partial file from the HDF5 file first."""
 
     def __init__(self, path, topology, timestep_fs, interval_steps, first_step=0, resume_at=None) -> None:
-        super().__init__(path, topology, timestep_fs, interval_steps, first_step, resume_at)
+        super().__init__(path, topology, timestep_fs, interval_steps, first_step)
         self._file_class = _hdf5_file_class()
         self.partial_path = hdf5_partial_path(self.path)
         if resume_at is not None and not self.partial_path.exists():

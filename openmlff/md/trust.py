@@ -1,18 +1,16 @@
 """Trust in a run: a committee's force spread at every report, and an alarm before the model is off its data.
 
-A committee file (openmlff.model_file.writer.export_committee), or any two or more models (files, names, models of
-other codes: what potentials.get_potential takes, each evaluated on its own), is evaluated at each reported
-step on the run's positions (whatever model drives the run: one member, the committee mean, or another
-model): the members' force spread per atom, sigma_i = sqrt(mean_k |F_ik - mean_k F_ik|^2), in kcal/mol/Å. Its
-largest value over the atoms goes to state.csv (`max_force_uncertainty_kcal_per_mol_per_A`) and the
-run's summary keeps the maximum over the run. With a threshold, a report whose largest sigma exceeds
-it is untrusted: the summary records `first_untrusted_time_ps`, every untrusted frame is kept in
-`untrusted_frames.npz` (positions Å, steps, times ps, sigma per atom), and with `stop_when_untrusted`
-the run ends there, before it collapses, as `stopped_untrusted` (not a collapse: `stable` stays true).
+A committee file (openmlff.model_file.writer.export_committee), or two or more models (what
+potentials.get_potential takes, each evaluated on its own), is evaluated at each reported step on the run's
+positions, whatever model drives the run: the members' force spread per atom,
+sigma_i = sqrt(mean_k |F_ik - mean_k F_ik|^2), in kcal/mol/Å. Its largest value over the atoms goes to state.csv
+(`max_force_uncertainty_kcal_per_mol_per_A`), the summary keeps the run's maximum. A report whose largest sigma
+exceeds the threshold is untrusted: the summary records `first_untrusted_time_ps`, the frame is kept in
+`untrusted_frames.npz` (positions Å, steps, times ps, sigma per atom), and with `stop_when_untrusted` the run
+ends there, before it collapses, as `stopped_untrusted` (not a collapse: `stable` stays true).
 
-The trust state (every report's largest sigma and the untrusted frames) is saved with each checkpoint
-and cut back to the checkpoint's step on resume, so a resumed run reports what an uninterrupted one
-does. Settings are recorded in run.json under "trust" (absent for runs without a committee).
+The trust state is saved with each checkpoint and cut back to its step on resume, so a resumed run reports what
+an uninterrupted one does. run.json records the settings under "trust" (absent for runs without a committee).
 """
 
 from __future__ import annotations
@@ -21,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..core.atomic_io import atomic_write_stream
 from ..core.config import check_finite
@@ -89,8 +88,6 @@ class TrustReporter(ScheduledReporter):
     frames, and UntrustedStop when the run should end."""
 
     def __init__(self, settings: TrustSettings, atomic_numbers, interval_steps: int, timestep_fs: float) -> None:
-        import torch
-
         self.settings = settings
         self.interval_steps = int(interval_steps)
         self.timestep_fs = float(timestep_fs)
@@ -108,7 +105,6 @@ class TrustReporter(ScheduledReporter):
                 raise InputError(f"{settings.committee}: not a committee file (export one with `openmlff export "
                                  "--committee CKPT ...`, or name two or more models)")
             check_model_atoms(settings.committee, meta, atomic_numbers, structure_name="the run's molecule")
-        self._torch = torch
         self.steps: list[int] = []
         self.max_sigma: list[float] = []
         self.untrusted: list[tuple[int, np.ndarray, np.ndarray]] = []  # (step, positions Å, sigma per atom)
@@ -121,7 +117,7 @@ class TrustReporter(ScheduledReporter):
             forces = np.stack([m.energies_and_forces(self.atomic_numbers, frame)[1][0] for m in self.members])  # eV/Å
             spread = np.sqrt(((forces - forces.mean(axis=0)) ** 2).sum(axis=-1).mean(axis=0))
             return spread * ev_to("kcal/mol")
-        pos = self._torch.as_tensor(np.asarray(positions_nm, dtype=np.float64))
+        pos = torch.as_tensor(np.asarray(positions_nm, dtype=np.float64))
         return self.module.uncertainty(pos).numpy() * _KJ_NM_TO_KCAL_A
 
     def annotate(self, record: StepRecord) -> None:

@@ -8,16 +8,14 @@ the per-frame force metrics (see `force_metrics`) and the ratio of bad points
 
 the share of the cluster's frames whose per-frame force MAE exceeds the global force MAE.
 
-Descriptor: inverse pairwise distances 1/r_ij (1/Å) for all pairs i < j in a fixed order (the
-order of `np.triu_indices`). Frames of one dataset share the atom order, so a fixed order keeps
-all the geometry; it is not invariant to permuting identical atoms, which is not wanted here.
-The descriptor is not standardised: all entries are inverse lengths on the same scale, and
-scaling would blow up the noise of the nearly constant bonded pairs.
+Descriptor: inverse pairwise distances 1/r_ij (1/Å) for all pairs i < j in a fixed order (the order of
+`np.triu_indices`). Frames of one dataset share the atom order, so a fixed order keeps all the geometry; it is not
+invariant to permuting identical atoms, which is not wanted here. The descriptor is not standardised: all entries
+are inverse lengths on the same scale, and scaling would blow up the noise of the nearly constant bonded pairs.
 
-Number of clusters when not given: the k in 2..10 with the largest mean silhouette score, with
-k-means and silhouette both computed on a random subsample of at most 2000 frames; the final
-clustering then runs on all frames with that k. (The silhouette cannot choose k = 1; a dataset
-with fewer than 3 frames gets a single cluster.)
+Number of clusters when not given: the k in 2..10 with the largest mean silhouette score, with k-means and
+silhouette both computed on a random subsample of at most 2000 frames; the final clustering then runs on all frames
+with that k. (The silhouette cannot choose k = 1; a dataset with fewer than 3 frames gets a single cluster.)
 """
 
 from __future__ import annotations
@@ -46,13 +44,9 @@ def _as_positions(R, name: str = "R") -> np.ndarray:
 
 
 def conformation_descriptor(R, atoms=None) -> np.ndarray:
-    """Inverse pairwise distances 1/r_ij in 1/Å, pairs i < j in `np.triu_indices` order: (n_frames, n_pairs).
-
-    R: positions (n_frames, n_atoms, 3) in Å (a single (n_atoms, 3) frame is accepted).
-    atoms: optional indices of the atoms to use (e.g. heavy atoms of a large molecule, which
-    keeps n_pairs = n(n-1)/2 small); default all atoms.
-    Invariant to rotations and translations of each frame.
-    """
+    """Inverse pairwise distances 1/r_ij in 1/Å, pairs i < j in `np.triu_indices` order: (n_frames, n_pairs),
+    invariant to rotations and translations. R: positions (n_frames, n_atoms, 3) in Å, or one (n_atoms, 3) frame;
+    atoms: the atoms to use (default all; e.g. the heavy atoms of a large molecule, to keep n(n-1)/2 small)."""
     pos = _as_positions(R)
     if atoms is not None:
         atoms = np.asarray(atoms, dtype=np.int64)
@@ -72,15 +66,13 @@ def conformation_descriptor(R, atoms=None) -> np.ndarray:
 
 
 def _kmeans(X: np.ndarray, k: int, rng: np.random.Generator, n_init: int = 4, max_iter: int = 300):
-    """Lloyd's k-means from n_init k-means++ starts; returns (labels, centers, inertia) of the best.
+    """Lloyd's k-means from n_init k-means++ starts (Arthur & Vassilvitskii 2007) with scipy's kmeans2; returns
+    (labels, centers, inertia) of the start of lowest inertia (sum of squared distances to the centers).
 
-    scipy's kmeans2 does the k-means++ start (Arthur & Vassilvitskii 2007) and the Lloyd steps.
-    It has no convergence test (it runs `iter` steps) and one start of its own default (10 steps)
-    is measurably less stable: on the 1200 shipped aspirin frames at k = 3, the clusters of 8
-    seeds agree with an adjusted Rand index of 0.75 against 0.998, at a mean inertia of 83.26
-    against 81.78. So it is called one step at a time until no frame changes cluster, and the
-    start of lowest inertia (sum of squared distances to the centers) wins. An empty cluster
-    keeps its previous center (kmeans2's rule).
+    kmeans2 has no convergence test (it runs `iter` steps), and one start of its default 10 steps is measurably
+    less stable (1200 shipped aspirin frames, k = 3: the clusters of 8 seeds agree with an adjusted Rand index of
+    0.75 against 0.998, at a mean inertia of 83.26 against 81.78), so it is stepped until no frame changes
+    cluster. An empty cluster keeps its previous center (kmeans2's rule).
     """
     best = None
     # Identical frames make k-means++'s draw probabilities 0/0 and leave clusters empty: no warnings for those.
@@ -132,14 +124,11 @@ def silhouette_score(X, labels) -> float:
 def cluster_conformations(R, n_clusters: int | None = None, seed: int = 0, *, atoms=None,
                           max_k: int = MAX_K_DEFAULT, silhouette_sample: int = SILHOUETTE_SAMPLE_DEFAULT,
                           n_init: int = 4):
-    """k-means clusters of conformations on `conformation_descriptor` (inverse distances).
-
-    R: positions (n_frames, n_atoms, 3) in Å. n_clusters None: chosen by the silhouette rule of
-    the module docstring (k = 2..max_k on at most `silhouette_sample` frames). Deterministic for
-    a given seed. Returns (labels (n_frames,) int, centers (n_clusters, n_pairs) in 1/Å, info),
-    info a JSON-ready dict: n_clusters, rule, k_candidates and silhouette (when chosen), inertia,
-    cluster_sizes, seed, descriptor, atoms.
-    """
+    """k-means clusters of the conformations R (n_frames, n_atoms, 3) in Å on `conformation_descriptor`,
+    deterministic for a given seed; n_clusters None: the silhouette rule of the module docstring (k = 2..max_k
+    on at most `silhouette_sample` frames). Returns (labels (n_frames,) int, centers (n_clusters, n_pairs) in
+    1/Å, info), info a JSON-ready dict: n_clusters, rule, k_candidates and silhouette (when chosen), inertia,
+    cluster_sizes, seed, descriptor, atoms."""
     X = conformation_descriptor(R, atoms)
     n_frames = len(X)
     rng = np.random.default_rng(seed)
@@ -166,10 +155,8 @@ def cluster_conformations(R, n_clusters: int | None = None, seed: int = 0, *, at
 
 
 def assign_clusters(R, centers, atoms=None) -> np.ndarray:
-    """Index of the nearest cluster center (Euclidean, descriptor space) for each frame of R (Å).
-
-    `centers` and `atoms` must be those of `cluster_conformations`.
-    """
+    """Index of the nearest cluster center (Euclidean, descriptor space) for each frame of R (Å); `centers` and
+    `atoms` must be those of `cluster_conformations`."""
     X = conformation_descriptor(R, atoms)
     centers = np.asarray(centers, dtype=np.float64)
     if centers.ndim != 2 or centers.shape[1] != X.shape[1]:
@@ -179,15 +166,11 @@ def assign_clusters(R, centers, atoms=None) -> np.ndarray:
 
 
 def cluster_force_metrics(frame_metrics: dict, labels, global_force_mae: float) -> dict:
-    """Per-cluster force metrics from per-frame ones (`frame_force_metrics` or the accumulator's).
-
-    For each cluster c present in `labels` (ascending): n_frames; force_mae and fnm_mae = mean of
-    the per-frame values over c (equal to the MAE over c's frames, every frame having the same
-    number of components); force_max and fnm_max = largest per-frame value in c; and
-    ratio_bad_points = share of c's frames with force_mae_f > global_force_mae (strictly).
-    `global_force_mae` must be in the unit of frame_metrics["force_mae"]. Returns (n_clusters,)
-    arrays keyed by metric, plus "cluster" (the labels), global_force_mae and units (copied from
-    frame_metrics when present).
+    """Per-cluster force metrics from per-frame ones (`frame_force_metrics` or the accumulator's), for each
+    cluster c in `labels` (ascending): n_frames; force_mae and fnm_mae = mean of the per-frame values (the MAE
+    over c's frames, which all have the same number of components); force_max and fnm_max = largest per-frame
+    value; ratio_bad_points = share of c's frames with force_mae_f > global_force_mae (strictly, same unit).
+    Returns (n_clusters,) arrays by metric, plus "cluster" (the labels), global_force_mae and frame_metrics' units.
     """
     labels = np.asarray(labels).reshape(-1)
     required = ("force_mae", "fnm_mae", "force_max", "fnm_max")

@@ -1,9 +1,8 @@
 """Evaluate a potential on a dataset, batch by batch, into force metrics.
 
-For an MLFF the potential is the same TorchScript file MD runs with, so the metrics describe exactly
-the model that drives the trajectories; a classical force field or a reference method
-(openmlff.potentials) is evaluated through the same interface. Predictions of one batch at a time go into a
-ForceErrorAccumulator, so memory stays bounded whatever the number of frames.
+For an MLFF the potential is the same TorchScript file MD runs with, so the metrics describe exactly the model
+that drives the trajectories; a classical force field or a reference method (openmlff.potentials) is evaluated
+through the same interface. One batch at a time goes into a ForceErrorAccumulator: memory stays bounded.
 """
 
 from __future__ import annotations

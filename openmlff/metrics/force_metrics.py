@@ -128,11 +128,6 @@ class ForceErrorAccumulator:
         """Frames added so far."""
         return self._n_frames
 
-    @property
-    def has_energies(self) -> bool:
-        """Whether the batches came with energies (decided by the first batch)."""
-        return bool(self._has_energies)
-
     def add(self, F_pred, F_ref, E_pred=None, E_ref=None) -> None:
         """Add a batch: forces (n_frames, n_atoms, 3) in eV/Å, optional energies (n_frames,) in eV.
 
@@ -163,11 +158,9 @@ class ForceErrorAccumulator:
 
     def _energy_error(self, E_pred, E_ref, n_frames: int) -> np.ndarray | None:
         """E_pred - E_ref in eV for a batch, None without energies; checks the batches agree."""
-        given = (E_pred is not None, E_ref is not None)
-        if given[0] != given[1]:
-            missing = "E_ref" if given[0] else "E_pred"
-            raise InputError(f"{missing} is missing: give both E_pred and E_ref (eV) or neither")
-        has = given[0]
+        has = E_pred is not None
+        if has != (E_ref is not None):
+            raise InputError(f"{'E_ref' if has else 'E_pred'} is missing: give both E_pred and E_ref (eV) or neither")
         if self._has_energies is None:
             self._has_energies = has
         elif has != self._has_energies:
@@ -229,9 +222,8 @@ class ForceErrorAccumulator:
         reduced = _reduce_errors(self._abs_sum[column], self._sq_sum[column], self._max_norm[column],
                                  self._inv_mass[column], self._n_frames)
         out = {"index": np.arange(self.n_atoms), "z": self.z.copy(), "element": elements.symbols(self.z)}
-        out.update(_convert(reduced, units.force_from_ev_per_angstrom(force_unit)))
-        out["n_frames"] = self._n_frames
-        out["units"] = {k: v for k, v in metric_units(force_unit).items() if k != "energy"}
+        out.update(_convert(reduced, units.force_from_ev_per_angstrom(force_unit)), n_frames=self._n_frames,
+                   units={k: v for k, v in metric_units(force_unit).items() if k != "energy"})
         return out
 
     def frame_metrics(self, force_unit: str = DEFAULT_FORCE_UNIT, energy_unit: str = DEFAULT_ENERGY_UNIT) -> dict:
@@ -250,8 +242,7 @@ class ForceErrorAccumulator:
         """Everything, JSON-ready (plain floats, ints, lists): the global metrics at the top level
         (as `global_metrics`), plus "elements", "atoms" and, unless include_frames is False, "frames"."""
         out = self.global_metrics(force_unit, energy_unit)
-        out["elements"] = self.element_metrics(force_unit)
-        out["atoms"] = self.atom_metrics(force_unit)
+        out.update(elements=self.element_metrics(force_unit), atoms=self.atom_metrics(force_unit))
         if include_frames:
             out["frames"] = self.frame_metrics(force_unit, energy_unit)
         return jsonable(out)
@@ -265,9 +256,8 @@ def _accumulate(F_pred, F_ref, z, E_pred=None, E_ref=None) -> ForceErrorAccumula
 
 def global_force_metrics(F_pred, F_ref, z, *, E_pred=None, E_ref=None, force_unit: str = DEFAULT_FORCE_UNIT,
                          energy_unit: str = DEFAULT_ENERGY_UNIT) -> dict:
-    """Global force_mae/rmse/max, fnm_mae/rmse/max, energy_mae/rmse (None without energies), n_frames,
-    n_atoms and units, for forces (n_frames, n_atoms, 3) in eV/Å and energies (n_frames,) in eV.
-    Formulas in the module docstring."""
+    """Global force_*, fnm_*, energy_* (None without energies), n_frames, n_atoms and units (module docstring) of
+    forces (n_frames, n_atoms, 3) in eV/Å and energies (n_frames,) in eV."""
     return _accumulate(F_pred, F_ref, z, E_pred, E_ref).global_metrics(force_unit, energy_unit)
 
 

@@ -73,11 +73,9 @@ def _number(value) -> float | None:
 
 
 def evaluation_metric_set(evaluation: Mapping, bad_frame_threshold: float | None = None) -> dict[str, float | None]:
-    """The model-level metric set of one evaluation (names of the module docstring, without a split prefix).
-
-    bad_frame_threshold: in the evaluation's force unit; None leaves bad_frame_share out. The
-    per-frame metrics are used when the evaluation has them ("frames").
-    """
+    """The model-level metric set of one evaluation (names of the module docstring, without a split prefix);
+    bad_frame_threshold in the evaluation's force unit (None leaves bad_frame_share out). The per-frame metrics
+    enter when the evaluation has them ("frames")."""
     glob = _global_section(evaluation)
     missing = [k for k in GLOBAL_METRICS if k not in glob]
     if missing or "elements" not in evaluation:
@@ -99,10 +97,9 @@ def model_metric_sets(evaluations: Mapping[str, Mapping[str, Mapping]],
                       bad_frame_threshold: float | Mapping[str, float] | None = None) -> tuple[dict, dict]:
     """Metric sets of many models on their data splits: ({model: {"<split>.<metric>": value}}, info).
 
-    evaluations: {model: {split: evaluation}} (e.g. splits "train", "val", "test"). bad_frame_threshold:
-    one value for all splits, {split: value}, or None for the median over models of the global force
-    MAE on each split. All evaluations must share units. info: units, thresholds per split,
-    metric_units {name: unit}, definitions.
+    evaluations: {model: {split: evaluation}}, all in the same units. bad_frame_threshold: one value for all
+    splits, {split: value}, or None for the median over models of the global force MAE on each split.
+    info: units, thresholds per split, metric_units {name: unit}, definitions.
     """
     units = None
     for model, splits in evaluations.items():
@@ -153,16 +150,14 @@ def start_conformation_metrics(evaluation: Mapping, positions_angstrom, starts: 
                                start_frames: Mapping[str, int | None] | None = None, n_clusters: int | None = None,
                                n_neighbours: int = DEFAULT_N_NEIGHBOURS, seed: int = 0, atoms=None,
                                match_tolerance_angstrom: float = 1e-6) -> tuple[dict, dict]:
-    """Conformation-level metrics of each starting conformation under one model: ({start_id: metrics}, info).
+    """Conformation-level metrics (module docstring) of each starting conformation under one model:
+    ({start_id: metrics}, info).
 
-    evaluation: the model's evaluate_model result on some frames, with per-frame metrics ("frames");
-    positions_angstrom (n_frames, n_atoms, 3): those frames, in the same order; starts: {start_id:
-    positions (n_atoms, 3) in Å}. start_frames: {start_id: index into the evaluated frames or None};
-    a start not listed is looked up by its positions (every coordinate within
-    match_tolerance_angstrom). n_clusters None: chosen by the silhouette rule of
-    conformations.cluster_conformations; atoms: descriptor atoms (default all). Metric names in the
-    module docstring. info: units, global_force_mae, n_neighbours, clustering (cluster_conformations
-    info) and per start its cluster, frame and neighbour frames.
+    evaluation: the model's evaluate_model result with per-frame metrics on the frames positions_angstrom
+    (n_frames, n_atoms, 3); starts: {start_id: positions (n_atoms, 3) in Å}; start_frames: {start_id: index
+    into the evaluated frames or None}, a start not listed being looked up by its positions (every coordinate
+    within match_tolerance_angstrom). n_clusters and atoms as in conformations.cluster_conformations.
+    info: units, global_force_mae, n_neighbours, clustering and per start its cluster, frame and neighbours.
     """
     frames = evaluation.get("frames")
     if not frames:
@@ -202,10 +197,9 @@ def start_conformation_metrics(evaluation: Mapping, positions_angstrom, starts: 
                             "neighbour_frames": near.tolist()}
     units = dict(frames.get("units") or evaluation.get("units") or {})
     names = list(dict.fromkeys(n for m in metrics.values() for n in m))
-    info = {"units": units, "metric_units": {n: metric_unit(n, units) for n in names}, "global_force_mae": global_mae,
-            "n_neighbours": k_near, "clustering": clustering, "starts": per_start,
-            "definitions": dict(START_METRIC_DEFINITIONS)}
-    return metrics, info
+    return metrics, {"units": units, "metric_units": {n: metric_unit(n, units) for n in names},
+                     "global_force_mae": global_mae, "n_neighbours": k_near, "clustering": clustering,
+                     "starts": per_start, "definitions": dict(START_METRIC_DEFINITIONS)}
 
 
 def _matching_frame(R: np.ndarray, start: np.ndarray, tolerance: float) -> int | None:

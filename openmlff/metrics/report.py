@@ -1,12 +1,11 @@
 """The metrics report: one model evaluated on frames of a dataset, with the frames' conformation clusters.
 
-`metrics_report` is the one writer of this schema, for `openmlff metrics` and the quick start's
-metrics_test.json. Sections: units; global (the global metrics of force_metrics, n_frames
-among them); elements; atoms; frames (per-frame metrics, plus dataset_frame, the frame's index
-in the dataset file, and cluster); model; data (with selection, the frames' label); evaluation;
-clusters ("definition", "info" of cluster_conformations, per-cluster "metrics" of
-cluster_force_metrics against the global force MAE); and for a committee file, uncertainty
-(openmlff.metrics.uncertainty: the members' force spread beside the error, Spearman, calibration).
+`metrics_report` is the one writer of this schema, for `openmlff metrics` and the quick start's metrics_test.json.
+Sections: units; global (the global metrics of force_metrics, n_frames among them); elements; atoms; frames
+(per-frame metrics, plus dataset_frame, the frame's index in the dataset file, and cluster); model; potential;
+data (with selection, the frames' label); evaluation; clusters ("definition", "info" of cluster_conformations,
+per-cluster "metrics" of cluster_force_metrics against the global force MAE); and for a committee file,
+uncertainty (openmlff.metrics.uncertainty: the members' force spread beside the error, Spearman, calibration).
 """
 
 from __future__ import annotations
@@ -24,12 +23,10 @@ _SECTIONS = ("units", "elements", "atoms", "frames", "model", "potential", "data
 def metrics_report(model, dataset, *, frames_label: str = "all", dataset_frames=None, batch_size: int = 32,
                    force_unit: str = DEFAULT_FORCE_UNIT, energy_unit: str = DEFAULT_ENERGY_UNIT,
                    n_clusters: int | None = None, cluster_seed: int = 0, progress: bool = False) -> dict:
-    """Evaluate the model file (or a potential named by openmlff.potentials: 'amber14', 'gfn2-xtb', ...) on `dataset` (the selected frames) and return the JSON-ready metrics report.
-
-    frames_label: how the frames were chosen ("all", "test", "20:60", ...), stored as
-    data.selection. dataset_frames: the frames' indices in the full dataset (default 0..n-1).
-    n_clusters None: chosen by the silhouette rule of openmlff.metrics.conformations;
-    cluster_seed makes the clusters reproducible.
+    """The JSON-ready metrics report of the model file (or a potential named by openmlff.potentials: 'amber14',
+    'gfn2-xtb', ...) on `dataset`, the selected frames: frames_label says how they were chosen ("all", "test",
+    "20:60", ...; data.selection), dataset_frames their indices in the full dataset (default 0..n-1).
+    n_clusters None: the silhouette rule of openmlff.metrics.conformations; cluster_seed makes clusters reproducible.
     """
     from .evaluation import evaluate_model  # loads torch: not at import, so that openmlff.report stays light
 
@@ -58,13 +55,9 @@ def metrics_report(model, dataset, *, frames_label: str = "all", dataset_frames=
 
 
 def add_conformation_clusters(report: dict, positions_angstrom, n_clusters: int | None = None, seed: int = 0) -> dict:
-    """Add a "clusters" section and a per-frame "cluster" label to `report` (changed in place and returned).
-
-    positions_angstrom (n_frames, n_atoms, 3): the evaluated frames, in the order of report["frames"].
-    n_clusters None: chosen by the silhouette rule of openmlff.metrics.conformations. The section
-    holds "info" (n_clusters, rule, sizes, descriptor, ...) and "metrics" (per-cluster force and FNM
-    metrics and ratio_bad_points, against the global force MAE).
-    """
+    """Add a "clusters" section ("info" of cluster_conformations, per-cluster "metrics" of cluster_force_metrics
+    against the global force MAE) and a per-frame "cluster" label to `report`, changed in place and returned.
+    positions_angstrom (n_frames, n_atoms, 3): the evaluated frames, in the order of report["frames"]."""
     frames = report.get("frames")
     if not frames:
         raise InputError("the metrics report has no per-frame metrics; evaluate with include_frames=True")

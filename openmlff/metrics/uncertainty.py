@@ -28,16 +28,12 @@ from .evaluation import predict_batches
 DEFAULT_BINS = 10
 
 
-def is_committee(metadata: dict) -> bool:
-    return bool(metadata.get("committee"))
-
-
 def committee_spread(model_path, positions_angstrom, batch_size: int = 32, force_unit: str = DEFAULT_FORCE_UNIT):
     """(n_frames, n_atoms) members' force spread of a committee file at positions in Å, in `force_unit`."""
     import torch
 
     module, meta = load_exported(model_path)
-    if not is_committee(meta):
+    if not meta.get("committee"):
         raise InputError(f"{model_path}: not a committee (export one with `openmlff export --committee CKPT ...`)")
     R = np.asarray(positions_angstrom, dtype=np.float64)
     factor = units.force_from_ev_per_angstrom(force_unit) / (units.EV_IN_KJ_PER_MOL * units.NM_IN_ANGSTROM)

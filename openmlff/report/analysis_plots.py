@@ -112,10 +112,7 @@ def plot_ramachandran(document: dict, table: dict, path) -> Path:
         x, y = table[f"phi {residue} [deg]"], table[f"psi {residue} [deg]"]
         line = ax.scatter(x, y, s=8, alpha=0.6, label=residue)
         ax.scatter(x[:1], y[:1], marker="x", s=60, color=line.get_facecolor()[0])
-    ax.set_xlim(-180, 180)
-    ax.set_ylim(-180, 180)
-    ax.set_xticks(range(-180, 181, 60))
-    ax.set_yticks(range(-180, 181, 60))
+    ax.set(xlim=(-180, 180), ylim=(-180, 180), xticks=range(-180, 181, 60), yticks=range(-180, 181, 60))
     ax.axhline(0, color="0.8", linewidth=0.8)
     ax.axvline(0, color="0.8", linewidth=0.8)
     ax.set_xlabel("φ [degrees]")

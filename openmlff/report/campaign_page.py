@@ -1,13 +1,12 @@
 """The campaign report: one self-contained HTML page (inline CSS, PNG figures as base64 data URIs, no script).
 
-Sections: notes, force metrics per model, stability per model and per start, the model-level
-correlation table with bootstrap intervals (strongest metric per stability measure highlighted)
-and its interval plot, scatter plots of selected metrics against stability, the conformation
-level (ROC AUC and rank correlations per model, ROC curves), and the collapse diagnoses. The page of
-`openmlff correlate` opens with the answer (runs that held, the best predictor with its interval, the global
-force MAE's rank, the first bonds to break) and folds every table under it. The page
-reads in any browser without openmlff; the numbers behind it are in correlation.json and the CSV
-tables (openmlff.report.correlation_outputs).
+Sections: notes, force metrics per model, stability per model and per start, the model-level correlation table
+with bootstrap intervals (strongest metric per stability measure highlighted) and its interval plot, scatter
+plots of selected metrics against stability, the conformation level (ROC AUC and rank correlations per model,
+ROC curves), and the collapse diagnoses. The page of `openmlff correlate` opens with the answer (runs that held,
+the best predictor with its interval, the global force MAE's rank, the first bonds to break) and folds every
+table under it. It reads in any browser without openmlff; the numbers behind it are in correlation.json and the
+CSV tables (openmlff.report.correlation_outputs).
 """
 
 from __future__ import annotations
@@ -18,9 +17,8 @@ import html
 import math
 from pathlib import Path
 
-from ..core.atomic_io import atomic_write_bytes, atomic_write_text
+from ..core.atomic_io import atomic_write_bytes, atomic_write_text, jsonable
 from ..stability.correlation import MODEL_STABILITY_MEASURES, campaign_answer, strongest_rows
-from ..core.atomic_io import jsonable
 from . import campaign_plots as plots
 
 DEFAULT_SCATTER_METRICS = 4
@@ -106,10 +104,8 @@ def _metrics_section(metrics_table: dict, metric_units: dict) -> str:
     models = list(metrics_table)
     names = list(dict.fromkeys(n for m in metrics_table.values() for n in m))
     header = ["metric [unit]"] + [_e(m) for m in models]
-    rows = []
-    for name in names:
-        unit = metric_units.get(name)
-        rows.append([_e(f"{name} [{unit}]" if unit else name)] + [_fmt(metrics_table[m].get(name)) for m in models])
+    rows = [[_e(f"{name} [{metric_units[name]}]" if metric_units.get(name) else name)]
+            + [_fmt(metrics_table[m].get(name)) for m in models] for name in names]
     return "<h2>Force metrics per model</h2>" + _table(
         header, rows, caption="Metric names: split.metric, split.Element.metric; FNM = force error / atomic mass.")
 
@@ -161,17 +157,13 @@ def _comparisons_section(comparisons: list[dict]) -> str:
 
 def _per_start_section(stability_per_start: dict, figures_dir) -> str:
     header = ["model", "start", "runs", "collapsed", "collapse rate", "mean time to collapse [ps]"]
-    rows = []
-    for model, per_start in stability_per_start.items():
-        for start, entry in per_start.items():
-            n_collapsed = entry.get("n_collapsed")
-            rows.append([_e(model), _e(start), _fmt(entry["n_runs"]), _fmt(n_collapsed),
-                         _fmt(plots.collapse_rate(entry), 3), _fmt(entry.get("mean_time_to_collapse_ps"))])
-    out = "<h2>Stability per starting conformation</h2>" + _table(header, rows, text_columns=2)
-    out += _figure(plots.plot_stability_per_start(stability_per_start), "collapse rate per model and start",
-                   "Collapse rate within the horizon for each model (rows) and starting conformation (columns).",
-                   "stability_per_start", figures_dir)
-    return out
+    rows = [[_e(model), _e(start), _fmt(entry["n_runs"]), _fmt(entry.get("n_collapsed")),
+             _fmt(plots.collapse_rate(entry), 3), _fmt(entry.get("mean_time_to_collapse_ps"))]
+            for model, per_start in stability_per_start.items() for start, entry in per_start.items()]
+    return "<h2>Stability per starting conformation</h2>" + _table(header, rows, text_columns=2) + _figure(
+        plots.plot_stability_per_start(stability_per_start), "collapse rate per model and start",
+        "Collapse rate within the horizon for each model (rows) and starting conformation (columns).",
+        "stability_per_start", figures_dir)
 
 
 def _model_level_section(table: dict, figures_dir) -> str:
@@ -214,16 +206,12 @@ def select_scatter_data(model_metrics: dict, stability_per_model: dict, model_le
     if baseline in names and baseline not in chosen:
         chosen.append(baseline)
     models = [m for m in model_metrics if m in stability_per_model]
-    panels = []
-    for metric in chosen:
-        for measure in measures:
-            panels.append({
-                "metric": metric, "metric_unit": units.get(metric, ""), "measure": measure,
-                "measure_unit": MODEL_STABILITY_MEASURES.get(measure, ""),
-                "x": [model_metrics[m].get(metric) for m in models],
-                "y": [stability_per_model[m][measure] for m in models], "labels": models,
-                "rho": rho.get((metric, measure))})
-    return panels
+    return [{"metric": metric, "metric_unit": units.get(metric, ""), "measure": measure,
+             "measure_unit": MODEL_STABILITY_MEASURES.get(measure, ""),
+             "x": [model_metrics[m].get(metric) for m in models],
+             "y": [stability_per_model[m][measure] for m in models], "labels": models,
+             "rho": rho.get((metric, measure))}
+            for metric in chosen for measure in measures]
 
 
 def _scatter_section(scatter_data: list[dict], figures_dir) -> str:
@@ -273,9 +261,7 @@ def diagnosis_entry(run_id: str, summary: dict, *, model: str, start: str | None
     model's errors on the bond's atoms when atom_records (openmlff.analysis.atom_error_summary: one record per
     atom with element, fnm_mae, fnm_max, fnm_mae_rank, ...) are given."""
     bond = summary.get("first_broken_bond") or None
-    atoms = []
-    if bond and atom_records:
-        atoms = [atom_records[i] for i in bond["atoms"]]
+    atoms = [atom_records[i] for i in bond["atoms"]] if bond and atom_records else []
     return {"run_id": str(run_id), "model": model, "start": start, "collapse_time_ps": summary.get("collapse_time_ps"),
             "collapse_reason": summary.get("collapse_reason"), "first_broken_bond": bond, "atom_errors": atoms}
 
@@ -348,20 +334,17 @@ def write_campaign_report(out_html, *, title: str, metrics_table: dict, stabilit
                           answer: dict | None = None) -> Path:
     """Write the campaign report to out_html and return its path.
 
-    metrics_table: {model: {metric: value}}; metric_units {metric: unit} for the headers.
-    stability_per_model: {model: stability_of_runs(...)}. stability_per_start: {model: {start: entry}} with
-    entries from per_start_outcomes or stability_of_runs. correlation: the correlation document
-    (its "model_level" table and "conformation_level" {model: table}, see correlation_outputs).
-    scatter_data: panels of campaign_plots.plot_scatter_panels; None chooses them with
-    select_scatter_data. diagnoses: rows from diagnosis_entry. notes: lines shown at the top.
-    comparisons: method-against-control rows (_comparisons_section); survival: add Kaplan-Meier curves.
-    figures_dir: also write every figure there as PNG (the page itself never refers to it).
-    answer: openmlff.stability.correlation.campaign_answer's; the page then opens with it and folds every table below.
+    metrics_table: {model: {metric: value}}; metric_units {metric: unit} for the headers. stability_per_model:
+    {model: stability_of_runs(...)}; stability_per_start: {model: {start: entry}}, entries of per_start_outcomes
+    or stability_of_runs. correlation: the correlation document (see correlation_outputs). scatter_data: panels
+    of campaign_plots.plot_scatter_panels (None: chosen by select_scatter_data). diagnoses: rows of
+    diagnosis_entry. notes: lines shown at the top. comparisons: method-against-control rows; survival: add
+    Kaplan-Meier curves. figures_dir: also write every figure there as PNG (the page never refers to it).
+    answer: campaign_answer's (openmlff.stability.correlation); the page then opens with it and folds every table.
     """
-    out_html = Path(out_html)
     figures_dir = Path(figures_dir) if figures_dir is not None else None
-    units = dict(metric_units or (correlation or {}).get("metric_units") or {})
     correlation = correlation or {}
+    units = dict(metric_units or correlation.get("metric_units") or {})
     model_level = correlation.get("model_level")
     if scatter_data is None:
         scatter_data = select_scatter_data(metrics_table, stability_per_model, model_level, metric_units=units)

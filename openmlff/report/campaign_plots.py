@@ -103,11 +103,11 @@ def plot_stability_per_start(stability_per_start: dict) -> Figure:
     """Heat map of the collapse rate: models (rows) x starting conformations (columns), runs counted in cells."""
     models = list(stability_per_start)
     starts = list(dict.fromkeys(s for per in stability_per_start.values() for s in per))
+    cells = [(i, j, per_start[start]) for i, per_start in enumerate(stability_per_start.values())
+             for j, start in enumerate(starts) if start in per_start]
     rate = np.full((len(models), len(starts)), np.nan)
-    for i, model in enumerate(models):
-        for j, start in enumerate(starts):
-            if start in stability_per_start[model]:
-                rate[i, j] = collapse_rate(stability_per_start[model][start])
+    for i, j, entry in cells:
+        rate[i, j] = collapse_rate(entry)
     fig = new_figure(max(5.0, 1.8 + 0.42 * len(starts)), 1.6 + 0.42 * len(models))
     ax = fig.subplots()
     image = ax.imshow(np.ma.masked_invalid(rate), cmap="RdYlGn_r", vmin=0, vmax=1, aspect="auto")
@@ -116,21 +116,17 @@ def plot_stability_per_start(stability_per_start: dict) -> Figure:
     ax.set_xlabel("starting conformation")
     ax.set_title("Collapse rate per model and start")
     if rate.size <= _MAX_ANNOTATED_CELLS:
-        for i, model in enumerate(models):
-            for j, start in enumerate(starts):
-                entry = stability_per_start[model].get(start)
-                if entry is not None:
-                    dark = rate[i, j] > 0.8 or rate[i, j] < 0.15  # ends of the colour map
-                    ax.text(j, i, f"{rate[i, j]:.2f}\n(n={entry['n_runs']})", ha="center", va="center", fontsize=7,
-                            color="white" if dark else "black")
+        for i, j, entry in cells:
+            dark = rate[i, j] > 0.8 or rate[i, j] < 0.15  # ends of the colour map
+            ax.text(j, i, f"{rate[i, j]:.2f}\n(n={entry['n_runs']})", ha="center", va="center", fontsize=7,
+                    color="white" if dark else "black")
     fig.colorbar(image, ax=ax, label="collapse rate (fraction of runs)")
     return fig
 
 
-def plot_correlation_intervals(rows: list[dict], highlight: set[int] | None = None, key: str = "spearman") -> Figure:
-    """Spearman rho (or Kendall tau, key="kendall") of each metric with its bootstrap interval, one panel per
-    stability measure, metrics sorted by the coefficient; rows in `highlight` (indices into rows) in orange."""
-    stat = "spearman_rho" if key == "spearman" else "kendall_tau"
+def plot_correlation_intervals(rows: list[dict], highlight: set[int] | None = None) -> Figure:
+    """Spearman rho of each metric with its bootstrap interval, one panel per stability measure, metrics sorted
+    by rho; rows in `highlight` (indices into rows) in orange."""
     measures = list(dict.fromkeys(row["stability_measure"] for row in rows))
     highlight = highlight or set()
     n_metrics = max(1, max(sum(r["stability_measure"] == m for r in rows) for m in measures))
@@ -138,17 +134,17 @@ def plot_correlation_intervals(rows: list[dict], highlight: set[int] | None = No
     axes = np.atleast_1d(fig.subplots(1, len(measures), squeeze=False)[0])
     for ax, measure in zip(axes, measures):
         chosen = [(k, r) for k, r in enumerate(rows) if r["stability_measure"] == measure]
-        chosen.sort(key=lambda kr: kr[1][stat] if _finite(kr[1][stat]) else math.inf)
+        chosen.sort(key=lambda kr: kr[1]["spearman_rho"] if _finite(kr[1]["spearman_rho"]) else math.inf)
         for y, (k, r) in enumerate(chosen):
             colour = HIGHLIGHT_COLOUR if k in highlight else NEUTRAL_COLOUR
-            if _finite(r[f"{key}_ci_low"]):
-                ax.plot([r[f"{key}_ci_low"], r[f"{key}_ci_high"]], [y, y], color=colour, linewidth=1.5)
-            if _finite(r[stat]):
-                ax.plot(r[stat], y, "o", color=colour, markersize=5)
+            if _finite(r["spearman_ci_low"]):
+                ax.plot([r["spearman_ci_low"], r["spearman_ci_high"]], [y, y], color=colour, linewidth=1.5)
+            if _finite(r["spearman_rho"]):
+                ax.plot(r["spearman_rho"], y, "o", color=colour, markersize=5)
         ax.axvline(0, color="0.5", linewidth=1)
         ax.set_xlim(-1.05, 1.05)
         ax.set_yticks(np.arange(len(chosen)), [r["metric"] for _, r in chosen], fontsize=7)
-        ax.set_xlabel(f"{'Spearman ρ' if key == 'spearman' else 'Kendall τ'} (bootstrap interval)")
+        ax.set_xlabel("Spearman ρ (bootstrap interval)")
         ax.set_title(f"vs {measure}", fontsize=10)
     return fig
 

@@ -11,11 +11,10 @@ The correlation document is a dict with any of these keys (the writer writes wha
     conformation_level     {model: openmlff.stability.correlation.conformation_level_correlation(...)}
     (anything else JSON-able, e.g. settings or the metric-set info)
 
-openmlff.stability.correlation.campaign_correlation builds the whole document from a campaign's runs.
-Files: correlation.json (the whole document, NaN written as null), model_level.csv,
-conformation_level.csv (one block of rows per model, a "model" column first),
-stability_per_model.csv and stability_per_start.csv. CSV rows carry the units in metric_unit /
-stability_unit columns and in the column names; the notes that explain the tables (sign
+openmlff.stability.correlation.campaign_correlation builds the whole document from a campaign's runs. Files:
+correlation.json (the whole document, NaN written as null), model_level.csv, conformation_level.csv (one block of
+rows per model, a "model" column first), stability_per_model.csv and stability_per_start.csv. CSV rows carry the
+units in metric_unit / stability_unit columns and in the column names; the notes that explain the tables (sign
 conventions, interval method) are in correlation.json next to the rows.
 """
 
@@ -48,16 +47,21 @@ STABILITY_COLUMNS = {
     "mean_time_to_collapse [ps]": "mean_time_to_collapse_ps",
     "km_median_time_to_collapse [ps]": "km_median_time_to_collapse_ps", "horizon [ps]": "horizon_ps",
 }
+#: stability_per_start.csv: column name -> key of the per-start entry (plus its model and start).
+STABILITY_PER_START_COLUMNS = {"model": "model", "start": "start", "n_runs": "n_runs", "n_collapsed": "n_collapsed",
+                               "collapse_rate": "collapse_rate",
+                               "mean_time_to_collapse [ps]": "mean_time_to_collapse_ps"}
 
 
 def _nan_for_none(value):
     return math.nan if value is None else value
 
 
-def _columns(rows: list[dict], names, extra: dict | None = None) -> dict[str, list]:
-    """Table columns from row dicts (None as NaN, so numeric columns read back as numbers)."""
-    columns = {name: [_nan_for_none(row.get(name)) for row in rows] for name in names}
-    return {**(extra or {}), **columns}
+def _columns(rows: list[dict], names) -> dict[str, list]:
+    """Table columns from row dicts, `names` the keys or {column name: key} (None as NaN, so numeric columns read
+    back as numbers)."""
+    names = names if isinstance(names, dict) else {name: name for name in names}
+    return {name: [_nan_for_none(row.get(key)) for row in rows] for name, key in names.items()}
 
 
 def write_correlation_tables(result: dict, out_dir) -> dict[str, Path]:
@@ -73,20 +77,15 @@ def write_correlation_tables(result: dict, out_dir) -> dict[str, Path]:
     if rows:
         written[CONFORMATION_LEVEL_CSV] = write_table(out_dir / CONFORMATION_LEVEL_CSV,
                                                       _columns(rows, CONFORMATION_LEVEL_COLUMNS))
-    stability = result.get("stability_per_model") or {}
+    stability = [dict(s, model=model) for model, s in (result.get("stability_per_model") or {}).items()]
     if stability:
-        columns = {"model": list(stability)}
-        columns.update({name: [_nan_for_none(s.get(key)) for s in stability.values()]
-                        for name, key in STABILITY_COLUMNS.items()})
-        written[STABILITY_CSV] = write_table(out_dir / STABILITY_CSV, columns)
-    per_start = [(model, start, entry) for model, starts in (result.get("stability_per_start") or {}).items()
-                 for start, entry in starts.items()]
+        written[STABILITY_CSV] = write_table(out_dir / STABILITY_CSV,
+                                             _columns(stability, {"model": "model", **STABILITY_COLUMNS}))
+    per_start = [dict(entry, model=model, start=start) for model, starts in
+                 (result.get("stability_per_start") or {}).items() for start, entry in starts.items()]
     if per_start:
-        written[STABILITY_PER_START_CSV] = write_table(out_dir / STABILITY_PER_START_CSV, {
-            "model": [m for m, _, _ in per_start], "start": [s for _, s, _ in per_start],
-            "n_runs": [e["n_runs"] for _, _, e in per_start], "n_collapsed": [e["n_collapsed"] for _, _, e in per_start],
-            "collapse_rate": [e["collapse_rate"] for _, _, e in per_start],
-            "mean_time_to_collapse [ps]": [e["mean_time_to_collapse_ps"] for _, _, e in per_start]})
+        written[STABILITY_PER_START_CSV] = write_table(out_dir / STABILITY_PER_START_CSV,
+                                                       _columns(per_start, STABILITY_PER_START_COLUMNS))
     document = dict(result, files=sorted([CORRELATION_JSON, *written]))
     written[CORRELATION_JSON] = atomic_write_json(out_dir / CORRELATION_JSON, jsonable(document, finite=True))
     return written

@@ -39,12 +39,9 @@ def metrics_tables(report: dict) -> dict[str, dict[str, list]]:
                            **{_with_unit(k, units): atoms[k] for k in metric_keys}}
     frames = report.get("frames")
     if frames:
-        n = len(frames["force_mae"])
-        table = {"frame": list(range(n))}
-        for key in ("dataset_frame", "cluster"):
-            if key in frames:
-                table[key] = frames[key]
-        table.update({_with_unit(k, units): frames[k] for k in metric_keys})
+        table = {"frame": list(range(len(frames["force_mae"]))),
+                 **{key: frames[key] for key in ("dataset_frame", "cluster") if key in frames},
+                 **{_with_unit(k, units): frames[k] for k in metric_keys}}
         if "energy_error" in frames:
             table[f"energy_error [{units['energy']}]"] = frames["energy_error"]
         tables["frames.csv"] = table

@@ -36,8 +36,7 @@ def write_table(path, columns: dict) -> Path:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(names)
-    for row in zip(*values):
-        writer.writerow([_cell(v) for v in row])
+    writer.writerows([_cell(v) for v in row] for row in zip(*values))
     return atomic_write_text(path, buffer.getvalue())
 
 

@@ -21,24 +21,21 @@ Statistics (n pairs (x_k, y_k) after dropping pairs with a non-finite value):
         = U / (n_+ n_-), the Mann-Whitney U of the positives' scores: the probability that a
         random positive (a collapse) scores higher than a random negative, ties counted ½.
 
-Confidence intervals are percentile bootstrap intervals: the statistic is recomputed on
-`n_bootstrap` resamples drawn with replacement (pairs for rank correlations; groups, e.g. all
-runs of one starting conformation together, for the ROC AUC), and the interval is the
-((1-c)/2, (1+c)/2) quantiles of the resampled values. A resample on which the statistic is
-undefined (all x or all y equal, a single class) is left out; how many were kept is reported.
-The resamples and the bootstrap distribution come from scipy.stats.bootstrap (paired for the
-rank correlations; the group indices are the resampled sample for the ROC AUC); its own
-interval is not used because it turns NaN as soon as one resample is undefined. Percentile, not
-BCa: BCa's jackknife acceleration is undefined for the same degenerate resamples, and the
-percentile interval is what earlier tables report. All functions are deterministic for a given
-seed. With fewer than 3 finite pairs, or constant x or y, coefficients, p-values and intervals
-are NaN.
+Confidence intervals are percentile bootstrap intervals: the ((1-c)/2, (1+c)/2) quantiles of the
+statistic over `n_bootstrap` resamples drawn with replacement by scipy.stats.bootstrap (pairs for
+rank correlations; groups, e.g. all runs of one starting conformation, for the ROC AUC).
+Resamples on which the statistic is undefined (all x or all y equal, a single class) are left
+out and counted; scipy's own interval is not used, as it turns NaN as soon as one is. Percentile,
+not BCa: BCa's jackknife acceleration is undefined for the same resamples, and earlier tables
+report percentile intervals. Deterministic for a given seed. With fewer than 3 finite pairs, or
+constant x or y, coefficients, p-values and intervals are NaN.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
+from collections import Counter
 from collections.abc import Iterable, Mapping
 
 import numpy as np
@@ -113,12 +110,9 @@ def kendall_tau_b_rows(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
     constant row. Vectorised over pairs for small n, scipy's O(n log n) algorithm row by row for large n."""
     b, n = X.shape
     if n > _KENDALL_VECTORISED_MAX_N:
-        out = np.empty(b)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            for k in range(b):
-                out[k] = stats.kendalltau(X[k], Y[k]).statistic
-        return out
+            return np.array([stats.kendalltau(x, y).statistic for x, y in zip(X, Y)], dtype=np.float64)
     i, j = np.triu_indices(n, k=1)
     out = np.empty(b)
     block = max(1, _ELEMENTS_PER_BLOCK // max(1, i.size))
@@ -151,34 +145,25 @@ def _check_bootstrap_settings(n_bootstrap: int, confidence: float) -> None:
 
 
 def _bootstrap_distribution(data, statistic, n_bootstrap: int, seed: int, paired: bool = False) -> np.ndarray:
-    """The vectorised `statistic(*samples, axis=-1)` on `n_bootstrap` resamples of `data` (scipy.stats.bootstrap).
-
-    scipy draws rng.integers(0, n, (b, n)) for each batch of b resamples (b bounded so that the
-    arrays stay small), from numpy's default_rng(seed). Undefined resamples stay NaN, for
-    `percentile_interval` to leave out.
-    """
-    n = len(data[0])
+    """`statistic(*resamples)`, vectorised over rows (b, n), on `n_bootstrap` resamples of `data` drawn by
+    scipy.stats.bootstrap from default_rng(seed) in batches that keep the arrays small. Undefined resamples stay
+    NaN, for `percentile_interval` to leave out."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", stats.DegenerateDataWarning)  # its interval is NaN with NaN resamples
-        result = stats.bootstrap(data, statistic, n_resamples=int(n_bootstrap), batch=max(1, _ELEMENTS_PER_BLOCK // n),
-                                 vectorized=True, paired=paired, method="percentile",
-                                 random_state=np.random.default_rng(seed))
+        result = stats.bootstrap(data, lambda *samples, axis: statistic(*samples), n_resamples=int(n_bootstrap),
+                                 batch=max(1, _ELEMENTS_PER_BLOCK // len(data[0])), vectorized=True, paired=paired,
+                                 method="percentile", random_state=np.random.default_rng(seed))
     return np.asarray(result.bootstrap_distribution)
 
 
 def rank_correlations(x, y, n_bootstrap: int = DEFAULT_N_BOOTSTRAP, confidence: float = DEFAULT_CONFIDENCE,
                       seed: int = 0) -> dict:
-    """Spearman rho and Kendall tau-b of y against x with p-values and percentile bootstrap intervals.
+    """Spearman rho and Kendall tau-b of y against x (module docstring) with two-sided p-values (scipy.stats
+    spearmanr, kendalltau) and percentile bootstrap intervals over resampled (x, y) pairs.
 
-    rho = Pearson correlation of the average ranks of x and y; tau_b = (n_c - n_d) /
-    sqrt((n_0 - n_x)(n_0 - n_y)) (module docstring). Point estimates and p-values from
-    scipy.stats.spearmanr and kendalltau (two-sided); the interval is the ((1-c)/2, (1+c)/2)
-    quantiles of the statistic over `n_bootstrap` resamples of the (x, y) pairs drawn with
-    replacement, resamples with constant x or y left out. Pairs with a
-    non-finite value are dropped first (n_dropped). Returns a JSON-ready dict: n, n_dropped,
-    spearman_rho, spearman_p, spearman_ci_low, spearman_ci_high, kendall_tau, kendall_p,
-    kendall_ci_low, kendall_ci_high, n_bootstrap, n_bootstrap_valid (resamples on which rho was
-    defined), confidence. NaN where undefined (n < 3, or x or y constant).
+    Pairs with a non-finite value are dropped first (n_dropped). Returns a JSON-ready dict: n, n_dropped,
+    spearman_rho, spearman_p, spearman_ci_low, spearman_ci_high, kendall_tau, kendall_p, kendall_ci_low,
+    kendall_ci_high, n_bootstrap, n_bootstrap_valid (resamples on which rho was defined), confidence.
     """
     _check_bootstrap_settings(n_bootstrap, confidence)
     x, y, dropped = _finite_pairs(x, y)
@@ -197,9 +182,8 @@ def rank_correlations(x, y, n_bootstrap: int = DEFAULT_N_BOOTSTRAP, confidence: 
                kendall_tau=float(kendall.statistic), kendall_p=float(kendall.pvalue))
     if n_bootstrap:
         # One seed for both: rho and tau come from the same resampled pairs.
-        rho = _bootstrap_distribution((x, y), lambda X, Y, axis: spearman_rows(X, Y), n_bootstrap, seed, paired=True)
-        tau = _bootstrap_distribution((x, y), lambda X, Y, axis: kendall_tau_b_rows(X, Y), n_bootstrap, seed,
-                                     paired=True)
+        rho = _bootstrap_distribution((x, y), spearman_rows, n_bootstrap, seed, paired=True)
+        tau = _bootstrap_distribution((x, y), kendall_tau_b_rows, n_bootstrap, seed, paired=True)
         low, high, valid = percentile_interval(rho, confidence)
         out.update(spearman_ci_low=low, spearman_ci_high=high, n_bootstrap_valid=valid)
         low, high, _ = percentile_interval(tau, confidence)
@@ -224,13 +208,9 @@ def _scores_and_labels(scores, labels) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 
 def roc_auc(scores, labels) -> float:
-    """ROC AUC of `scores` for the positive class of `labels` (True/1), Mann-Whitney form, ties counted 1/2.
-
-    AUC = U / (n_+ n_-), U the Mann-Whitney statistic of the positives' scores against the
-    negatives' (scipy.stats.mannwhitneyu, average ranks for ties): equal to the pair formula of the
-    module docstring. Samples with a non-finite score are dropped. NaN when there are no
-    positives or no negatives.
-    """
+    """ROC AUC of `scores` for the positive class of `labels` (True/1): U / (n_+ n_-), U from
+    scipy.stats.mannwhitneyu, i.e. the pair formula of the module docstring with ties counted 1/2.
+    Samples with a non-finite score are dropped; NaN without positives or without negatives."""
     s, y, _ = _scores_and_labels(scores, labels)
     n_pos, n_neg = int(y.sum()), int((~y).sum())
     if n_pos == 0 or n_neg == 0:
@@ -241,13 +221,10 @@ def roc_auc(scores, labels) -> float:
 
 
 def roc_curve(scores, labels) -> dict:
-    """The ROC curve: for each threshold t (the distinct scores from the largest down, after +inf),
-    fpr = share of negatives with score >= t, tpr = share of positives with score >= t.
-
-    Starts at (0, 0) and ends at (1, 1); the trapezoid area under it equals `roc_auc` (tied
-    scores give a diagonal segment, the ½ of the tie rule). Returns {"fpr", "tpr", "thresholds"}
-    as arrays; ValueError without positives or negatives.
-    """
+    """The ROC curve {"fpr", "tpr", "thresholds"} (arrays): for each threshold t (+inf, then the distinct scores
+    from the largest down) the shares of negatives (fpr) and positives (tpr) with score >= t. From (0, 0) to
+    (1, 1); its trapezoid area is `roc_auc` (tied scores give a diagonal segment, the ½ of the tie rule).
+    InputError without positives or negatives."""
     s, y, _ = _scores_and_labels(scores, labels)
     pos, neg = np.sort(s[y]), np.sort(s[~y])
     if pos.size == 0 or neg.size == 0:
@@ -291,7 +268,7 @@ def roc_auc_bootstrap(scores, labels, groups=None, n_bootstrap: int = DEFAULT_N_
     pos, neg = np.flatnonzero(e_label), np.flatnonzero(~e_label)
     K = (np.sign(e_score[pos][:, None] - e_score[neg][None, :]) + 1.0) / 2.0  # (P, N): 1, ½, 0
 
-    def weighted_auc(idx, axis):
+    def weighted_auc(idx):
         """AUC* of each row of resampled group indices (b, n_groups)."""
         b = idx.shape[0]
         counts = np.bincount((idx + n_groups * np.arange(b)[:, None]).ravel(), minlength=b * n_groups)
@@ -333,11 +310,9 @@ def model_level_correlation(model_metrics: Mapping[str, Mapping[str, float]],
                             confidence: float = DEFAULT_CONFIDENCE, seed: int = 0) -> dict:
     """Each metric of the models against each stability measure: one row per (metric, measure).
 
-    model_metrics: {model: {metric name: value}} (e.g. from openmlff.metrics.metric_sets.model_metric_sets);
-    model_stability: {model: stability dict} with the `measures` as keys (see
-    openmlff.stability.runs.stability_of_runs). Models present in both are used; a metric a
-    model lacks (or None/NaN) leaves that model out of that metric's rows. Each row: metric,
-    metric_unit, stability_measure, stability_unit and the entries of `rank_correlations`.
+    model_metrics: {model: {metric: value}} (metric_sets.model_metric_sets); model_stability: {model:
+    stability_of_runs dict}. Models present in both are used; a model lacking a metric (or None/NaN) is left
+    out of its rows. Each row: metric, metric_unit, stability_measure, stability_unit and `rank_correlations`.
     Returns {"level": "model", "models", "metrics", "stability_measures", "rows", "notes", "settings"}.
     """
     measures = list(measures)
@@ -379,13 +354,10 @@ def per_start_outcomes(runs: Iterable[tuple]) -> dict[str, dict]:
         if not math.isfinite(time_ps) or time_ps < 0:
             raise InputError(f"run {k} (start {start!r}): time_ps must be a finite time >= 0 in ps, got {time_ps}")
         grouped.setdefault(str(start), []).append((bool(collapsed), time_ps))
-    out = {}
-    for start, outcomes in grouped.items():
-        collapsed = np.array([c for c, _ in outcomes])
-        times = np.array([t for _, t in outcomes])
-        out[start] = {"n_runs": len(outcomes), "n_collapsed": int(collapsed.sum()),
-                      "collapse_rate": float(collapsed.mean()), "mean_time_to_collapse_ps": float(times.mean())}
-    return out
+    return {start: {"n_runs": len(outcomes), "n_collapsed": sum(c for c, _ in outcomes),
+                    "collapse_rate": float(np.mean([c for c, _ in outcomes])),
+                    "mean_time_to_collapse_ps": float(np.mean([t for _, t in outcomes]))}
+            for start, outcomes in grouped.items()}
 
 
 def conformation_level_correlation(start_metrics: Mapping[str, Mapping[str, float]], runs: Iterable[tuple], *,
@@ -395,15 +367,13 @@ def conformation_level_correlation(start_metrics: Mapping[str, Mapping[str, floa
                                    seed: int = 0) -> dict:
     """The metrics of the starting conformations against the fate of their runs (one model's runs).
 
-    start_metrics: {start_id: {metric: value}} (e.g. openmlff.metrics.metric_sets.start_conformation_metrics);
-    runs: (start_id, collapsed_within_horizon, time_ps) per run. For each metric: ROC AUC of the
-    start's metric as a score for the collapse of each run (bootstrap over starts), and rank
-    correlations of the metric with each per-start measure (`per_start_outcomes`). A start without
-    a value of the metric is left out of its rows. One row per (metric, measure): metric,
-    metric_unit, stability_measure, stability_unit, n_starts, n_runs, n_collapsed, roc_auc,
-    roc_auc_ci_low, roc_auc_ci_high, then the entries of `rank_correlations` (n = starts).
-    Returns {"level": "conformation", "starts", "per_start", "metrics", "stability_measures",
-    "rows", "roc_curves": {metric: {"fpr", "tpr"}}, "notes", "settings"}.
+    start_metrics: {start_id: {metric: value}} (metric_sets.start_conformation_metrics); runs: (start_id,
+    collapsed_within_horizon, time_ps) per run. Per metric: ROC AUC of the start's metric as a score for the
+    collapse of each run (bootstrap over starts), and its rank correlations with each per-start measure
+    (`per_start_outcomes`); a start without a value is left out. One row per (metric, measure): metric,
+    metric_unit, stability_measure, stability_unit, n_starts, n_runs, n_collapsed, roc_auc, roc_auc_ci_low,
+    roc_auc_ci_high and `rank_correlations` (n = starts). Returns {"level": "conformation", "starts",
+    "per_start", "metrics", "stability_measures", "rows", "roc_curves": {metric: {"fpr", "tpr"}}, "notes", "settings"}.
     """
     runs = [tuple(r) for r in runs]
     outcomes = per_start_outcomes(runs)
@@ -430,11 +400,10 @@ def conformation_level_correlation(start_metrics: Mapping[str, Mapping[str, floa
         if not math.isnan(roc["roc_auc"]):
             curve = roc_curve(run_scores, run_collapsed)
             curves[metric] = {"fpr": curve["fpr"].tolist(), "tpr": curve["tpr"].tolist()}
-        finite_starts = [s for s in starts if math.isfinite(value[s])]
         common = {"metric": metric, "metric_unit": units.get(metric, ""),
-                  "n_starts": len(finite_starts), "n_runs": roc["n_positive"] + roc["n_negative"],
-                  "n_collapsed": roc["n_positive"], "roc_auc": roc["roc_auc"],
-                  "roc_auc_ci_low": roc["roc_auc_ci_low"], "roc_auc_ci_high": roc["roc_auc_ci_high"]}
+                  "n_starts": sum(math.isfinite(value[s]) for s in starts),
+                  "n_runs": roc["n_positive"] + roc["n_negative"], "n_collapsed": roc["n_positive"],
+                  **{key: roc[key] for key in ("roc_auc", "roc_auc_ci_low", "roc_auc_ci_high")}}
         x = [value[s] for s in starts]
         for k, measure in enumerate(measures):
             y = [outcomes[s][measure] for s in starts]
@@ -474,17 +443,13 @@ def campaign_answer(document: Mapping, diagnoses: Iterable[Mapping] = (), measur
     ranked = sorted(rows, key=lambda r: -abs(r["spearman_rho"]))
     pick = ("metric", "metric_unit", "spearman_rho", "spearman_ci_low", "spearman_ci_high", "n")
     reference = next(((k + 1, r) for k, r in enumerate(ranked) if r["metric"] == reference_metric), None)
-    bonds: dict[str, int] = {}
-    for d in diagnoses:
-        bond = d.get("first_broken_bond")
-        if bond:
-            pair = "–".join(sorted(bond["elements"]))
-            bonds[pair] = bonds.get(pair, 0) + 1
+    bonds = Counter("–".join(sorted(d["first_broken_bond"]["elements"])) for d in diagnoses
+                    if d.get("first_broken_bond"))
     return {"n_runs": n_runs, "n_stable": n_stable, "measure": measure, "n_metrics": len(ranked),
             "stable_per_model": {m: f"{s['n_stable']}/{s['n_runs']}" for m, s in stability.items()},
             "best": [{k: r.get(k) for k in pick} for r in ranked[:3]],
             "reference": None if reference is None else {"rank": reference[0], **{k: reference[1].get(k) for k in pick}},
-            "first_broken_bonds": dict(sorted(bonds.items(), key=lambda kv: -kv[1]))}
+            "first_broken_bonds": dict(bonds.most_common())}
 
 
 # --- a whole campaign ---------------------------------------------------------------------------------
@@ -496,16 +461,13 @@ def campaign_correlation(runs: Iterable[Mapping], horizon_ps: float, *,
                          start_metric_units: Mapping[str, str] | None = None, units: Mapping[str, str] | None = None,
                          n_bootstrap: int = DEFAULT_N_BOOTSTRAP, confidence: float = DEFAULT_CONFIDENCE,
                          seed: int = 0) -> dict:
-    """The correlation document of a campaign (the input of openmlff.report.correlation_outputs and the report).
+    """The correlation document of a campaign (its keys in openmlff.report.correlation_outputs): stability per
+    model and per start, the model level (with model_metrics) and the conformation level of each model with
+    start metrics and runs with a start.
 
-    runs: one mapping per finished run: {"run_id", "model", "start" (None if unknown), "summary"
-    (its summary.json dict)}. model_metrics: {model: {metric: value}} (metric_sets.model_metric_sets);
-    start_metrics: {model: {start_id: {metric: value}}} (metric_sets.start_conformation_metrics per
-    model). Computes stability per model (run_stability.stability_of_runs) and per start, the model
-    level (when model_metrics is given) and, for each model with start metrics and runs with a
-    start, the conformation level. Returns {"units", "horizon_ps", "model_metrics", "metric_units",
-    "start_metric_units", "stability_per_model", "stability_per_start", "model_level" (or None),
-    "conformation_level": {model: table}, "n_runs"}.
+    runs: one {"run_id", "model", "start" (None if unknown), "summary" (its summary.json dict)} per finished run.
+    model_metrics: {model: {metric: value}} (metric_sets.model_metric_sets); start_metrics: {model: {start_id:
+    {metric: value}}} (metric_sets.start_conformation_metrics per model).
     """
     by_model: dict[str, dict[str, Mapping]] = {}
     starts_by_model: dict[str, list[tuple[str, Mapping]]] = {}
@@ -530,10 +492,8 @@ def campaign_correlation(runs: Iterable[Mapping], horizon_ps: float, *,
             conformation[model] = conformation_level_correlation(
                 start_metrics[model], start_outcomes, metric_units=start_metric_units, n_bootstrap=n_bootstrap,
                 confidence=confidence, seed=seed)
-    model_level = None
-    if model_metrics:
-        model_level = model_level_correlation(model_metrics, stability, metric_units=metric_units,
-                                              n_bootstrap=n_bootstrap, confidence=confidence, seed=seed)
+    model_level = model_level_correlation(model_metrics, stability, metric_units=metric_units, n_bootstrap=n_bootstrap,
+                                          confidence=confidence, seed=seed) if model_metrics else None
     return {"units": dict(units or {}), "horizon_ps": float(horizon_ps),
             "model_metrics": {m: dict(v) for m, v in (model_metrics or {}).items()},
             "metric_units": dict(metric_units or {}), "start_metric_units": dict(start_metric_units or {}),
@@ -572,19 +532,13 @@ def similar_error_ranking(model_metrics: Mapping[str, Mapping[str, float]],
         y = np.array([float(model_stability[m][measure]) for m in similar])
         rhos = {}
         for metric in (mae_metric, *metrics):
-            x = np.array([_as_float(model_metrics[m].get(metric)) for m in similar])
-            keep = np.isfinite(x) & np.isfinite(y)
-            defined = keep.sum() >= MIN_PAIRS and np.ptp(x[keep]) > 0 and np.ptp(y[keep]) > 0
-            rhos[metric] = float(stats.spearmanr(x[keep], y[keep]).statistic) if defined else math.nan
+            rank = rank_correlations([model_metrics[m].get(metric) for m in similar], y, n_bootstrap=0)
+            rhos[metric] = rank["spearman_rho"]
             out["rows"].append({"measure": measure, "metric": metric, "spearman_rho": rhos[metric],
-                                "n_models": int(keep.sum())})
+                                "n_models": rank["n"]})
         out["better_than_mae"][measure] = [m for m in metrics if math.isfinite(rhos[m]) and math.isfinite(rhos[mae_metric])
                                            and rhos[m] < rhos[mae_metric]]
     return out
-
-
-def _as_float(value) -> float:
-    return math.nan if value is None else float(value)
 
 
 def trust_alarm(runs: Iterable[Mapping], horizon_ps: float, n_bootstrap: int = DEFAULT_N_BOOTSTRAP,

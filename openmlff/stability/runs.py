@@ -78,15 +78,12 @@ def kaplan_meier(times_ps, collapsed) -> tuple[np.ndarray, np.ndarray]:
 
 
 def stability_of_runs(summaries: Iterable[Mapping] | Mapping[str, Mapping], horizon_ps: float) -> dict:
-    """Stability of a set of runs from their summary.json dicts (a list, or {run_id: summary}).
-
-    Returns a JSON-ready dict: n_runs, n_collapsed, n_stable, share_stable, horizon_ps,
-    median_time_to_collapse_ps, median_is_lower_bound, mean_time_to_collapse_ps,
-    km_median_time_to_collapse_ps (None when undefined), n_censored_before_horizon, and per run
-    (input order) run_ids, times_ps, collapsed; plus collapse_reasons {reason: count} and
-    first_broken_bonds {"C-H": count} (element pairs, sorted) of the runs that collapsed within
-    the horizon. Definitions in the module docstring.
-    """
+    """Stability of a set of runs from their summary.json dicts (a list, or {run_id: summary}), as defined in
+    the module docstring: a JSON-ready dict of n_runs, n_collapsed, n_stable, share_stable, horizon_ps,
+    median_time_to_collapse_ps, median_is_lower_bound, mean_time_to_collapse_ps, km_median_time_to_collapse_ps
+    (None when undefined), n_censored_before_horizon, per run (input order) run_ids, times_ps, collapsed, and
+    of the runs that collapsed within the horizon collapse_reasons {reason: count} and first_broken_bonds
+    {"C-H": count} (element pairs, sorted)."""
     horizon = float(horizon_ps)
     if not math.isfinite(horizon) or horizon <= 0:
         raise InputError(f"horizon_ps must be a positive time in ps, got {horizon_ps!r}")
@@ -99,12 +96,10 @@ def stability_of_runs(summaries: Iterable[Mapping] | Mapping[str, Mapping], hori
     n_runs, n_collapsed = len(outcomes), int(collapsed.sum())
     event_times, survival = kaplan_meier(times, collapsed)
     below = np.flatnonzero(survival <= 0.5)
-    reasons = Counter(str(s.get("collapse_reason")) for (_, s), c in zip(named, collapsed) if c)
-    bonds = Counter()
-    for (_, s), c in zip(named, collapsed):
-        bond = s.get("first_broken_bond") if c else None
-        if bond and bond.get("elements"):
-            bonds["-".join(sorted(bond["elements"]))] += 1
+    collapses = [s for (_, s), c in zip(named, collapsed) if c]
+    reasons = Counter(str(s.get("collapse_reason")) for s in collapses)
+    bonds = Counter("-".join(sorted(b["elements"])) for b in (s.get("first_broken_bond") for s in collapses)
+                    if b and b.get("elements"))
     return {
         "n_runs": n_runs, "n_collapsed": n_collapsed, "n_stable": n_runs - n_collapsed,
         "share_stable": (n_runs - n_collapsed) / n_runs, "horizon_ps": horizon,
@@ -121,11 +116,8 @@ def stability_of_runs(summaries: Iterable[Mapping] | Mapping[str, Mapping], hori
 def start_runs(entries: Iterable[tuple[str, Mapping]], horizon_ps: float) -> list[tuple[str, bool, float]]:
     """(start_id, collapsed within the horizon, T in ps) per run from (start_id, summary.json dict) pairs:
     the `runs` input of openmlff.stability.correlation.conformation_level_correlation."""
-    out = []
-    for k, (start, summary) in enumerate(entries):
-        collapsed, time_ps, _ = run_outcome(summary, horizon_ps, f"run {k} (start {start!r})")
-        out.append((str(start), collapsed, time_ps))
-    return out
+    return [(str(start), *run_outcome(summary, horizon_ps, f"run {k} (start {start!r})")[:2])
+            for k, (start, summary) in enumerate(entries)]
 
 
 def share_stable_interval(n_stable: int, n_runs: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -137,25 +129,21 @@ def share_stable_interval(n_stable: int, n_runs: int, confidence: float = 0.95) 
 
 
 def compare_stability(method: Mapping, control: Mapping) -> dict:
-    """Two-sided log-rank test of two sets of runs (stability_of_runs results) over their times and collapses.
-
-    Returns logrank_statistic (scipy.stats.logrank's signed z: negative when `method`'s runs collapse
-    less than expected under equal survival), logrank_p (None, with a note, when there is nothing to
-    compare: no collapse in either set, or both sets have the same times and collapses), and better
-    ("method", "control" or "same" by the sign, whatever the p).
-    """
+    """Two-sided log-rank test of two sets of runs (stability_of_runs results) over their times and collapses:
+    logrank_statistic (scipy.stats.logrank's signed z, negative when `method`'s runs collapse less than expected
+    under equal survival), logrank_p (None, with a note, when there is nothing to compare), and better ("method",
+    "control" or "same" by the sign, whatever the p)."""
     from scipy.stats import CensoredData, logrank
 
     def data(s):
         t, c = np.asarray(s["times_ps"], dtype=np.float64), np.asarray(s["collapsed"], dtype=bool)
         return CensoredData(uncensored=t[c], right=t[~c])
 
+    undefined = {"logrank_statistic": None, "logrank_p": None, "better": "same"}
     if not (any(method["collapsed"]) or any(control["collapsed"])):
-        return {"logrank_statistic": None, "logrank_p": None, "better": "same",
-                "note": "no collapse in either set of runs"}
+        return dict(undefined, note="no collapse in either set of runs")
     if _same_runs(method, control):  # the statistic's variance is 0: scipy gives NaN
-        return {"logrank_statistic": None, "logrank_p": None, "better": "same",
-                "note": "the two sets of runs have the same times and collapses"}
+        return dict(undefined, note="the two sets of runs have the same times and collapses")
     result = logrank(data(method), data(control))
     z = float(result.statistic)
     return {"logrank_statistic": z, "logrank_p": float(result.pvalue),
