@@ -15,6 +15,9 @@ timed along these paths, all 0.5 fs Langevin steps at 500 K:
                 calls energy.backward(), which also computes the parameters' gradients unless
                 they are frozen (see the README's MD speed section)
   pythonforce   the same with openmm.PythonForce (a Python callback per step)
+  compiled-floor  forward + gradient of the model compiled by Inductor (potentials/compiled.py) at the same frames:
+                the compiled floor, which the compiled MD path is held to (the time to compile is printed)
+  compiled      openmm.PythonForce of the compiled model (--backend compiled)
   ase           ase.md.langevin.Langevin driving openmlff.md.ExportedModelCalculator: the loop a
                 user would otherwise write
   torchforce-cudagraphs  (with --platform CUDA) TorchForce with useCUDAGraphs
@@ -59,7 +62,7 @@ from openmlff.core.versions import processor_name
 from pages import result_page  # noqa: E402  (benchmarks/pages.py)
 
 MOLECULES = ("aspirin", "ac-ala3-nhme", "chignolin")
-PATHS = ("floor", "torchforce", "torchforce-frozen", "pythonforce", "ase")
+PATHS = ("floor", "torchforce", "torchforce-frozen", "pythonforce", "ase", "compiled-floor", "compiled")
 TEMPERATURE_K = 500.0
 TIMESTEP_FS = 0.5
 ROUNDS = 5
@@ -133,6 +136,29 @@ def floor_stepper(model_path: Path, frames_nm: list[np.ndarray]):
         state["k"] = 0
 
     advance(10)  # TorchScript profiling runs
+    advance.reset = reset
+    return advance
+
+
+def compiled_floor_stepper(model_path: Path, frames_nm: list[np.ndarray]):
+    """Forward + gradient of the compiled model at the MD path's frames, as the compiled backend calls it (its
+    first call compiles: timed and printed)."""
+    from openmlff.potentials.compiled import CompiledModelComputation
+
+    computation = CompiledModelComputation(model_path)
+    computation.energy_and_forces(frames_nm[0])
+    print(f"# {model_path.stem}: compiled in {computation.compile_s:.1f} s (Inductor, cache "
+          f"{os.environ.get('TORCHINDUCTOR_CACHE_DIR')})", flush=True)
+    state = {"k": 0}
+
+    def advance(n: int) -> None:
+        for _ in range(n):
+            computation.energy_and_forces(frames_nm[state["k"] % len(frames_nm)])
+            state["k"] += 1
+
+    def reset() -> None:
+        state["k"] = 0
+
     advance.reset = reset
     return advance
 
@@ -281,7 +307,8 @@ def main(argv=None) -> int:
     print(f"# untrained models, default CPU sizes; OpenMM platform {args.platform}; {TIMESTEP_FS} fs Langevin steps at "
           f"{TEMPERATURE_K:g} K; {args.steps} steps per path in {ROUNDS} interleaved rounds, each from the starting "
           "structure; ms/step = best round's wall time per step, cpu ms = best round's process CPU time per step; "
-          "ns/day from ms/step")
+          "ns/day from ms/step; 'vs floor' against the TorchScript floor, for the compiled path against the compiled "
+          "floor")
     header = (f"{'model':<8} {'molecule':<13} {'atoms':>5} {'path':<18} {'ms/step':>9} {'cpu ms':>8} {'ns/day':>8} "
               f"{'vs floor':>9} {'cpu vs fl':>9}")
     print(header)
@@ -299,11 +326,12 @@ def main(argv=None) -> int:
                 except Exception as exc:  # an architecture still being written, or one TorchScript cannot compile
                     print(f"# {architecture}: skipped ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})")
                     break
-                advances = {}
+                advances, frames = {}, None
                 for path in args.paths:
-                    if path == "floor":
-                        frames = md_frames(model, z, pos_nm, max(1, args.steps // ROUNDS), args.threads)
-                        advances[path] = floor_stepper(model, frames)
+                    if path in ("floor", "compiled-floor"):
+                        frames = frames or md_frames(model, z, pos_nm, max(1, args.steps // ROUNDS), args.threads)
+                        stepper = floor_stepper if path == "floor" else compiled_floor_stepper
+                        advances[path] = stepper(model, frames)
                     elif path == "torchforce":
                         advances[path] = openmm_stepper(model, z, pos_nm, "torchforce", args.platform, args.threads)
                     elif path == "torchforce-frozen":
@@ -312,14 +340,15 @@ def main(argv=None) -> int:
                     elif path == "torchforce-cudagraphs":
                         advances[path] = openmm_stepper(model, z, pos_nm, "torchforce", args.platform, args.threads,
                                                         cuda_graphs=True)
-                    elif path == "pythonforce":
-                        advances[path] = openmm_stepper(model, z, pos_nm, "pythonforce", args.platform, args.threads)
+                    elif path in ("pythonforce", "compiled"):
+                        advances[path] = openmm_stepper(model, z, pos_nm, path, args.platform, args.threads)
                     else:
                         advances[path] = ase_stepper(model, z, pos_angstrom)
                 timings = interleaved(advances, args.steps)
                 floor = timings.get("floor")
                 for path, timing in timings.items():
-                    print(row(architecture, molecule, len(z), path, timing, floor), flush=True)
+                    reference = timings.get("compiled-floor") if path == "compiled" else floor
+                    print(row(architecture, molecule, len(z), path, timing, reference), flush=True)
                     results.append({"architecture": architecture, "molecule": molecule, "atoms": int(len(z)),
                                     "path": path, "ms_per_step": timing.wall_ms, "cpu_ms_per_step": timing.cpu_ms,
                                     "ns_per_day": timing.ns_per_day})

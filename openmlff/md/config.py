@@ -92,7 +92,9 @@ class SimulationConfig:
                                                "solvated runs)", aliases=("--pressure",))
     barostat_interval_steps: int | None = setting(None, "steps between Monte Carlo box moves (default 25)")
     nonbonded_cutoff_nm: float | None = setting(None, "PME real-space cutoff of solvated runs in nm (default 1.0)")
-    backend: str = setting("torchforce", "torchforce (openmm-torch) or pythonforce (openmm.PythonForce)")
+    backend: str = setting("torchforce", "torchforce (openmm-torch), pythonforce (openmm.PythonForce) or compiled "
+                                         "(openmm.PythonForce of the model compiled by Inductor on this machine; "
+                                         "openmlff model files, cached in $OPENMLFF_CACHE_DIR)")
     torch_threads: int | None = setting(None, "torch threads (default: openmlff.core.threads' choice, 1 for molecules "
                                               "below 2000 atoms)", aliases=("--threads",))
 

@@ -241,7 +241,7 @@ class _Batch:
         """The Context of the active copies (a new integrator seed per rebuild); state copied over when given."""
         cfg = self.config
         system = build_replica_system(self.zs, self.batch_dir / REPLICA_MODULE, len(self.active), backend=cfg.backend,
-                                      torch_properties=cfg.torch_properties)
+                                      torch_properties=cfg.torch_properties, model_path=self.potential.path)
         integrator = make_integrator(cfg.integrator, cfg.temperature_K, cfg.friction_per_ps, cfg.timestep_fs,
                                      _generation_seed(self.batch_seed, self.rebuilds))
         self.context = openmm.Context(system, integrator, self.platform, self.platform_properties)

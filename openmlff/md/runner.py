@@ -168,6 +168,9 @@ def _resume_or_run(paths: RunDirectory, record: dict, config: SimulationConfig, 
                            atoms=None if vacuum else environment.ml_atoms,
                            degrees_of_freedom=None if vacuum else degrees_of_freedom(system), trust=trust,
                            on_report=on_report)
+    if config.backend == "compiled":  # Inductor compiles at the model's first call: setup time, not MD time
+        simulation.context.setPositions(recorder.system_structure.positions_angstrom / NM_IN_ANGSTROM)
+        warm_up(simulation.context, 1)
     run = _LoneRun(config, simulation, recorder, potential.warmup_evaluations, reporters)
     try:
         return run.execute(progress, setup_s=time.perf_counter() - setup_start)

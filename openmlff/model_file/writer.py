@@ -18,16 +18,15 @@ import json
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..core import elements, units
+from ..core import elements
 from ..core.atomic_io import atomic_torchscript_save
 from .reader import (
     METADATA_NAME, REQUIRED_METADATA_KEYS, ModelFileError, check_model_atoms, energies_and_forces, file_sha256, load_exported, read_model_metadata,
 )
-from ..models.energy_model import EnergyModel
+from ..models.energy_model import EnergyModel, ExportedPotential
 from ..core.versions import runtime_versions, utc_now
 
 EXPORT_FORMAT = 1
@@ -35,39 +34,6 @@ EXPORT_FORMAT = 1
 __all__ = ["EXPORT_FORMAT", "CommitteePotential", "ExportedPotential", "export_checkpoint", "export_committee", "export_model", "METADATA_NAME",
            "REQUIRED_METADATA_KEYS", "ModelFileError", "check_model_atoms", "energies_and_forces", "file_sha256",
            "load_exported", "read_model_metadata"]
-
-
-class ExportedPotential(nn.Module):
-    """An EnergyModel for one molecule: positions in nm -> energy in kJ/mol (float64 scalar)."""
-
-    def __init__(self, potential: EnergyModel, atomic_numbers):
-        super().__init__()
-        self.potential = potential
-        dtype = next(potential.parameters()).dtype
-        self.register_buffer("atomic_numbers", torch.as_tensor(np.asarray(atomic_numbers), dtype=torch.long))
-        self.register_buffer("dtype_probe", torch.zeros(0, dtype=dtype))
-        self.n_atoms = int(len(atomic_numbers))
-        self.nm_to_angstrom = units.NM_IN_ANGSTROM
-        self.ev_to_kj_per_mol = units.EV_IN_KJ_PER_MOL
-
-    def forward(self, positions: Tensor, box_vectors: Optional[Tensor] = None) -> Tensor:
-        pos = positions.to(self.dtype_probe.dtype) * self.nm_to_angstrom
-        batch = torch.zeros(self.n_atoms, dtype=torch.long, device=pos.device)
-        return self.potential(self.atomic_numbers, pos, batch, 1, self._box_angstrom(box_vectors))[0] * self.ev_to_kj_per_mol
-
-    @torch.jit.export
-    def energies(self, positions: Tensor, box_vectors: Optional[Tensor] = None) -> Tensor:
-        """Energies (n_frames,) in kJ/mol of a batch of positions (n_frames, n_atoms, 3) in nm (one box for all)."""
-        n_frames = positions.size(0)
-        pos = positions.to(self.dtype_probe.dtype).reshape(-1, 3) * self.nm_to_angstrom
-        z = self.atomic_numbers.repeat(n_frames)
-        batch = torch.arange(n_frames, device=pos.device).repeat_interleave(self.n_atoms)
-        return self.potential(z, pos, batch, n_frames, self._box_angstrom(box_vectors)) * self.ev_to_kj_per_mol
-
-    def _box_angstrom(self, box_vectors: Optional[Tensor]) -> Optional[Tensor]:
-        if box_vectors is None:
-            return None
-        return box_vectors.to(self.dtype_probe.dtype) * self.nm_to_angstrom
 
 
 class CommitteePotential(nn.Module):

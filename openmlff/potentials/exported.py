@@ -15,16 +15,15 @@ from typing import Optional
 import numpy as np
 import openmm
 import torch
-from openmm import unit
 
 from ..core import elements, units
 from ..core.atomic_io import atomic_torchscript_save
 from ..core.errors import InputError
-from ..core.threads import flush_denormals
 from ..model_file.reader import (
     METADATA_NAME as MODEL_METADATA_FILE, ModelFileError, check_contract, check_model_atoms, energies_and_forces, file_sha256, load_exported, read_model_metadata,
 )
 from .base import Potential
+from .computation import TorchModelComputation
 from .model_ref import BACKENDS
 
 __all__ = ["BACKENDS", "MODEL_METADATA_FILE", "ExportedModel", "ModelFileError", "TorchModelComputation",
@@ -38,62 +37,6 @@ def torchforce_properties(cuda_graphs: bool = False, cuda_graph_warmup_steps: in
     if int(cuda_graph_warmup_steps) < 1:
         raise InputError(f"cuda_graph_warmup_steps must be a positive integer, got {cuda_graph_warmup_steps}")
     return {"useCUDAGraphs": "true" if cuda_graphs else "false", "CUDAGraphWarmupSteps": str(int(cuda_graph_warmup_steps))}
-
-
-class TorchModelComputation:
-    """PythonForce computation: energy (kJ/mol) and forces (kJ/mol/nm) of a TorchScript model by autograd.
-
-    atoms: the System's particles that are the model's atoms, in the model's order (None: all of them);
-    periodic: hand the model the State's box. Holds only the model path and those settings when pickled
-    (OpenMM pickles PythonForce computations for XmlSerializer); the model is loaded on first use.
-    """
-
-    def __init__(self, model_path, atoms=None, periodic: bool = False) -> None:
-        self.model_path = str(model_path)
-        self.atoms = None if atoms is None else [int(a) for a in atoms]
-        self.periodic = bool(periodic)
-        self._model = None
-
-    def __getstate__(self) -> dict:
-        return {"model_path": self.model_path, "atoms": self.atoms, "periodic": self.periodic}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__init__(state["model_path"], state.get("atoms"), state.get("periodic", False))
-
-    @property
-    def model(self):
-        if self._model is None:
-            import torch
-
-            self._model = torch.jit.load(self.model_path, map_location="cpu")
-            self._model.eval()
-        return self._model
-
-    def energy_and_forces(self, positions_nm: np.ndarray, box_nm: np.ndarray | None = None) -> tuple[float, np.ndarray]:
-        """Energy in kJ/mol and forces (n_particles, 3) in kJ/mol/nm at positions in nm (the box (3, 3) in nm when
-        periodic); particles outside `atoms` get no force."""
-        import torch
-
-        flush_denormals()  # in the thread that calls the model (ASE's loop, OpenMM's PythonForce callback)
-        positions = np.asarray(positions_nm, dtype=np.float64)
-        x = torch.tensor(positions if self.atoms is None else positions[self.atoms], requires_grad=True)
-        box = torch.tensor(np.asarray(box_nm, dtype=np.float64)) if self.periodic else None
-        out = self.model(x) if box is None else self.model(x, box)
-        if isinstance(out, (tuple, list)):  # a TorchForce-contract file that returns its own forces
-            energy, model_forces = out[0], out[1].detach().double().numpy()
-        else:
-            energy = out
-            (grad,) = torch.autograd.grad(energy, x)
-            model_forces = -grad.detach().double().numpy()
-        if self.atoms is None:
-            return float(energy.detach()), model_forces
-        forces = np.zeros_like(positions)
-        forces[self.atoms] = model_forces
-        return float(energy.detach()), forces
-
-    def __call__(self, state: openmm.State) -> tuple[float, np.ndarray]:
-        box = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer) if self.periodic else None
-        return self.energy_and_forces(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer), box)
 
 
 def build_system(atomic_numbers, model_path, backend: str = "torchforce",
@@ -121,22 +64,25 @@ def _check_backend(backend: str, torch_properties: dict[str, str] | None) -> Non
         raise InputError(f"TorchForce properties {sorted(torch_properties)} need the 'torchforce' backend, not {backend!r}")
 
 
-def _system(zs: np.ndarray, model_path: Path, backend: str, torch_properties: dict[str, str] | None) -> openmm.System:
+def _system(zs: np.ndarray, model_path: Path, backend: str, torch_properties: dict[str, str] | None,
+            replicas: bool = False) -> openmm.System:
     """One particle per atom (openmlff masses) and the TorchScript file as the System's only force."""
     system = openmm.System()
     for mass in elements.masses(zs):
         system.addParticle(float(mass))
-    system.addForce(model_force(model_path, backend, torch_properties))
+    system.addForce(model_force(model_path, backend, torch_properties, replicas=replicas))
     return system
 
 
 def model_force(model_path, backend: str = "torchforce", torch_properties: dict[str, str] | None = None, atoms=None,
-                periodic: bool = False) -> openmm.Force:
-    """The model file as an OpenMM Force (TorchForce or PythonForce; the file is not checked here).
+                periodic: bool = False, replicas: bool = False) -> openmm.Force:
+    """The model file as an OpenMM Force (TorchForce, or PythonForce of TorchScript or of the compiled model; the
+    file is not checked here).
 
     atoms: the System's particles that are the model's atoms, in the model's order (None: particle i is atom i);
     periodic: the force uses periodic boundary conditions and the model gets OpenMM's box. With `atoms`, TorchForce
     runs a TorchScript module that selects those particles and calls the model (openmm-ml's mixed systems).
+    replicas: for the compiled backend, the file is the molecule's model and the System holds N copies of it.
     """
     _check_backend(backend, torch_properties)
     if backend == "torchforce":
@@ -151,6 +97,10 @@ def model_force(model_path, backend: str = "torchforce", torch_properties: dict[
         force.setOutputsForces(False)
         for name, value in (torch_properties or {}).items():
             force.setProperty(str(name), str(value))
+    elif backend == "compiled":
+        from .compiled import CompiledModelComputation
+
+        force = openmm.PythonForce(CompiledModelComputation(model_path, atoms, periodic, replicas))
     else:
         force = openmm.PythonForce(TorchModelComputation(model_path, atoms, periodic))
     force.setUsesPeriodicBoundaryConditions(bool(periodic))
@@ -205,10 +155,12 @@ class _Replicas(torch.nn.Module):
 
 
 def build_replica_system(atomic_numbers, replica_module_path, n_replicas: int, backend: str = "torchforce",
-                         torch_properties: dict[str, str] | None = None) -> openmm.System:
-    """A non-periodic System of `n_replicas` copies of the molecule (write_replica_module's file as its one force):
-    particle k * n_atoms + i is atom i of copy k."""
+                         torch_properties: dict[str, str] | None = None, model_path=None) -> openmm.System:
+    """A non-periodic System of `n_replicas` copies of the molecule (write_replica_module's file as its one force;
+    the compiled backend compiles the molecule's `model_path` instead): particle k * n_atoms + i is atom i of copy k."""
     zs = np.tile(np.asarray(atomic_numbers, dtype=np.int64), int(n_replicas))
+    if backend == "compiled":
+        return _system(zs, Path(model_path), backend, torch_properties, replicas=True)
     return _system(zs, replica_module_path, backend, torch_properties)
 
 

@@ -25,8 +25,9 @@ from ..core.errors import InputError
 #: The potentials named by a word (potentials/classical.py, potentials/quantum.py): the one list of those names.
 CLASSICAL_NAMES = ("amber14", "gaff-2.11")
 QUANTUM_NAMES = ("gfn2-xtb", "gfn1-xtb", "dft")
-#: How OpenMM calls an openmlff model file (potentials/exported.py): openmm-torch's TorchForce or openmm.PythonForce.
-BACKENDS = ("torchforce", "pythonforce")
+#: How OpenMM calls an openmlff model file (potentials/exported.py): openmm-torch's TorchForce, openmm.PythonForce of the
+#: TorchScript module, or PythonForce of the model compiled by Inductor on this machine (potentials/compiled.py).
+BACKENDS = ("torchforce", "pythonforce", "compiled")
 OPENMM_ML_PREFIX = "openmm-ml:"
 ASE_PREFIX = "ase:"
 #: The environment variable that carries `--allow-model-code` to worker processes.

@@ -1,0 +1,158 @@
+"""An openmlff model file compiled by Inductor (`torch.compile`) on this machine: the `compiled` backend.
+
+The file a user shares stays a TorchScript graph and no code from it runs: openmlff rebuilds its own architecture
+from the file's metadata, loads the file's weights into it, and Inductor compiles that into native code here.
+Inductor keeps what it builds in the user's cache, $OPENMLFF_CACHE_DIR (default ~/.cache/openmlff), in a folder
+keyed by the torch version, the Python version and the processor, so that a new torch or another processor
+compiles anew; Inductor's own keys cover the graph (another architecture or size compiles anew; weights are
+inputs, not code). A process compiles a model once (kept by file hash and shape); a new process on the same
+machine reuses the cache, paying the trace but not the native build. Shapes are dynamic: the number of
+neighbour pairs changes every MD step, and a static compile would recompile for each new count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import stat
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from ..core.errors import InputError
+from ..model_file.reader import ModelFileError, file_sha256, load_exported
+from .computation import TorchModelComputation
+
+#: The environment variable naming the user's cache folder.
+CACHE_ENV = "OPENMLFF_CACHE_DIR"
+_COMPILED: dict[tuple, torch.nn.Module] = {}  # (file sha256, replicas) -> compiled module, for this process
+_CALLED: set[tuple] = set()  # the keys whose first call (the compile) has finished
+
+
+def processor_tag() -> str:
+    """The processor as Inductor's native code depends on it: machine, model name and instruction-set flags."""
+    info = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("model name", "flags", "Features", "CPU implementer", "CPU part"):
+                info.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    text = platform.machine() + "|" + "|".join(f"{k}={v}" for k, v in sorted(info.items()))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def cache_dir() -> Path:
+    """This machine's folder of compiled code in the user's cache, made private (0700) if new.
+
+    InputError naming the folder if someone else owns it or others may write to it: native code is loaded from it.
+    """
+    base = os.environ.get(CACHE_ENV) or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "openmlff"
+    base = Path(base).expanduser()
+    folder = base / "inductor" / f"torch-{torch.__version__}-py{sys.version_info[0]}{sys.version_info[1]}-{processor_tag()}"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for path in (base, folder.parent, folder):
+        st = path.stat()
+        if st.st_uid != os.getuid() or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise InputError(f"{path}: the compiled-code cache must be owned by you and writable by no one else "
+                             f"(native code is loaded from it); set ${CACHE_ENV} to a folder of your own")
+    return folder
+
+
+def use_cache(folder: Path) -> None:
+    """Point Inductor (and Triton, on a GPU) at `folder`; they read these variables when they compile."""
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)
+    os.environ["TRITON_CACHE_DIR"] = str(folder / "triton")
+
+
+def rebuild(model_path) -> torch.nn.Module:
+    """The model file as openmlff's own eager module (models.build_model + the file's weights), for compiling.
+
+    ModelFileError naming the file for a committee file or one whose weights do not fit its stated architecture.
+    """
+    from ..models import build_model
+    from ..models.energy_model import ExportedPotential
+
+    scripted, metadata = load_exported(model_path)
+    if "committee" in metadata or "hyperparameters" not in metadata:
+        raise ModelFileError(f"{model_path}: the compiled backend takes one openmlff model (not a committee file); "
+                             "use --backend torchforce for it")
+    model = ExportedPotential(build_model(metadata["architecture"], metadata["hyperparameters"], saved=True),
+                              metadata["atomic_numbers"])
+    stored = scripted.state_dict()  # TorchScript lists non-persistent buffers too (made from the hyperparameters)
+    try:
+        model.load_state_dict({name: stored[name] for name in model.state_dict()}, strict=True)
+    except (KeyError, RuntimeError) as exc:
+        raise ModelFileError(f"{model_path}: its weights do not fit its metadata's architecture "
+                             f"{metadata['architecture']!r} ({str(exc).splitlines()[0]})") from None
+    model.eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return model
+
+
+class _Replicas(torch.nn.Module):
+    """N copies of a molecule in one call: positions (N * n_atoms, 3) nm -> the sum of their energies, kJ/mol."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, positions: torch.Tensor) -> torch.Tensor:
+        return self.model.energies(positions.reshape(-1, self.model.n_atoms, 3)).sum()
+
+
+def compiled_model(model_path, replicas: bool = False) -> torch.nn.Module:
+    """The model file compiled by Inductor (forward(positions nm[, box nm]) -> kJ/mol), once per process.
+
+    replicas: forward takes N copies of the molecule, (N * n_atoms, 3), and returns their summed energy.
+    Inductor compiles at the first call (forward) and the first gradient (backward).
+    """
+    key = (file_sha256(model_path), replicas)
+    if key not in _COMPILED:
+        use_cache(cache_dir())
+        module = rebuild(model_path)
+        _COMPILED[key] = torch.compile(_Replicas(module) if replicas else module, dynamic=True)
+    return _COMPILED[key]
+
+
+class CompiledModelComputation(TorchModelComputation):
+    """PythonForce computation of the compiled model (TorchModelComputation's contract); its first call, where
+    Inductor compiles, is timed and reported on stderr (`compile_s`)."""
+
+    def __init__(self, model_path, atoms=None, periodic: bool = False, replicas: bool = False) -> None:
+        super().__init__(model_path, atoms, periodic)
+        self.replicas = bool(replicas)
+        self.compile_s: float | None = None
+
+    def __getstate__(self) -> dict:
+        return super().__getstate__() | {"replicas": self.replicas}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["model_path"], state.get("atoms"), state.get("periodic", False), state.get("replicas", False))
+
+    @property
+    def model(self):
+        if self._model is None:
+            self._model = compiled_model(self.model_path, self.replicas)
+        return self._model
+
+    def energy_and_forces(self, positions_nm, box_nm=None):
+        if self.compile_s is not None:
+            return super().energy_and_forces(positions_nm, box_nm)
+        key = (file_sha256(self.model_path), self.replicas)
+        cold = key not in _CALLED  # a model this process compiled already runs at once
+        if cold:
+            print(f"compiling {self.model_path} with Inductor (cache {cache_dir()}): about a minute the first time "
+                  "on this machine, seconds after", file=sys.stderr, flush=True)
+        start = time.perf_counter()
+        out = super().energy_and_forces(positions_nm, box_nm)
+        self.compile_s = time.perf_counter() - start
+        if cold:
+            _CALLED.add(key)
+            print(f"compiled {self.model_path} in {self.compile_s:.1f} s", file=sys.stderr, flush=True)
+        return out
