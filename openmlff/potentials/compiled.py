@@ -7,7 +7,9 @@ keyed by the torch version, the Python version and the processor, so that a new 
 compiles anew; Inductor's own keys cover the graph (another architecture or size compiles anew; weights are
 inputs, not code). A process compiles a model once (kept by file hash and shape); a new process on the same
 machine reuses the cache, paying the trace but not the native build. Shapes are dynamic: the number of
-neighbour pairs changes every MD step, and a static compile would recompile for each new count.
+neighbour pairs changes every MD step, and a static compile would recompile for each new count. Where torch sees a
+GPU the compiled model runs there (Triton kernels; positions and forces cross from and to OpenMM's host arrays at
+every step); $OPENMLFF_COMPILED_DEVICE chooses ("cpu", "cuda").
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ from .computation import TorchModelComputation
 
 #: The environment variable naming the user's cache folder.
 CACHE_ENV = "OPENMLFF_CACHE_DIR"
-_COMPILED: dict[tuple, torch.nn.Module] = {}  # (file sha256, replicas) -> compiled module, for this process
+#: The device the compiled model runs on ("cpu", "cuda", "cuda:1"); default: a GPU when torch sees one.
+DEVICE_ENV = "OPENMLFF_COMPILED_DEVICE"
+_COMPILED: dict[tuple, torch.nn.Module] = {}  # (file sha256, replicas, device) -> compiled module, this process
 _CALLED: set[tuple] = set()  # the keys whose first call (the compile) has finished
 
 
@@ -106,16 +110,16 @@ class _Replicas(torch.nn.Module):
         return self.model.energies(positions.reshape(-1, self.model.n_atoms, 3)).sum()
 
 
-def compiled_model(model_path, replicas: bool = False) -> torch.nn.Module:
-    """The model file compiled by Inductor (forward(positions nm[, box nm]) -> kJ/mol), once per process.
+def compiled_model(model_path, replicas: bool = False, device: str = "cpu") -> torch.nn.Module:
+    """The model file compiled by Inductor (forward(positions nm[, box nm]) -> kJ/mol) for `device`, once per process.
 
     replicas: forward takes N copies of the molecule, (N * n_atoms, 3), and returns their summed energy.
-    Inductor compiles at the first call (forward) and the first gradient (backward).
+    Inductor compiles at the first call (forward) and the first gradient (backward): C++ on a CPU, Triton on a GPU.
     """
-    key = (file_sha256(model_path), replicas)
+    key = (file_sha256(model_path), replicas, device)
     if key not in _COMPILED:
         use_cache(cache_dir())
-        module = rebuild(model_path)
+        module = rebuild(model_path).to(device)
         _COMPILED[key] = torch.compile(_Replicas(module) if replicas else module, dynamic=True)
     return _COMPILED[key]
 
@@ -124,27 +128,30 @@ class CompiledModelComputation(TorchModelComputation):
     """PythonForce computation of the compiled model (TorchModelComputation's contract); its first call, where
     Inductor compiles, is timed and reported on stderr (`compile_s`)."""
 
-    def __init__(self, model_path, atoms=None, periodic: bool = False, replicas: bool = False) -> None:
+    def __init__(self, model_path, atoms=None, periodic: bool = False, replicas: bool = False,
+                 device: str | None = None) -> None:
         super().__init__(model_path, atoms, periodic)
         self.replicas = bool(replicas)
+        self.device = device or os.environ.get(DEVICE_ENV) or ("cuda" if torch.cuda.is_available() else "cpu")
         self.compile_s: float | None = None
 
     def __getstate__(self) -> dict:
-        return super().__getstate__() | {"replicas": self.replicas}
+        return super().__getstate__() | {"replicas": self.replicas, "device": self.device}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["model_path"], state.get("atoms"), state.get("periodic", False), state.get("replicas", False))
+        self.__init__(state["model_path"], state.get("atoms"), state.get("periodic", False), state.get("replicas", False),
+                      state.get("device"))
 
     @property
     def model(self):
         if self._model is None:
-            self._model = compiled_model(self.model_path, self.replicas)
+            self._model = compiled_model(self.model_path, self.replicas, self.device)
         return self._model
 
     def energy_and_forces(self, positions_nm, box_nm=None):
         if self.compile_s is not None:
             return super().energy_and_forces(positions_nm, box_nm)
-        key = (file_sha256(self.model_path), self.replicas)
+        key = (file_sha256(self.model_path), self.replicas, self.device)
         cold = key not in _CALLED  # a model this process compiled already runs at once
         if cold:
             print(f"compiling {self.model_path} with Inductor (cache {cache_dir()}): about a minute the first time "

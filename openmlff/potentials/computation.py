@@ -26,6 +26,7 @@ class TorchModelComputation:
         self.atoms = None if atoms is None else [int(a) for a in atoms]
         self.periodic = bool(periodic)
         self._model = None
+        self.device = "cpu"  # where the model runs (the compiled backend may run it on a GPU)
 
     def __getstate__(self) -> dict:
         return {"model_path": self.model_path, "atoms": self.atoms, "periodic": self.periodic}
@@ -49,15 +50,16 @@ class TorchModelComputation:
 
         flush_denormals()  # in the thread that calls the model (ASE's loop, OpenMM's PythonForce callback)
         positions = np.asarray(positions_nm, dtype=np.float64)
-        x = torch.tensor(positions if self.atoms is None else positions[self.atoms], requires_grad=True)
-        box = torch.tensor(np.asarray(box_nm, dtype=np.float64)) if self.periodic else None
+        x = torch.tensor(positions if self.atoms is None else positions[self.atoms], device=self.device,
+                         requires_grad=True)
+        box = torch.tensor(np.asarray(box_nm, dtype=np.float64), device=self.device) if self.periodic else None
         out = self.model(x) if box is None else self.model(x, box)
         if isinstance(out, (tuple, list)):  # a TorchForce-contract file that returns its own forces
-            energy, model_forces = out[0], out[1].detach().double().numpy()
+            energy, model_forces = out[0], out[1].detach().double().cpu().numpy()
         else:
             energy = out
             (grad,) = torch.autograd.grad(energy, x)
-            model_forces = -grad.detach().double().numpy()
+            model_forces = -grad.detach().double().cpu().numpy()
         if self.atoms is None:
             return float(energy.detach()), model_forces
         forces = np.zeros_like(positions)
