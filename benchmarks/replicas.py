@@ -9,7 +9,9 @@ CPU size is exported (speed does not depend on the weights) and stepped with 0.5
              own row, so the ratio per worker is the ratio per machine
   batch N    N copies in one Context (write_replica_module + build_replica_system: one batched model call per
              step), N = 1, 2, 4, ..., 64; replica-steps/s = N * 1000 / ms per step
-  (CUDA)     with --platform CUDA, every row also with TorchForce's CUDA graphs (useCUDAGraphs)
+  (CUDA)     with --platform CUDA, every TorchForce row also with TorchForce's CUDA graphs (useCUDAGraphs)
+  compiled   every row again with the compiled backend (PythonForce of the model compiled by Inductor; the batch
+             compiles the batched model); 'x separate' is always against one lone TorchForce Context
 
 Every copy starts from the built-in structure with velocities of its own seed. The rows of one model and molecule
 are timed in interleaved rounds (md_speed.interleaved: every row sees the same load), each round starting again
@@ -82,37 +84,40 @@ def stepper(system: openmm.System, positions_nm: np.ndarray, copies: int, platfo
 
 
 def throughput_rows(architecture: str, molecule: str, counts, threads: int, steps: int, platform_name: str,
-                    folder: Path) -> list[dict]:
+                    folder: Path, backends=("torchforce",)) -> list[dict]:
     structure = load_structure(molecule)
     z, pos_nm = structure.atomic_numbers, structure.positions_angstrom / 10.0
     model = export_untrained(architecture, z, folder / f"{architecture}_{molecule}.pt")
     module = write_replica_module(model, len(z), folder / f"{architecture}_{molecule}_replicas.pt")
-    variants = [None] if platform_name == "CPU" else [False, True]
+    variants = [(b, None) for b in backends] if platform_name == "CPU" else \
+        [(b, g) for b in backends for g in ((False, True) if b == "torchforce" else (None,))]
     warmup = 4 if platform_name == "CPU" else 14  # TorchScript's profiling runs; on CUDA also the graph capture
     advances, meta = {}, {}
-    for graphs in variants:
+    for backend, graphs in variants:
         properties = None if graphs is None else torchforce_properties(graphs)
-        tag = "" if graphs is None else (" graphs" if graphs else " plain")
+        tag = ("" if backend == "torchforce" else f" {backend}") + ("" if graphs is None else (" graphs" if graphs else
+                                                                                                " plain"))
         name = "separate" + tag
-        advances[name] = stepper(build_system(z, model, torch_properties=properties), pos_nm, 1, platform_name,
-                                 threads, steps, warmup)
-        meta[name] = ("separate", 1, graphs)
+        advances[name] = stepper(build_system(z, model, backend=backend, torch_properties=properties), pos_nm, 1,
+                                 platform_name, threads, steps, warmup)
+        meta[name] = ("separate", 1, graphs, backend)
         for n in counts:
             name = f"batch {n}{tag}"
-            advances[name] = stepper(build_replica_system(z, module, n, torch_properties=properties), pos_nm, n,
-                                     platform_name, threads, max(2, steps // n), warmup)
-            meta[name] = ("batch", n, graphs)
+            system = build_replica_system(z, module, n, backend=backend, torch_properties=properties, model_path=model)
+            advances[name] = stepper(system, pos_nm, n, platform_name, threads, max(2, steps // n), warmup)
+            meta[name] = ("batch", n, graphs, backend)
     timings = interleaved(advances, ROUNDS, rounds=ROUNDS)  # each advance takes its own steps per round
     rows = []
     for name, timing in timings.items():
         per_step = timing.wall_ms / advances[name].steps  # interleaved divides by the 1 step per round it asked
         cpu_per_step = timing.cpu_ms / advances[name].steps
-        kind, n, graphs = meta[name]
+        kind, n, graphs, backend = meta[name]
         rows.append({"architecture": architecture, "molecule": molecule, "atoms": len(z), "path": name, "kind": kind,
-                     "replicas": n, "cuda_graphs": graphs, "ms_per_step": per_step, "cpu_ms_per_step": cpu_per_step,
-                     "replica_steps_per_s": n * 1000.0 / per_step})
-    for row in rows:
-        base = next(r for r in rows if r["kind"] == "separate" and r["cuda_graphs"] == row["cuda_graphs"])
+                     "replicas": n, "cuda_graphs": graphs, "backend": backend, "ms_per_step": per_step,
+                     "cpu_ms_per_step": cpu_per_step, "replica_steps_per_s": n * 1000.0 / per_step})
+    for row in rows:  # against one lone TorchForce Context (graphs as this row where it has them): today's path
+        base = next(r for r in rows if r["kind"] == "separate" and r["backend"] == "torchforce"
+                    and r["cuda_graphs"] == (row["cuda_graphs"] if row["backend"] == "torchforce" else variants[0][1]))
         row["vs_separate"] = row["replica_steps_per_s"] / base["replica_steps_per_s"]
     return rows
 
@@ -152,6 +157,8 @@ def main(argv=None) -> int:
     p.add_argument("--platform", default="CPU", choices=("CPU", "CUDA"))
     p.add_argument("--threads", type=int, default=1, help="torch (and OpenMM CPU platform) threads per Context")
     p.add_argument("--steps", type=int, default=64, help="steps per round of a lone Context (batch N: steps / N, >= 2)")
+    p.add_argument("--backends", nargs="+", default=["torchforce", "compiled"], choices=("torchforce", "compiled"),
+                   help="how OpenMM calls the model: TorchForce, or PythonForce of the Inductor-compiled model")
     p.add_argument("--runner", action="store_true", help="also time run_replicas against run_simulation runs")
     p.add_argument("--runner-steps", type=int, default=1000)
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
@@ -164,7 +171,7 @@ def main(argv=None) -> int:
     print(f"# untrained models, default CPU sizes; {TIMESTEP_FS} fs Langevin steps at {TEMPERATURE_K:g} K; "
           f"{ROUNDS} interleaved rounds from the start, best round; a round is {args.steps} steps of a lone Context "
           "and max(2, steps / N) of a batch of N; replica-steps/s = N * 1000 / (ms per step); x separate = the "
-          "ratio to one lone Context on the same threads (per worker, and so per machine)")
+          "ratio to one lone TorchForce Context on the same threads (per worker, and so per machine)")
     header = (f"{'model':<8} {'molecule':<10} {'atoms':>5} {'path':<18} {'ms/step':>10} {'cpu ms':>10} "
               f"{'replica-steps/s':>16} {'x separate':>10}")
     print(header)
@@ -176,7 +183,7 @@ def main(argv=None) -> int:
             for molecule in args.molecules:
                 try:
                     found = throughput_rows(architecture, molecule, args.replicas, args.threads, args.steps,
-                                            args.platform, folder)
+                                            args.platform, folder, args.backends)
                 except torch.cuda.OutOfMemoryError as exc:
                     print(f"# {architecture} {molecule}: out of GPU memory ({str(exc).splitlines()[0][:100]})")
                     continue

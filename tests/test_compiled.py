@@ -146,3 +146,20 @@ def test_a_compiled_run_killed_after_a_checkpoint_resumes_bit_for_bit(aspirin, d
     assert json.loads((interrupted / "checkpoint.json").read_text())["step"] == 100
     resumed = assert_same_run(models, aspirin, interrupted, tmp_path / "uninterrupted", cfg)
     assert resumed["resumed_from_step"] == 100 and resumed["backend"] == "compiled"
+
+
+def test_the_gpu_check_script_runs_here_and_writes_its_json(tmp_path):
+    """benchmarks/gpu_check.py with --device cpu: the script itself works where CI runs (its CUDA rows skipped)."""
+    import subprocess
+
+    out = tmp_path / "gpu_check.json"
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, str(root / "benchmarks" / "gpu_check.py"), "--out", str(out), "--device",
+                           "cpu", "--sections", "environment", "replicas", "dft", "--budget-s", "120"],
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    sections = json.loads(out.read_text())["sections"]
+    assert {name: s["status"] for name, s in sections.items()} == dict.fromkeys(("environment", "replicas", "dft"),
+                                                                                 "done")
+    assert sections["environment"]["openmm"] == openmm.__version__
+    assert sections["replicas"]["4"]["ms_per_step"] > 0
