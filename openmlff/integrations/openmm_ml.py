@@ -10,9 +10,9 @@ openmm-ml finds it through its entry point group "openmmml.potentials" (pyprojec
 
 The ML atoms' elements must be the model's atoms in the model's order: the check of `openmlff simulate`, with
 ModelFileError naming the model file and the first differing atom. Options of createSystem/createMixedSystem:
-backend="torchforce" (default) or "pythonforce", torchProperties={...} (openmlff.md.torchforce_properties). A
-periodic topology hands the model OpenMM's box (its neighbour list takes minimum images); the model's energy is
-local, within its cutoff (getMLLongRange False).
+backend="torchforce" (default), "pythonforce" or "compiled" (potentials/compiled.py), torchProperties={...}
+(openmlff.md.torchforce_properties). A periodic topology hands the model OpenMM's box (its neighbour list takes
+minimum images); the model's energy is local, within its cutoff (getMLLongRange False).
 """
 
 from __future__ import annotations

@@ -57,7 +57,8 @@ def cache_dir() -> Path:
     """
     base = os.environ.get(CACHE_ENV) or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "openmlff"
     base = Path(base).expanduser()
-    folder = base / "inductor" / f"torch-{torch.__version__}-py{sys.version_info[0]}{sys.version_info[1]}-{processor_tag()}"
+    python = f"py{sys.version_info[0]}{sys.version_info[1]}"
+    folder = base / "inductor" / f"torch-{torch.__version__}-{python}-{processor_tag()}"
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     for path in (base, folder.parent, folder):
         st = path.stat()
@@ -139,8 +140,8 @@ class CompiledModelComputation(TorchModelComputation):
         return super().__getstate__() | {"replicas": self.replicas, "device": self.device}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["model_path"], state.get("atoms"), state.get("periodic", False), state.get("replicas", False),
-                      state.get("device"))
+        self.__init__(state["model_path"], state.get("atoms"), state.get("periodic", False),
+                      state.get("replicas", False), state.get("device"))
 
     @property
     def model(self):
