@@ -6,7 +6,12 @@ evaluated on the first N frames of the shipped rMD17 aspirin data with each batc
 measurement follows a warm-up evaluation (TorchScript optimises on the first calls). Architectures
 that fail to build are listed with the reason.
 
+With --backends torchscript compiled (the default), every batch size is measured twice: the file's TorchScript
+module, and the model compiled by Inductor on this machine (`metrics --backend compiled`; compiled once per
+architecture, before the warm-up; the compile time is printed).
+
     python benchmarks/metrics_speed.py [--frames 256] [--batch-sizes 1 8 32 128] [--threads 1]
+                                       [--backends torchscript compiled]
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from openmlff.data.shipped import shipped_dataset_path
 from openmlff.model_file.writer import export_model
 from openmlff.metrics.evaluation import evaluate_model
 from openmlff.models import ARCHITECTURES, build_model, fit_element_energies
+from openmlff.potentials.exported import CompiledModel
 
 from pages import result_page  # noqa: E402  (benchmarks/pages.py)
 
@@ -42,7 +48,7 @@ def export_untrained(architecture: str, dataset, path: Path) -> Path:
     return export_model(potential.eval(), dataset.z, path)
 
 
-def frames_per_second(model_path: Path, dataset, batch_size: int, repeats: int) -> float:
+def frames_per_second(model_path, dataset, batch_size: int, repeats: int) -> float:
     """Best of `repeats` evaluations, in frames per second (evaluate_model's own timing of its batch loop)."""
     evaluate_model(model_path, dataset.subset(np.arange(min(WARMUP_FRAMES, dataset.n_frames))), batch_size=batch_size,
                    include_frames=False)
@@ -60,6 +66,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--repeats", type=int, default=2, help="measurements per setting, best kept (default 2)")
     p.add_argument("--architectures", nargs="+", default=list(ARCHITECTURES))
+    p.add_argument("--backends", nargs="+", default=["torchscript", "compiled"], choices=("torchscript", "compiled"))
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -73,7 +80,8 @@ def main(argv=None) -> int:
     print(f"# {dataset.n_frames} frames of {data.source} ({dataset.n_atoms} atoms); untrained models, default CPU "
           f"hyperparameters; best of {args.repeats} after a warm-up")
     relative = f"vs batch {args.batch_sizes[0]}"
-    print(f"{'architecture':<13} {'parameters':>10} {'batch':>6} {'frames/s':>10} {'ms/frame':>9} {relative:>10}")
+    print(f"{'architecture':<13} {'parameters':>10} {'backend':<11} {'batch':>6} {'frames/s':>10} {'ms/frame':>9} "
+          f"{relative:>10}")
     skipped = []
     with tempfile.TemporaryDirectory() as tmp:
         for architecture in args.architectures:
@@ -85,11 +93,18 @@ def main(argv=None) -> int:
                 continue
             n_params = sum(q.numel() for q in torch.jit.load(str(model_path)).parameters())
             baseline = None
-            for batch_size in args.batch_sizes:
-                fps = frames_per_second(model_path, dataset, batch_size, args.repeats)
-                baseline = baseline or fps
-                print(f"{architecture:<13} {n_params:>10} {batch_size:>6} {fps:>10.1f} {1000 / fps:>9.2f} "
-                      f"{fps / baseline:>9.2f}x", flush=True)
+            for backend in args.backends:
+                model = model_path
+                if backend == "compiled":
+                    model = CompiledModel(model_path)
+                    start = time.perf_counter()
+                    model.energies_and_forces(data.z, data.R[:2])
+                    print(f"# {architecture}: compiled in {time.perf_counter() - start:.1f} s", flush=True)
+                for batch_size in args.batch_sizes:
+                    fps = frames_per_second(model, dataset, batch_size, args.repeats)
+                    baseline = baseline or fps
+                    print(f"{architecture:<13} {n_params:>10} {backend:<11} {batch_size:>6} {fps:>10.1f} "
+                          f"{1000 / fps:>9.2f} {fps / baseline:>9.2f}x", flush=True)
     for architecture, reason in skipped:
         print(f"# skipped {architecture}: {reason}")
     return 0

@@ -71,6 +71,7 @@ def test_compiled_forces_equal_torchscript_with_and_without_a_box(variant, datas
         assert compiled.compile_s is not None
 
 
+@pytest.mark.slow
 def test_a_compiled_system_gives_openmm_the_same_forces(dataset, tmp_path):
     model = _model_file(tmp_path / "model.pt", "et", dataset.z)
     forces = {}
@@ -83,6 +84,7 @@ def test_a_compiled_system_gives_openmm_the_same_forces(dataset, tmp_path):
                                atol=1e-5 * np.abs(forces["torchforce"]).max())
 
 
+@pytest.mark.slow
 def test_compiled_replicas_give_each_copy_its_own_forces(dataset, tmp_path):
     from openmlff.potentials.exported import write_replica_module
 
@@ -146,6 +148,10 @@ def test_a_compiled_run_killed_after_a_checkpoint_resumes_bit_for_bit(aspirin, d
     assert json.loads((interrupted / "checkpoint.json").read_text())["step"] == 100
     resumed = assert_same_run(models, aspirin, interrupted, tmp_path / "uninterrupted", cfg)
     assert resumed["resumed_from_step"] == 100 and resumed["backend"] == "compiled"
+    # the resumed run compiled in this process (from the cache); the next one, as a campaign worker's next run,
+    # finds the model compiled
+    uninterrupted = json.loads((tmp_path / "uninterrupted" / "summary.json").read_text())
+    assert uninterrupted["setup_time_s"] < 0.5 * resumed["setup_time_s"]
 
 
 def test_the_gpu_check_script_runs_here_and_writes_its_json(tmp_path):
@@ -163,3 +169,47 @@ def test_the_gpu_check_script_runs_here_and_writes_its_json(tmp_path):
                                                                                  "done")
     assert sections["environment"]["openmm"] == openmm.__version__
     assert sections["replicas"]["4"]["ms_per_step"] > 0
+
+
+@pytest.mark.slow
+def test_a_solvated_system_holds_the_compiled_model_on_the_peptide(tmp_path):
+    """Solvated ML/MM: the compiled model on the peptide's atoms of a water box (the box handed over) gives the
+    TorchForce system's forces on every particle (zero on the water from the model's force)."""
+    pytest.importorskip("openmmml")
+    from openmlff.md import SimulationConfig
+    from openmlff.md.environment import build_environment_system, prepare_environment
+    from openmlff.potentials import get_potential
+    from openmlff.structures import load_structure
+
+    peptide = load_structure("ac-ala3-nhme")
+    model = _model_file(tmp_path / "ala3.pt", "et", peptide.atomic_numbers, periodic=True)
+    config = SimulationConfig(temperature_K=300, steps=10, timestep_fs=0.5, solvate_padding_nm=0.6,
+                              nonbonded_cutoff_nm=0.65)
+    environment = prepare_environment(peptide, config)
+    forces = {}
+    for backend in ("torchforce", "compiled"):
+        system = build_environment_system(get_potential(model), environment, replace(config, backend=backend))
+        for force in system.getForces():
+            force.setForceGroup(31 if force.getName().startswith("openmlff model") else 0)
+        context = openmm.Context(system, openmm.VerletIntegrator(0.0005), openmm.Platform.getPlatformByName("CPU"))
+        context.setPositions(environment.positions_angstrom / 10.0)
+        forces[backend] = context.getState(getForces=True, groups={31}).getForces(asNumpy=True)._value
+    scale = np.abs(forces["torchforce"]).max()
+    np.testing.assert_allclose(forces["compiled"], forces["torchforce"], rtol=0, atol=1e-5 * scale)
+    assert np.abs(forces["compiled"][peptide.n_atoms:]).max() == 0
+
+
+@pytest.mark.slow
+def test_metrics_of_the_compiled_model_equal_the_torchscript_ones(dataset, tmp_path):
+    """`metrics --backend compiled`: batched frames through the compiled model, the same metrics to float32 rounding
+    (the last batch smaller than the others: shapes stay dynamic)."""
+    from openmlff.metrics.evaluation import evaluate_model
+    from openmlff.report.metrics_outputs import MetricsConfig, write_model_metrics
+
+    model = _model_file(tmp_path / "model.pt", "visnet-l1", dataset.z)
+    small = dataset.subset(np.arange(20))
+    plain = evaluate_model(model, small, batch_size=8, include_frames=False)
+    report, _, _ = write_model_metrics(model, small, tmp_path / "metrics.json", MetricsConfig(batch_size=8,
+                                                                                              backend="compiled"))
+    for key in ("force_mae", "force_rmse", "force_max", "fnm_mae", "fnm_max", "energy_mae"):
+        assert report[key] == pytest.approx(plain[key], rel=1e-4), key

@@ -229,3 +229,27 @@ def test_killed_training_resumes_from_checkpoint(tmp_path, test_data):
                                                 warmup_steps=4, max_epochs=epochs_before + 1, torch_threads=1),
                    progress=False)
     assert result.epochs == epochs_before + 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("architecture, sizes", [("et", TINY), ("nequip", TINY_NEQUIP)])
+def test_compiled_training_follows_the_eager_run_and_resumes(tmp_path, aspirin, architecture, sizes, monkeypatch):
+    """--compile: the same weights to float32 rounding over 3 epochs (forces by torch.func inside the compiled step,
+    pairs found outside), and a compiled run resumed after its first epoch ends where the uninterrupted one does."""
+    monkeypatch.setenv("OPENMLFF_CACHE_DIR", str(tmp_path / "cache"))
+    cfg = dict(architecture=architecture, hyperparameters=sizes, max_epochs=3)
+    eager = train(aspirin, tmp_path / "eager", tiny_config(**cfg), progress=False)
+    compiled = train(aspirin, tmp_path / "compiled", tiny_config(**cfg, compile=True), progress=False)
+    a, ckpt_a = load_checkpoint(eager.checkpoint, weights="raw")
+    b, ckpt_b = load_checkpoint(compiled.checkpoint, weights="raw")
+    assert ckpt_b["config"]["compile"] is True and eager.steps == compiled.steps
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
+        torch.testing.assert_close(pb, pa, rtol=2e-3, atol=2e-4, msg=name)
+    for ha, hb in zip(ckpt_a["history"], ckpt_b["history"]):
+        assert hb["train_loss"] == pytest.approx(ha["train_loss"], rel=1e-3)
+    train(aspirin, tmp_path / "resumed", tiny_config(**{**cfg, "max_epochs": 1}, compile=True), progress=False)
+    resumed = train(aspirin, tmp_path / "resumed", tiny_config(**cfg, compile=True), progress=False)
+    c, _ = load_checkpoint(resumed.checkpoint, weights="raw")
+    assert resumed.steps == compiled.steps
+    for (name, pb), pc in zip(b.state_dict().items(), c.state_dict().values()):
+        torch.testing.assert_close(pc, pb, rtol=1e-4, atol=1e-5, msg=name)

@@ -5,8 +5,9 @@ An architecture is a pair (config dataclass, network class):
   paper's sizes, `to_dict()`, and a `cutoff_angstrom` field;
 - the network is built as `Network(config)`, has a float attribute `cutoff_angstrom`, and maps
   (z (N,) long, pos (N, 3) in Å, batch (N,) long molecule index, box (3, 3) in Å or None) to one
-  raw scalar per atom (N,); it finds its edges with `neighbors.neighbor_pairs` (which applies the
-  periodic minimum image when a box is given) and must be TorchScript-compatible.
+  raw scalar per atom (N,); it finds its edges with `neighbors.find_pairs` (`neighbor_pairs`, which applies the
+  periodic minimum image when a box is given, unless the caller passes the pairs: the compiled training step)
+  and must be TorchScript-compatible.
 `EnergyModel` turns the per-atom outputs into energies (eV) and forces (eV/Å).
 """
 

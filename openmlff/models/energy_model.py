@@ -40,9 +40,11 @@ class EnergyModel(nn.Module):
         self.element_energy_ev.copy_(torch.as_tensor(element_energy_ev, dtype=torch.float64))
         self.scale_ev.fill_(float(scale_ev))
 
-    def forward(self, z: Tensor, pos: Tensor, batch: Tensor, n_molecules: int, box: Optional[Tensor] = None) -> Tensor:
-        """Energies (n_molecules,) in eV; `box`: periodic box vectors (3, 3) in Å as rows, or None."""
-        y = self.network(z, pos, batch, box)
+    def forward(self, z: Tensor, pos: Tensor, batch: Tensor, n_molecules: int, box: Optional[Tensor] = None,
+                pairs: Optional[Tensor] = None) -> Tensor:
+        """Energies (n_molecules,) in eV; `box`: periodic box vectors (3, 3) in Å as rows, or None; `pairs`: the
+        neighbour pairs (2, n_pairs) found beforehand (neighbors.find_pairs), or None to search."""
+        y = self.network(z, pos, batch, box, pairs)
         atomic = (self.scale_ev.to(y.dtype) * y).to(torch.float64) + self.element_energy_ev[z]
         return torch.zeros(n_molecules, dtype=torch.float64, device=y.device).index_add_(0, batch, atomic)
 

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from ..core.errors import InputError
 from .layers import (MAX_Z, CosineCutoff, EquivariantScalarHead, ExpNormalSmearing, aggregate_and_update,
                      aggregate_scalars)
-from .neighbors import neighbor_pairs
+from .neighbors import find_pairs
 
 
 @dataclass
@@ -145,8 +145,9 @@ class EquivariantTransformer(nn.Module):
             self.head = nn.Sequential(
                 nn.Linear(c.hidden_channels, c.hidden_channels // 2), nn.SiLU(), nn.Linear(c.hidden_channels // 2, 1))
 
-    def forward(self, z: Tensor, pos: Tensor, batch: Tensor, box: Optional[Tensor] = None) -> Tensor:
-        i, j, rij = neighbor_pairs(pos, batch, self.cutoff_angstrom, self.neighbor_method, box)
+    def forward(self, z: Tensor, pos: Tensor, batch: Tensor, box: Optional[Tensor] = None,
+                pairs: Optional[Tensor] = None) -> Tensor:
+        i, j, rij = find_pairs(pos, batch, self.cutoff_angstrom, self.neighbor_method, box, pairs)
         r = torch.linalg.vector_norm(rij, dim=-1)
         unit = rij / r.unsqueeze(-1)
         rbf = self.rbf(r)

@@ -233,3 +233,17 @@ def neighbor_pairs(pos: Tensor, batch: Tensor, cutoff_angstrom: float, method: s
     if method == "cell_list" or method == "auto":
         return cell_list(pos, batch, cutoff_angstrom, box)
     raise ValueError(f"unknown neighbour method '{method}'; expected one of 'all_pairs', 'cell_list', 'auto'")
+
+
+def find_pairs(pos: Tensor, batch: Tensor, cutoff_angstrom: float, method: str = "auto", box: Optional[Tensor] = None,
+               pairs: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
+    """neighbor_pairs, or the pairs (2, n_pairs) found before by neighbor_pairs with r_ij taken from `pos`.
+
+    Training finds the pairs outside its compiled step: a traced graph cannot hold the search's data-dependent
+    shapes, and torch.func.grad (the forces inside the loss) must be traced whole. Given pairs take no box.
+    """
+    if pairs is None:
+        return neighbor_pairs(pos, batch, cutoff_angstrom, method, box)
+    if box is not None:
+        raise ValueError("pairs found beforehand cannot be combined with a periodic box")
+    return _pair_vectors(pos, pairs[0], pairs[1], None, None)

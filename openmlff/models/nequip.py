@@ -47,7 +47,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from ..core.errors import InputError
 from .layers import MAX_Z
-from .neighbors import neighbor_pairs
+from .neighbors import find_pairs
 
 
 @contextlib.contextmanager
@@ -370,8 +370,9 @@ class NequIP(nn.Module):
             with torch.no_grad():
                 self.head.weight.zero_()  # a fresh model predicts zero: see the module docstring
 
-    def forward(self, z: Tensor, pos: Tensor, batch: Tensor, box: Optional[Tensor] = None) -> Tensor:
-        i, j, rij = neighbor_pairs(pos, batch, self.cutoff_angstrom, self.neighbor_method, box)
+    def forward(self, z: Tensor, pos: Tensor, batch: Tensor, box: Optional[Tensor] = None,
+                pairs: Optional[Tensor] = None) -> Tensor:
+        i, j, rij = find_pairs(pos, batch, self.cutoff_angstrom, self.neighbor_method, box, pairs)
         r = torch.linalg.vector_norm(rij, dim=-1)
         sh = self.spherical_harmonics(rij)
         edge_radial = self.bessel(r) * self.envelope(r).unsqueeze(-1)

@@ -47,7 +47,7 @@ from ..core.errors import InputError
 from .et import NeighborEmbedding
 from .layers import (MAX_Z, CosineCutoff, EquivariantScalarHead, ExpNormalSmearing, aggregate_and_update,
                      aggregate_scalars, xavier_init)
-from .neighbors import neighbor_pairs
+from .neighbors import find_pairs
 
 
 @dataclass
@@ -249,8 +249,9 @@ class ViSNet(nn.Module):
         self.out_norm = nn.LayerNorm(c.hidden_channels)
         self.head = EquivariantScalarHead(c.hidden_channels)
 
-    def forward(self, z: Tensor, pos: Tensor, batch: Tensor, box: Optional[Tensor] = None) -> Tensor:
-        i, j, rij = neighbor_pairs(pos, batch, self.cutoff_angstrom, self.neighbor_method, box)
+    def forward(self, z: Tensor, pos: Tensor, batch: Tensor, box: Optional[Tensor] = None,
+                pairs: Optional[Tensor] = None) -> Tensor:
+        i, j, rij = find_pairs(pos, batch, self.cutoff_angstrom, self.neighbor_method, box, pairs)
         r = torch.linalg.vector_norm(rij, dim=-1)
         sh = spherical_harmonics(rij / r.unsqueeze(-1), self.lmax)
         rbf = self.rbf(r)

@@ -32,7 +32,7 @@ from .computation import TorchModelComputation
 CACHE_ENV = "OPENMLFF_CACHE_DIR"
 #: The device the compiled model runs on ("cpu", "cuda", "cuda:1"); default: a GPU when torch sees one.
 DEVICE_ENV = "OPENMLFF_COMPILED_DEVICE"
-_COMPILED: dict[tuple, torch.nn.Module] = {}  # (file sha256, replicas, device) -> compiled module, this process
+_COMPILED: dict[tuple, torch.nn.Module] = {}  # (file sha256, form, device) -> compiled module, this process
 _CALLED: set[tuple] = set()  # the keys whose first call (the compile) has finished
 
 
@@ -100,28 +100,40 @@ def rebuild(model_path) -> torch.nn.Module:
     return model
 
 
-class _Replicas(torch.nn.Module):
-    """N copies of a molecule in one call: positions (N * n_atoms, 3) nm -> the sum of their energies, kJ/mol."""
+class _Frames(torch.nn.Module):
+    """Frames of a molecule in one call: positions (n_frames, n_atoms, 3) nm -> energies (n_frames,) kJ/mol."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, positions: torch.Tensor) -> torch.Tensor:
+        return self.model.energies(positions)
+
+
+class _Replicas(_Frames):
+    """N copies of a molecule in one call: positions (N * n_atoms, 3) nm -> the sum of their energies, kJ/mol."""
+
+    def forward(self, positions: torch.Tensor) -> torch.Tensor:
         return self.model.energies(positions.reshape(-1, self.model.n_atoms, 3)).sum()
 
 
-def compiled_model(model_path, replicas: bool = False, device: str = "cpu") -> torch.nn.Module:
-    """The model file compiled by Inductor (forward(positions nm[, box nm]) -> kJ/mol) for `device`, once per process.
+#: What a compiled model's forward takes: one molecule (and a box), replica copies, or a batch of frames.
+FORMS = {"molecule": None, "replicas": _Replicas, "frames": _Frames}
 
-    replicas: forward takes N copies of the molecule, (N * n_atoms, 3), and returns their summed energy.
+
+def compiled_model(model_path, form: str = "molecule", device: str = "cpu") -> torch.nn.Module:
+    """The model file compiled by Inductor for `device`, once per process, as FORMS names:
+    "molecule": forward(positions (n_atoms, 3) nm[, box nm]) -> kJ/mol; "replicas": forward((N * n_atoms, 3))
+    -> the copies' summed energy; "frames": forward((n_frames, n_atoms, 3)) -> energies (n_frames,).
     Inductor compiles at the first call (forward) and the first gradient (backward): C++ on a CPU, Triton on a GPU.
     """
-    key = (file_sha256(model_path), replicas, device)
+    key = (file_sha256(model_path), form, device)
     if key not in _COMPILED:
         use_cache(cache_dir())
         module = rebuild(model_path).to(device)
-        _COMPILED[key] = torch.compile(_Replicas(module) if replicas else module, dynamic=True)
+        wrapper = FORMS[form]
+        _COMPILED[key] = torch.compile(module if wrapper is None else wrapper(module), dynamic=True)
     return _COMPILED[key]
 
 
@@ -146,13 +158,13 @@ class CompiledModelComputation(TorchModelComputation):
     @property
     def model(self):
         if self._model is None:
-            self._model = compiled_model(self.model_path, self.replicas, self.device)
+            self._model = compiled_model(self.model_path, "replicas" if self.replicas else "molecule", self.device)
         return self._model
 
     def energy_and_forces(self, positions_nm, box_nm=None):
         if self.compile_s is not None:
             return super().energy_and_forces(positions_nm, box_nm)
-        key = (file_sha256(self.model_path), self.replicas, self.device)
+        key = (file_sha256(self.model_path), "replicas" if self.replicas else "molecule", self.device)
         cold = key not in _CALLED  # a model this process compiled already runs at once
         if cold:
             print(f"compiling {self.model_path} with Inductor (cache {cache_dir()}): about a minute the first time "

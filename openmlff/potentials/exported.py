@@ -10,6 +10,7 @@ comparisons and models TorchForce cannot run); both give the same energies and f
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Optional
 
 import numpy as np
@@ -197,5 +198,19 @@ class ExportedModel(Potential):
 
     def energies_and_forces(self, atomic_numbers, positions_angstrom) -> tuple[np.ndarray, np.ndarray]:
         """One batched call of the TorchScript module (kJ/mol, kJ/mol/nm) converted to eV and eV/Å."""
-        e_kj, f_kj = energies_and_forces(self._module, np.asarray(positions_angstrom) / units.NM_IN_ANGSTROM)
+        e_kj, f_kj = energies_and_forces(self._batched(), np.asarray(positions_angstrom) / units.NM_IN_ANGSTROM)
         return e_kj / units.EV_IN_KJ_PER_MOL, f_kj / (units.EV_IN_KJ_PER_MOL * units.NM_IN_ANGSTROM)
+
+    def _batched(self):
+        """What evaluates batches of frames: an object with `energies(positions (n_frames, n_atoms, 3) nm)`."""
+        return self._module
+
+
+class CompiledModel(ExportedModel):
+    """An exported model file evaluated in batches by its form compiled by Inductor (potentials/compiled.py), for
+    `metrics --backend compiled`; MD, the System and everything else as ExportedModel."""
+
+    def _batched(self):
+        from .compiled import compiled_model
+
+        return SimpleNamespace(energies=compiled_model(self._path, "frames"))

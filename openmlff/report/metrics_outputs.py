@@ -75,10 +75,15 @@ class MetricsConfig:
     n_clusters: int | None = setting(None, "conformation clusters (default: k in 2..10 with the best silhouette "
                                            "score)")
     cluster_seed: int = setting(0, "seed of the k-means clustering")
+    backend: str = setting("torchscript", "how an openmlff model file is evaluated: torchscript (the file's own "
+                                          "module) or compiled (Inductor on this machine, cached in "
+                                          "$OPENMLFF_CACHE_DIR; worth it for thousands of frames)")
 
     def __post_init__(self) -> None:
         check_finite(self)
         check(self, self.batch_size >= 1, "batch_size", f"must be a positive integer, got {self.batch_size}")
+        check(self, self.backend in ("torchscript", "compiled"), "backend",
+              f"must be torchscript or compiled, got {self.backend!r}")
 
 
 def write_model_metrics(model, dataset, out, config: MetricsConfig | None = None, *, split_source=None,
@@ -98,6 +103,10 @@ def write_model_metrics(model, dataset, out, config: MetricsConfig | None = None
         check_data_of_split(dataset, split_source, fingerprint)
     indices = select_frames(config.frames, dataset.n_frames, split)
     dataset = dataset.subset(indices) if indices is not None else dataset
+    if config.backend == "compiled":
+        from ..potentials.exported import CompiledModel
+
+        model = CompiledModel(model)
     report = metrics_report(model, dataset, frames_label=config.frames, dataset_frames=indices,
                             batch_size=config.batch_size, force_unit=config.force_unit,
                             energy_unit=config.energy_unit, n_clusters=config.n_clusters,

@@ -17,11 +17,11 @@ from .losses import LOSSES, check_loss
 PRESETS = ("cpu", "paper")
 DTYPES = ("float32", "float64")
 #: Fields that may change when an interrupted run is resumed (they do not change what is learned so far).
-RESUMABLE_CHANGES = ("time_budget_s", "max_epochs", "torch_threads", "early_stopping_patience_epochs")
+RESUMABLE_CHANGES = ("time_budget_s", "max_epochs", "torch_threads", "early_stopping_patience_epochs", "compile")
 #: Fields added after checkpoints were first written, with the value that reproduces what those did:
 #: a checkpoint without the field resumes as if it had it.
 ADDED_FIELDS = {"loss": "mse", "loss_options": {}, "split_seed": None, "ema_warmup": False,
-                "divergence_factor": None}
+                "divergence_factor": None, "compile": False}
 #: The optimiser's defaults per architecture, taken by `learning_rate` and `warmup_steps` left None (resolved()
 #: records them in the checkpoint, so a run resumes with what it started with). ET and ViSNet: TorchMD-Net's
 #: recipe. NequIP: nequip's learning rate 1e-2 and a short warm-up; with 1e-3 and 500 warm-up steps (the default
@@ -72,6 +72,10 @@ class TrainingConfig:
         10.0, "an epoch whose validation loss is not finite or exceeds this multiple of the best is undone: weights, "
               "EMA and optimiser go back to the best epoch's and the learning rate is halved (None: never)")
     dtype: str = setting("float32", "float32 or float64")
+    compile: bool = setting(False, "compile the training step with Inductor (forces by torch.func inside it, neighbour "
+                                   "pairs found outside): 1.6-1.9x faster steps here after about a minute of "
+                                   "compiling (docs/benchmarks/training_step.md); results equal the eager step's to "
+                                   "float32 rounding")
     torch_threads: int | None = setting(None, "torch threads (default: openmlff.core.threads' choice: 1 unless a batch "
                                               "holds thousands of atoms)", aliases=("--threads",))
 

@@ -36,6 +36,7 @@ from ..core.resume import ResumeMismatchError, check_resumable
 from ..core.threads import set_threads
 from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_NAME, read_checkpoint, write_checkpoint
 from .config import ADDED_FIELDS, ARCHITECTURE_DEFAULTS, TrainingConfig
+from ..models.neighbors import neighbor_pairs
 from .ema import ExponentialMovingAverage
 from .losses import LossWeights, TrainingLoss
 from .start import TrainingStart
@@ -258,6 +259,7 @@ class _Loop:
         if state["optimizer_state"] is not None:
             self.optimizer.load_state_dict(state["optimizer_state"])
             self.plateau.load_state_dict(state["scheduler_state"])
+        self.step = compiled_step(self.model, self.loss) if config.compile else None
         self.started = time.perf_counter()
         self.elapsed_before = float(state["elapsed_s"])
         # what a diverged epoch goes back to, kept in the checkpoint so a resumed run rolls back as an uninterrupted one
@@ -365,9 +367,12 @@ class _Loop:
             idx = order[start:start + cfg.batch_size]
             self.set_learning_rate()
             z, pos, batch, n = self.batch(idx)
-            energy, forces = self.model.energy_and_forces(z, pos, batch, n, create_graph=True)
             f_ref = self.F[idx].reshape(-1, 3)
-            loss = self.loss(energy, self.E[idx], forces, f_ref)
+            if self.step is None:
+                energy, forces = self.model.energy_and_forces(z, pos, batch, n, create_graph=True)
+                loss = self.loss(energy, self.E[idx], forces, f_ref)
+            else:
+                loss, forces = self.step(z, pos, batch, n, self.pairs(pos, batch), self.E[idx], f_ref)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -387,6 +392,12 @@ class _Loop:
             lr = target * (self.state["step"] + 1) / self.cfg.warmup_steps
             for g in self.optimizer.param_groups:
                 g["lr"] = lr
+
+    def pairs(self, pos: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+        """The batch's neighbour pairs (2, n_pairs), found outside the compiled step (models.neighbors.find_pairs)."""
+        network = self.model.network
+        i, j, _ = neighbor_pairs(pos.detach(), batch, network.cutoff_angstrom, network.neighbor_method)
+        return torch.stack([i, j])
 
     def batch(self, idx: torch.Tensor):
         n = len(idx)
@@ -430,6 +441,29 @@ class _Loop:
             st["best_state"] = {k: v.clone() for k, v in self.ema.state_dict().items()}
         write_checkpoint(self.out_dir / CHECKPOINT_NAME, st)
         atomic_write_text(self.out_dir / LOG_NAME, history_csv(st["history"]))
+
+
+def compiled_step(model: EnergyModel, loss_fn):
+    """The training loss compiled by Inductor: (z, pos, batch, n, pairs, E_ref, F_ref) -> (loss, forces).
+
+    torch.compile refuses the double backward of autograd.grad(create_graph=True), so the forces come from
+    torch.func.grad inside the traced function, which dynamo must trace whole: the neighbour pairs are found
+    outside (their count is data-dependent). Shapes become dynamic after the first recompile (the pair count
+    changes every batch).
+    """
+    def step(z, pos, batch, n: int, pairs, e_ref, f_ref):
+        def total(p):
+            energy = model(z, p, batch, n, None, pairs)
+            return energy.sum(), energy
+
+        grad, energy = torch.func.grad(total, has_aux=True)(pos)
+        forces = -grad
+        return loss_fn(energy, e_ref, forces, f_ref), forces
+
+    from ..potentials.compiled import cache_dir, use_cache
+
+    use_cache(cache_dir())
+    return torch.compile(step)
 
 
 def epoch_order(train_frames, sample_weights, seed: int, epoch: int) -> torch.Tensor:
