@@ -212,4 +212,4 @@ def test_metrics_of_the_compiled_model_equal_the_torchscript_ones(dataset, tmp_p
     report, _, _ = write_model_metrics(model, small, tmp_path / "metrics.json", MetricsConfig(batch_size=8,
                                                                                               backend="compiled"))
     for key in ("force_mae", "force_rmse", "force_max", "fnm_mae", "fnm_max", "energy_mae"):
-        assert report[key] == pytest.approx(plain[key], rel=1e-4), key
+        assert report["global"][key] == pytest.approx(plain[key], rel=1e-4), key
