@@ -53,8 +53,8 @@ def _model_file(path: Path, variant: str, z, periodic: bool = False) -> Path:
     return export_model(potential, z, path, periodic=periodic)
 
 
-@pytest.mark.parametrize("variant", ["et", pytest.param("visnet-l1", marks=pytest.mark.slow),
-                                     pytest.param("nequip", marks=pytest.mark.slow)])
+@pytest.mark.slow  # each compiles for 30-50 s: CI runs them, the everyday tier does not
+@pytest.mark.parametrize("variant", ["et", "visnet-l1", "nequip"])
 def test_compiled_forces_equal_torchscript_with_and_without_a_box(variant, dataset, tmp_path):
     model = _model_file(tmp_path / "model.pt", variant, dataset.z, periodic=True)
     for box in (None, np.eye(3) * 1.1):  # 1.1 nm: images of the 0.9 nm aspirin within the 5 Å cutoff
