@@ -30,9 +30,27 @@ from .computation import TorchModelComputation
 
 #: The environment variable naming the user's cache folder.
 CACHE_ENV = "OPENMLFF_CACHE_DIR"
+#: The dynamo settings the compiled models were validated with, pinned at every call (any call may retrace). Other
+#: packages change them for the whole process: nequip's set_global_state (run when a nequip model loads) turns on
+#: capture_dynamic_output_shape_ops and capture_scalar_outputs, and with those on, Inductor compiled openmlff's ViSNet
+#: to forces off by up to a fifth of the largest force (torch 2.12.1; tests/test_compiled.py).
+DYNAMO_SETTINGS = {"capture_dynamic_output_shape_ops": False, "capture_scalar_outputs": False}
+
+
+class Pinned:
+    """A compiled callable that runs (and traces) under DYNAMO_SETTINGS whatever the process set."""
+
+    def __init__(self, compiled) -> None:
+        self.compiled = compiled
+
+    def __call__(self, *args):
+        with torch._dynamo.config.patch(DYNAMO_SETTINGS):
+            return self.compiled(*args)
+
+
 #: The device the compiled model runs on ("cpu", "cuda", "cuda:1"); default: a GPU when torch sees one.
 DEVICE_ENV = "OPENMLFF_COMPILED_DEVICE"
-_COMPILED: dict[tuple, torch.nn.Module] = {}  # (file sha256, form, device) -> compiled module, this process
+_COMPILED: dict[tuple, Pinned] = {}  # (file sha256, form, device) -> compiled module, this process
 _CALLED: set[tuple] = set()  # the keys whose first call (the compile) has finished
 
 
@@ -86,11 +104,16 @@ def rebuild(model_path) -> torch.nn.Module:
     if "committee" in metadata or "hyperparameters" not in metadata:
         raise ModelFileError(f"{model_path}: the compiled backend takes one openmlff model (not a committee file); "
                              "use --backend torchforce for it")
-    model = ExportedPotential(build_model(metadata["architecture"], metadata["hyperparameters"], saved=True),
-                              metadata["atomic_numbers"])
-    stored = scripted.state_dict()  # TorchScript lists non-persistent buffers too (made from the hyperparameters)
+    saved_dtype = torch.get_default_dtype()  # another package may have changed it (nequip sets float64)
+    torch.set_default_dtype(torch.float32)  # what openmlff builds its models in
     try:
-        model.load_state_dict({name: stored[name] for name in model.state_dict()}, strict=True)
+        model = ExportedPotential(build_model(metadata["architecture"], metadata["hyperparameters"], saved=True),
+                                  metadata["atomic_numbers"])
+    finally:
+        torch.set_default_dtype(saved_dtype)
+    stored = scripted.state_dict()  # TorchScript lists non-persistent buffers too (made from the hyperparameters)
+    try:  # assign: the file's tensors as they are, dtypes included
+        model.load_state_dict({name: stored[name] for name in model.state_dict()}, strict=True, assign=True)
     except (KeyError, RuntimeError) as exc:
         raise ModelFileError(f"{model_path}: its weights do not fit its metadata's architecture "
                              f"{metadata['architecture']!r} ({str(exc).splitlines()[0]})") from None
@@ -122,7 +145,7 @@ class _Replicas(_Frames):
 FORMS = {"molecule": None, "replicas": _Replicas, "frames": _Frames}
 
 
-def compiled_model(model_path, form: str = "molecule", device: str = "cpu") -> torch.nn.Module:
+def compiled_model(model_path, form: str = "molecule", device: str = "cpu") -> Pinned:
     """The model file compiled by Inductor for `device`, once per process, as FORMS names:
     "molecule": forward(positions (n_atoms, 3) nm[, box nm]) -> kJ/mol; "replicas": forward((N * n_atoms, 3))
     -> the copies' summed energy; "frames": forward((n_frames, n_atoms, 3)) -> energies (n_frames,).
@@ -133,7 +156,7 @@ def compiled_model(model_path, form: str = "molecule", device: str = "cpu") -> t
         use_cache(cache_dir())
         module = rebuild(model_path).to(device)
         wrapper = FORMS[form]
-        _COMPILED[key] = torch.compile(module if wrapper is None else wrapper(module), dynamic=True)
+        _COMPILED[key] = Pinned(torch.compile(module if wrapper is None else wrapper(module), dynamic=True))
     return _COMPILED[key]
 
 

@@ -460,10 +460,10 @@ def compiled_step(model: EnergyModel, loss_fn):
         forces = -grad
         return loss_fn(energy, e_ref, forces, f_ref), forces
 
-    from ..potentials.compiled import cache_dir, use_cache
+    from ..potentials.compiled import Pinned, cache_dir, use_cache
 
     use_cache(cache_dir())
-    return torch.compile(step)
+    return Pinned(torch.compile(step))
 
 
 def epoch_order(train_frames, sample_weights, seed: int, epoch: int) -> torch.Tensor:
