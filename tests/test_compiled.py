@@ -216,17 +216,18 @@ def test_metrics_of_the_compiled_model_equal_the_torchscript_ones(dataset, tmp_p
 
 
 @pytest.mark.slow
-def test_compiled_forces_hold_when_another_package_changed_dynamos_settings(dataset, tmp_path, monkeypatch):
+def test_compiled_forces_hold_when_another_package_changed_dynamos_settings(dataset, tmp_path):
     """nequip's set_global_state turns dynamo's capture_dynamic_output_shape_ops and capture_scalar_outputs on for the
     whole process; under them Inductor compiled ViSNet to forces off by a fifth of the largest one (torch 2.12.1).
-    The compiled backend pins the settings it was validated with."""
+    The compiled backend pins the settings it was validated with. (dynamo's own patch, not pytest's monkeypatch:
+    undoing a monkeypatch hid the settings from later tests.)"""
     import torch._dynamo
 
     torch._dynamo.reset()
-    monkeypatch.setattr(torch._dynamo.config, "capture_dynamic_output_shape_ops", True)
-    monkeypatch.setattr(torch._dynamo.config, "capture_scalar_outputs", True)
     model = _model_file(tmp_path / "model.pt", "visnet-l1", dataset.z)
-    for frame in dataset.R[:3]:
-        _, expected = TorchModelComputation(model).energy_and_forces(frame / 10.0)
-        _, got = CompiledModelComputation(model, device="cpu").energy_and_forces(frame / 10.0)
-        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+    with torch._dynamo.config.patch(capture_dynamic_output_shape_ops=True, capture_scalar_outputs=True):
+        for frame in dataset.R[:3]:
+            _, expected = TorchModelComputation(model).energy_and_forces(frame / 10.0)
+            _, got = CompiledModelComputation(model, device="cpu").energy_and_forces(frame / 10.0)
+            np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+    assert torch._dynamo.config.capture_dynamic_output_shape_ops is False  # readable and restored for later tests
