@@ -13,7 +13,7 @@ from scipy import stats
 
 from openmlff.metrics import ForceErrorAccumulator, cluster_conformations, cluster_force_metrics
 from openmlff.stability.correlation import (
-    conformation_level_correlation, kendall_tau_b_rows, model_level_correlation, per_start_outcomes, rank_correlations, roc_auc, roc_auc_bootstrap, roc_curve, spearman_rows, strongest_rows,
+    conformation_level_correlation, kendall_tau_b_rows, model_level_correlation, paired_rho_difference, per_start_outcomes, rank_correlations, roc_auc, roc_auc_bootstrap, roc_curve, spearman_rows, strongest_rows,
 )
 from openmlff.metrics.metric_sets import evaluation_metric_set, model_metric_sets, start_conformation_metrics
 from openmlff.stability.runs import (
@@ -323,6 +323,38 @@ def _synthetic_campaign(seed: int = 0, n_models: int = 10, runs_per_model: int =
     return metrics, stability
 
 
+def test_paired_difference_uses_the_same_resamples_for_both_metrics():
+    """|rho(x)| - |rho(ref)| on each of the explicit draws of default_rng(seed) (scipy's paired resampling), its
+    percentile interval and the share of draws <= 0; non-finite items dropped from all three."""
+    rng = np.random.default_rng(5)
+    y = rng.normal(size=30)
+    x = -y + 0.5 * rng.normal(size=30)  # a good predictor (negative rho)
+    ref = y + 3.0 * rng.normal(size=30)  # a poor one
+    res = paired_rho_difference(x, ref, y, n_bootstrap=400, seed=2)
+    rho = lambda a, b: abs(stats.spearmanr(a, b).statistic)  # noqa: E731
+    assert res["abs_rho_difference"] == pytest.approx(rho(x, y) - rho(ref, y), abs=1e-12)
+    idx = np.random.default_rng(2).integers(0, y.size, size=(400, y.size))
+    draws = np.array([rho(x[row], y[row]) - rho(ref[row], y[row]) for row in idx])
+    assert res["abs_rho_difference_ci_low"] == pytest.approx(np.quantile(draws, 0.025), abs=1e-12)
+    assert res["abs_rho_difference_ci_high"] == pytest.approx(np.quantile(draws, 0.975), abs=1e-12)
+    assert res["share_not_better"] == pytest.approx(np.mean(draws <= 0), abs=1e-12)
+    assert res["abs_rho_difference_ci_low"] > 0 and res["n"] == 30 and res["n_bootstrap_valid"] == 400
+    # the same metric against itself: no difference on any resample
+    same = paired_rho_difference(ref, ref, y, n_bootstrap=200)
+    assert same["abs_rho_difference"] == 0 and same["abs_rho_difference_ci_low"] == 0 == same["abs_rho_difference_ci_high"]
+    assert same["share_not_better"] == 1.0
+    # reversing x's sign changes nothing (|rho|); a NaN in the reference drops that item from all three
+    assert paired_rho_difference(-x, ref, y, n_bootstrap=0)["abs_rho_difference"] == pytest.approx(
+        res["abs_rho_difference"], abs=1e-12)
+    ref_nan = ref.copy()
+    ref_nan[0] = np.nan
+    dropped = paired_rho_difference(x, ref_nan, y, n_bootstrap=0)
+    assert dropped["n"] == 29 and dropped["abs_rho_difference"] == pytest.approx(
+        rho(x[1:], y[1:]) - rho(ref[1:], y[1:]), abs=1e-12)
+    with pytest.raises(ValueError, match="one each per item"):
+        paired_rho_difference(x, ref[:5], y)
+
+
 def test_model_level_fnm_max_predicts_stability_and_force_mae_does_not():
     metrics, stability = _synthetic_campaign()
     units = {"test.force_mae": "kcal/mol/Å", "test.fnm_max": "(kcal/mol/Å)/Da"}
@@ -337,6 +369,15 @@ def test_model_level_fnm_max_predicts_stability_and_force_mae_does_not():
         assert mae["spearman_ci_low"] < 0 < mae["spearman_ci_high"]
         assert fnm["metric_unit"] == "(kcal/mol/Å)/Da" and fnm["n"] == 10
         assert rows[("test.energy_mae", measure)]["n"] == 9  # one model has no energy MAE
+        # the paired comparison with the force MAE: on every row but the MAE's own, equal to the function's
+        paired = paired_rho_difference([metrics[m]["test.fnm_max"] for m in table["models"]],
+                                       [metrics[m]["test.force_mae"] for m in table["models"]],
+                                       [stability[m][measure] for m in table["models"]], n_bootstrap=500,
+                                       seed=0 if measure == "share_stable" else 1)
+        assert fnm["versus_reference_abs_rho_difference"] == paired["abs_rho_difference"] > 0
+        assert fnm["versus_reference_abs_rho_difference_ci_low"] == paired["abs_rho_difference_ci_low"]
+        assert "versus_reference_abs_rho_difference" not in mae
+    assert table["settings"]["reference_metric"] == "test.force_mae"
     best = [table["rows"][k]["metric"] for k in strongest_rows(table["rows"])]
     assert best == ["test.fnm_max", "test.fnm_max"]
     assert any("NEGATIVE" in note for note in table["notes"])

@@ -80,3 +80,14 @@ def test_subsets_of_a_real_dataset(test_data):
     np.testing.assert_array_equal(test.E, ds.E[split.test])
     with pytest.raises(ValueError, match="100"):
         make_split(50).subsets(ds)
+
+
+def test_nested_training_sets_keep_validation_and_test():
+    split = make_split(1200, n_train=950, n_val=50, n_test=200, seed=0)
+    small, large = split.nested_train(25, seed=1), split.nested_train(300, seed=1)
+    assert set(small.train) < set(large.train) < set(split.train)
+    assert not np.array_equal(split.nested_train(25, seed=2).train, small.train)  # another seed, another draw
+    np.testing.assert_array_equal(small.test, split.test)
+    np.testing.assert_array_equal(small.val, split.val)
+    with pytest.raises(ValueError, match="between 1 and the split's 950"):
+        split.nested_train(951, seed=0)

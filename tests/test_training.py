@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from openmlff.core.config import ConfigError
-from openmlff.data import load_dataset
+from openmlff.data import load_dataset, make_split
 from openmlff.model_file.writer import export_checkpoint, load_exported
 from openmlff.training import TrainingConfig, TrainingError, load_checkpoint, train
 from openmlff.training.checkpoint import read_checkpoint
@@ -185,6 +185,27 @@ def test_a_diverged_epoch_goes_back_to_the_best_with_half_the_learning_rate(tmp_
         tiny_config(divergence_factor=1.0)
 
 
+def test_a_kept_split_keeps_validation_and_test_and_nests_the_training_frames(tmp_path, aspirin):
+    """TrainingConfig.split: the same validation and test frames for every model, n_train frames of the split's
+    training set, nested for one seed; a split drawn for other data is refused naming the field."""
+    split = make_split(aspirin.n_frames, n_train=60, n_val=10, n_test=20, seed=3)
+    path = split.save(tmp_path / "split.json")
+    kept = {}
+    for n_train in (10, 30):
+        train(aspirin, tmp_path / f"n{n_train}", tiny_config(split=str(path), n_train=n_train, n_val=None, n_test=None,
+                                                               max_epochs=1), progress=False)
+        kept[n_train] = read_checkpoint(tmp_path / f"n{n_train}" / "model.ckpt").split
+    for name in ("val", "test"):
+        np.testing.assert_array_equal(getattr(kept[10], name), getattr(split, name))
+    assert kept[10].sizes["train"] == 10 and kept[30].sizes["train"] == 30
+    assert set(kept[10].train) < set(kept[30].train) < set(split.train)
+    with pytest.raises(ValueError, match="n_val"):
+        tiny_config(split=str(path), n_val=5)
+    other = make_split(50, n_train=30, n_val=10, n_test=10).save(tmp_path / "other.json")
+    with pytest.raises(TrainingError, match="field 'split': drawn for 50 frames"):
+        train(aspirin, tmp_path / "other", tiny_config(split=str(other), n_val=None, n_test=None), progress=False)
+
+
 def test_mismatched_resume_is_refused(tmp_path, aspirin):
     train(aspirin, tmp_path, tiny_config(max_epochs=1), progress=False)
     with pytest.raises(TrainingError, match="batch_size"):
@@ -235,9 +256,11 @@ def test_killed_training_resumes_from_checkpoint(tmp_path, test_data):
 @pytest.mark.parametrize("architecture, sizes", [("et", TINY), ("nequip", TINY_NEQUIP)])
 def test_compiled_training_follows_the_eager_run_and_resumes(tmp_path, aspirin, architecture, sizes, monkeypatch):
     """--compile: the same weights to float32 rounding over 3 epochs (forces by torch.func inside the compiled step,
-    pairs found outside), and a compiled run resumed after its first epoch ends where the uninterrupted one does."""
+    pairs found outside), and a compiled run resumed after its first epoch ends where the uninterrupted one does.
+    23 frames in batches of 5: the last batch of each epoch is smaller (a second shape, compiled once more; with
+    dynamic atom counts autograd inside dynamo failed, "Expected IntList but got GenericList")."""
     monkeypatch.setenv("OPENMLFF_CACHE_DIR", str(tmp_path / "cache"))
-    cfg = dict(architecture=architecture, hyperparameters=sizes, max_epochs=3)
+    cfg = dict(architecture=architecture, hyperparameters=sizes, max_epochs=3, n_train=23)
     eager = train(aspirin, tmp_path / "eager", tiny_config(**cfg), progress=False)
     compiled = train(aspirin, tmp_path / "compiled", tiny_config(**cfg, compile=True), progress=False)
     a, ckpt_a = load_checkpoint(eager.checkpoint, weights="raw")

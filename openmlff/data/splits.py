@@ -76,6 +76,16 @@ class Split:
         return cls(**{name: np.asarray(doc[name], dtype=np.int64) for name in _SET_NAMES},
                    seed=doc["seed"], n_frames=doc.get("n_frames"))
 
+    def nested_train(self, n_train: int, seed: int) -> "Split":
+        """This split with n_train of its training frames, drawn by a permutation seeded by `seed`: the same seed
+        gives nested sets (a smaller n_train takes a subset of a larger one's); validation and test stay as they are,
+        so models trained on different amounts of data are judged on the same frames (learning curves, studies)."""
+        if not 1 <= n_train <= self.train.size:
+            raise InputError(f"n_train must be between 1 and the split's {self.train.size} training frames, "
+                             f"got {n_train}")
+        kept = np.random.default_rng(seed).permutation(self.train)[:n_train]
+        return Split(train=kept, val=self.val, test=self.test, seed=self.seed, n_frames=self.n_frames)
+
     def save(self, path) -> Path:
         """Write the split as JSON (atomically)."""
         text = json.dumps(self.to_dict(), indent=1)

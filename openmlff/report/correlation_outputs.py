@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.atomic_io import atomic_write_json, jsonable
+from ..stability.correlation import PAIRED_KEYS
 from .tables import write_table
 
 CORRELATION_JSON = "correlation.json"
@@ -37,7 +38,8 @@ STABILITY_PER_START_CSV = "stability_per_start.csv"
 
 RANK_COLUMNS = ("n", "spearman_rho", "spearman_ci_low", "spearman_ci_high", "spearman_p", "kendall_tau",
                 "kendall_ci_low", "kendall_ci_high", "kendall_p", "n_bootstrap_valid")
-MODEL_LEVEL_COLUMNS = ("metric", "metric_unit", "stability_measure", "stability_unit") + RANK_COLUMNS
+MODEL_LEVEL_COLUMNS = ("metric", "metric_unit", "stability_measure", "stability_unit") + RANK_COLUMNS + tuple(
+    f"versus_reference_{key}" for key in PAIRED_KEYS)
 CONFORMATION_LEVEL_COLUMNS = ("model", "metric", "metric_unit", "stability_measure", "stability_unit", "n_starts",
                               "n_runs", "n_collapsed", "roc_auc", "roc_auc_ci_low", "roc_auc_ci_high") + RANK_COLUMNS
 #: stability_per_model.csv: column name -> key of the stability dict.

@@ -51,6 +51,9 @@ MODEL_STABILITY_MEASURES = {"share_stable": "fraction of runs", "median_time_to_
 #: Stability measures of a starting conformation (computed from its runs here) and their units.
 START_STABILITY_MEASURES = {"collapse_rate": "fraction of runs", "mean_time_to_collapse_ps": "ps"}
 MIN_PAIRS = 3
+#: The global metric every other is compared with (paired_rho_difference), and the keys its rows carry.
+REFERENCE_METRIC = "test.force_mae"
+PAIRED_KEYS = ("abs_rho_difference", "abs_rho_difference_ci_low", "abs_rho_difference_ci_high", "share_not_better")
 _ELEMENTS_PER_BLOCK = 4_000_000  # bounds the temporary arrays of the vectorised bootstrap
 _KENDALL_VECTORISED_MAX_N = 200  # above this, tau-b of each resample comes from scipy (O(n log n))
 
@@ -191,6 +194,41 @@ def rank_correlations(x, y, n_bootstrap: int = DEFAULT_N_BOOTSTRAP, confidence: 
     return out
 
 
+def paired_rho_difference(x, reference, y, n_bootstrap: int = DEFAULT_N_BOOTSTRAP,
+                          confidence: float = DEFAULT_CONFIDENCE, seed: int = 0) -> dict:
+    """Does metric x rank y better than the reference metric? |rho(x, y)| - |rho(reference, y)| (Spearman) with a
+    paired percentile bootstrap: both rhos come from the same resampled models, so the interval holds the
+    correlation between the two metrics (docs/study.md, H1). Items with a non-finite value in any of the three are
+    dropped first.
+
+    Returns n, abs_rho_difference, its ci_low and ci_high, share_not_better (the resamples' share with a difference
+    <= 0: a one-sided bootstrap p-value for "x ranks better"), n_bootstrap_valid, confidence.
+    """
+    _check_bootstrap_settings(n_bootstrap, confidence)
+    x, r, y = (np.asarray(v, dtype=np.float64).reshape(-1) for v in (x, reference, y))
+    if not x.size == r.size == y.size:
+        raise InputError(f"x, reference and y have {x.size}, {r.size} and {y.size} values; expected one each per item")
+    keep = np.isfinite(x) & np.isfinite(r) & np.isfinite(y)
+    x, r, y = x[keep], r[keep], y[keep]
+    out = {"n": int(x.size), "abs_rho_difference": math.nan, "abs_rho_difference_ci_low": math.nan,
+           "abs_rho_difference_ci_high": math.nan, "share_not_better": math.nan, "n_bootstrap_valid": 0,
+           "confidence": float(confidence)}
+
+    def difference(a, b, c):
+        return np.abs(spearman_rows(a, c)) - np.abs(spearman_rows(b, c))
+
+    if x.size < MIN_PAIRS or np.ptp(y) == 0 or np.ptp(x) == 0 or np.ptp(r) == 0:
+        return out
+    out["abs_rho_difference"] = float(difference(x[None], r[None], y[None])[0])
+    if n_bootstrap:
+        values = _bootstrap_distribution((x, r, y), difference, n_bootstrap, seed, paired=True)
+        low, high, valid = percentile_interval(values, confidence)
+        finite = values[np.isfinite(values)]
+        out.update(abs_rho_difference_ci_low=low, abs_rho_difference_ci_high=high, n_bootstrap_valid=valid,
+                   share_not_better=float(np.mean(finite <= 0)) if finite.size else math.nan)
+    return out
+
+
 # --- ROC ----------------------------------------------------------------------------------------------
 
 def _scores_and_labels(scores, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -307,12 +345,15 @@ def model_level_correlation(model_metrics: Mapping[str, Mapping[str, float]],
                             model_stability: Mapping[str, Mapping[str, float]], *,
                             measures: Iterable[str] = tuple(MODEL_STABILITY_MEASURES),
                             metric_units: Mapping[str, str] | None = None, n_bootstrap: int = DEFAULT_N_BOOTSTRAP,
-                            confidence: float = DEFAULT_CONFIDENCE, seed: int = 0) -> dict:
+                            confidence: float = DEFAULT_CONFIDENCE, seed: int = 0,
+                            reference_metric: str = REFERENCE_METRIC) -> dict:
     """Each metric of the models against each stability measure: one row per (metric, measure).
 
     model_metrics: {model: {metric: value}} (metric_sets.model_metric_sets); model_stability: {model:
     stability_of_runs dict}. Models present in both are used; a model lacking a metric (or None/NaN) is left
     out of its rows. Each row: metric, metric_unit, stability_measure, stability_unit and `rank_correlations`.
+    A row of a metric other than `reference_metric` (the global test force MAE) also holds the paired comparison
+    with it (`paired_rho_difference`, keys prefixed versus_reference_), when the models have it.
     Returns {"level": "model", "models", "metrics", "stability_measures", "rows", "notes", "settings"}.
     """
     measures = list(measures)
@@ -328,16 +369,25 @@ def model_level_correlation(model_metrics: Mapping[str, Mapping[str, float]],
         if missing:
             raise InputError(f"stability measure {measure!r} missing for models {missing}; "
                              f"expected keys like {list(MODEL_STABILITY_MEASURES)}")
+    def values(metric):
+        return [_metric_value(used[m].get(metric), f"model {m!r}, metric {metric!r}") for m in models]
+
+    reference = values(reference_metric) if reference_metric in _metric_names(used) else None
     for metric in _metric_names(used):
-        x = [_metric_value(used[m].get(metric), f"model {m!r}, metric {metric!r}") for m in models]
+        x = values(metric)
         for k, measure in enumerate(measures):
             y = [_metric_value(model_stability[m][measure], f"model {m!r}, stability {measure!r}") for m in models]
-            rows.append({"metric": metric, "metric_unit": units.get(metric, ""), "stability_measure": measure,
-                         "stability_unit": MODEL_STABILITY_MEASURES.get(measure, ""),
-                         **rank_correlations(x, y, n_bootstrap, confidence, seed + k)})
+            row = {"metric": metric, "metric_unit": units.get(metric, ""), "stability_measure": measure,
+                   "stability_unit": MODEL_STABILITY_MEASURES.get(measure, ""),
+                   **rank_correlations(x, y, n_bootstrap, confidence, seed + k)}
+            if reference is not None and metric != reference_metric:
+                paired = paired_rho_difference(x, reference, y, n_bootstrap, confidence, seed + k)
+                row.update({f"versus_reference_{key}": paired[key] for key in PAIRED_KEYS})
+            rows.append(row)
     return {"level": "model", "models": models, "metrics": _metric_names(used), "stability_measures": measures,
             "rows": rows, "notes": list(MODEL_LEVEL_NOTES),
-            "settings": {"n_bootstrap": int(n_bootstrap), "confidence": float(confidence), "seed": seed}}
+            "settings": {"n_bootstrap": int(n_bootstrap), "confidence": float(confidence), "seed": seed,
+                         "reference_metric": reference_metric}}
 
 
 def per_start_outcomes(runs: Iterable[tuple]) -> dict[str, dict]:
@@ -430,7 +480,7 @@ def strongest_rows(rows: list[dict], key: str = "spearman_rho", per: str = "stab
 
 
 def campaign_answer(document: Mapping, diagnoses: Iterable[Mapping] = (), measure: str = "share_stable",
-                    reference_metric: str = "test.force_mae") -> dict:
+                    reference_metric: str = REFERENCE_METRIC) -> dict:
     """What a reader asks first of a campaign's correlation document: how many runs held, which metric ranks the
     models' `measure` best (|Spearman rho|, with its interval) and where `reference_metric` (the global test force
     MAE) ranks, and which bond broke first in the collapsed runs (element pairs, most frequent first)."""
@@ -441,7 +491,8 @@ def campaign_answer(document: Mapping, diagnoses: Iterable[Mapping] = (), measur
             if r.get("stability_measure") == measure and r.get("spearman_rho") is not None
             and math.isfinite(r["spearman_rho"])]
     ranked = sorted(rows, key=lambda r: -abs(r["spearman_rho"]))
-    pick = ("metric", "metric_unit", "spearman_rho", "spearman_ci_low", "spearman_ci_high", "n")
+    pick = ("metric", "metric_unit", "spearman_rho", "spearman_ci_low", "spearman_ci_high", "n",
+            *(f"versus_reference_{key}" for key in PAIRED_KEYS))
     reference = next(((k + 1, r) for k, r in enumerate(ranked) if r["metric"] == reference_metric), None)
     bonds = Counter("–".join(sorted(d["first_broken_bond"]["elements"])) for d in diagnoses
                     if d.get("first_broken_bond"))
@@ -507,7 +558,7 @@ FINE_GRAINED_METRICS = ("test.H.fnm_mae", "test.H.fnm_max", "test.fnm_max", "tes
 
 
 def similar_error_ranking(model_metrics: Mapping[str, Mapping[str, float]],
-                          model_stability: Mapping[str, Mapping[str, float]], *, mae_metric: str = "test.force_mae",
+                          model_stability: Mapping[str, Mapping[str, float]], *, mae_metric: str = REFERENCE_METRIC,
                           metrics: Iterable[str] = FINE_GRAINED_METRICS, tolerance: float = 0.25,
                           measures: Iterable[str] = ("share_stable", "mean_time_to_collapse_ps"),
                           min_models: int = 4) -> dict:

@@ -20,7 +20,7 @@ DTYPES = ("float32", "float64")
 RESUMABLE_CHANGES = ("time_budget_s", "max_epochs", "torch_threads", "early_stopping_patience_epochs", "compile")
 #: Fields added after checkpoints were first written, with the value that reproduces what those did:
 #: a checkpoint without the field resumes as if it had it.
-ADDED_FIELDS = {"loss": "mse", "loss_options": {}, "split_seed": None, "ema_warmup": False,
+ADDED_FIELDS = {"loss": "mse", "loss_options": {}, "split_seed": None, "split": None, "ema_warmup": False,
                 "divergence_factor": None, "compile": False}
 #: The optimiser's defaults per architecture, taken by `learning_rate` and `warmup_steps` left None (resolved()
 #: records them in the checkpoint, so a run resumes with what it started with). ET and ViSNet: TorchMD-Net's
@@ -47,6 +47,9 @@ class TrainingConfig:
     n_test: int | None = setting(None, "test frames (default: min(200, frames // 5))")
     seed: int = setting(0, "seed of the split, the initial weights and the batch order")
     split_seed: int | None = setting(None, "seed of the split alone (default: seed); committee members share it")
+    split: str | None = setting(None, "a split to keep (a split .json or a training checkpoint): its validation and "
+                                      "test frames as they are and n_train of its training frames, drawn by the "
+                                      "split seed, nested across n_train (default: a new split of the data)")
     batch_size: int = setting(16, "frames per optimiser step")
     learning_rate: float | None = setting(None, "peak learning rate (Adam); default: the architecture's "
                                                 "(ARCHITECTURE_DEFAULTS: 1e-3 for et and visnet, 1e-2 for nequip)",
@@ -92,6 +95,8 @@ class TrainingConfig:
             value = getattr(self, name)
             check(self, value is None or value >= 0, name, f"must be >= 0 or None, got {value}")
         check(self, self.n_train is None or self.n_train >= 1, "n_train", f"must be >= 1, got {self.n_train}")
+        check(self, self.split is None or self.n_val is None and self.n_test is None, "n_val",
+              "and n_test must be left unset with a kept split (its validation and test frames are kept as they are)")
         for name in ("batch_size", "early_stopping_patience_epochs"):
             check(self, getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
         for name in ("warmup_steps", "lr_patience_epochs", "max_epochs", "energy_weight", "force_weight"):

@@ -34,7 +34,7 @@ from ..models import build_model, fit_element_energies
 from ..models.energy_model import EnergyModel
 from ..core.resume import ResumeMismatchError, check_resumable
 from ..core.threads import set_threads
-from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_NAME, read_checkpoint, write_checkpoint
+from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_NAME, read_checkpoint, read_split, write_checkpoint
 from .config import ADDED_FIELDS, ARCHITECTURE_DEFAULTS, TrainingConfig
 from ..models.neighbors import neighbor_pairs
 from .ema import ExponentialMovingAverage
@@ -170,9 +170,12 @@ def _load_or_start(dataset: Dataset, ckpt_path: Path, config: TrainingConfig, st
                                 f"{start.parent.path} has a split of {start.split.n_frames}")
         begin = start.initial_state()
     else:
-        n_train, n_val, n_test = resolve_split_sizes(dataset.n_frames, config)
-        split = make_split(dataset.n_frames, n_train=n_train, n_val=n_val, n_test=n_test,
-                           seed=config.seed if config.split_seed is None else config.split_seed)
+        split_seed = config.seed if config.split_seed is None else config.split_seed
+        if config.split is not None:
+            split = kept_split(config.split, dataset, config.n_train, split_seed)
+        else:
+            n_train, n_val, n_test = resolve_split_sizes(dataset.n_frames, config)
+            split = make_split(dataset.n_frames, n_train=n_train, n_val=n_val, n_test=n_test, seed=split_seed)
         train_idx = split.train
         element_energy = fit_element_energies(dataset.z, dataset.E[train_idx])
         begin = {
@@ -195,6 +198,19 @@ def _load_or_start(dataset: Dataset, ckpt_path: Path, config: TrainingConfig, st
         "best_epoch": 0, "best_val_loss": math.inf, "epochs_since_best": 0,
         "optimizer_state": None, "scheduler_state": None, "stop_reason": None,
     }
+
+
+def kept_split(path, dataset: Dataset, n_train: int | None, seed: int) -> Split:
+    """TrainingConfig.split: the split in `path` (a .json or a checkpoint) with n_train of its training frames
+    (Split.nested_train; all of them when None); TrainingError if it was drawn for other data."""
+    split, fingerprint = read_split(path)
+    if split.n_frames is not None and split.n_frames != dataset.n_frames:
+        raise TrainingError(f"{path}: field 'split': drawn for {split.n_frames} frames, but {dataset.source} has "
+                            f"{dataset.n_frames}")
+    if fingerprint is not None and fingerprint != dataset.fingerprint():
+        raise TrainingError(f"{path}: field 'data_fingerprint': the checkpoint was trained on other data than "
+                            f"{dataset.source}")
+    return split if n_train is None else split.nested_train(n_train, seed)
 
 
 def resolve_split_sizes(n_frames: int, config: TrainingConfig) -> tuple[int, int, int]:
@@ -448,8 +464,9 @@ def compiled_step(model: EnergyModel, loss_fn):
 
     torch.compile refuses the double backward of autograd.grad(create_graph=True), so the forces come from
     torch.func.grad inside the traced function, which dynamo must trace whole: the neighbour pairs are found
-    outside (their count is data-dependent). Shapes become dynamic after the first recompile (the pair count
-    changes every batch).
+    outside (their count is data-dependent). Only the pair count is dynamic (it changes every batch); the atom
+    count is static, so a smaller last batch compiles once more: with a dynamic atom count, autograd inside
+    dynamo fails ("Expected IntList but got GenericList", torch 2.12).
     """
     def step(z, pos, batch, n: int, pairs, e_ref, f_ref):
         def total(p):
@@ -463,7 +480,13 @@ def compiled_step(model: EnergyModel, loss_fn):
     from ..potentials.compiled import Pinned, cache_dir, use_cache
 
     use_cache(cache_dir())
-    return Pinned(torch.compile(step))
+    compiled = Pinned(torch.compile(step, dynamic=False))
+
+    def call(z, pos, batch, n: int, pairs, e_ref, f_ref):
+        torch._dynamo.mark_dynamic(pairs, 1)
+        return compiled(z, pos, batch, n, pairs, e_ref, f_ref)
+
+    return call
 
 
 def epoch_order(train_frames, sample_weights, seed: int, epoch: int) -> torch.Tensor:

@@ -1,0 +1,149 @@
+"""The stability study of docs/study.md (issue 35), in resumable stages.
+
+    python protocols/study.py train     [--out results/study] [--workers 2]
+    python protocols/study.py pilot     [--out results/study] [--workers 2]
+    python protocols/study.py campaign  [--out results/study] [--workers 2] [--temperature K]
+    python protocols/study.py status    [--out results/study]
+
+Stages (docs/study.md, "Design"):
+- train: 42 aspirin models, ET, ViSNet and NequIP x 7 training-set sizes (25 ... 950 frames, nested within a seed,
+  `openmlff train --split`) x 2 seeds, on the split of protocols/six_models.py (950/50/200, seed 0: the same 200
+  test frames for every model). Each trains for the smaller of 600 s and 400 epochs on one thread, compiled, then
+  is exported. Seed 0's 21 models first, so that a stopped stage leaves a whole design of one seed.
+- pilot: the worst, median and best of the trained models by validation force MAE, 8 test starts x 5 ps at 500,
+  700 and 900 K; prints the share of stable runs per model and temperature and the temperature the plan's rule picks.
+
+Every stage resumes where it stopped: a training resumes from its checkpoint (its clock counts the time already
+spent), a campaign from its runs' checkpoints. `workers` processes of one thread each run at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+ARCHITECTURES = ("et", "visnet", "nequip")
+SIZES = (25, 50, 100, 200, 300, 600, 950)
+SEEDS = (0, 1)
+BUDGET_S = 600.0
+MAX_EPOCHS = 400
+PILOT_TEMPERATURES_K = (500.0, 700.0, 900.0)
+PILOT_STARTS, PILOT_LENGTH_PS = 8, 5.0
+#: The plan's rule: the campaign runs at the lowest pilot temperature at which the median model's stable share is in
+#: this range.
+GRADED = (0.3, 0.7)
+
+
+def say(msg: str) -> None:
+    print(f"[study {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def env() -> dict:
+    return {**os.environ, **ONE_THREAD, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def data_path() -> Path:
+    from openmlff.data.shipped import shipped_dataset_path
+
+    return shipped_dataset_path().resolve()
+
+
+def split_path(out: Path) -> Path:
+    """The six-model study's split (make_split(1200, 950, 50, 200, seed 0)), written once."""
+    from openmlff.data import load_dataset
+    from openmlff.data.splits import make_split
+
+    path = out / "split.json"
+    if not path.is_file():
+        make_split(load_dataset(data_path()).n_frames, n_train=950, n_val=50, n_test=200, seed=0).save(path)
+    return path
+
+
+# --- models ----------------------------------------------------------------------------------------
+
+def trained_models(out: Path) -> dict[str, dict]:
+    """The study's 42 openmlff models: name -> folder, architecture, size, seed (seed 0's first)."""
+    return {f"{arch}_n{size}_s{seed}": {"folder": out / "models" / f"{arch}_n{size}_s{seed}", "architecture": arch,
+                                        "n_train": size, "seed": seed}
+            for seed in SEEDS for size in SIZES for arch in ARCHITECTURES}
+
+
+def train_one(name: str, job: dict, data: Path, split: Path) -> str:
+    folder = job["folder"]
+    folder.mkdir(parents=True, exist_ok=True)
+    python = sys.executable
+    commands = [[python, "-m", "openmlff.cli", "train", "--data", str(data), "--out", str(folder),
+                 "--architecture", job["architecture"], "--split", str(split), "--n-train", str(job["n_train"]),
+                 "--seed", str(job["seed"]), "--time-budget", f"{BUDGET_S:g}", "--max-epochs", str(MAX_EPOCHS),
+                 "--compile", "--threads", "1", "--quiet"],
+                [python, "-m", "openmlff.cli", "export", str(folder / "model.ckpt"), "--out", str(folder / "model.pt")]]
+    with open(folder / "train.log", "ab") as log:
+        for command in commands:
+            subprocess.run(command, env=env(), stdout=log, stderr=subprocess.STDOUT, check=True)
+    return name
+
+
+def stage_train(out: Path, workers: int) -> None:
+    data, split = data_path(), split_path(out)
+    todo = {name: job for name, job in trained_models(out).items() if not (job["folder"] / "model.pt").is_file()}
+    say(f"train: {len(trained_models(out)) - len(todo)} of {len(trained_models(out))} models done; "
+        f"{len(todo)} to go, {workers} at a time, each <= {BUDGET_S:g} s or {MAX_EPOCHS} epochs")
+    run_all(todo, lambda name, job: train_one(name, job, data, split), workers, "trained")
+
+
+def run_all(todo: dict, work, workers: int, done: str) -> None:
+    """work(name, job) for each job, `workers` at a time; the first failure stops the rest (its log says why)."""
+    with ThreadPoolExecutor(workers) as pool:
+        futures = {pool.submit(work, name, job): name for name, job in todo.items()}
+        for future in as_completed(futures):
+            try:
+                say(f"{done} {future.result()}")
+            except subprocess.CalledProcessError:
+                pool.shutdown(cancel_futures=True)
+                raise SystemExit(f"{futures[future]} failed: see its log in {todo[futures[future]]['folder']}")
+
+
+def training_summary(out: Path) -> dict[str, dict]:
+    """Per trained model: epochs, seconds, stop reason and best validation force MAE (kcal/mol/Å)."""
+    from openmlff.training.checkpoint import read_checkpoint
+
+    rows = {}
+    for name, job in trained_models(out).items():
+        path = job["folder"] / "model.ckpt"
+        if (job["folder"] / "model.pt").is_file():
+            state = read_checkpoint(path).state
+            best = min(state["history"], key=lambda h: h.get("val_loss", float("inf"))) if state["history"] else {}
+            rows[name] = {"epochs": state["epoch"], "elapsed_s": round(state["elapsed_s"], 1),
+                          "stop_reason": state["stop_reason"], "best_epoch": state["best_epoch"],
+                          "val_force_mae_kcal_per_mol_per_A": best.get("val_force_mae_kcal_per_mol_per_A"),
+                          **{k: job[k] for k in ("architecture", "n_train", "seed")}}
+    return rows
+
+
+def stage_status(out: Path) -> None:
+    rows = training_summary(out)
+    print(json.dumps(rows, indent=1))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("stage", choices=["train", "status"])
+    p.add_argument("--out", default=str(ROOT / "results" / "study"))
+    p.add_argument("--workers", type=int, default=2, help="processes at a time, one thread each")
+    args = p.parse_args(argv)
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    {"train": lambda: stage_train(out, args.workers), "status": lambda: stage_status(out)}[args.stage]()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
