@@ -91,10 +91,11 @@ def train_one(name: str, job: dict, data: Path, split: Path) -> str:
     return name
 
 
-def stage_train(out: Path, workers: int) -> None:
+def stage_train(out: Path, workers: int, seeds) -> None:
     data, split = data_path(), split_path(out)
-    todo = {name: job for name, job in trained_models(out).items() if not (job["folder"] / "model.pt").is_file()}
-    say(f"train: {len(trained_models(out)) - len(todo)} of {len(trained_models(out))} models done; "
+    todo = {name: job for name, job in trained_models(out).items()
+            if not (job["folder"] / "model.pt").is_file() and job["seed"] in seeds}
+    say(f"train (seeds {list(seeds)}): "
         f"{len(todo)} to go, {workers} at a time, each <= {BUDGET_S:g} s or {MAX_EPOCHS} epochs")
     run_all(todo, lambda name, job: train_one(name, job, data, split), workers, "trained")
 
@@ -138,10 +139,11 @@ def main(argv=None) -> int:
     p.add_argument("stage", choices=["train", "status"])
     p.add_argument("--out", default=str(ROOT / "results" / "study"))
     p.add_argument("--workers", type=int, default=2, help="processes at a time, one thread each")
+    p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="train: the seeds to train")
     args = p.parse_args(argv)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    {"train": lambda: stage_train(out, args.workers), "status": lambda: stage_status(out)}[args.stage]()
+    {"train": lambda: stage_train(out, args.workers, args.seeds), "status": lambda: stage_status(out)}[args.stage]()
     return 0
 
 

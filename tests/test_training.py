@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from openmlff.core.config import ConfigError
+from openmlff.analysis.reference_data import model_splits
 from openmlff.data import load_dataset, make_split
 from openmlff.model_file.writer import export_checkpoint, load_exported
 from openmlff.training import TrainingConfig, TrainingError, load_checkpoint, train
@@ -199,6 +200,13 @@ def test_a_kept_split_keeps_validation_and_test_and_nests_the_training_frames(tm
         np.testing.assert_array_equal(getattr(kept[10], name), getattr(split, name))
     assert kept[10].sizes["train"] == 10 and kept[30].sizes["train"] == 30
     assert set(kept[10].train) < set(kept[30].train) < set(split.train)
+    # the exported model names its frames: a reader finds the kept split without the checkpoint
+    _, meta = load_exported(export_checkpoint(tmp_path / "n10" / "model.ckpt", tmp_path / "n10.pt"))
+    (tmp_path / "n10" / "model.ckpt").unlink()
+    found, where, _ = model_splits(meta, aspirin)
+    assert "named with the model" in where and meta["training"]["split_file"] == str(path)
+    np.testing.assert_array_equal(found["train"], kept[10].train)
+    np.testing.assert_array_equal(found["test"], split.test)
     with pytest.raises(ValueError, match="n_val"):
         tiny_config(split=str(path), n_val=5)
     other = make_split(50, n_train=30, n_val=10, n_test=10).save(tmp_path / "other.json")

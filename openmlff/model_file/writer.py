@@ -18,11 +18,13 @@ import json
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from ..core import elements
 from ..core.atomic_io import atomic_torchscript_save
+from ..data.splits import make_split
 from .reader import (
     METADATA_NAME, REQUIRED_METADATA_KEYS, ModelFileError, check_model_atoms, energies_and_forces, file_sha256, load_exported, read_model_metadata,
 )
@@ -181,7 +183,18 @@ def _training_metadata(checkpoint_path, ckpt: dict, weights: str) -> dict:
         },
         "element_energy_eV": {elements.symbol(z): float(ckpt["element_energy_ev"][z]) for z in sorted(set(ckpt["atomic_numbers"]))},
     }
+    if not _recomputable(split):  # a kept split (train --split) or a parent's: name its frames
+        metadata["training"]["split_indices"] = {k: list(split[k]) for k in ("train", "val", "test")}
+        metadata["training"]["split_file"] = ckpt["config"].get("split") or str(Path(checkpoint_path).resolve())
     return metadata
+
+
+def _recomputable(split: dict) -> bool:
+    """Whether make_split gives this split again from its seed and sizes (what a reader falls back on)."""
+    if split.get("n_frames") is None:
+        return False
+    again = make_split(split["n_frames"], len(split["train"]), len(split["val"]), len(split["test"]), seed=split["seed"])
+    return all(np.array_equal(np.sort(split[k]), getattr(again, k)) for k in ("train", "val", "test"))
 
 
 def train_committee_model(dataset, out_dir, members: int, config=None, progress: bool = True,
