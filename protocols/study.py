@@ -28,6 +28,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 ARCHITECTURES = ("et", "visnet", "nequip")
@@ -129,6 +131,81 @@ def training_summary(out: Path) -> dict[str, dict]:
     return rows
 
 
+# --- campaigns ------------------------------------------------------------------------------------
+
+def campaign_spec(out: Path, name: str, models: dict[str, str], temperatures_K, starts: int, length_ps: float,
+                  seeds=(0,)) -> Path:
+    """A campaign of `models` (label -> model file) from the split's first `starts` test frames, compiled, in
+    replica batches of up to 16 runs of one model and temperature; reports every 50 fs, checkpoints every 1 ps."""
+    document = {"name": name, "models": models, "seeds": list(seeds), "temperatures_K": list(temperatures_K),
+                "starts": {"data": str(data_path()), "frames_from_split": "test", "checkpoint": str(split_path(out)),
+                           "count": starts},
+                "md": {"length_ps": length_ps, "timestep_fs": 0.5, "report_interval_steps": 100,
+                       "checkpoint_interval_steps": 2000, "backend": "compiled",
+                       "replicas_per_context": min(16, starts)}}
+    path = out / f"{name}.json"
+    path.write_text(json.dumps(document, indent=1))
+    return path
+
+
+def run_campaign_stage(spec: Path, directory: Path, workers: int) -> None:
+    from openmlff.campaign import run_campaign
+
+    run_campaign(spec, out=directory, n_workers=workers, retry_failed=True, progress=True)
+
+
+def outcomes(directory: Path) -> list[dict]:
+    """One row per finished run: model, temperature_K, start, seed, collapsed, time_ps (to collapse, or simulated)."""
+    from openmlff.campaign import campaign_status
+    from openmlff.stability.runs import run_outcome
+
+    status = campaign_status(directory)
+    horizon_ps = status["steps_per_run"] * status["timestep_fs"] / 1000.0
+    rows = []
+    for run in status["runs"]:
+        path = directory / "runs" / run["run_id"] / "summary.json"
+        if path.is_file():
+            collapsed, t, _ = run_outcome(json.loads(path.read_text()), horizon_ps, run["run_id"])
+            rows.append({**{k: run.get(k) for k in ("run_id", "model", "start", "temperature_K", "seed")},
+                         "collapsed": collapsed, "time_ps": t})
+    return rows
+
+
+def pilot_models(out: Path) -> dict[str, str]:
+    """The worst, median and best trained model by best validation force MAE (docs/study.md, "Condition")."""
+    rows = sorted(training_summary(out).items(), key=lambda item: item[1]["val_force_mae_kcal_per_mol_per_A"])
+    if len(rows) < 3:
+        raise SystemExit(f"the pilot needs trained models: {len(rows)} so far (run the train stage)")
+    picked = {"best": rows[0], "median": rows[len(rows) // 2], "worst": rows[-1]}
+    (out / "pilot_models.json").write_text(json.dumps({k: {"name": n, **v} for k, (n, v) in picked.items()}, indent=1))
+    return {f"{k}_{n}": str(trained_models(out)[n]["folder"] / "model.pt") for k, (n, _) in picked.items()}
+
+
+def stage_pilot(out: Path, workers: int) -> None:
+    chosen = out / "pilot_models.json"
+    if chosen.is_file():  # picked once: a resumed pilot keeps its models even if more were trained since
+        names = {k: v["name"] for k, v in json.loads(chosen.read_text()).items()}
+        models = {f"{k}_{n}": str(trained_models(out)[n]["folder"] / "model.pt") for k, n in names.items()}
+    else:
+        models = pilot_models(out)
+    say(f"pilot: {', '.join(models)}: {PILOT_STARTS} starts x {PILOT_LENGTH_PS:g} ps at "
+        f"{', '.join(f'{t:g}' for t in PILOT_TEMPERATURES_K)} K")
+    spec = campaign_spec(out, "pilot", models, PILOT_TEMPERATURES_K, PILOT_STARTS, PILOT_LENGTH_PS)
+    run_campaign_stage(spec, out / "pilot", workers)
+    rows = outcomes(out / "pilot")
+    shares = {}
+    for row in rows:
+        shares.setdefault(row["model"], {}).setdefault(row["temperature_K"], []).append(not row["collapsed"])
+    table = {m: {f"{t:g}": f"{sum(v)}/{len(v)}" for t, v in sorted(by_t.items())} for m, by_t in shares.items()}
+    median = next(m for m in shares if m.startswith("median_"))
+    graded = [t for t in sorted(shares[median]) if GRADED[0] <= np.mean(shares[median][t]) <= GRADED[1]]
+    pick = graded[0] if graded else None
+    result = {"stable_runs": table, "median_model": median, "campaign_temperature_K": pick,
+              "rule": f"lowest pilot temperature with the median model's stable share in [{GRADED[0]}, {GRADED[1]}]"}
+    (out / "pilot_result.json").write_text(json.dumps(result, indent=1))
+    print(json.dumps(result, indent=1), flush=True)
+
+
 def stage_status(out: Path) -> None:
     rows = training_summary(out)
     print(json.dumps(rows, indent=1))
@@ -136,14 +213,15 @@ def stage_status(out: Path) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("stage", choices=["train", "status"])
+    p.add_argument("stage", choices=["train", "pilot", "status"])
     p.add_argument("--out", default=str(ROOT / "results" / "study"))
     p.add_argument("--workers", type=int, default=2, help="processes at a time, one thread each")
     p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="train: the seeds to train")
     args = p.parse_args(argv)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    {"train": lambda: stage_train(out, args.workers, args.seeds), "status": lambda: stage_status(out)}[args.stage]()
+    {"train": lambda: stage_train(out, args.workers, args.seeds),
+     "pilot": lambda: stage_pilot(out, args.workers), "status": lambda: stage_status(out)}[args.stage]()
     return 0
 
 

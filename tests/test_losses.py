@@ -65,7 +65,23 @@ def test_unknown_losses_and_options_are_refused_naming_the_field():
     with pytest.raises(InputError, match="TrainingConfig.loss_options do not fit.*top_k"):
         TrainingConfig(loss="max_error", loss_options={"top_k": 0})
     with pytest.raises(InputError, match="takes the options none"):
+        TrainingLoss("mse", W, Z, {"max_weight": 1.0})
+    with pytest.raises(InputError, match="max_weight"):
         TrainingLoss("fnm", W, Z, {"max_weight": 1.0})
+    with pytest.raises(InputError, match="blend must be a number in \\[0, 1\\], got 1.5"):
+        TrainingLoss("element_balanced", W, Z, {"blend": 1.5})
+
+
+@pytest.mark.parametrize("name", ["fnm", "element_balanced"])
+def test_a_blend_mixes_the_metric_force_term_with_mse(batch, name):
+    """blend b: force term b x the metric loss's + (1 - b) x mse's; b = 1 the metric loss, b = 0 mse."""
+    tensors, (de, df) = batch
+    pure, mse = TrainingLoss(name, W, Z)(*tensors), TrainingLoss("mse", W, Z)(*tensors)
+    energy = 0.2 * np.mean(de ** 2)
+    half = TrainingLoss(name, W, Z, {"blend": 0.5})(*tensors)
+    assert float(half) == pytest.approx(energy + 0.5 * (float(pure) - energy) + 0.5 * (float(mse) - energy), rel=1e-12)
+    assert float(TrainingLoss(name, W, Z, {"blend": 0.0})(*tensors)) == pytest.approx(float(mse), rel=1e-12)
+    assert float(TrainingLoss(name, W, Z, {"blend": 1})(*tensors)) == pytest.approx(float(pure), rel=1e-12)
 
 
 @pytest.mark.parametrize("name", LOSSES)

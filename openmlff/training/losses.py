@@ -14,8 +14,9 @@ With dE_m = E_m - E_m^ref, dF_ia = F_ia - F_ia^ref, m_i the mass of atom i (Da):
                     the per-conformation maximum error (top_k = 1: the maximum itself)
 
 Options (TrainingConfig.loss_options, `--loss-options JSON`): max_error takes `max_weight` (default
-0.1) and `top_k` (default 1); the others take none. The energy and force weights are
-TrainingConfig.energy_weight and force_weight for every loss.
+0.1) and `top_k` (default 1); fnm and element_balanced take `blend` b (default 1), whose force term
+is b x their own + (1 - b) x mse's (a pure FNM loss starves the heavy atoms: docs/study.md); mse takes
+none. The energy and force weights are TrainingConfig.energy_weight and force_weight for every loss.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from ..core.errors import InputError
 #: Carbon's mass in Da: the FNM loss's force errors are scaled by m_C / m_i, so carbon's are unchanged.
 CARBON_MASS_DA = float(elements.masses([6])[0])
 LOSSES = ("mse", "fnm", "element_balanced", "max_error")
-_OPTIONS = {"mse": {}, "fnm": {}, "element_balanced": {}, "max_error": {"max_weight": 0.1, "top_k": 1}}
+_OPTIONS = {"mse": {}, "fnm": {"blend": 1.0}, "element_balanced": {"blend": 1.0},
+            "max_error": {"max_weight": 0.1, "top_k": 1}}
 
 
 @dataclass
@@ -60,6 +62,8 @@ def check_loss(name: str, options: dict) -> dict:
             raise InputError(f"loss option max_weight must be >= 0, got {resolved['max_weight']}")
         if not (isinstance(resolved["top_k"], int) and resolved["top_k"] >= 1):
             raise InputError(f"loss option top_k must be a positive integer, got {resolved['top_k']!r}")
+    if "blend" in resolved and not (isinstance(resolved["blend"], (int, float)) and 0 <= resolved["blend"] <= 1):
+        raise InputError(f"loss option blend must be a number in [0, 1], got {resolved['blend']!r}")
     return resolved
 
 
@@ -85,17 +89,25 @@ class TrainingLoss:
         d_f = (forces_pred - forces_ref).reshape(-1, n_atoms, 3)
         loss_e = torch.mean((energy_pred - energy_ref.to(energy_pred.dtype)) ** 2)
         w = self.weights
-        if self.name == "fnm":
-            return w.energy * loss_e + w.forces * torch.mean((d_f * self._mass_scale.to(d_f)[None, :, None]) ** 2)
-        if self.name == "element_balanced":
-            per_atom = (d_f ** 2).mean(dim=(0, 2))  # (n_atoms,): mean over frames and components
-            per_element = torch.zeros(self._n_elements, dtype=per_atom.dtype, device=per_atom.device)
-            per_element = per_element.index_add(0, self._element_index.to(per_atom.device), per_atom)
-            counts = torch.bincount(self._element_index, minlength=self._n_elements).to(per_atom)
-            return w.energy * loss_e + w.forces * torch.mean(per_element / counts)
+        if self.name in ("fnm", "element_balanced"):
+            blend = float(self.options["blend"])
+            term = self._fnm(d_f) if self.name == "fnm" else self._element_balanced(d_f)
+            if blend < 1:
+                term = blend * term + (1 - blend) * torch.mean(d_f ** 2)
+            return w.energy * loss_e + w.forces * term
         loss = energy_force_mse(energy_pred, energy_ref, forces_pred, forces_ref, w)
         if self.name == "max_error":
             k = min(int(self.options["top_k"]), n_atoms)
             worst = torch.topk((d_f ** 2).sum(dim=2), k, dim=1).values  # (n_molecules, k): |dF_i|^2
             loss = loss + float(self.options["max_weight"]) * worst.mean()
         return loss
+
+    def _fnm(self, d_f: Tensor) -> Tensor:
+        return torch.mean((d_f * self._mass_scale.to(d_f)[None, :, None]) ** 2)
+
+    def _element_balanced(self, d_f: Tensor) -> Tensor:
+        per_atom = (d_f ** 2).mean(dim=(0, 2))  # (n_atoms,): mean over frames and components
+        per_element = torch.zeros(self._n_elements, dtype=per_atom.dtype, device=per_atom.device)
+        per_element = per_element.index_add(0, self._element_index.to(per_atom.device), per_atom)
+        counts = torch.bincount(self._element_index, minlength=self._n_elements).to(per_atom)
+        return torch.mean(per_element / counts)
