@@ -203,18 +203,8 @@ def train_all(out: Path, budget: float, workers: int, data: Path) -> None:
 # --- campaign, correlation, table ----------------------------------------------------------------
 
 def spec(out: Path, args, data: Path, split: Path) -> Path:
-    budget = f"{args.budget:g}s"
-    training = {"data": str(data), "split": str(split)}
     models = {a: str(out / f"openmlff_{a}" / "model.pt") for a in ("et", "visnet", "nequip")}
-    models["torchmdnet_et"] = {"potential": "openmm-ml:torchmdnet", "python": str(TORCHMDNET_PYTHON),
-                               "modelPath": str(out / "torchmdnet_work" / "torchmdnet" / f"weights_{budget}.ckpt"),
-                               "lengthScale": 0.1, "energyScale": KCAL_TO_KJ, "training": training}
-    models["nequip_own"] = {"potential": "openmm-ml:nequip",
-                            "modelPath": str(out / "nequip_work" / "nequip" / f"weights_{budget}.ckpt"),
-                            "lengthScale": 0.1, "energyScale": KCAL_TO_KJ, "training": training}
-    models["mace"] = {"potential": "ase:mace.calculators:MACECalculator", "python": str(MACE_PYTHON),
-                      "model_paths": str(out / "mace_work" / "aspirin_mace.model"), "device": "cpu",
-                      "default_dtype": "float64", "training": training}
+    models.update(foreign_models(out, args.budget, data, split))
     document = {"name": "six_models", "models": models, "seeds": list(range(args.seeds)),
                 "temperatures_K": [args.temperature],
                 "starts": {"data": str(data), "frames_from_split": "test", "checkpoint": str(split),
@@ -224,6 +214,24 @@ def spec(out: Path, args, data: Path, split: Path) -> Path:
     path = out / "campaign.json"
     path.write_text(json.dumps(document, indent=1))
     return path
+
+
+def foreign_models(out: Path, budget: float, data: Path, split: Path) -> dict[str, dict]:
+    """The campaign entries of the models trained by the other codes in `out` (served from their environments,
+    or through openmm-ml), with the data and split they were trained on (for the metrics)."""
+    budget = f"{budget:g}s"
+    training = {"data": str(data), "split": str(split)}
+    models = {}
+    models["torchmdnet_et"] = {"potential": "openmm-ml:torchmdnet", "python": str(TORCHMDNET_PYTHON),
+                               "modelPath": str(out / "torchmdnet_work" / "torchmdnet" / f"weights_{budget}.ckpt"),
+                               "lengthScale": 0.1, "energyScale": KCAL_TO_KJ, "training": training}
+    models["nequip_own"] = {"potential": "openmm-ml:nequip",
+                            "modelPath": str(out / "nequip_work" / "nequip" / f"weights_{budget}.ckpt"),
+                            "lengthScale": 0.1, "energyScale": KCAL_TO_KJ, "training": training}
+    models["mace"] = {"potential": "ase:mace.calculators:MACECalculator", "python": str(MACE_PYTHON),
+                      "model_paths": str(out / "mace_work" / "aspirin_mace.model"), "device": "cpu",
+                      "default_dtype": "float64", "training": training}
+    return models
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:

@@ -2,7 +2,7 @@
 
     python protocols/study.py train     [--out results/study] [--workers 2]
     python protocols/study.py pilot     [--out results/study] [--workers 2]
-    python protocols/study.py campaign  [--out results/study] [--workers 2] [--temperature K]
+    python protocols/study.py campaign  [--out results/study] [--workers 2] [--temperature K] [--six-models DIR]
     python protocols/study.py status    [--out results/study]
 
 Stages (docs/study.md, "Design"):
@@ -12,9 +12,11 @@ Stages (docs/study.md, "Design"):
   is exported. Seed 0's 21 models first, so that a stopped stage leaves a whole design of one seed.
 - pilot: the worst, median and best of the trained models by validation force MAE, 8 test starts x 5 ps at 500,
   700 and 900 K; prints the share of stable runs per model and temperature and the temperature the plan's rule picks.
+- campaign: the 42 models and the six-model study's six (protocols/six_models.py's folder: its openmlff models
+  compiled, the TorchMD-Net, nequip and MACE models served) x 16 test starts x 10 ps at the pilot's temperature.
 
-Every stage resumes where it stopped: a training resumes from its checkpoint (its clock counts the time already
-spent), a campaign from its runs' checkpoints. `workers` processes of one thread each run at a time.
+Every stage resumes where it stopped: a campaign from its runs' checkpoints; a training stopped before its end
+starts over (its 600 s count the minute or two of compiling, which a resume would spend again). `workers` processes of one thread each run at a time.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -39,6 +42,9 @@ BUDGET_S = 600.0
 MAX_EPOCHS = 400
 PILOT_TEMPERATURES_K = (500.0, 700.0, 900.0)
 PILOT_STARTS, PILOT_LENGTH_PS = 8, 5.0
+CAMPAIGN_STARTS, CAMPAIGN_LENGTH_PS = 16, 10.0
+#: The six-model study's training budget (results/six_models/table.md: 1200 s each).
+SIX_MODELS_BUDGET_S = 1200.0
 #: The plan's rule: the campaign runs at the lowest pilot temperature at which the median model's stable share is in
 #: this range.
 GRADED = (0.3, 0.7)
@@ -80,6 +86,8 @@ def trained_models(out: Path) -> dict[str, dict]:
 
 def train_one(name: str, job: dict, data: Path, split: Path) -> str:
     folder = job["folder"]
+    if (folder / "model.ckpt").is_file() and not _finished(folder / "model.ckpt"):
+        shutil.rmtree(folder)  # a stopped training starts over: its clock counts compiling, which a resume repeats
     folder.mkdir(parents=True, exist_ok=True)
     python = sys.executable
     commands = [[python, "-m", "openmlff.cli", "train", "--data", str(data), "--out", str(folder),
@@ -91,6 +99,12 @@ def train_one(name: str, job: dict, data: Path, split: Path) -> str:
         for command in commands:
             subprocess.run(command, env=env(), stdout=log, stderr=subprocess.STDOUT, check=True)
     return name
+
+
+def _finished(checkpoint: Path) -> bool:
+    from openmlff.training.checkpoint import read_checkpoint
+
+    return read_checkpoint(checkpoint).state["status"] == "finished"
 
 
 def stage_train(out: Path, workers: int, seeds) -> None:
@@ -133,16 +147,18 @@ def training_summary(out: Path) -> dict[str, dict]:
 
 # --- campaigns ------------------------------------------------------------------------------------
 
-def campaign_spec(out: Path, name: str, models: dict[str, str], temperatures_K, starts: int, length_ps: float,
-                  seeds=(0,)) -> Path:
-    """A campaign of `models` (label -> model file) from the split's first `starts` test frames, compiled, in
-    replica batches of up to 16 runs of one model and temperature; reports every 50 fs, checkpoints every 1 ps."""
+def campaign_spec(out: Path, name: str, models: dict, temperatures_K, starts: int, length_ps: float,
+                  seeds=(0,), compiled: bool = True) -> Path:
+    """A campaign of `models` (label -> model file or entry) from the split's first `starts` test frames; reports
+    every 50 fs, checkpoints every 1 ps. compiled: openmlff's models, compiled, in replica batches of up to 16 runs
+    of one model and temperature; else (models of other codes, served) one run per Context."""
+    md = {"length_ps": length_ps, "timestep_fs": 0.5, "report_interval_steps": 100, "checkpoint_interval_steps": 2000}
+    md.update({"backend": "compiled", "replicas_per_context": min(16, starts)} if compiled else
+              {"replicas_per_context": 1})
     document = {"name": name, "models": models, "seeds": list(seeds), "temperatures_K": list(temperatures_K),
                 "starts": {"data": str(data_path()), "frames_from_split": "test", "checkpoint": str(split_path(out)),
                            "count": starts},
-                "md": {"length_ps": length_ps, "timestep_fs": 0.5, "report_interval_steps": 100,
-                       "checkpoint_interval_steps": 2000, "backend": "compiled",
-                       "replicas_per_context": min(16, starts)}}
+                "md": md}
     path = out / f"{name}.json"
     path.write_text(json.dumps(document, indent=1))
     return path
@@ -206,6 +222,57 @@ def stage_pilot(out: Path, workers: int) -> None:
     print(json.dumps(result, indent=1), flush=True)
 
 
+def campaign_models(out: Path, six: Path) -> tuple[dict, dict]:
+    """(openmlff's models: the 42 trained here and the six-model study's three, label -> file; the six-model
+    study's models of other codes, label -> entry). SystemExit naming what is missing."""
+    sys.path.insert(0, str(ROOT / "protocols"))
+    import six_models
+
+    missing = [n for n, job in trained_models(out).items() if not (job["folder"] / "model.pt").is_file()]
+    if missing:
+        raise SystemExit(f"the campaign needs all {len(trained_models(out))} trained models; missing {missing[:3]}... "
+                         "(run the train stage)")
+    ours = {n: str(job["folder"] / "model.pt") for n, job in trained_models(out).items()}
+    ours.update({f"six_{a}": str(six / f"openmlff_{a}" / "model.pt") for a in ARCHITECTURES})
+    foreign = {f"six_{n}": entry for n, entry in
+               six_models.foreign_models(six, SIX_MODELS_BUDGET_S, data_path(), six / "split.json").items()}
+    absent = [p for p in [*ours.values(), *(e.get("modelPath") or e.get("model_paths") for e in foreign.values())]
+              if not Path(p).is_file()]
+    if absent:
+        raise SystemExit(f"missing model files, e.g. {absent[0]}: run protocols/six_models.py --budget "
+                         f"{SIX_MODELS_BUDGET_S:g} --stop-after train --out {six}")
+    return ours, foreign
+
+
+def campaign_temperature(out: Path, given: float | None) -> float:
+    if given is not None:
+        return given
+    pilot = out / "pilot_result.json"
+    if not pilot.is_file():
+        raise SystemExit("run the pilot stage first (it fixes the campaign's temperature), or give --temperature")
+    picked = json.loads(pilot.read_text())["campaign_temperature_K"]
+    if picked is None:
+        raise SystemExit(f"{pilot}: no pilot temperature gave the median model a stable share in {GRADED}; "
+                         "the plan says what then (docs/study.md): give --temperature and record the change")
+    return float(picked)
+
+
+def stage_campaign(out: Path, workers: int, six: Path, temperature: float | None) -> None:
+    """The campaign of docs/study.md: 48 models x 16 test starts x 10 ps at the pilot's temperature. openmlff's
+    models run first (compiled replica batches), then the other codes' (served, one run at a time)."""
+    from openmlff.potentials.model_ref import CODE_CONSENT_ENV
+
+    ours, foreign = campaign_models(out, six)
+    t = campaign_temperature(out, temperature)
+    say(f"campaign: {len(ours)} openmlff models and {len(foreign)} of other codes x {CAMPAIGN_STARTS} starts x "
+        f"{CAMPAIGN_LENGTH_PS:g} ps at {t:g} K")
+    run_campaign_stage(campaign_spec(out, "campaign", ours, [t], CAMPAIGN_STARTS, CAMPAIGN_LENGTH_PS),
+                       out / "campaign", workers)
+    os.environ[CODE_CONSENT_ENV] = "1"  # the six-model study's own models: trained by protocols/six_models.py
+    run_campaign_stage(campaign_spec(out, "campaign_other_codes", foreign, [t], CAMPAIGN_STARTS, CAMPAIGN_LENGTH_PS,
+                                     compiled=False), out / "campaign_other_codes", workers)
+
+
 def stage_status(out: Path) -> None:
     rows = training_summary(out)
     print(json.dumps(rows, indent=1))
@@ -213,15 +280,21 @@ def stage_status(out: Path) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("stage", choices=["train", "pilot", "status"])
+    p.add_argument("stage", choices=["train", "pilot", "campaign", "status"])
     p.add_argument("--out", default=str(ROOT / "results" / "study"))
     p.add_argument("--workers", type=int, default=2, help="processes at a time, one thread each")
     p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="train: the seeds to train")
+    p.add_argument("--six-models", default=str(ROOT / "results" / "six_models"),
+                   help="campaign: protocols/six_models.py's results folder (its six models join the campaign)")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="campaign: temperature in K (default: the pilot's; another is a change of plan)")
     args = p.parse_args(argv)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     {"train": lambda: stage_train(out, args.workers, args.seeds),
-     "pilot": lambda: stage_pilot(out, args.workers), "status": lambda: stage_status(out)}[args.stage]()
+     "pilot": lambda: stage_pilot(out, args.workers),
+     "campaign": lambda: stage_campaign(out, args.workers, Path(args.six_models).resolve(), args.temperature),
+     "status": lambda: stage_status(out)}[args.stage]()
     return 0
 
 
