@@ -1,8 +1,10 @@
 """The stability study of docs/study.md (issue 35), in resumable stages.
 
-    python protocols/study.py train     [--out results/study] [--workers 2]
+    python protocols/study.py train     [--out results/study] [--workers 2] [--seeds 0 1]
     python protocols/study.py pilot     [--out results/study] [--workers 2]
     python protocols/study.py campaign  [--out results/study] [--workers 2] [--temperature K] [--six-models DIR]
+    python protocols/study.py screen    [--out results/study] [--workers 2] [--six-models DIR]
+    python protocols/study.py analyse   [--out results/study]
     python protocols/study.py status    [--out results/study]
 
 Stages (docs/study.md, "Design"):
@@ -14,9 +16,12 @@ Stages (docs/study.md, "Design"):
   700 and 900 K; prints the share of stable runs per model and temperature and the temperature the plan's rule picks.
 - campaign: the 42 models and the six-model study's six (protocols/six_models.py's folder: its openmlff models
   compiled, the TorchMD-Net, nequip and MACE models served) x 16 test starts x 10 ps at the pilot's temperature.
+- screen (H4): every campaign model, 4 test starts x 1 ps at 900 K.
+- analyse: H1 and H4 (docs/study.md "Statistics") into OUT/analysis.json.
 
 Every stage resumes where it stopped: a campaign from its runs' checkpoints; a training stopped before its end
-starts over (its 600 s count the minute or two of compiling, which a resume would spend again). `workers` processes of one thread each run at a time.
+starts over (its 600 s count the minute or two of compiling, which a resume would spend again). `workers`
+processes of one thread each run at a time.
 """
 
 from __future__ import annotations
@@ -43,6 +48,9 @@ MAX_EPOCHS = 400
 PILOT_TEMPERATURES_K = (500.0, 700.0, 900.0)
 PILOT_STARTS, PILOT_LENGTH_PS = 8, 5.0
 CAMPAIGN_STARTS, CAMPAIGN_LENGTH_PS = 16, 10.0
+SCREEN_STARTS, SCREEN_LENGTH_PS = 4, 1.0
+#: H1's primary metric, fixed in docs/study.md before any run.
+PRIMARY_METRIC = "test.H.fnm_max"
 #: The six-model study's training budget (results/six_models/table.md: 1200 s each).
 SIX_MODELS_BUDGET_S = 1200.0
 #: The plan's rule: the campaign runs at the lowest pilot temperature at which the median model's stable share is in
@@ -273,6 +281,100 @@ def stage_campaign(out: Path, workers: int, six: Path, temperature: float | None
                                      compiled=False), out / "campaign_other_codes", workers)
 
 
+def stage_screen(out: Path, workers: int, six: Path) -> None:
+    """H4's screen: every campaign model, 4 test starts x 1 ps at the pilot's top temperature (2.5 % of the
+    campaign's steps)."""
+    from openmlff.potentials.model_ref import CODE_CONSENT_ENV
+
+    ours, foreign = campaign_models(out, six)
+    t = PILOT_TEMPERATURES_K[-1]
+    say(f"screen: {len(ours) + len(foreign)} models x {SCREEN_STARTS} starts x {SCREEN_LENGTH_PS:g} ps at {t:g} K")
+    run_campaign_stage(campaign_spec(out, "screen", ours, [t], SCREEN_STARTS, SCREEN_LENGTH_PS), out / "screen",
+                       workers)
+    os.environ[CODE_CONSENT_ENV] = "1"
+    run_campaign_stage(campaign_spec(out, "screen_other_codes", foreign, [t], SCREEN_STARTS, SCREEN_LENGTH_PS,
+                                     compiled=False), out / "screen_other_codes", workers)
+
+
+# --- analysis -------------------------------------------------------------------------------------
+
+def correlation_documents(out: Path, names) -> dict:
+    """The campaigns' correlation documents merged: model metrics, units and stability of every model
+    (`openmlff correlate` on each campaign, kept in OUT/correlation_<name>)."""
+    from openmlff.campaign.correlate import correlate_campaign
+
+    merged = {"model_metrics": {}, "metric_units": {}, "stability_per_model": {}}
+    for name in names:
+        if not (out / name).is_dir():
+            continue
+        target = out / f"correlation_{name}"
+        path = target / "correlation.json"
+        doc = json.loads(path.read_text()) if path.is_file() else correlate_campaign(out / name, target,
+                                                                                     progress=False)
+        for key in merged:
+            merged[key].update(doc.get(key) or {})
+    return merged
+
+
+def screen_predictors(out: Path) -> dict[str, dict]:
+    """Per model, the screen's outcomes as predictors: its stable share and mean time to collapse (ps)."""
+    from openmlff.stability.runs import stability_of_runs
+
+    by_model: dict[str, list] = {}
+    for name in ("screen", "screen_other_codes"):
+        if (out / name).is_dir():
+            for row in outcomes(out / name):
+                by_model.setdefault(row["model"], []).append(
+                    {"stable": not row["collapsed"], "collapse_time_ps" if row["collapsed"] else "simulated_time_ps":
+                     row["time_ps"]})
+    return {m: {"screen.share_stable": st["share_stable"], "screen.mean_time_to_collapse_ps": st["mean_time_to_collapse_ps"]}
+            for m, runs in by_model.items() for st in [stability_of_runs(runs, SCREEN_LENGTH_PS)]}
+
+
+def stage_analyse(out: Path, campaigns=("campaign", "campaign_other_codes")) -> None:
+    """H1 and H4 as docs/study.md fixes them: every metric's Spearman rho against the models' stable share with
+    its bootstrap interval, the paired bootstrap of |rho| against the global test force MAE's (primary: test H FNM
+    max), the same among the third of models of median-like MAE, and the screen next to them. Writes
+    OUT/analysis.json."""
+    from openmlff.stability.correlation import model_level_correlation, paired_rho_difference
+
+    merged = correlation_documents(out, campaigns)
+    metrics = {m: dict(v) for m, v in merged["model_metrics"].items()}
+    for model, screen in screen_predictors(out).items():
+        if model in metrics:
+            metrics[model].update(screen)
+    stability = merged["stability_per_model"]
+    table = model_level_correlation(metrics, stability, measures=("share_stable",), metric_units=merged["metric_units"])
+    rows = sorted(table["rows"], key=lambda r: -abs(r["spearman_rho"]) if r["spearman_rho"] == r["spearman_rho"] else 0)
+    by_metric = {r["metric"]: r for r in rows}
+    shares = [stability[m]["share_stable"] for m in table["models"]]
+    extreme = sum(v in (0.0, 1.0) for v in shares)
+    mae = {m: metrics[m]["test.force_mae"] for m in table["models"]}
+    median = float(np.median(list(mae.values())))
+    similar = sorted(mae, key=lambda m: abs(mae[m] - median))[:len(mae) // 3]
+
+    def on(models, metric):
+        return [metrics[m].get(metric, np.nan) for m in models]
+
+    secondary = paired_rho_difference(on(similar, PRIMARY_METRIC), on(similar, "test.force_mae"),
+                                      [stability[m]["share_stable"] for m in similar])
+    result = {
+        "n_models": len(table["models"]), "models_at_0_or_100_percent": extreme,
+        "graded_enough": extreme <= len(shares) / 3,
+        "primary": {"metric": PRIMARY_METRIC, **by_metric.get(PRIMARY_METRIC, {})},
+        "reference": by_metric.get("test.force_mae"),
+        "primary_reference_rank": [r["metric"] for r in rows].index("test.force_mae") + 1,
+        "similar_error": {"models": similar, "median_test_force_mae": median, **secondary},
+        "screen": {k: by_metric.get(k) for k in ("screen.share_stable", "screen.mean_time_to_collapse_ps")},
+        "ranking": [{k: r.get(k) for k in ("metric", "spearman_rho", "spearman_ci_low", "spearman_ci_high",
+                                           "versus_reference_abs_rho_difference",
+                                           "versus_reference_abs_rho_difference_ci_low",
+                                           "versus_reference_abs_rho_difference_ci_high")} for r in rows],
+    }
+    (out / "analysis.json").write_text(json.dumps(result, indent=1, default=float))
+    print(json.dumps({k: v for k, v in result.items() if k != "ranking"}, indent=1, default=float), flush=True)
+
+
 def stage_status(out: Path) -> None:
     rows = training_summary(out)
     print(json.dumps(rows, indent=1))
@@ -280,7 +382,7 @@ def stage_status(out: Path) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("stage", choices=["train", "pilot", "campaign", "status"])
+    p.add_argument("stage", choices=["train", "pilot", "campaign", "screen", "analyse", "status"])
     p.add_argument("--out", default=str(ROOT / "results" / "study"))
     p.add_argument("--workers", type=int, default=2, help="processes at a time, one thread each")
     p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="train: the seeds to train")
@@ -294,6 +396,8 @@ def main(argv=None) -> int:
     {"train": lambda: stage_train(out, args.workers, args.seeds),
      "pilot": lambda: stage_pilot(out, args.workers),
      "campaign": lambda: stage_campaign(out, args.workers, Path(args.six_models).resolve(), args.temperature),
+     "screen": lambda: stage_screen(out, args.workers, Path(args.six_models).resolve()),
+     "analyse": lambda: stage_analyse(out),
      "status": lambda: stage_status(out)}[args.stage]()
     return 0
 
