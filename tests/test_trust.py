@@ -131,6 +131,26 @@ def test_trust_alarm_by_hand():
     assert trust_alarm(runs[-1:], 5.0) is None
 
 
+def test_the_fixed_window_alarm_scores_every_run_on_the_same_first_picosecond():
+    """A run that collapsed within the window is left out; the others are scored by their largest spread up to
+    1 ps (a later, larger spread does not count) against collapsing later."""
+    from openmlff.stability.correlation import trust_alarm, windowed_trust_alarm
+
+    t = np.arange(0.0, 5.01, 0.5)
+    def run(name, collapse, spreads, start):
+        return {"run_id": name, "start": start, "summary": _summary(collapse=collapse, sigma=max(spreads)),
+                "spread_series": (t[:len(spreads)], np.asarray(spreads, dtype=float))}
+    runs = [run("early", 0.5, [1.0, 50.0], "s0"),  # collapsed within the window: not scored
+            run("late", 3.0, [1.0, 4.0, 6.0, 2.0, 2.0, 2.0, 2.0], "s1"),  # window max 6.0 (t <= 1 ps)
+            run("held1", None, [1.0, 2.0, 3.0, 99.0] + [1.0] * 7, "s2"),  # window max 3.0; 99 after it
+            run("held2", None, [0.5] * 11, "s3")]
+    alarm = windowed_trust_alarm(runs, horizon_ps=5.0, n_bootstrap=100)
+    assert alarm["n_runs"] == 3 and alarm["n_excluded"] == 1 and alarm["n_collapsed_later"] == 1
+    assert alarm["roc"]["roc_auc"] == 1.0  # 6.0 above 3.0 and 0.5, though held1's whole-run maximum is 99
+    assert trust_alarm(runs, 5.0, n_bootstrap=100)["fixed_window"] == alarm
+    assert windowed_trust_alarm([{k: v for k, v in r.items() if k != "spread_series"} for r in runs], 5.0) is None
+
+
 @pytest.mark.slow
 def test_campaign_with_a_committee(tmp_path, aspirin, committee, test_data):
     import json
@@ -152,6 +172,12 @@ def test_campaign_with_a_committee(tmp_path, aspirin, committee, test_data):
     summaries = {r.model: read_run_summary(folder.run_dir(r.run_id)) for r in folder.spec().expand()}
     assert summaries["blowup"].collapsed and summaries["blowup"].first_untrusted_time_ps == 0.0
     assert summaries["stable"].stable and summaries["stable"].max_force_uncertainty_kcal_per_mol_per_A > 0
+    from openmlff.campaign.correlate import _spread_series  # what correlate's fixed-window alarm reads
+
+    run_id = next(r.run_id for r in folder.spec().expand() if r.model == "stable")
+    times, spreads = _spread_series(folder.run_dir(run_id))
+    assert len(times) == len(spreads) > 1 and spreads.max() == pytest.approx(
+        summaries["stable"].max_force_uncertainty_kcal_per_mol_per_A, rel=1e-6)
     spec["trust"]["stop_when_untrusted"] = True
     del spec["trust"]["threshold_kcal_per_mol_per_A"]
     (tmp_path / "bad.json").write_text(json.dumps(spec))

@@ -22,6 +22,7 @@ from ..core.config import check, setting
 from ..core.errors import InputError
 from ..potentials import get_potential
 from ..md.runner import read_run_summary
+from ..md.state_table import UNCERTAINTY_COLUMN, read_state_csv
 from ..stability.correlation import DEFAULT_N_BOOTSTRAP, campaign_correlation, trust_alarm
 from ..metrics.evaluation import evaluate_model
 from ..metrics.metric_sets import model_metric_sets, start_conformation_metrics
@@ -64,7 +65,7 @@ def correlate_campaign(campaign_dir, out_dir=None, config: CorrelationConfig | N
             continue
         label = f"{run.model}@{run.temperature_K:g}K" if several_temperatures else run.model
         runs.append({"run_id": run.run_id, "model": label, "start": run.start, "summary": summary,
-                     "model_file": run.model_path})
+                     "model_file": run.model_path, "spread_series": _spread_series(where.run_dir(run.run_id))})
         if run.frame is not None:
             start_frames[run.start] = (run.data, run.frame)
     if not runs:
@@ -138,3 +139,14 @@ def _start_positions(start_frames: dict) -> dict:
             loaded[frames.data] = load_dataset(frames.data, energy_unit=frames.energy_unit, length_unit=frames.length_unit)
         out[start] = loaded[frames.data].R[int(frame)]
     return out
+
+
+def _spread_series(run_dir: Path):
+    """(time ps, the committee's largest force spread kcal/mol/Å) at each report of a run with [trust], else None."""
+    path = run_dir / "state.csv"
+    if not path.is_file():
+        return None
+    table = read_state_csv(path)
+    if UNCERTAINTY_COLUMN not in table:
+        return None
+    return table["time_ps"], table[UNCERTAINTY_COLUMN]

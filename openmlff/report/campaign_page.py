@@ -392,6 +392,13 @@ def trust_notes(alarm: dict | None) -> list[str]:
                      f"{len(alarm['lead_times_ps'])} collapsed runs that crossed the threshold; "
                      f"{_fmt(alarm['warned_before_collapse'], 3)} of the collapses were warned; "
                      f"{alarm['false_alarms']} runs without a collapse were untrusted.")
+    window = alarm.get("fixed_window")
+    if window and window["roc"]:
+        w = window["roc"]
+        lines.append(f"Without run-length bias (each run's largest spread in its first {_fmt(window['window_ps'])} ps, "
+                     f"against a collapse after it): ROC AUC {_fmt(w['roc_auc'], 3)} [{_fmt(w['roc_auc_ci_low'], 3)}, "
+                     f"{_fmt(w['roc_auc_ci_high'], 3)}] over {window['n_runs']} runs ({window['n_collapsed_later']} "
+                     f"collapsed later; {window['n_excluded']} ended within the window and are left out).")
     if alarm["stopped_untrusted"]:
         lines.append(f"{alarm['stopped_untrusted']} runs were stopped when untrusted (no collapse, no lead time).")
     return lines

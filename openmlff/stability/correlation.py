@@ -592,6 +592,40 @@ def similar_error_ranking(model_metrics: Mapping[str, Mapping[str, float]],
     return out
 
 
+#: The fixed window of the committee alarm's unbiased score (docs/study.md, H3), ps.
+ALARM_WINDOW_PS = 1.0
+
+
+def windowed_trust_alarm(runs: Iterable[Mapping], horizon_ps: float, window_ps: float = ALARM_WINDOW_PS,
+                         n_bootstrap: int = DEFAULT_N_BOOTSTRAP, seed: int = 0) -> dict | None:
+    """The committee alarm scored without run-length bias: every run that lived past `window_ps` is scored by its
+    largest force spread within the first `window_ps`, and the outcome is a collapse after the window (within the
+    horizon). Every run is judged on the same window, so a run that collapses early cannot score low for want of
+    reports. runs: {"summary", "start", "spread_series": (times ps, spreads kcal/mol/Å)}; None when none has one.
+
+    Returns window_ps, n_runs (scored), n_excluded (ended within the window), n_collapsed_later, unit, and roc
+    (roc_auc_bootstrap, starts resampled)."""
+    scored, excluded = [], 0
+    for k, run in enumerate(runs):
+        series = run.get("spread_series")
+        if series is None:
+            continue
+        collapsed, t, _ = run_outcome(run["summary"], horizon_ps, str(run.get("run_id", k)))
+        times, spread = (np.asarray(v, dtype=np.float64) for v in series)
+        inside = times <= window_ps * (1 + 1e-9)
+        if t <= window_ps or not inside.any():
+            excluded += 1
+            continue
+        scored.append((float(spread[inside].max()), collapsed, run.get("start")))
+    if not scored and not excluded:
+        return None
+    score, collapsed, starts = (list(v) for v in zip(*scored)) if scored else ([], [], [])
+    return {"window_ps": float(window_ps), "n_runs": len(scored), "n_excluded": excluded,
+            "n_collapsed_later": int(sum(collapsed)), "unit": "kcal/mol/Å",
+            "roc": roc_auc_bootstrap(np.asarray(score), np.asarray(collapsed, dtype=bool), groups=starts,
+                                     n_bootstrap=n_bootstrap, seed=seed) if scored else None}
+
+
 def trust_alarm(runs: Iterable[Mapping], horizon_ps: float, n_bootstrap: int = DEFAULT_N_BOOTSTRAP,
                 seed: int = 0) -> dict | None:
     """Does a committee's force spread predict collapse, and how early? From runs {"summary", "start"} whose
@@ -602,6 +636,8 @@ def trust_alarm(runs: Iterable[Mapping], horizon_ps: float, n_bootstrap: int = D
     threshold (positive: the alarm came first); warned_before_collapse: share of collapses with an alarm
     at or before them; false_alarms: runs without a collapse within the horizon that were untrusted.
     Runs stopped when untrusted never collapse, so they give no lead time: run without the stop to measure it.
+    The run's largest spread is biased by its length (a run that collapses early has fewer reports);
+    `fixed_window` (windowed_trust_alarm, from runs with a spread_series) is not.
     """
     with_trust = [r for r in runs if r["summary"].get("max_force_uncertainty_kcal_per_mol_per_A") is not None]
     if not with_trust:
@@ -621,4 +657,5 @@ def trust_alarm(runs: Iterable[Mapping], horizon_ps: float, n_bootstrap: int = D
         "warned_before_collapse": (sum(lead >= 0 for lead in leads) / n_collapsed) if n_collapsed else None,
         "false_alarms": int(sum(1 for c, f in zip(collapsed, first) if not c and f is not None)),
         "stopped_untrusted": int(sum(bool(r["summary"].get("stopped_untrusted")) for r in with_trust)),
+        "fixed_window": windowed_trust_alarm(with_trust, horizon_ps, n_bootstrap=n_bootstrap, seed=seed),
     }
