@@ -73,6 +73,23 @@ def test_frames_rule_by_hand():
     assert summary["effective_sample_size"] == pytest.approx(w.sum() ** 2 / (w ** 2).sum())
 
 
+def test_frames_rule_solves_its_power_for_a_target_effective_sample_size():
+    """target_ess 0.5: the power whose weights have Kish's ESS at half the frames; the weights are the frames
+    rule's at that power; an unreachable target gives the largest power and says the share reached."""
+    e = np.random.default_rng(4).lognormal(0.0, 0.3, size=200)  # a narrow spread: power 1 gives ESS ~ 0.9 n
+    plain, plain_summary = sample_weights("frames", e)
+    assert plain_summary["effective_sample_share"] > 0.85
+    w, summary = sample_weights("frames", e, target_ess=0.5)
+    assert summary["effective_sample_share"] == pytest.approx(0.5, abs=1e-4) and summary["solved_power"] > 1
+    again, _ = sample_weights("frames", e, power=summary["solved_power"])
+    np.testing.assert_allclose(w, again)
+    few = np.array([1.0, 1.1, 1.2, 1.3])  # clipped at 10x the median at most: ESS 0.05 is out of reach
+    _, far = sample_weights("frames", few, target_ess=0.05)
+    assert far["solved_power"] == 50.0 and far["effective_sample_share"] > 0.05
+    with pytest.raises(InputError, match="target_ess in \\(0, 1\\]"):
+        sample_weights("frames", e, target_ess=1.5)
+
+
 def test_clusters_rule_weighs_the_bad_cluster_by_one_plus_strength():
     rng = np.random.default_rng(0)
     compact = np.array([[0, 0, 0], [1.0, 0, 0], [0, 1.0, 0]])

@@ -7,7 +7,10 @@ with probability w_m / sum(w) (training.trainer.epoch_order). The rules (`--rewe
 
   frames    w_m = clip((e_m / median(e))^power, floor, cap)                 power 1, floor 0.1, cap 10
             larger error, larger weight; the floor keeps every frame in play, the cap keeps a few
-            outliers from taking the epoch.
+            outliers from taking the epoch. With target_ess s (0 < s <= 1) the power is solved for instead
+            (scipy brentq on [0, 50]) so that the weights' effective sample size (sum w)^2 / sum w^2 is s x the
+            frames: a strength fixed before the run, whatever the errors' spread (docs/study.md, H2 c). If the
+            floor and cap cannot reach it, the power is 50 and the summary says the share reached.
   clusters  w_m = 1 + strength * RBP(c_m)                                       strength 4
             c_m the k-means conformation cluster of frame m among the training frames
             (metrics.conformations.cluster_conformations; k by the silhouette rule, or n_clusters),
@@ -27,6 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
+from scipy import optimize
 
 from ..data.dataset import Dataset
 from ..core.config import check, check_finite, named_options, setting
@@ -39,9 +43,11 @@ from ..training.trainer import TrainingResult, train
 from .model_errors import checkpoint_errors
 
 REWEIGHT_RULES = ("frames", "clusters", "none")
-RULE_DEFAULTS = {"frames": {"power": 1.0, "floor": 0.1, "cap": 10.0},
+RULE_DEFAULTS = {"frames": {"power": 1.0, "floor": 0.1, "cap": 10.0, "target_ess": None},
                  "clusters": {"strength": 4.0, "n_clusters": None, "cluster_seed": 0},
                  "none": {}}
+#: The largest power the frames rule's target_ess solves for.
+MAX_POWER = 50.0
 #: Fine-tuning's learning rate as a fraction of the parent's, unless given.
 DEFAULT_LR_FRACTION = 0.25
 
@@ -51,6 +57,11 @@ def check_rule(rule: str, options: dict) -> dict:
     params = named_options("reweighting rule", rule, options, RULE_DEFAULTS)
     if rule == "frames" and not (params["power"] >= 0 and 0 < params["floor"] <= 1 <= params["cap"]):
         raise InputError(f"rule 'frames' needs power >= 0 and 0 < floor <= 1 <= cap, got {params}")
+    target = params.get("target_ess")
+    if rule == "frames" and target is not None and not (isinstance(target, (int, float)) and 0 < target <= 1):
+        raise InputError(f"rule 'frames' needs target_ess in (0, 1] (a share of the frames) or null, got {target!r}")
+    if rule == "frames" and target is None:
+        del params["target_ess"]  # unset, the parameters read as before it existed (a fine-tuning run resumes)
     if rule == "clusters" and not params["strength"] >= 0:
         raise InputError(f"rule 'clusters' needs strength >= 0, got {params['strength']}")
     return params
@@ -71,7 +82,19 @@ def sample_weights(rule: str, frame_force_mae, positions_angstrom=None, global_f
     elif rule == "frames":
         median = float(np.median(e))
         ratio = e / median if median > 0 else np.ones_like(e)
-        w = np.clip(ratio ** params["power"], params["floor"], params["cap"])
+
+        def weights(power: float) -> np.ndarray:
+            return np.clip(ratio ** power, params["floor"], params["cap"])
+
+        power = params["power"]
+        if "target_ess" in params:
+            def excess(p: float) -> float:
+                return _ess(weights(p)) / e.size - params["target_ess"]
+
+            power = MAX_POWER if excess(MAX_POWER) > 0 else 0.0 if excess(0.0) <= 0 else float(
+                optimize.brentq(excess, 0.0, MAX_POWER, xtol=1e-6))
+            summary["solved_power"] = power
+        w = weights(power)
         summary["median_frame_force_mae"] = median
     else:
         if positions_angstrom is None or global_force_mae is None:
@@ -85,9 +108,14 @@ def sample_weights(rule: str, frame_force_mae, positions_angstrom=None, global_f
                        cluster_sizes=info["cluster_sizes"], ratio_bad_points=[float(r) for r in rbp],
                        global_force_mae=float(global_force_mae))
     w = w / w.mean()
-    summary.update(weight_min=float(w.min()), weight_max=float(w.max()),
-                   effective_sample_size=float(w.sum() ** 2 / (w ** 2).sum()), n_frames=int(w.size))
+    summary.update(weight_min=float(w.min()), weight_max=float(w.max()), effective_sample_size=_ess(w),
+                   effective_sample_share=_ess(w) / w.size, n_frames=int(w.size))
     return w, summary
+
+
+def _ess(w: np.ndarray) -> float:
+    """Kish's effective sample size (sum w)^2 / sum w^2 of the weights."""
+    return float(w.sum() ** 2 / (w ** 2).sum())
 
 
 @dataclass
