@@ -285,6 +285,30 @@ def test_logrank_comparison_by_hand():
     assert row["control_km_median_ps"] == control["km_median_time_to_collapse_ps"]
 
 
+def test_hazard_ratio_of_exponential_rates_by_hand():
+    """(2 collapses / 26 ps) / (3 / 16 ps); the interval is the percentile bootstrap of the same ratio over the
+    runs of each set resampled on their own, without interpolation."""
+    from openmlff.stability.runs import hazard_ratio
+
+    method = stability_of_runs([_collapsed(2.0), _collapsed(4.0), _stable(10.0), _stable(10.0)], 10.0)
+    control = stability_of_runs([_collapsed(1.0), _collapsed(2.0), _collapsed(3.0), _stable(10.0)], 10.0)
+    hr = hazard_ratio(method, control, n_bootstrap=500, seed=3)
+    assert hr["hazard_ratio"] == pytest.approx((2 / 26) / (3 / 16), rel=1e-12)
+    assert hr["method_time_at_risk_ps"] == 26.0 and hr["control_collapses"] == 3
+    t_m, e_m = np.array([2.0, 4.0, 10.0, 10.0]), np.array([1.0, 1.0, 0.0, 0.0])
+    t_c, e_c = np.array([1.0, 2.0, 3.0, 10.0]), np.array([1.0, 1.0, 1.0, 0.0])
+    rng = np.random.default_rng(3)
+    im, ic = rng.integers(0, 4, size=(500, 4)), rng.integers(0, 4, size=(500, 4))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        draws = (e_m[im].sum(1) / t_m[im].sum(1)) / (e_c[ic].sum(1) / t_c[ic].sum(1))
+    draws = draws[~np.isnan(draws)]
+    assert hr["ci_low"] == np.quantile(draws, 0.025, method="inverted_cdf")
+    assert hr["ci_high"] == np.quantile(draws, 0.975, method="inverted_cdf")
+    assert hr["ci_low"] < hr["hazard_ratio"] < hr["ci_high"]
+    none = stability_of_runs([_stable(10.0)] * 3, 10.0)
+    assert hazard_ratio(method, none)["hazard_ratio"] == math.inf  # the control never collapsed
+
+
 def test_similar_error_ranking_compares_fine_grained_metrics_with_the_mae():
     from openmlff.stability.correlation import similar_error_ranking
 
