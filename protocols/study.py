@@ -4,6 +4,7 @@
     python protocols/study.py pilot     [--out results/study] [--workers 2]
     python protocols/study.py campaign  [--out results/study] [--workers 2] [--temperature K] [--six-models DIR]
     python protocols/study.py screen    [--out results/study] [--workers 2] [--six-models DIR]
+    python protocols/study.py arms      [--out results/study] [--workers 2] [--temperature K]
     python protocols/study.py analyse   [--out results/study]
     python protocols/study.py status    [--out results/study]
 
@@ -17,7 +18,11 @@ Stages (docs/study.md, "Design"):
 - campaign: the 42 models and the six-model study's six (protocols/six_models.py's folder: its openmlff models
   compiled, the TorchMD-Net, nequip and MACE models served) x 16 test starts x 10 ps at the pilot's temperature.
 - screen (H4): every campaign model, 4 test starts x 1 ps at 900 K.
-- analyse: H1 and H4 (docs/study.md "Statistics") into OUT/analysis.json.
+- arms (H2 a-d): from each parent (the 100-frame ET and NequIP of seed 0), 100 epochs of: MSE (control), 0.5 MSE
+  + 0.5 FNM, 0.5 MSE + 0.5 element-balanced; fine-tuning plain (control) and reweighted to an effective sample
+  size of half the frames; 50 recruited frames (clusters) and 50 random ones (control), continued. Then a campaign
+  of 16 starts x 3 seeds x 10 ps per model at the campaign's temperature.
+- analyse: H1, H2 and H4 (docs/study.md "Statistics") into OUT/analysis.json.
 
 Every stage resumes where it stopped: a campaign from its runs' checkpoints; a training stopped before its end
 starts over (its 600 s count the minute or two of compiling, which a resume would spend again). `workers`
@@ -49,6 +54,12 @@ PILOT_TEMPERATURES_K = (500.0, 700.0, 900.0)
 PILOT_STARTS, PILOT_LENGTH_PS = 8, 5.0
 CAMPAIGN_STARTS, CAMPAIGN_LENGTH_PS = 16, 10.0
 SCREEN_STARTS, SCREEN_LENGTH_PS = 4, 1.0
+#: H2: the parents, their arms' epochs and settings (fixed in docs/study.md before any run) and each arm's control.
+PARENTS = ("et_n100_s0", "nequip_n100_s0")
+ARM_EPOCHS, LR_FRACTION, BLEND, TARGET_ESS, RECRUIT = 100, 0.25, 0.5, 0.5, 50
+ARM_SEEDS = (0, 1, 2)
+ARM_CONTROLS = {"fnm_blend": "mse", "element_blend": "mse", "finetune_ess": "finetune_plain",
+                "recruit_clusters": "recruit_random"}
 #: H1's primary metric, fixed in docs/study.md before any run.
 PRIMARY_METRIC = "test.H.fnm_max"
 #: The six-model study's training budget (results/six_models/table.md: 1200 s each).
@@ -296,6 +307,95 @@ def stage_screen(out: Path, workers: int, six: Path) -> None:
                                      compiled=False), out / "screen_other_codes", workers)
 
 
+# --- repairs (H2) ----------------------------------------------------------------------------------
+
+def arm_jobs(out: Path) -> dict[str, dict]:
+    """Every repair arm and control of docs/study.md H2 (a)-(d), for each parent: label -> folder, commands."""
+    python, data = sys.executable, str(data_path())
+    cli = [python, "-m", "openmlff.cli"]
+    jobs = {}
+    for parent in PARENTS:
+        ckpt = trained_models(out)[parent]["folder"] / "model.ckpt"
+        arch = trained_models(out)[parent]["architecture"]
+        lr = f"{LR_FRACTION * {'et': 1e-3, 'visnet': 1e-3, 'nequip': 1e-2}[arch]:g}"
+        root = out / "arms" / parent
+        cont = ["--data", data, "--continue-from", str(ckpt), "--max-epochs", str(ARM_EPOCHS), "--learning-rate", lr,
+                "--warmup-steps", "50", "--early-stopping-patience-epochs", "10000", "--compile", "--threads", "1",
+                "--quiet"]
+        fine = ["--max-epochs", str(ARM_EPOCHS), "--threads", "1", "--quiet"]
+        losses = {"mse": [], "fnm_blend": ["--loss", "fnm", "--loss-options", json.dumps({"blend": BLEND})],
+                  "element_blend": ["--loss", "element_balanced", "--loss-options", json.dumps({"blend": BLEND})]}
+        for arm, loss in losses.items():
+            jobs[f"{parent}__{arm}"] = {"folder": root / arm,
+                                        "commands": [[*cli, "train", "--out", str(root / arm), *cont, *loss]]}
+        for arm, rule in (("finetune_plain", ["--reweight", "none"]),
+                          ("finetune_ess", ["--reweight", "frames", "--reweight-options",
+                                            json.dumps({"target_ess": TARGET_ESS})])):
+            jobs[f"{parent}__{arm}"] = {"folder": root / arm,
+                                        "commands": [[*cli, "finetune", str(ckpt), "--out", str(root / arm), *rule,
+                                                      *fine]]}
+        for strategy in ("random", "clusters"):
+            picked = root / f"recruited_{strategy}.npz"
+            jobs[f"{parent}__recruit_{strategy}"] = {
+                "folder": root / f"recruit_{strategy}",
+                "commands": [[*cli, "recruit", str(ckpt), "--pool", data, "--count", str(RECRUIT), "--strategy",
+                              strategy, "--out", str(picked), "--threads", "1", "--quiet"],
+                             [*cli, "train", "--out", str(root / f"recruit_{strategy}"), "--add-data", str(picked),
+                              *cont]]}
+    for job in jobs.values():
+        job["commands"].append([*cli, "export", str(job["folder"] / "model.ckpt"), "--out",
+                                str(job["folder"] / "model.pt")])
+    return jobs
+
+
+def run_commands(name: str, job: dict) -> str:
+    job["folder"].mkdir(parents=True, exist_ok=True)
+    with open(job["folder"].parent / f"{job['folder'].name}.log", "ab") as log:
+        for command in job["commands"]:
+            if command[3] == "recruit" and Path(command[command.index("--out") + 1]).is_file():
+                continue  # recruited once: the pick stays as it was
+            subprocess.run(command, env=env(), stdout=log, stderr=subprocess.STDOUT, check=True)
+    return name
+
+
+def stage_arms(out: Path, workers: int, temperature: float | None) -> None:
+    """H2: train every arm and control (each pair at equal epochs), then the arms campaign: 16 test starts x 3
+    seeds x 10 ps per model at the campaign's temperature."""
+    todo = {n: job for n, job in arm_jobs(out).items() if not (job["folder"] / "model.pt").is_file()}
+    say(f"arms: {len(arm_jobs(out)) - len(todo)} of {len(arm_jobs(out))} trained; {len(todo)} to go")
+    run_all(todo, run_commands, workers, "trained")
+    t = campaign_temperature(out, temperature)
+    models = {n: str(job["folder"] / "model.pt") for n, job in arm_jobs(out).items()}
+    say(f"arms campaign: {len(models)} models x {CAMPAIGN_STARTS} starts x {len(ARM_SEEDS)} seeds x "
+        f"{CAMPAIGN_LENGTH_PS:g} ps at {t:g} K")
+    run_campaign_stage(campaign_spec(out, "arms_campaign", models, [t], CAMPAIGN_STARTS, CAMPAIGN_LENGTH_PS,
+                                     seeds=ARM_SEEDS), out / "arms_campaign", workers)
+
+
+def arms_result(out: Path) -> dict:
+    """Per parent and pooled: each arm against its control, log-rank and hazard ratio with their intervals."""
+    from openmlff.stability.runs import comparison_row, hazard_ratio, stability_of_runs
+
+    runs: dict[str, list] = {}
+    for row in outcomes(out / "arms_campaign"):
+        runs.setdefault(row["model"], []).append(
+            {"stable": not row["collapsed"], "collapse_time_ps" if row["collapsed"] else "simulated_time_ps":
+             row["time_ps"]})
+    result = {}
+    for parent in (*PARENTS, "pooled"):
+        def stability(arm):
+            members = [r for p in (PARENTS if parent == "pooled" else (parent,)) for r in runs.get(f"{p}__{arm}", [])]
+            return stability_of_runs(members, CAMPAIGN_LENGTH_PS) if members else None
+
+        for arm, control in ARM_CONTROLS.items():
+            a, c = stability(arm), stability(control)
+            if a and c:
+                result[f"{parent}: {arm} vs {control}"] = {**comparison_row(arm, control, a, c),
+                                                          **{f"hr_{k}": v for k, v in hazard_ratio(a, c).items()},
+                                                          "n_method": a["n_runs"], "n_control": c["n_runs"]}
+    return result
+
+
 # --- analysis -------------------------------------------------------------------------------------
 
 def correlation_documents(out: Path, names) -> dict:
@@ -371,6 +471,8 @@ def stage_analyse(out: Path, campaigns=("campaign", "campaign_other_codes")) -> 
                                            "versus_reference_abs_rho_difference_ci_low",
                                            "versus_reference_abs_rho_difference_ci_high")} for r in rows],
     }
+    if (out / "arms_campaign").is_dir():
+        result["arms"] = arms_result(out)
     (out / "analysis.json").write_text(json.dumps(result, indent=1, default=float))
     print(json.dumps({k: v for k, v in result.items() if k != "ranking"}, indent=1, default=float), flush=True)
 
@@ -382,7 +484,7 @@ def stage_status(out: Path) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("stage", choices=["train", "pilot", "campaign", "screen", "analyse", "status"])
+    p.add_argument("stage", choices=["train", "pilot", "campaign", "screen", "arms", "analyse", "status"])
     p.add_argument("--out", default=str(ROOT / "results" / "study"))
     p.add_argument("--workers", type=int, default=2, help="processes at a time, one thread each")
     p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="train: the seeds to train")
@@ -397,6 +499,7 @@ def main(argv=None) -> int:
      "pilot": lambda: stage_pilot(out, args.workers),
      "campaign": lambda: stage_campaign(out, args.workers, Path(args.six_models).resolve(), args.temperature),
      "screen": lambda: stage_screen(out, args.workers, Path(args.six_models).resolve()),
+     "arms": lambda: stage_arms(out, args.workers, args.temperature),
      "analyse": lambda: stage_analyse(out),
      "status": lambda: stage_status(out)}[args.stage]()
     return 0
