@@ -216,6 +216,16 @@ def pilot_models(out: Path) -> dict[str, str]:
     return {f"{k}_{n}": str(trained_models(out)[n]["folder"] / "model.pt") for k, (n, _) in picked.items()}
 
 
+def pick_temperature(share_by_t: dict[float, float]) -> dict:
+    """The plan's rule: the lowest temperature at which the median model's stable share lies in GRADED; if none
+    does, the one whose share is closest to 0.5, the lower on a tie (fixed before the pilot ran)."""
+    graded = [t for t in sorted(share_by_t) if GRADED[0] <= share_by_t[t] <= GRADED[1]]
+    closest = min(sorted(share_by_t), key=lambda t: abs(share_by_t[t] - 0.5))
+    return {"campaign_temperature_K": graded[0] if graded else closest, "in_graded_range": bool(graded),
+            "rule": f"lowest pilot temperature with the median model's stable share in [{GRADED[0]}, {GRADED[1]}]; "
+                    "if none, the share closest to 0.5 (lower temperature on a tie)"}
+
+
 def stage_pilot(out: Path, workers: int) -> None:
     chosen = out / "pilot_models.json"
     if chosen.is_file():  # picked once: a resumed pilot keeps its models even if more were trained since
@@ -233,10 +243,8 @@ def stage_pilot(out: Path, workers: int) -> None:
         shares.setdefault(row["model"], {}).setdefault(row["temperature_K"], []).append(not row["collapsed"])
     table = {m: {f"{t:g}": f"{sum(v)}/{len(v)}" for t, v in sorted(by_t.items())} for m, by_t in shares.items()}
     median = next(m for m in shares if m.startswith("median_"))
-    graded = [t for t in sorted(shares[median]) if GRADED[0] <= np.mean(shares[median][t]) <= GRADED[1]]
-    pick = graded[0] if graded else None
-    result = {"stable_runs": table, "median_model": median, "campaign_temperature_K": pick,
-              "rule": f"lowest pilot temperature with the median model's stable share in [{GRADED[0]}, {GRADED[1]}]"}
+    result = {"stable_runs": table, "median_model": median,
+              **pick_temperature({t: float(np.mean(v)) for t, v in shares[median].items()})}
     (out / "pilot_result.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1), flush=True)
 
@@ -269,11 +277,7 @@ def campaign_temperature(out: Path, given: float | None) -> float:
     pilot = out / "pilot_result.json"
     if not pilot.is_file():
         raise SystemExit("run the pilot stage first (it fixes the campaign's temperature), or give --temperature")
-    picked = json.loads(pilot.read_text())["campaign_temperature_K"]
-    if picked is None:
-        raise SystemExit(f"{pilot}: no pilot temperature gave the median model a stable share in {GRADED}; "
-                         "the plan says what then (docs/study.md): give --temperature and record the change")
-    return float(picked)
+    return float(json.loads(pilot.read_text())["campaign_temperature_K"])
 
 
 def stage_campaign(out: Path, workers: int, six: Path, temperature: float | None) -> None:
