@@ -5,6 +5,7 @@
     python protocols/study.py campaign  [--out results/study] [--workers 2] [--temperature K] [--six-models DIR]
     python protocols/study.py screen    [--out results/study] [--workers 2] [--six-models DIR]
     python protocols/study.py arms      [--out results/study] [--workers 2] [--temperature K]
+    python protocols/study.py chignolin [--out results/study] [--workers 2] [--temperature K]
     python protocols/study.py analyse   [--out results/study]
     python protocols/study.py status    [--out results/study]
 
@@ -22,6 +23,8 @@ Stages (docs/study.md, "Design"):
   + 0.5 FNM, 0.5 MSE + 0.5 element-balanced; fine-tuning plain (control) and reweighted to an effective sample
   size of half the frames; 50 recruited frames (clusters) and 50 random ones (control), continued. Then a campaign
   of 16 starts x 3 seeds x 10 ps per model at the campaign's temperature.
+- chignolin (item 6): 1000 amber14 frames at 500 K labelled by GFN2-xTB, ET and NequIP trained an hour each, a
+  campaign of both from 16 test frames x 10 ps at the campaign's temperature.
 - analyse: H1, H2 and H4 (docs/study.md "Statistics") into OUT/analysis.json.
 
 Every stage resumes where it stopped: a campaign from its runs' checkpoints; a training stopped before its end
@@ -60,6 +63,7 @@ ARM_EPOCHS, LR_FRACTION, BLEND, TARGET_ESS, RECRUIT = 100, 0.25, 0.5, 0.5, 50
 ARM_SEEDS = (0, 1, 2)
 ARM_CONTROLS = {"fnm_blend": "mse", "element_blend": "mse", "finetune_ess": "finetune_plain",
                 "recruit_clusters": "recruit_random"}
+CHIGNOLIN_FRAMES, CHIGNOLIN_BUDGET_S = 1000, 3600.0
 #: H1's primary metric, fixed in docs/study.md before any run.
 PRIMARY_METRIC = "test.H.fnm_max"
 #: The six-model study's training budget (results/six_models/table.md: 1200 s each).
@@ -167,7 +171,7 @@ def training_summary(out: Path) -> dict[str, dict]:
 # --- campaigns ------------------------------------------------------------------------------------
 
 def campaign_spec(out: Path, name: str, models: dict, temperatures_K, starts: int, length_ps: float,
-                  seeds=(0,), compiled: bool = True) -> Path:
+                  seeds=(0,), compiled: bool = True, data: Path | None = None, split: Path | None = None) -> Path:
     """A campaign of `models` (label -> model file or entry) from the split's first `starts` test frames; reports
     every 50 fs, checkpoints every 1 ps. compiled: openmlff's models, compiled, in replica batches of up to 16 runs
     of one model and temperature; else (models of other codes, served) one run per Context."""
@@ -175,8 +179,8 @@ def campaign_spec(out: Path, name: str, models: dict, temperatures_K, starts: in
     md.update({"backend": "compiled", "replicas_per_context": min(16, starts)} if compiled else
               {"replicas_per_context": 1})
     document = {"name": name, "models": models, "seeds": list(seeds), "temperatures_K": list(temperatures_K),
-                "starts": {"data": str(data_path()), "frames_from_split": "test", "checkpoint": str(split_path(out)),
-                           "count": starts},
+                "starts": {"data": str(data or data_path()), "frames_from_split": "test",
+                           "checkpoint": str(split or split_path(out)), "count": starts},
                 "md": md}
     path = out / f"{name}.json"
     path.write_text(json.dumps(document, indent=1))
@@ -400,6 +404,34 @@ def arms_result(out: Path) -> dict:
     return result
 
 
+# --- chignolin (item 6) ----------------------------------------------------------------------------
+
+def stage_chignolin(out: Path, workers: int, temperature: float | None) -> None:
+    """Chignolin: amber14 Langevin MD at 500 K, CHIGNOLIN_FRAMES frames labelled by GFN2-xTB
+    (benchmarks/ml_vs_classical.chignolin_data, resumable in chunks), ET and NequIP trained on them (an hour each,
+    one thread, compiled; 50 validation and 100 test frames), and a campaign of both from 16 test frames x 10 ps
+    at the aspirin campaign's temperature."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import ml_vs_classical
+
+    folder = out / "chignolin"
+    data = ml_vs_classical.chignolin_data(argparse.Namespace(out=out, temperature=500.0, workers=workers,
+                                                             chignolin_frames=CHIGNOLIN_FRAMES)).resolve()
+    python = sys.executable
+    jobs = {arch: {"folder": folder / arch, "commands": [
+        [python, "-m", "openmlff.cli", "train", "--data", str(data), "--out", str(folder / arch), "--architecture",
+         arch, "--n-val", "50", "--n-test", "100", "--time-budget", f"{CHIGNOLIN_BUDGET_S:g}", "--compile",
+         "--threads", "1", "--quiet"],
+        [python, "-m", "openmlff.cli", "export", str(folder / arch / "model.ckpt"), "--out",
+         str(folder / arch / "model.pt")]]} for arch in ("et", "nequip")}
+    run_all({a: j for a, j in jobs.items() if not (j["folder"] / "model.pt").is_file()}, run_commands, workers,
+            "trained chignolin")
+    t = campaign_temperature(out, temperature)
+    models = {f"chignolin_{a}": str(j["folder"] / "model.pt") for a, j in jobs.items()}
+    run_campaign_stage(campaign_spec(out, "chignolin_campaign", models, [t], CAMPAIGN_STARTS, CAMPAIGN_LENGTH_PS,
+                                     data=data, split=folder / "et" / "model.ckpt"), out / "chignolin_campaign", workers)
+
+
 # --- analysis -------------------------------------------------------------------------------------
 
 def correlation_documents(out: Path, names) -> dict:
@@ -488,7 +520,7 @@ def stage_status(out: Path) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("stage", choices=["train", "pilot", "campaign", "screen", "arms", "analyse", "status"])
+    p.add_argument("stage", choices=["train", "pilot", "campaign", "screen", "arms", "chignolin", "analyse", "status"])
     p.add_argument("--out", default=str(ROOT / "results" / "study"))
     p.add_argument("--workers", type=int, default=2, help="processes at a time, one thread each")
     p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="train: the seeds to train")
@@ -504,6 +536,7 @@ def main(argv=None) -> int:
      "campaign": lambda: stage_campaign(out, args.workers, Path(args.six_models).resolve(), args.temperature),
      "screen": lambda: stage_screen(out, args.workers, Path(args.six_models).resolve()),
      "arms": lambda: stage_arms(out, args.workers, args.temperature),
+     "chignolin": lambda: stage_chignolin(out, args.workers, args.temperature),
      "analyse": lambda: stage_analyse(out),
      "status": lambda: stage_status(out)}[args.stage]()
     return 0
