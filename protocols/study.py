@@ -5,6 +5,7 @@
     python protocols/study.py campaign  [--out results/study] [--workers 2] [--temperature K] [--six-models DIR]
     python protocols/study.py screen    [--out results/study] [--workers 2] [--six-models DIR]
     python protocols/study.py arms      [--out results/study] [--workers 2] [--temperature K]
+    python protocols/study.py alarm     [--out results/study] [--workers 2] [--temperature K]
     python protocols/study.py chignolin [--out results/study] [--workers 2] [--temperature K]
     python protocols/study.py analyse   [--out results/study]
     python protocols/study.py status    [--out results/study]
@@ -23,9 +24,11 @@ Stages (docs/study.md, "Design"):
   + 0.5 FNM, 0.5 MSE + 0.5 element-balanced; fine-tuning plain (control) and reweighted to an effective sample
   size of half the frames; 50 recruited frames (clusters) and 50 random ones (control), continued. Then a campaign
   of 16 starts x 3 seeds x 10 ps per model at the campaign's temperature.
+- alarm (H3): committees of 3 ETs for the ET models of 100 and 950 frames (seed 0) watching those models' runs
+  from the campaign's 16 starts.
 - chignolin (item 6): 1000 amber14 frames at 500 K labelled by GFN2-xTB, ET and NequIP trained an hour each, a
   campaign of both from 16 test frames x 10 ps at the campaign's temperature.
-- analyse: H1, H2 and H4 (docs/study.md "Statistics") into OUT/analysis.json.
+- analyse: H1-H4 (docs/study.md "Statistics") into OUT/analysis.json.
 
 Every stage resumes where it stopped: a campaign from its runs' checkpoints; a training stopped before its end
 starts over (its 600 s count the minute or two of compiling, which a resume would spend again). `workers`
@@ -64,6 +67,8 @@ ARM_SEEDS = (0, 1, 2)
 ARM_CONTROLS = {"fnm_blend": "mse", "element_blend": "mse", "finetune_ess": "finetune_plain",
                 "recruit_clusters": "recruit_random"}
 CHIGNOLIN_FRAMES, CHIGNOLIN_BUDGET_S = 1000, 3600.0
+#: H3: the models whose runs a committee watches, and its size.
+ALARM_MODELS, COMMITTEE = ("et_n100_s0", "et_n950_s0"), 3
 #: H1's primary metric, fixed in docs/study.md before any run.
 PRIMARY_METRIC = "test.H.fnm_max"
 #: The six-model study's training budget (results/six_models/table.md: 1200 s each).
@@ -404,6 +409,50 @@ def arms_result(out: Path) -> dict:
     return result
 
 
+# --- the committee alarm (H3) ----------------------------------------------------------------------
+
+def stage_alarm(out: Path, workers: int, temperature: float | None) -> None:
+    """H3: a committee of 3 ETs (seeds 0-2, the same nested frames, each <= 600 s or 400 epochs) for the ET models of
+    100 and 950 frames, watching that model's runs from the campaign's 16 starts (10 ps, one run per Context, the
+    spread at every report)."""
+    python, data, split = sys.executable, str(data_path()), str(split_path(out))
+    t = campaign_temperature(out, temperature)
+    for name in ALARM_MODELS:
+        job, folder = trained_models(out)[name], out / "alarm" / name
+        if not (folder / "committee.pt").is_file():
+            say(f"alarm: a committee of {COMMITTEE} for {name}")
+            folder.mkdir(parents=True, exist_ok=True)
+            with open(out / "alarm" / f"{name}.log", "ab") as log:
+                subprocess.run([python, "-m", "openmlff.cli", "train", "--data", data, "--out", str(folder),
+                                "--architecture", job["architecture"], "--split", split, "--n-train",
+                                str(job["n_train"]), "--seed", "0", "--ensemble", str(COMMITTEE), "--ensemble-workers",
+                                str(workers), "--time-budget", f"{BUDGET_S:g}", "--max-epochs", str(MAX_EPOCHS),
+                                "--compile", "--threads", "1", "--quiet"],
+                               env=env(), stdout=log, stderr=subprocess.STDOUT, check=True)
+        spec = campaign_spec(out, f"alarm_{name}", {name: str(job["folder"] / "model.pt")}, [t], CAMPAIGN_STARTS,
+                             CAMPAIGN_LENGTH_PS, compiled=False)
+        document = json.loads(spec.read_text())
+        document["trust"] = {"committee": str(folder / "committee.pt"), "threshold_kcal_per_mol_per_A": 5.0}
+        spec.write_text(json.dumps(document, indent=1))
+        run_campaign_stage(spec, out / f"alarm_{name}", workers)
+
+
+def alarm_result(out: Path) -> dict | None:
+    """H3's ROC AUC over the runs of both alarm campaigns: the largest spread in the first 1 ps of each run that
+    lived past it, against a collapse later (stability.correlation.windowed_trust_alarm)."""
+    from openmlff.campaign.correlate import spread_series
+    from openmlff.stability.correlation import windowed_trust_alarm
+
+    runs = []
+    for name in ALARM_MODELS:
+        directory = out / f"alarm_{name}"
+        for row in outcomes(directory) if directory.is_dir() else []:
+            run_dir = directory / "runs" / row["run_id"]
+            runs.append({"run_id": row["run_id"], "start": row["start"], "spread_series": spread_series(run_dir),
+                         "summary": json.loads((run_dir / "summary.json").read_text())})
+    return windowed_trust_alarm(runs, CAMPAIGN_LENGTH_PS) if runs else None
+
+
 # --- chignolin (item 6) ----------------------------------------------------------------------------
 
 def stage_chignolin(out: Path, workers: int, temperature: float | None) -> None:
@@ -509,6 +558,7 @@ def stage_analyse(out: Path, campaigns=("campaign", "campaign_other_codes")) -> 
     }
     if (out / "arms_campaign").is_dir():
         result["arms"] = arms_result(out)
+    result["alarm"] = alarm_result(out)
     (out / "analysis.json").write_text(json.dumps(result, indent=1, default=float))
     print(json.dumps({k: v for k, v in result.items() if k != "ranking"}, indent=1, default=float), flush=True)
 
@@ -520,7 +570,8 @@ def stage_status(out: Path) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("stage", choices=["train", "pilot", "campaign", "screen", "arms", "chignolin", "analyse", "status"])
+    p.add_argument("stage", choices=["train", "pilot", "campaign", "screen", "arms", "alarm", "chignolin", "analyse",
+                                     "status"])
     p.add_argument("--out", default=str(ROOT / "results" / "study"))
     p.add_argument("--workers", type=int, default=2, help="processes at a time, one thread each")
     p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="train: the seeds to train")
@@ -536,6 +587,7 @@ def main(argv=None) -> int:
      "campaign": lambda: stage_campaign(out, args.workers, Path(args.six_models).resolve(), args.temperature),
      "screen": lambda: stage_screen(out, args.workers, Path(args.six_models).resolve()),
      "arms": lambda: stage_arms(out, args.workers, args.temperature),
+     "alarm": lambda: stage_alarm(out, args.workers, args.temperature),
      "chignolin": lambda: stage_chignolin(out, args.workers, args.temperature),
      "analyse": lambda: stage_analyse(out),
      "status": lambda: stage_status(out)}[args.stage]()

@@ -172,10 +172,10 @@ def test_campaign_with_a_committee(tmp_path, aspirin, committee, test_data):
     summaries = {r.model: read_run_summary(folder.run_dir(r.run_id)) for r in folder.spec().expand()}
     assert summaries["blowup"].collapsed and summaries["blowup"].first_untrusted_time_ps == 0.0
     assert summaries["stable"].stable and summaries["stable"].max_force_uncertainty_kcal_per_mol_per_A > 0
-    from openmlff.campaign.correlate import _spread_series  # what correlate's fixed-window alarm reads
+    from openmlff.campaign.correlate import spread_series  # what correlate's fixed-window alarm reads
 
     run_id = next(r.run_id for r in folder.spec().expand() if r.model == "stable")
-    times, spreads = _spread_series(folder.run_dir(run_id))
+    times, spreads = spread_series(folder.run_dir(run_id))
     assert len(times) == len(spreads) > 1 and spreads.max() == pytest.approx(
         summaries["stable"].max_force_uncertainty_kcal_per_mol_per_A, rel=1e-6)
     spec["trust"]["stop_when_untrusted"] = True

@@ -65,7 +65,7 @@ def correlate_campaign(campaign_dir, out_dir=None, config: CorrelationConfig | N
             continue
         label = f"{run.model}@{run.temperature_K:g}K" if several_temperatures else run.model
         runs.append({"run_id": run.run_id, "model": label, "start": run.start, "summary": summary,
-                     "model_file": run.model_path, "spread_series": _spread_series(where.run_dir(run.run_id))})
+                     "model_file": run.model_path, "spread_series": spread_series(where.run_dir(run.run_id))})
         if run.frame is not None:
             start_frames[run.start] = (run.data, run.frame)
     if not runs:
@@ -141,7 +141,7 @@ def _start_positions(start_frames: dict) -> dict:
     return out
 
 
-def _spread_series(run_dir: Path):
+def spread_series(run_dir: Path):
     """(time ps, the committee's largest force spread kcal/mol/Å) at each report of a run with [trust], else None."""
     path = run_dir / "state.csv"
     if not path.is_file():
