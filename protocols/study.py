@@ -142,6 +142,7 @@ def stage_train(out: Path, workers: int, seeds) -> None:
     say(f"train (seeds {list(seeds)}): "
         f"{len(todo)} to go, {workers} at a time, each <= {BUDGET_S:g} s or {MAX_EPOCHS} epochs")
     run_all(todo, lambda name, job: train_one(name, job, data, split), workers, "trained")
+    write_page("study_models", "The stability study's aspirin models", models_table(out))
 
 
 def run_all(todo: dict, work, workers: int, done: str) -> None:
@@ -255,7 +256,19 @@ def stage_pilot(out: Path, workers: int) -> None:
     result = {"stable_runs": table, "median_model": median,
               **pick_temperature({t: float(np.mean(v)) for t, v in shares[median].items()})}
     (out / "pilot_result.json").write_text(json.dumps(result, indent=1))
-    print(json.dumps(result, indent=1), flush=True)
+    picked = json.loads(chosen.read_text())
+    temperatures = sorted({t for by_t in table.values() for t in by_t}, key=float)
+    lines = [f"The study's pilot (docs/study.md, \"Condition\"): the worst, median and best of the trained models by "
+             f"validation force MAE, {PILOT_STARTS} test starts x {PILOT_LENGTH_PS:g} ps at 0.5 fs. Stable runs:", "",
+             "| model | validation force MAE (kcal/mol/Å) | " + " | ".join(f"{t} K" for t in temperatures) + " |",
+             "|---|---|" + "---|" * len(temperatures)]
+    for label, info in picked.items():
+        model = f"{label}_{info['name']}"
+        lines.append(f"| {model} | {info['val_force_mae_kcal_per_mol_per_A']:.3f} | "
+                     + " | ".join(table.get(model, {}).get(t, "-") for t in temperatures) + " |")
+    lines += ["", f"Campaign temperature: **{result['campaign_temperature_K']:g} K** "
+                  f"({'in' if result['in_graded_range'] else 'not in'} the graded range). Rule: {result['rule']}."]
+    write_page("study_pilot", "The stability study's pilot", "\n".join(lines) + "\n")
 
 
 def campaign_models(out: Path, six: Path) -> tuple[dict, dict]:
@@ -563,9 +576,31 @@ def stage_analyse(out: Path, campaigns=("campaign", "campaign_other_codes")) -> 
     print(json.dumps({k: v for k, v in result.items() if k != "ranking"}, indent=1, default=float), flush=True)
 
 
-def stage_status(out: Path) -> None:
+def write_page(name: str, title: str, text: str) -> None:
+    """docs/benchmarks/NAME.md (benchmarks/pages.py: date, processor, versions, this command, the text)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from pages import write_result
+
+    print(text, flush=True)
+    say(f"wrote {write_result(name, title, text, True)}")
+
+
+def models_table(out: Path) -> str:
     rows = training_summary(out)
-    print(json.dumps(rows, indent=1))
+    lines = ["The study's aspirin models (docs/study.md), trained by `protocols/study.py train`: the smaller of "
+             f"{BUDGET_S:g} s (compiling included) and {MAX_EPOCHS} epochs, one thread, two trainings at a time on the "
+             "two cores, early stopping after 60 epochs without improvement (the default). Validation: the split's 50 "
+             "frames, the best epoch's EMA weights.", "",
+             "| model | architecture | training frames | seed | epochs | training s | stopped | validation force MAE "
+             "(kcal/mol/Å) |", "|---|---|---|---|---|---|---|---|"]
+    for name, r in rows.items():
+        lines.append(f"| {name} | {r['architecture']} | {r['n_train']} | {r['seed']} | {r['epochs']} | "
+                     f"{r['elapsed_s']:.0f} | {r['stop_reason']} | {r['val_force_mae_kcal_per_mol_per_A']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def stage_status(out: Path) -> None:
+    print(models_table(out), flush=True)
 
 
 def main(argv=None) -> int:
