@@ -139,6 +139,22 @@ def test_finetune_starts_from_the_parent_and_records_its_rule(parent, dataset, t
         finetune(parent, tmp_path / "ft", FinetuneConfig(reweight="frames", max_epochs=3), progress=False)
 
 
+def test_finetune_of_a_parent_trained_on_a_kept_split(dataset, tmp_path):
+    """A parent of `train --split` fine-tunes on its own split (the kept split's file is not asked for again), with
+    the patience given."""
+    from openmlff.data import make_split
+
+    path = make_split(dataset.n_frames, n_train=60, n_val=10, n_test=20, seed=0).save(tmp_path / "split.json")
+    config = TrainingConfig(hyperparameters=TINY, split=str(path), n_train=20, batch_size=5, warmup_steps=4,
+                            learning_rate=3e-3, max_epochs=1, torch_threads=1)
+    parent = train(dataset, tmp_path / "parent", config, progress=False).checkpoint
+    result = finetune(parent, tmp_path / "ft", FinetuneConfig(reweight="none", max_epochs=1,
+                                                              early_stopping_patience_epochs=1000), progress=False)
+    state = read_checkpoint(result.checkpoint).state
+    assert state["split"] == read_checkpoint(parent).state["split"] and state["config"]["split"] is None
+    assert state["config"]["early_stopping_patience_epochs"] == 1000 and result.epochs == 1
+
+
 def test_finetune_refuses_other_data(parent, dataset, tmp_path):
     with pytest.raises(StartError, match="not the data"):
         finetune(parent, tmp_path, FinetuneConfig(reweight="none", max_epochs=1), data=dataset.subset(np.arange(50)),

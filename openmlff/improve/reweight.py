@@ -132,6 +132,8 @@ class FinetuneConfig:
                                           aliases=("--lr",))
     warmup_steps: int = setting(0, "optimiser steps of warm-up")
     seed: int | None = setting(None, "seed of the batch draws (default: the parent's)")
+    early_stopping_patience_epochs: int | None = setting(None, "stop after this many epochs without improvement "
+                                                               "(default: the parent's)")
     torch_threads: int | None = setting(None, "torch threads (default: openmlff.core.threads' choice)",
                                         aliases=("--threads",))
 
@@ -147,7 +149,8 @@ def finetune(checkpoint, out_dir, config: FinetuneConfig, *, data: Dataset | Non
     """Fine-tune the model of `checkpoint` with sample weights by config.reweight into out_dir/model.ckpt, resuming
     an interrupted fine-tuning with the same parent and rule there. data: the parent's training data (default: the
     file its checkpoint records). The parent's settings except learning_rate (default DEFAULT_LR_FRACTION of the
-    parent's), warmup_steps, max_epochs, time_budget_s, seed and torch_threads, which config gives."""
+    parent's), warmup_steps, max_epochs, time_budget_s, seed, early_stopping_patience_epochs and torch_threads,
+    which config gives."""
     from ..core.threads import set_threads
 
     parent = read_checkpoint(checkpoint)
@@ -166,7 +169,9 @@ def finetune(checkpoint, out_dir, config: FinetuneConfig, *, data: Dataset | Non
     training = replace(base, learning_rate=config.learning_rate or base.learning_rate * DEFAULT_LR_FRACTION,
                        warmup_steps=config.warmup_steps, time_budget_s=config.time_budget_s,
                        max_epochs=config.max_epochs if config.max_epochs is not None else base.max_epochs,
-                       seed=base.seed if config.seed is None else config.seed, torch_threads=config.torch_threads)
+                       seed=base.seed if config.seed is None else config.seed, torch_threads=config.torch_threads,
+                       early_stopping_patience_epochs=config.early_stopping_patience_epochs or
+                       base.early_stopping_patience_epochs)
     start = TrainingStart(parent, split, origin, sample_weights=weights)
     return train(dataset, out_dir, training, progress=progress, start=start)
 

@@ -63,7 +63,7 @@ class TrainingStart:
         parent = self.parent.config
         return replace(config, **{k: parent[k] for k in INHERITED_FIELDS},
                        n_train=int(self.split.train.size), n_val=int(self.split.val.size),
-                       n_test=int(self.split.test.size))
+                       n_test=int(self.split.test.size), split=None)  # the start brings its split
 
     def initial_state(self) -> dict:
         """The parts of a new checkpoint that come from the parent: split, energy statistics, weights, origin."""
