@@ -19,7 +19,7 @@ Stages (docs/study.md, "Design"):
   700 and 900 K; prints the share of stable runs per model and temperature and the temperature the plan's rule picks.
 - campaign: the 42 models and the six-model study's six (protocols/six_models.py's folder: its openmlff models
   compiled, the TorchMD-Net, nequip and MACE models served) x 16 test starts x 10 ps at the pilot's temperature.
-- screen (H4): every campaign model, 4 test starts x 1 ps at 900 K.
+- screen (H4): every campaign model, 4 test starts x 1 ps at the campaign's temperature + 200 K, MD seed 1.
 - arms (H2 a-d): from each parent (the 100-frame ET and NequIP of seed 0), 100 epochs of: MSE (control), 0.5 MSE
   + 0.5 FNM, 0.5 MSE + 0.5 element-balanced; fine-tuning plain (control) and reweighted to an effective sample
   size of half the frames; 50 recruited frames (clusters) and 50 random ones (control), continued. Then a campaign
@@ -61,6 +61,7 @@ PILOT_STARTS, PILOT_LENGTH_PS = 8, 5.0
 CAMPAIGN_STARTS, CAMPAIGN_LENGTH_PS = 16, 10.0
 SCREEN_STARTS, SCREEN_LENGTH_PS = 4, 1.0
 SCREEN_METRICS = ("screen.share_stable", "screen.mean_time_to_collapse_ps")
+SCREEN_ABOVE_K, SCREEN_SEEDS = 200.0, (1,)  # changed after the pilot picked its top temperature (docs/study.md)
 #: H2: the parents, their arms' epochs and settings (fixed in docs/study.md before any run) and each arm's control.
 PARENTS = ("et_n100_s0", "nequip_n100_s0")
 ARM_EPOCHS, LR_FRACTION, BLEND, TARGET_ESS, RECRUIT = 100, 0.25, 0.5, 0.5, 50
@@ -324,18 +325,18 @@ def stage_campaign(out: Path, workers: int, six: Path, temperature: float | None
 
 
 def stage_screen(out: Path, workers: int, six: Path) -> None:
-    """H4's screen: every campaign model, 4 test starts x 1 ps at the pilot's top temperature (2.5 % of the
-    campaign's steps)."""
+    """H4's screen: every campaign model, 4 test starts x 1 ps at the campaign's temperature + 200 K with MD seed 1
+    (not the campaign's seed 0, whose first picosecond it would replay), 2.5 % of the campaign's steps."""
     from openmlff.potentials.model_ref import CODE_CONSENT_ENV
 
     ours, foreign = campaign_models(out, six)
-    t = PILOT_TEMPERATURES_K[-1]
+    t = campaign_temperature(out, None) + SCREEN_ABOVE_K
     say(f"screen: {len(ours) + len(foreign)} models x {SCREEN_STARTS} starts x {SCREEN_LENGTH_PS:g} ps at {t:g} K")
-    run_campaign_stage(campaign_spec(out, "screen", ours, [t], SCREEN_STARTS, SCREEN_LENGTH_PS), out / "screen",
-                       workers)
+    run_campaign_stage(campaign_spec(out, "screen", ours, [t], SCREEN_STARTS, SCREEN_LENGTH_PS, seeds=SCREEN_SEEDS),
+                       out / "screen", workers)
     os.environ[CODE_CONSENT_ENV] = "1"
     run_campaign_stage(campaign_spec(out, "screen_other_codes", foreign, [t], SCREEN_STARTS, SCREEN_LENGTH_PS,
-                                     compiled=False), out / "screen_other_codes", workers)
+                                     seeds=SCREEN_SEEDS, compiled=False), out / "screen_other_codes", workers)
 
 
 # --- repairs (H2) ----------------------------------------------------------------------------------
