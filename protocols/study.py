@@ -595,7 +595,7 @@ def stage_analyse(out: Path, campaigns=("campaign", "campaign_other_codes")) -> 
         "graded_enough": extreme <= len(shares) / 3,
         "primary": {"metric": PRIMARY_METRIC, **by_metric.get(PRIMARY_METRIC, {})},
         "reference": by_metric.get("test.force_mae"),
-        "primary_reference_rank": [r["metric"] for r in rows].index("test.force_mae") + 1,
+        "reference_rank": [r["metric"] for r in rows].index("test.force_mae") + 1,
         "similar_error": {"models": similar, "median_test_force_mae": median, **secondary},
         "screen": screen_against(metrics, stability, table["models"], rows),
         "ranking": [{k: r.get(k) for k in ("metric", "spearman_rho", "spearman_ci_low", "spearman_ci_high",
@@ -606,8 +606,11 @@ def stage_analyse(out: Path, campaigns=("campaign", "campaign_other_codes")) -> 
     if (out / "arms_campaign").is_dir():
         result["arms"] = arms_result(out)
     result["alarm"] = alarm_result(out)
-    (out / "analysis.json").write_text(json.dumps(result, indent=1, default=float))
-    print(json.dumps({k: v for k, v in result.items() if k != "ranking"}, indent=1, default=float), flush=True)
+    from openmlff.core.atomic_io import atomic_write_json, jsonable
+
+    result = jsonable(result, finite=True)  # strict JSON: NaN and inf as null
+    atomic_write_json(out / "analysis.json", result)
+    print(json.dumps({k: v for k, v in result.items() if k != "ranking"}, indent=1), flush=True)
 
 
 def write_page(name: str, title: str, text: str) -> None:
