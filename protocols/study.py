@@ -50,6 +50,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+CLI = [sys.executable, "-m", "openmlff.cli"]
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 ARCHITECTURES = ("et", "visnet", "nequip")
 SIZES = (25, 50, 100, 200, 300, 600, 950)
@@ -115,19 +116,24 @@ def trained_models(out: Path) -> dict[str, dict]:
             for seed in SEEDS for size in SIZES for arch in ARCHITECTURES}
 
 
-def train_one(name: str, job: dict, data: Path, split: Path) -> str:
+def train_commands(job: dict, data: Path, split: Path) -> list[list[str]]:
+    """`openmlff train` of one study model, then `export`."""
     folder = job["folder"]
-    if (folder / "model.ckpt").is_file() and not _finished(folder / "model.ckpt"):
-        shutil.rmtree(folder)  # a stopped training starts over: its clock counts compiling, which a resume repeats
-    folder.mkdir(parents=True, exist_ok=True)
-    python = sys.executable
-    commands = [[python, "-m", "openmlff.cli", "train", "--data", str(data), "--out", str(folder),
-                 "--architecture", job["architecture"], "--split", str(split), "--n-train", str(job["n_train"]),
-                 "--seed", str(job["seed"]), "--time-budget", f"{BUDGET_S:g}", "--max-epochs", str(MAX_EPOCHS),
-                 "--compile", "--threads", "1", "--quiet"],
-                [python, "-m", "openmlff.cli", "export", str(folder / "model.ckpt"), "--out", str(folder / "model.pt")]]
-    with open(folder / "train.log", "ab") as log:
-        for command in commands:
+    return [[*CLI, "train", "--data", str(data), "--out", str(folder), "--architecture", job["architecture"],
+             "--split", str(split), "--n-train", str(job["n_train"]), "--seed", str(job["seed"]), "--time-budget",
+             f"{BUDGET_S:g}", "--max-epochs", str(MAX_EPOCHS), "--compile", "--threads", "1", "--quiet"],
+            export_command(folder)]
+
+
+def export_command(folder: Path) -> list[str]:
+    return [*CLI, "export", str(folder / "model.ckpt"), "--out", str(folder / "model.pt")]
+
+
+def run_commands(name: str, job: dict) -> str:
+    """Run a job's commands one after another, their output appended to FOLDER.log beside its folder."""
+    job["folder"].mkdir(parents=True, exist_ok=True)
+    with open(job["folder"].parent / f"{job['folder'].name}.log", "ab") as log:
+        for command in job["commands"]:
             subprocess.run(command, env=env(), stdout=log, stderr=subprocess.STDOUT, check=True)
     return name
 
@@ -140,11 +146,14 @@ def _finished(checkpoint: Path) -> bool:
 
 def stage_train(out: Path, workers: int, seeds) -> None:
     data, split = data_path(), split_path(out)
-    todo = {name: job for name, job in trained_models(out).items()
+    todo = {name: {**job, "commands": train_commands(job, data, split)} for name, job in trained_models(out).items()
             if not (job["folder"] / "model.pt").is_file() and job["seed"] in seeds}
+    for job in todo.values():  # a stopped training starts over: its clock counts compiling, which a resume repeats
+        if (job["folder"] / "model.ckpt").is_file() and not _finished(job["folder"] / "model.ckpt"):
+            shutil.rmtree(job["folder"])
     say(f"train (seeds {list(seeds)}): "
         f"{len(todo)} to go, {workers} at a time, each <= {BUDGET_S:g} s or {MAX_EPOCHS} epochs")
-    run_all(todo, lambda name, job: train_one(name, job, data, split), workers, "trained")
+    run_all(todo, run_commands, workers, "trained")
     write_page("study_models", "The stability study's aspirin models", models_table(out))
 
 
@@ -180,17 +189,19 @@ def training_summary(out: Path) -> dict[str, dict]:
 # --- campaigns ------------------------------------------------------------------------------------
 
 def campaign_spec(out: Path, name: str, models: dict, temperatures_K, starts: int, length_ps: float,
-                  seeds=(0,), compiled: bool = True, data: Path | None = None, split: Path | None = None) -> Path:
+                  seeds=(0,), compiled: bool = True, replicas: int | None = None, trust: dict | None = None,
+                  data: Path | None = None, split: Path | None = None) -> Path:
     """A campaign of `models` (label -> model file or entry) from the split's first `starts` test frames; reports
-    every 50 fs, checkpoints every 1 ps. compiled: openmlff's models, compiled, in replica batches of up to 16 runs
-    of one model and temperature; else (models of other codes, served) one run per Context."""
+    every 50 fs, checkpoints every 1 ps. compiled: openmlff's models, compiled, in replica batches of `replicas`
+    runs of one model and temperature (default up to 16); else (models of other codes, served) one run per Context.
+    trust: the spec's [trust] table (a committee watching every run)."""
     md = {"length_ps": length_ps, "timestep_fs": 0.5, "report_interval_steps": 100, "checkpoint_interval_steps": 2000}
-    md.update({"backend": "compiled", "replicas_per_context": min(16, starts)} if compiled else
+    md.update({"backend": "compiled", "replicas_per_context": replicas or min(16, starts)} if compiled else
               {"replicas_per_context": 1})
     document = {"name": name, "models": models, "seeds": list(seeds), "temperatures_K": list(temperatures_K),
                 "starts": {"data": str(data or data_path()), "frames_from_split": "test",
                            "checkpoint": str(split or split_path(out)), "count": starts},
-                "md": md}
+                "md": md, **({"trust": trust} if trust else {})}
     path = out / f"{name}.json"
     path.write_text(json.dumps(document, indent=1))
     return path
@@ -203,7 +214,8 @@ def run_campaign_stage(spec: Path, directory: Path, workers: int) -> None:
 
 
 def outcomes(directory: Path) -> list[dict]:
-    """One row per finished run: model, temperature_K, start, seed, collapsed, time_ps (to collapse, or simulated)."""
+    """One row per finished run: run_id, model, temperature_K, start, seed, its summary.json, collapsed, time_ps (to
+    collapse, or simulated)."""
     from openmlff.campaign import campaign_status
     from openmlff.stability.runs import run_outcome
 
@@ -215,22 +227,31 @@ def outcomes(directory: Path) -> list[dict]:
     for run in status["runs"]:
         path = directory / "runs" / run["run_id"] / "summary.json"
         if path.is_file():
-            collapsed, t, _ = run_outcome(json.loads(path.read_text()), horizon_ps, run["run_id"])
+            summary = json.loads(path.read_text())
+            collapsed, t, _ = run_outcome(summary, horizon_ps, run["run_id"])
             rows.append({**{k: run.get(k) for k in ("run_id", "model", "start", "temperature_K", "seed")},
-                         "collapsed": collapsed, "time_ps": t})
+                         "summary": summary, "collapsed": collapsed, "time_ps": t})
     return rows
 
 
 def pilot_models(out: Path) -> dict[str, str]:
-    """The worst, median and best trained model by best validation force MAE (docs/study.md, "Condition")."""
+    """The worst, median and best of seed 0's models by best validation force MAE (docs/study.md, "Condition"),
+    label -> model file; picked once into OUT/pilot_models.json, so a resumed pilot keeps its models."""
+    chosen = out / "pilot_models.json"
+    if not chosen.is_file():
+        pick_pilot_models(out, chosen)
+    return {f"{k}_{v['name']}": str(trained_models(out)[v["name"]]["folder"] / "model.pt")
+            for k, v in json.loads(chosen.read_text()).items()}
+
+
+def pick_pilot_models(out: Path, chosen: Path) -> None:
     rows = sorted(((n, r) for n, r in training_summary(out).items() if r["seed"] == 0),
                   key=lambda item: item[1]["val_force_mae_kcal_per_mol_per_A"])
     if len(rows) < len(SIZES) * len(ARCHITECTURES):
         raise SystemExit(f"the pilot picks among seed 0's {len(SIZES) * len(ARCHITECTURES)} models: {len(rows)} trained "
                          "so far (run the train stage with --seeds 0)")
     picked = {"best": rows[0], "median": rows[len(rows) // 2], "worst": rows[-1]}
-    (out / "pilot_models.json").write_text(json.dumps({k: {"name": n, **v} for k, (n, v) in picked.items()}, indent=1))
-    return {f"{k}_{n}": str(trained_models(out)[n]["folder"] / "model.pt") for k, (n, _) in picked.items()}
+    chosen.write_text(json.dumps({k: {"name": n, **v} for k, (n, v) in picked.items()}, indent=1))
 
 
 def pick_temperature(share_by_t: dict[float, float]) -> dict:
@@ -244,12 +265,7 @@ def pick_temperature(share_by_t: dict[float, float]) -> dict:
 
 
 def stage_pilot(out: Path, workers: int) -> None:
-    chosen = out / "pilot_models.json"
-    if chosen.is_file():  # picked once: a resumed pilot keeps its models even if more were trained since
-        names = {k: v["name"] for k, v in json.loads(chosen.read_text()).items()}
-        models = {f"{k}_{n}": str(trained_models(out)[n]["folder"] / "model.pt") for k, n in names.items()}
-    else:
-        models = pilot_models(out)
+    models = pilot_models(out)
     say(f"pilot: {', '.join(models)}: {PILOT_STARTS} starts x {PILOT_LENGTH_PS:g} ps at "
         f"{', '.join(f'{t:g}' for t in PILOT_TEMPERATURES_K)} K")
     spec = campaign_spec(out, "pilot", models, PILOT_TEMPERATURES_K, PILOT_STARTS, PILOT_LENGTH_PS)
@@ -263,7 +279,7 @@ def stage_pilot(out: Path, workers: int) -> None:
     result = {"stable_runs": table, "median_model": median,
               **pick_temperature({t: float(np.mean(v)) for t, v in shares[median].items()})}
     (out / "pilot_result.json").write_text(json.dumps(result, indent=1))
-    picked = json.loads(chosen.read_text())
+    picked = json.loads((out / "pilot_models.json").read_text())
     temperatures = sorted({t for by_t in table.values() for t in by_t}, key=float)
     lines = [f"The study's pilot (docs/study.md, \"Condition\"): the worst, median and best of the trained models by "
              f"validation force MAE, {PILOT_STARTS} test starts x {PILOT_LENGTH_PS:g} ps at 0.5 fs. Stable runs:", "",
@@ -344,8 +360,7 @@ def stage_screen(out: Path, workers: int, six: Path) -> None:
 
 def arm_jobs(out: Path) -> dict[str, dict]:
     """Every repair arm and control of docs/study.md H2 (a)-(d), for each parent: label -> folder, commands."""
-    python, data = sys.executable, str(data_path())
-    cli = [python, "-m", "openmlff.cli"]
+    data = str(data_path())
     jobs = {}
     for parent in PARENTS:
         ckpt = trained_models(out)[parent]["folder"] / "model.ckpt"
@@ -361,35 +376,24 @@ def arm_jobs(out: Path) -> dict[str, dict]:
                   "element_blend": ["--loss", "element_balanced", "--loss-options", json.dumps({"blend": BLEND})]}
         for arm, loss in losses.items():
             jobs[f"{parent}.{arm}"] = {"folder": root / arm,
-                                       "commands": [[*cli, "train", "--out", str(root / arm), *cont, *loss]]}
+                                       "commands": [[*CLI, "train", "--out", str(root / arm), *cont, *loss]]}
         for arm, rule in (("finetune_plain", ["--reweight", "none"]),
                           ("finetune_ess", ["--reweight", "frames", "--reweight-options",
                                             json.dumps({"target_ess": TARGET_ESS})])):
             jobs[f"{parent}.{arm}"] = {"folder": root / arm,
-                                       "commands": [[*cli, "finetune", str(ckpt), "--out", str(root / arm), *rule,
+                                       "commands": [[*CLI, "finetune", str(ckpt), "--out", str(root / arm), *rule,
                                                      *fine]]}
         for strategy in ("random", "clusters"):
             picked = root / f"recruited_{strategy}.npz"
             jobs[f"{parent}.recruit_{strategy}"] = {
                 "folder": root / f"recruit_{strategy}",
-                "commands": [[*cli, "recruit", str(ckpt), "--pool", data, "--count", str(RECRUIT), "--strategy",
+                "commands": [[*CLI, "recruit", str(ckpt), "--pool", data, "--count", str(RECRUIT), "--strategy",
                               strategy, "--out", str(picked), "--threads", "1", "--quiet"],
-                             [*cli, "train", "--out", str(root / f"recruit_{strategy}"), "--add-data", str(picked),
+                             [*CLI, "train", "--out", str(root / f"recruit_{strategy}"), "--add-data", str(picked),
                               *cont]]}
     for job in jobs.values():
-        job["commands"].append([*cli, "export", str(job["folder"] / "model.ckpt"), "--out",
-                                str(job["folder"] / "model.pt")])
+        job["commands"].append(export_command(job["folder"]))
     return jobs
-
-
-def run_commands(name: str, job: dict) -> str:
-    job["folder"].mkdir(parents=True, exist_ok=True)
-    with open(job["folder"].parent / f"{job['folder'].name}.log", "ab") as log:
-        for command in job["commands"]:
-            if command[3] == "recruit" and Path(command[command.index("--out") + 1]).is_file():
-                continue  # recruited once: the pick stays as it was
-            subprocess.run(command, env=env(), stdout=log, stderr=subprocess.STDOUT, check=True)
-    return name
 
 
 def stage_arms(out: Path, workers: int, temperature: float | None) -> None:
@@ -412,9 +416,7 @@ def arms_result(out: Path) -> dict:
 
     runs: dict[str, list] = {}
     for row in outcomes(out / "arms_campaign"):
-        runs.setdefault(row["model"], []).append(
-            {"stable": not row["collapsed"], "collapse_time_ps" if row["collapsed"] else "simulated_time_ps":
-             row["time_ps"]})
+        runs.setdefault(row["model"], []).append(row["summary"])
     result = {}
     for parent in (*PARENTS, "pooled"):
         def stability(arm):
@@ -436,25 +438,20 @@ def stage_alarm(out: Path, workers: int, temperature: float | None) -> None:
     """H3: a committee of 3 ETs (seeds 0-2, the same nested frames, each <= 600 s or 400 epochs) for the ET models of
     100 and 950 frames, watching that model's runs from the campaign's 16 starts (10 ps, one run per Context, the
     spread at every report)."""
-    python, data, split = sys.executable, str(data_path()), str(split_path(out))
+    data, split = str(data_path()), str(split_path(out))
     t = campaign_temperature(out, temperature)
     for name in ALARM_MODELS:
         job, folder = trained_models(out)[name], out / "alarm" / name
         if not (folder / "committee.pt").is_file():
             say(f"alarm: a committee of {COMMITTEE} for {name}")
-            folder.mkdir(parents=True, exist_ok=True)
-            with open(out / "alarm" / f"{name}.log", "ab") as log:
-                subprocess.run([python, "-m", "openmlff.cli", "train", "--data", data, "--out", str(folder),
-                                "--architecture", job["architecture"], "--split", split, "--n-train",
-                                str(job["n_train"]), "--seed", "0", "--ensemble", str(COMMITTEE), "--ensemble-workers",
-                                str(workers), "--time-budget", f"{BUDGET_S:g}", "--max-epochs", str(MAX_EPOCHS),
-                                "--compile", "--threads", "1", "--quiet"],
-                               env=env(), stdout=log, stderr=subprocess.STDOUT, check=True)
+            run_commands(name, {"folder": folder, "commands": [[
+                *CLI, "train", "--data", data, "--out", str(folder), "--architecture", job["architecture"], "--split",
+                split, "--n-train", str(job["n_train"]), "--seed", "0", "--ensemble", str(COMMITTEE),
+                "--ensemble-workers", str(workers), "--time-budget", f"{BUDGET_S:g}", "--max-epochs", str(MAX_EPOCHS),
+                "--compile", "--threads", "1", "--quiet"]]})
         spec = campaign_spec(out, f"alarm_{name}", {name: str(job["folder"] / "model.pt")}, [t], CAMPAIGN_STARTS,
-                             CAMPAIGN_LENGTH_PS, compiled=False)
-        document = json.loads(spec.read_text())
-        document["trust"] = {"committee": str(folder / "committee.pt"), "threshold_kcal_per_mol_per_A": 5.0}
-        spec.write_text(json.dumps(document, indent=1))
+                             CAMPAIGN_LENGTH_PS, compiled=False,
+                             trust={"committee": str(folder / "committee.pt"), "threshold_kcal_per_mol_per_A": 5.0})
         run_campaign_stage(spec, out / f"alarm_{name}", workers)
 
 
@@ -468,9 +465,7 @@ def alarm_result(out: Path) -> dict | None:
     for name in ALARM_MODELS:
         directory = out / f"alarm_{name}"
         for row in outcomes(directory) if directory.is_dir() else []:
-            run_dir = directory / "runs" / row["run_id"]
-            runs.append({"run_id": row["run_id"], "start": row["start"], "spread_series": spread_series(run_dir),
-                         "summary": json.loads((run_dir / "summary.json").read_text())})
+            runs.append({**row, "spread_series": spread_series(directory / "runs" / row["run_id"])})
     return windowed_trust_alarm(runs, CAMPAIGN_LENGTH_PS) if runs else None
 
 
@@ -487,22 +482,17 @@ def stage_chignolin(out: Path, workers: int, temperature: float | None) -> None:
     folder = out / "chignolin"
     data = ml_vs_classical.chignolin_data(argparse.Namespace(out=out, temperature=500.0, workers=workers,
                                                              chignolin_frames=CHIGNOLIN_FRAMES)).resolve()
-    python = sys.executable
     jobs = {arch: {"folder": folder / arch, "commands": [
-        [python, "-m", "openmlff.cli", "train", "--data", str(data), "--out", str(folder / arch), "--architecture",
-         arch, "--n-val", "50", "--n-test", "100", "--time-budget", f"{CHIGNOLIN_BUDGET_S:g}", "--compile",
-         "--threads", "1", "--quiet"],
-        [python, "-m", "openmlff.cli", "export", str(folder / arch / "model.ckpt"), "--out",
-         str(folder / arch / "model.pt")]]} for arch in ("et", "nequip")}
+        [*CLI, "train", "--data", str(data), "--out", str(folder / arch), "--architecture", arch, "--n-val", "50",
+         "--n-test", "100", "--time-budget", f"{CHIGNOLIN_BUDGET_S:g}", "--compile", "--threads", "1", "--quiet"],
+        export_command(folder / arch)]} for arch in ("et", "nequip")}
     run_all({a: j for a, j in jobs.items() if not (j["folder"] / "model.pt").is_file()}, run_commands, workers,
             "trained chignolin")
     t = CHIGNOLIN_T_K if temperature is None else temperature
     models = {f"chignolin_{a}": str(j["folder"] / "model.pt") for a, j in jobs.items()}
-    spec = campaign_spec(out, "chignolin_campaign", models, [t], CAMPAIGN_STARTS, CAMPAIGN_LENGTH_PS, data=data,
-                         split=folder / "et" / "model.ckpt")
-    document = json.loads(spec.read_text())
-    document["md"]["replicas_per_context"] = 1  # batching 166 atoms measured slower (campaign/batches.py)
-    spec.write_text(json.dumps(document, indent=1))
+    spec = campaign_spec(out, "chignolin_campaign", models, [t], CAMPAIGN_STARTS, CAMPAIGN_LENGTH_PS,
+                         replicas=1,  # batching 166 atoms measured slower (campaign/batches.py)
+                         data=data, split=folder / "et" / "model.ckpt")
     run_campaign_stage(spec, out / "chignolin_campaign", workers)
 
 
@@ -538,9 +528,7 @@ def screen_predictors(out: Path) -> dict[str, dict]:
     for name in ("screen", "screen_other_codes"):
         if (out / name).is_dir():
             for row in outcomes(out / name):
-                by_model.setdefault(row["model"], []).append(
-                    {"stable": not row["collapsed"], "collapse_time_ps" if row["collapsed"] else "simulated_time_ps":
-                     row["time_ps"]})
+                by_model.setdefault(row["model"], []).append(row["summary"])
     return {m: dict(zip(SCREEN_METRICS, (st["share_stable"], st["mean_time_to_collapse_ps"])))
             for m, runs in by_model.items() for st in [stability_of_runs(runs, SCREEN_LENGTH_PS)]}
 

@@ -64,8 +64,10 @@ def correlate_campaign(campaign_dir, out_dir=None, config: CorrelationConfig | N
         if summary is None:
             continue
         label = f"{run.model}@{run.temperature_K:g}K" if several_temperatures else run.model
+        watched = summary.max_force_uncertainty_kcal_per_mol_per_A is not None  # a run with a committee
         runs.append({"run_id": run.run_id, "model": label, "start": run.start, "summary": summary,
-                     "model_file": run.model_path, "spread_series": spread_series(where.run_dir(run.run_id))})
+                     "model_file": run.model_path,
+                     "spread_series": spread_series(where.run_dir(run.run_id)) if watched else None})
         if run.frame is not None:
             start_frames[run.start] = (run.data, run.frame)
     if not runs:
