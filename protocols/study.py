@@ -144,13 +144,18 @@ def _finished(checkpoint: Path) -> bool:
     return read_checkpoint(checkpoint).state["status"] == "finished"
 
 
+def start_over(todo: dict) -> None:
+    """A stopped training starts over: its clock counts compiling, which a resume would repeat."""
+    for job in todo.values():
+        if (job["folder"] / "model.ckpt").is_file() and not _finished(job["folder"] / "model.ckpt"):
+            shutil.rmtree(job["folder"])
+
+
 def stage_train(out: Path, workers: int, seeds) -> None:
     data, split = data_path(), split_path(out)
     todo = {name: {**job, "commands": train_commands(job, data, split)} for name, job in trained_models(out).items()
             if not (job["folder"] / "model.pt").is_file() and job["seed"] in seeds}
-    for job in todo.values():  # a stopped training starts over: its clock counts compiling, which a resume repeats
-        if (job["folder"] / "model.ckpt").is_file() and not _finished(job["folder"] / "model.ckpt"):
-            shutil.rmtree(job["folder"])
+    start_over(todo)
     say(f"train (seeds {list(seeds)}): "
         f"{len(todo)} to go, {workers} at a time, each <= {BUDGET_S:g} s or {MAX_EPOCHS} epochs")
     run_all(todo, run_commands, workers, "trained")
@@ -486,8 +491,9 @@ def stage_chignolin(out: Path, workers: int, temperature: float | None) -> None:
         [*CLI, "train", "--data", str(data), "--out", str(folder / arch), "--architecture", arch, "--n-val", "50",
          "--n-test", "100", "--time-budget", f"{CHIGNOLIN_BUDGET_S:g}", "--compile", "--threads", "1", "--quiet"],
         export_command(folder / arch)]} for arch in ("et", "nequip")}
-    run_all({a: j for a, j in jobs.items() if not (j["folder"] / "model.pt").is_file()}, run_commands, workers,
-            "trained chignolin")
+    todo = {a: j for a, j in jobs.items() if not (j["folder"] / "model.pt").is_file()}
+    start_over(todo)
+    run_all(todo, run_commands, workers, "trained chignolin")
     t = CHIGNOLIN_T_K if temperature is None else temperature
     models = {f"chignolin_{a}": str(j["folder"] / "model.pt") for a, j in jobs.items()}
     spec = campaign_spec(out, "chignolin_campaign", models, [t], CAMPAIGN_STARTS, CAMPAIGN_LENGTH_PS,
