@@ -6,6 +6,7 @@
     python protocols/study.py screen    [--out results/study] [--workers 2] [--six-models DIR]
     python protocols/study.py arms      [--out results/study] [--workers 2] [--temperature K]
     python protocols/study.py alarm     [--out results/study] [--workers 2] [--temperature K]
+    python protocols/study.py active    [--out results/study] [--workers 2] [--temperature K]
     python protocols/study.py chignolin [--out results/study] [--workers 2] [--temperature K]
     python protocols/study.py analyse   [--out results/study]
     python protocols/study.py status    [--out results/study]
@@ -26,6 +27,8 @@ Stages (docs/study.md, "Design"):
   of 16 starts x 3 seeds x 10 ps per model at the campaign's temperature.
 - alarm (H3): committees of 3 ETs for the ET models of 100 and 950 frames (seed 0) watching those models' runs
   from the campaign's 16 starts.
+- active (H2 e, after alarm): the 50 most uncertain pre-collapse frames of the ET 100-frame model's alarm runs,
+  labelled with PBE/def2-SVP, the model continued on them like the recruit arms; a campaign like the arms'.
 - chignolin (item 6): 1000 amber14 frames at 500 K labelled by GFN2-xTB, ET and NequIP trained an hour each, a
   campaign of both from 16 test frames x 10 ps at 500 K (its frames' sampling temperature).
 - analyse: H1-H4 (docs/study.md "Statistics") into OUT/analysis.json.
@@ -68,7 +71,10 @@ PARENTS = ("et_n100_s0", "nequip_n100_s0")
 ARM_EPOCHS, LR_FRACTION, BLEND, TARGET_ESS, RECRUIT = 100, 0.25, 0.5, 0.5, 50
 ARM_SEEDS = (0, 1, 2)
 ARM_CONTROLS = {"fnm_blend": "mse", "element_blend": "mse", "finetune_ess": "finetune_plain",
-                "recruit_clusters": "recruit_random"}
+                "recruit_clusters": "recruit_random", "active_learning": "recruit_random"}
+#: H2 (e): the parent whose alarm campaign explores, and the frames labelled with ACTIVE_METHOD (rMD17's level).
+ACTIVE_PARENT, ACTIVE_FRAMES, ACTIVE_METHOD = "et_n100_s0", 50, "dft"
+ARM_CAMPAIGNS = ("arms_campaign", "active_campaign")
 CHIGNOLIN_FRAMES, CHIGNOLIN_BUDGET_S = 1000, 3600.0
 CHIGNOLIN_T_K = 500.0  # its data's sampling temperature (docs/study.md: fixed before any chignolin run)
 #: H3: the models whose runs a committee watches, and its size.
@@ -239,6 +245,22 @@ def outcomes(directory: Path) -> list[dict]:
     return rows
 
 
+def runs_by_model(out: Path, campaigns) -> dict[str, list]:
+    """Model label -> the summaries of its finished runs in the campaigns (folders under OUT that exist)."""
+    runs: dict[str, list] = {}
+    for name in campaigns:
+        for row in outcomes(out / name) if (out / name).is_dir() else []:
+            runs.setdefault(row["model"], []).append(row["summary"])
+    return runs
+
+
+def survival_by_model(out: Path, campaigns, horizon_ps: float = CAMPAIGN_LENGTH_PS) -> dict[str, dict]:
+    """Model label -> stability_of_runs over its finished runs in the campaigns."""
+    from openmlff.stability.runs import stability_of_runs
+
+    return {m: stability_of_runs(r, horizon_ps) for m, r in runs_by_model(out, campaigns).items()}
+
+
 def pilot_models(out: Path) -> dict[str, str]:
     """The worst, median and best of seed 0's models by best validation force MAE (docs/study.md, "Condition"),
     label -> model file; picked once into OUT/pilot_models.json, so a resumed pilot keeps its models."""
@@ -363,20 +385,24 @@ def stage_screen(out: Path, workers: int, six: Path) -> None:
 
 # --- repairs (H2) ----------------------------------------------------------------------------------
 
+def arm_schedule(out: Path, parent: str) -> list[str]:
+    """Every arm's training schedule from `parent`: ARM_EPOCHS epochs at LR_FRACTION of the architecture's default
+    learning rate, 50 warm-up steps, no early stop, one thread."""
+    arch = trained_models(out)[parent]["architecture"]
+    lr = f"{LR_FRACTION * {'et': 1e-3, 'visnet': 1e-3, 'nequip': 1e-2}[arch]:g}"
+    return ["--max-epochs", str(ARM_EPOCHS), "--learning-rate", lr, "--warmup-steps", "50",
+            "--early-stopping-patience-epochs", "10000", "--threads", "1", "--quiet"]
+
+
 def arm_jobs(out: Path) -> dict[str, dict]:
     """Every repair arm and control of docs/study.md H2 (a)-(d), for each parent: label -> folder, commands."""
     data = str(data_path())
     jobs = {}
     for parent in PARENTS:
         ckpt = trained_models(out)[parent]["folder"] / "model.ckpt"
-        arch = trained_models(out)[parent]["architecture"]
-        lr = f"{LR_FRACTION * {'et': 1e-3, 'visnet': 1e-3, 'nequip': 1e-2}[arch]:g}"
         root = out / "arms" / parent
-        cont = ["--data", data, "--continue-from", str(ckpt), "--max-epochs", str(ARM_EPOCHS), "--learning-rate", lr,
-                "--warmup-steps", "50", "--early-stopping-patience-epochs", "10000", "--compile", "--threads", "1",
-                "--quiet"]
-        fine = ["--max-epochs", str(ARM_EPOCHS), "--learning-rate", lr, "--warmup-steps", "50",
-                "--early-stopping-patience-epochs", "10000", "--threads", "1", "--quiet"]
+        fine = arm_schedule(out, parent)
+        cont = ["--data", data, "--continue-from", str(ckpt), *fine, "--compile"]
         losses = {"mse": [], "fnm_blend": ["--loss", "fnm", "--loss-options", json.dumps({"blend": BLEND})],
                   "element_blend": ["--loss", "element_balanced", "--loss-options", json.dumps({"blend": BLEND})]}
         for arm, loss in losses.items():
@@ -419,16 +445,16 @@ def arms_result(out: Path) -> dict:
     """Per parent and pooled: each arm against its control, log-rank and hazard ratio with their intervals."""
     from openmlff.stability.runs import comparison_row, hazard_ratio, stability_of_runs
 
-    runs: dict[str, list] = {}
-    for row in outcomes(out / "arms_campaign"):
-        runs.setdefault(row["model"], []).append(row["summary"])
+    runs = runs_by_model(out, ARM_CAMPAIGNS)
     result = {}
     for parent in (*PARENTS, "pooled"):
-        def stability(arm):
-            members = [r for p in (PARENTS if parent == "pooled" else (parent,)) for r in runs.get(f"{p}.{arm}", [])]
-            return stability_of_runs(members, CAMPAIGN_LENGTH_PS) if members else None
-
         for arm, control in ARM_CONTROLS.items():
+            parents = [p for p in (PARENTS if parent == "pooled" else (parent,)) if f"{p}.{arm}" in runs]
+
+            def stability(label):
+                members = [r for p in parents for r in runs.get(f"{p}.{label}", [])]
+                return stability_of_runs(members, CAMPAIGN_LENGTH_PS) if members else None
+
             a, c = stability(arm), stability(control)
             if a and c:
                 result[f"{parent}: {arm} vs {control}"] = {**comparison_row(arm, control, a, c),
@@ -472,6 +498,44 @@ def alarm_result(out: Path) -> dict | None:
         for row in outcomes(directory) if directory.is_dir() else []:
             runs.append({**row, "spread_series": spread_series(directory / "runs" / row["run_id"])})
     return windowed_trust_alarm(runs, CAMPAIGN_LENGTH_PS) if runs else None
+
+
+# --- active learning (H2 e) -----------------------------------------------------------------------
+
+def stage_active(out: Path, workers: int, temperature: float | None) -> None:
+    """H2 (e): the ACTIVE_FRAMES most uncertain pre-collapse frames of the alarm campaign of ACTIVE_PARENT (its
+    committee's spread; improve.active's selection), labelled with PBE/def2-SVP, the parent continued on them like
+    the recruit arms, and a campaign with the arms' settings. Its control is the parent's recruit_random arm."""
+    from openmlff.data import load_dataset, save_dataset
+    from openmlff.improve.active import candidate_frames, select_frames
+    from openmlff.reference import label_conformations
+
+    alarm = out / f"alarm_{ACTIVE_PARENT}"
+    if not alarm.is_dir() or len(outcomes(alarm)) < CAMPAIGN_STARTS:
+        raise SystemExit(f"run the alarm stage first: H2 (e) explores with {alarm.name}'s finished runs")
+    folder = out / "arms" / ACTIVE_PARENT / "active_learning"
+    picked = folder.parent / "active_labelled.npz"
+    if not picked.is_file():
+        R, sigma, _ = candidate_frames(alarm)
+        chosen = select_frames(R, sigma, ACTIVE_FRAMES)
+        say(f"active: labelling {len(chosen)} of {len(sigma)} pre-collapse frames with {ACTIVE_METHOD} "
+            f"(spread {sigma[chosen].min():.2f}-{sigma[chosen].max():.2f} kcal/mol/Å), {workers} workers")
+        labelled = label_conformations(ACTIVE_METHOD, load_dataset(data_path()).z, R[chosen],
+                                       folder.parent / "active_labels", chunk_size=1, n_workers=workers,
+                                       name=f"{ACTIVE_PARENT} alarm campaign, most uncertain")
+        if labelled.n_failed:
+            say(f"active: {labelled.n_failed} frames failed to label (listed in the dataset's provenance)")
+        save_dataset(labelled.dataset, picked)
+    job = {"folder": folder, "commands": [
+        [*CLI, "train", "--out", str(folder), "--data", str(data_path()), "--add-data", str(picked), "--continue-from",
+         str(trained_models(out)[ACTIVE_PARENT]["folder"] / "model.ckpt"), *arm_schedule(out, ACTIVE_PARENT),
+         "--compile"], export_command(folder)]}
+    if not (folder / "model.pt").is_file():
+        run_all({"active": job}, run_commands, 1, "trained")
+    t = campaign_temperature(out, temperature)
+    run_campaign_stage(campaign_spec(out, "active_campaign", {f"{ACTIVE_PARENT}.active_learning": str(
+        folder / "model.pt")}, [t], CAMPAIGN_STARTS, CAMPAIGN_LENGTH_PS, seeds=ARM_SEEDS), out / "active_campaign",
+        workers)
 
 
 # --- chignolin (item 6) ----------------------------------------------------------------------------
@@ -528,15 +592,8 @@ def correlation_documents(out: Path, names) -> dict:
 
 def screen_predictors(out: Path) -> dict[str, dict]:
     """Per model, the screen's outcomes as predictors: its stable share and mean time to collapse (ps)."""
-    from openmlff.stability.runs import stability_of_runs
-
-    by_model: dict[str, list] = {}
-    for name in ("screen", "screen_other_codes"):
-        if (out / name).is_dir():
-            for row in outcomes(out / name):
-                by_model.setdefault(row["model"], []).append(row["summary"])
     return {m: dict(zip(SCREEN_METRICS, (st["share_stable"], st["mean_time_to_collapse_ps"])))
-            for m, runs in by_model.items() for st in [stability_of_runs(runs, SCREEN_LENGTH_PS)]}
+            for m, st in survival_by_model(out, ("screen", "screen_other_codes"), SCREEN_LENGTH_PS).items()}
 
 
 def screen_against(metrics: dict, stability: dict, models: list, rows: list) -> dict:
@@ -601,11 +658,43 @@ def stage_analyse(out: Path, campaigns=("campaign", "campaign_other_codes")) -> 
     if (out / "arms_campaign").is_dir():
         result["arms"] = arms_result(out)
     result["alarm"] = alarm_result(out)
+    result["figures"] = write_figures(out, metrics, stability, table, merged["metric_units"],
+                                      [PRIMARY_METRIC, "test.force_mae", *SCREEN_METRICS[:1],
+                                       next((r["metric"] for r in rows), PRIMARY_METRIC)])
     from openmlff.core.atomic_io import atomic_write_json, jsonable
 
     result = jsonable(result, finite=True)  # strict JSON: NaN and inf as null
     atomic_write_json(out / "analysis.json", result)
     print(json.dumps({k: v for k, v in result.items() if k != "ranking"}, indent=1), flush=True)
+
+
+def arm_survival(out: Path) -> dict[str, dict]:
+    """Per parent: {arm: stability_of_runs} over the arms' and the active arm's campaigns."""
+    survival = survival_by_model(out, ARM_CAMPAIGNS)
+    return {parent: {label.split(".", 1)[1]: s for label, s in sorted(survival.items())
+                     if label.startswith(parent + ".")} for parent in PARENTS}
+
+
+def write_figures(out: Path, metrics: dict, stability: dict, table: dict, units: dict, panels: list[str]) -> list[str]:
+    """docs/study/*.png, the answers' figures: each of `panels` (metrics) against the models' stable share, and
+    Kaplan-Meier curves of the arms (per parent) and of chignolin's campaign."""
+    from openmlff.report.campaign_plots import plot_scatter_panels, plot_survival_curves
+    from openmlff.report.figures import save_png
+
+    folder = ROOT / "docs" / "study"
+    folder.mkdir(parents=True, exist_ok=True)
+    rho = {r["metric"]: r["spearman_rho"] for r in table["rows"]}
+    models = table["models"]
+    scatter = [{"metric": m, "metric_unit": units.get(m, ""), "measure": "share_stable", "measure_unit": "",
+                "x": [metrics[k].get(m) for k in models], "y": [stability[k]["share_stable"] for k in models],
+                "labels": models, "rho": rho.get(m)} for m in dict.fromkeys(panels) if m in rho]
+    written = [save_png(plot_scatter_panels(scatter), folder / "metrics_vs_stability.png")] if scatter else []
+    curves = {f"survival_{parent}": arms for parent, arms in arm_survival(out).items() if arms}
+    chignolin = survival_by_model(out, ("chignolin_campaign",))
+    if chignolin:
+        curves["survival_chignolin"] = chignolin
+    written += [save_png(plot_survival_curves(c), folder / f"{name}.png") for name, c in curves.items()]
+    return [str(p.relative_to(ROOT)) for p in written]
 
 
 def write_page(name: str, title: str, text: str) -> None:
@@ -637,8 +726,8 @@ def stage_status(out: Path) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("stage", choices=["train", "pilot", "campaign", "screen", "arms", "alarm", "chignolin", "analyse",
-                                     "status"])
+    p.add_argument("stage", choices=["train", "pilot", "campaign", "screen", "arms", "alarm", "active", "chignolin",
+                                     "analyse", "status"])
     p.add_argument("--out", default=str(ROOT / "results" / "study"))
     p.add_argument("--workers", type=int, default=2, help="processes at a time, one thread each")
     p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="train: the seeds to train")
@@ -655,6 +744,7 @@ def main(argv=None) -> int:
      "screen": lambda: stage_screen(out, args.workers, Path(args.six_models).resolve()),
      "arms": lambda: stage_arms(out, args.workers, args.temperature),
      "alarm": lambda: stage_alarm(out, args.workers, args.temperature),
+     "active": lambda: stage_active(out, args.workers, args.temperature),
      "chignolin": lambda: stage_chignolin(out, args.workers, args.temperature),
      "analyse": lambda: stage_analyse(out),
      "status": lambda: stage_status(out)}[args.stage]()

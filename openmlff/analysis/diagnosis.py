@@ -82,3 +82,33 @@ def diagnose_collapse(broken_bonds: list[dict], atom_metrics: dict, atomic_numbe
             "atoms": bond_atoms, "among_worst": int(sum(records[a]["among_worst_fnm_atoms"] for a in bond_atoms))},
         "units": dict(atom_metrics.get("units") or {}, mass="Da"),
     }
+
+
+def first_broken_bond_summary(diagnoses: list[dict], worst_share: float = DEFAULT_WORST_SHARE) -> dict:
+    """Per model, over its collapsed runs' diagnoses (report.campaign_page.diagnosis_entry rows): how often each
+    element pair broke first ("C-H": 5), how many of those bonds hold a hydrogen, and for those the hydrogen's FNM MAE
+    rank among the molecule's atoms (1 = worst) and how many hydrogens were among the worst FNM atoms (the module's
+    rule). The paper's collapse finding, counted: light hydrogens with large FNM errors break first."""
+    out: dict[str, dict] = {}
+    for d in diagnoses:
+        entry = out.setdefault(d["model"], {"collapsed_runs": 0, "with_bond": 0, "pairs": {}, "with_hydrogen": 0,
+                                            "hydrogen_fnm_mae_ranks": [], "hydrogens_among_worst_fnm": 0})
+        entry["collapsed_runs"] += 1
+        bond = d.get("first_broken_bond")
+        if not bond:
+            continue
+        entry["with_bond"] += 1
+        pair = "-".join(sorted(bond["elements"], key=lambda s: (s == "H", s)))
+        entry["pairs"][pair] = entry["pairs"].get(pair, 0) + 1
+        hydrogens = [a for a in d.get("atom_errors") or [] if a["element"] == "H"]
+        if "H" in bond["elements"]:
+            entry["with_hydrogen"] += 1
+        for atom in hydrogens:
+            entry["hydrogen_fnm_mae_ranks"].append(int(atom["fnm_mae_rank"]))
+            entry["hydrogens_among_worst_fnm"] += bool(atom["among_worst_fnm_atoms"])
+    for entry in out.values():
+        ranks = entry["hydrogen_fnm_mae_ranks"]
+        entry["pairs"] = dict(sorted(entry["pairs"].items(), key=lambda kv: -kv[1]))
+        entry["hydrogen_fnm_mae_rank_median"] = float(np.median(ranks)) if ranks else None
+        entry["worst_share"] = worst_share
+    return out
