@@ -57,12 +57,19 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true",
                    help="aspirin only, 2 training sizes x 20 s, 50 test frames, 1 ps MD, no DFT call")
     p.add_argument("--sizes", type=int, nargs="+", default=None, help="aspirin learning-curve sizes (50 100 200 500 950)")
-    p.add_argument("--train-budget", type=float, default=None, help="s of training per aspirin size (default 240)")
+    p.add_argument("--train-budget", type=float, default=None,
+                   help="s of training per aspirin size, compiling included (default 600, the study's budget)")
     p.add_argument("--peptide-train-budget", type=float, default=None,
-                   help="s of training of the Ac-Ala3-NHMe and chignolin MLFFs (default 420)")
+                   help="s of training of the Ac-Ala3-NHMe and chignolin MLFFs (default 1200)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="train with Inductor (`train --compile`; default on, off with --quick: compiling takes a "
+                        "minute or two of a short budget)")
     p.add_argument("--length-ps", type=float, default=None, help="MD length per run, ps (default 10)")
     p.add_argument("--chignolin-mlff-ps", type=float, default=2.0, help="ps of chignolin MLFF MD (default 2)")
     p.add_argument("--chignolin-frames", type=int, default=120, help="amber14-sampled frames labelled by xTB")
+    p.add_argument("--chignolin-data", default=None,
+                   help="GFN2-xTB chignolin frames from an earlier run (e.g. protocols/study.py's 1000: "
+                        "results/study/chignolin/chignolin_amber14-frames_gfn2-xtb.npz)")
     p.add_argument("--alanine-data", default=None,
                    help="GFN2-xTB Ac-Ala3-NHMe data from an earlier run (default: generate 400 frames at 500 K)")
     p.add_argument("--dft-frames", type=int, default=2, help="aspirin frames labelled by dft for its check (0: none)")
@@ -72,8 +79,9 @@ def parse_args(argv=None):
     quick = args.quick
     args.molecules = args.molecules or (["aspirin"] if quick else list(MOLECULES))
     args.sizes = args.sizes or ([50, 100] if quick else [50, 100, 200, 500, 950])
-    args.train_budget = args.train_budget or (20.0 if quick else 240.0)
-    args.peptide_train_budget = args.peptide_train_budget or (30.0 if quick else 420.0)
+    args.train_budget = args.train_budget or (20.0 if quick else 600.0)
+    args.peptide_train_budget = args.peptide_train_budget or (30.0 if quick else 1200.0)
+    args.compile = (not quick) if args.compile is None else args.compile
     args.length_ps = args.length_ps or (1.0 if quick else 10.0)
     args.n_test = 50 if quick else 200
     args.dft_frames = 0 if quick else args.dft_frames
@@ -134,7 +142,8 @@ def chignolin_data(args) -> Path:
     from openmlff.reference.labelling import label_conformations
     from openmlff.structures import load_structure
 
-    path = args.out / "chignolin" / "chignolin_amber14-frames_gfn2-xtb.npz"
+    path = Path(args.chignolin_data) if getattr(args, "chignolin_data", None) else \
+        args.out / "chignolin" / "chignolin_amber14-frames_gfn2-xtb.npz"
     if path.is_file():
         return path
     s = load_structure("chignolin")
@@ -192,7 +201,7 @@ def training_jobs(args, plan: dict) -> list:
     for name, entry in plan.items():
         for label, (train_set, n_val, budget) in entry["training"].items():
             config = TrainingConfig(architecture="et", n_train=train_set.n_frames - n_val, n_val=n_val, n_test=0,
-                                    seed=0, time_budget_s=budget, torch_threads=1)
+                                    seed=0, time_budget_s=budget, torch_threads=1, compile=args.compile)
             jobs.append((train_set, args.out / name / "training" / label, config, None))
     return sorted(jobs, key=lambda job: -job[2].time_budget_s)
 
@@ -357,7 +366,9 @@ def main(argv=None) -> int:
     plan = make_plan(args)
 
     jobs = training_jobs(args, plan)
-    say(f"training {len(jobs)} ET models side by side ({args.workers} workers, one thread each)")
+    say(f"training {len(jobs)} ET models side by side ({args.workers} workers, one thread each; budgets "
+        f"{args.train_budget:g} s aspirin, {args.peptide_train_budget:g} s peptides, compiling included; "
+        f"{'compiled (Inductor)' if args.compile else 'eager'})")
     results = train_side_by_side(jobs, workers=args.workers, progress=False)
     trained = {str(job[1]): result for job, result in zip(jobs, results)}
 

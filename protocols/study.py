@@ -76,6 +76,7 @@ ARM_CONTROLS = {"fnm_blend": "mse", "element_blend": "mse", "finetune_ess": "fin
 ACTIVE_PARENT, ACTIVE_FRAMES, ACTIVE_METHOD = "et_n100_s0", 50, "dft"
 ARM_CAMPAIGNS = ("arms_campaign", "active_campaign")
 CHIGNOLIN_FRAMES, CHIGNOLIN_BUDGET_S = 1000, 3600.0
+CHIGNOLIN_METRICS = ("test.force_mae", "test.H.fnm_mae", "test.H.fnm_max", "test.C.fnm_mae", "test.fnm_max")
 CHIGNOLIN_T_K = 500.0  # its data's sampling temperature (docs/study.md: fixed before any chignolin run)
 #: H3: the models whose runs a committee watches, and its size.
 ALARM_MODELS, COMMITTEE = ("et_n100_s0", "et_n950_s0"), 3
@@ -576,7 +577,7 @@ def correlation_documents(out: Path, names) -> dict:
     from openmlff.potentials.model_ref import CODE_CONSENT_ENV
 
     os.environ[CODE_CONSENT_ENV] = "1"  # the other codes' models of the six-model study: trained by its protocol
-    merged = {"model_metrics": {}, "metric_units": {}, "stability_per_model": {}}
+    merged = {"model_metrics": {}, "metric_units": {}, "stability_per_model": {}, "first_broken_bonds": {}}
     for name in names:
         if not (out / name).is_dir():
             continue
@@ -658,6 +659,13 @@ def stage_analyse(out: Path, campaigns=("campaign", "campaign_other_codes")) -> 
     if (out / "arms_campaign").is_dir():
         result["arms"] = arms_result(out)
     result["alarm"] = alarm_result(out)
+    result["first_broken_bonds"] = {"aspirin": merged["first_broken_bonds"]}
+    if (out / "chignolin_campaign").is_dir():  # item 6: its own molecule, so not among H1's models
+        chignolin = correlation_documents(out, ["chignolin_campaign"])
+        result["chignolin"] = {m: {"stability": {k: s[k] for k in ("n_runs", "n_stable", "mean_time_to_collapse_ps")},
+                                   **{k: chignolin["model_metrics"][m].get(k) for k in CHIGNOLIN_METRICS}}
+                               for m, s in chignolin["stability_per_model"].items()}
+        result["first_broken_bonds"]["chignolin"] = chignolin["first_broken_bonds"]
     result["figures"] = write_figures(out, metrics, stability, table, merged["metric_units"],
                                       [PRIMARY_METRIC, "test.force_mae", *SCREEN_METRICS[:1],
                                        next((r["metric"] for r in rows), PRIMARY_METRIC)])
