@@ -134,12 +134,13 @@ RETRY_MAX_ITERATIONS = 1000  # tblite's default cap is 250
 
 
 def chignolin_data(args) -> Path:
-    """amber14 Langevin MD of chignolin at the temperature (a frame every 0.1 ps after 1 ps), labelled by GFN2-xTB."""
+    """amber14 Langevin MD of chignolin at the temperature (a frame every 0.1 ps after 1 ps), labelled by GFN2-xTB;
+    if some frames cannot be labelled, the first picosecond's frames are labelled too so that the count holds."""
     import mdtraj
 
+    from openmlff.data.dataset import Dataset
     from openmlff.data.writers import save_dataset
     from openmlff.md import SimulationConfig, run_simulation
-    from openmlff.reference.labelling import label_conformations
     from openmlff.structures import load_structure
 
     path = Path(args.chignolin_data) if getattr(args, "chignolin_data", None) else \
@@ -156,31 +157,41 @@ def chignolin_data(args) -> Path:
                                     report_interval_steps=stride, torch_threads=1), topology=s.topology,
                    progress=False)
     traj = mdtraj.load(str(run_dir / "trajectory.dcd"), top=str(run_dir / "topology.pdb"))
-    R = traj.xyz[-args.chignolin_frames:].astype(np.float64) * 10.0
-    say(f"labelling {len(R)} chignolin frames with gfn2-xtb (charge {s.charge}, {args.workers} workers)")
-    labelled = label_conformations("gfn2-xtb", s.atomic_numbers, R, args.out / "chignolin" / "labels", chunk_size=5,
-                                   n_workers=args.workers, charge=s.charge, name="chignolin amber14 500 K, GFN2-xTB")
-    save_dataset(with_retried_scf(labelled, R, s, args), path)
+    X = traj.xyz.astype(np.float64) * 10.0
+    say(f"labelling {args.chignolin_frames} chignolin frames with gfn2-xtb (charge {s.charge}, {args.workers} workers)")
+    dataset = labelled_frames(X[-args.chignolin_frames:], s, args, "labels")
+    short = args.chignolin_frames - dataset.n_frames
+    if short > 0:  # frames whose SCF failed twice: the first picosecond's frames make up the count
+        say(f"{short} frames short: labelling the {len(X) - args.chignolin_frames} frames of the first picosecond")
+        early = labelled_frames(X[:-args.chignolin_frames], s, args, "labels_first_ps")
+        dataset = Dataset(z=dataset.z, R=np.concatenate([early.R, dataset.R]), E=np.concatenate([early.E, dataset.E]),
+                          F=np.concatenate([early.F, dataset.F]), name=dataset.name,
+                          provenance={**dataset.provenance, "first_picosecond": {
+                              "frames": early.n_frames, "why": f"{short} sampled frames failed to label",
+                              "provenance": early.provenance}})
+    save_dataset(dataset, path)
     return path
 
 
-def with_retried_scf(labelled, R, s, args):
-    """The labelled dataset plus its unconverged frames computed again with RETRY_MAX_ITERATIONS SCF cycles
-    (same method and accuracy: a converged SCF does not depend on the cap). Measured on chignolin's first failed
-    frame: converged at 1000 cycles in 94 s, against about 4 s for a frame that converges in 250. The provenance
-    keeps the first failures and says which frames the retry labelled."""
+def labelled_frames(R, s, args, folder: str):
+    """GFN2-xTB labels of the frames R (Å) in OUT/chignolin/FOLDER (resumable chunks), the unconverged ones computed
+    again with RETRY_MAX_ITERATIONS SCF cycles (same method and accuracy: a converged SCF does not depend on the cap;
+    measured here: 100-400 s for such a frame, against about 4 s for one that converges in tblite's default 250).
+    The provenance keeps the first failures and says which frames the retry labelled."""
     from openmlff.data.dataset import Dataset
     from openmlff.reference.labelling import label_conformations
     from openmlff.reference.xtb import XTBReference, XTBSettings
 
-    dataset = labelled.dataset
-    failed = [f.index for f in labelled.failures]
+    root = args.out / "chignolin"
+    labelled = label_conformations("gfn2-xtb", s.atomic_numbers, R, root / folder, chunk_size=5, n_workers=args.workers,
+                                   charge=s.charge, name=f"chignolin amber14 {args.temperature:g} K, GFN2-xTB")
+    dataset, failed = labelled.dataset, [f.index for f in labelled.failures]
     if not failed:
         return dataset
     say(f"retrying {len(failed)} unconverged chignolin frames with {RETRY_MAX_ITERATIONS} SCF cycles")
     retry = label_conformations(XTBReference("gfn2-xtb", XTBSettings(max_iterations=RETRY_MAX_ITERATIONS)),
-                                s.atomic_numbers, R[failed], args.out / "chignolin" / "labels_scf_retry",
-                                chunk_size=1, n_workers=args.workers, charge=s.charge, progress=False)
+                                s.atomic_numbers, R[failed], root / f"{folder}_scf_retry", chunk_size=1,
+                                n_workers=args.workers, charge=s.charge, progress=False)
     order = np.concatenate([labelled.frame_indices, np.asarray(failed)[retry.frame_indices]]).argsort(kind="stable")
     parts = [dataset] + ([retry.dataset] if retry.dataset is not None else [])
     provenance = {**dataset.provenance, "scf_retry": {
