@@ -65,6 +65,9 @@ PILOT_STARTS, PILOT_LENGTH_PS = 8, 5.0
 CAMPAIGN_STARTS, CAMPAIGN_LENGTH_PS = 16, 10.0
 SCREEN_STARTS, SCREEN_LENGTH_PS = 4, 1.0
 SCREEN_METRICS = ("screen.share_stable", "screen.mean_time_to_collapse_ps")
+#: H4's exploratory bond-deformation screen (metrics/bond_scan.py), fixed in docs/study.md before any scan.
+BOND_SCAN_METRICS = ("bond_scan.H.wrong_sign_share", "bond_scan.H.spurious_minimum_share",
+                     "bond_scan.wrong_sign_share", "bond_scan.spurious_minimum_share")
 SCREEN_ABOVE_K, SCREEN_SEEDS = 200.0, (1,)  # changed after the pilot picked its top temperature (docs/study.md)
 #: H2: the parents, their arms' epochs and settings (fixed in docs/study.md before any run) and each arm's control.
 PARENTS = ("et_n100_s0", "nequip_n100_s0")
@@ -382,6 +385,43 @@ def stage_screen(out: Path, workers: int, six: Path) -> None:
     os.environ[CODE_CONSENT_ENV] = "1"
     run_campaign_stage(campaign_spec(out, "screen_other_codes", foreign, [t], SCREEN_STARTS, SCREEN_LENGTH_PS,
                                      seeds=SCREEN_SEEDS, compiled=False), out / "screen_other_codes", workers)
+    stage_bond_scans(out, {**ours, **foreign}, workers)
+
+
+def stage_bond_scans(out: Path, models: dict, workers: int) -> None:
+    """H4's exploratory bond-deformation screen (metrics/bond_scan.py, after BSCT): every model's bonds scanned on
+    the screen's 4 starts; one JSON per model in OUT/bond_scan, kept."""
+    from openmlff.campaign import CampaignSpec
+
+    folder = out / "bond_scan"
+    folder.mkdir(exist_ok=True)
+    starts = list(CampaignSpec.from_file(out / "screen.json").starts.frames)
+    todo = {m: {"folder": folder / m, "commands": [[
+        sys.executable, str(Path(__file__).resolve()), "bond-scan", "--out", str(out), "--model", m]]}
+        for m in models if not (folder / f"{m}.json").is_file()}
+    say(f"bond scans: {len(models) - len(todo)} of {len(models)} done; {len(todo)} to go on test frames {starts}")
+    run_all(todo, run_commands, workers, "scanned")
+
+
+def bond_scan_one(out: Path, model: str) -> None:
+    """One model's bond scans (a process of its own, one thread) into OUT/bond_scan/MODEL.json."""
+    from openmlff.campaign import CampaignSpec
+    from openmlff.core.atomic_io import atomic_write_json, jsonable
+    from openmlff.core.threads import set_threads
+    from openmlff.data import load_dataset
+    from openmlff.metrics.bond_scan import bond_scans
+    from openmlff.potentials.model_ref import CODE_CONSENT_ENV
+
+    set_threads(1)
+    os.environ[CODE_CONSENT_ENV] = "1"  # the six-model study's models of other codes
+    spec = {**CampaignSpec.from_file(out / "screen.json").models, **CampaignSpec.from_file(
+        out / "screen_other_codes.json").models}
+    data = load_dataset(data_path())
+    frames = list(CampaignSpec.from_file(out / "screen.json").starts.frames)
+    t0 = time.perf_counter()
+    result = bond_scans(spec[model], data.z, data.R[frames])
+    atomic_write_json(out / "bond_scan" / f"{model}.json", jsonable(
+        {**result, "model": model, "frames": frames, "wall_s": round(time.perf_counter() - t0, 1)}, finite=True))
 
 
 # --- repairs (H2) ----------------------------------------------------------------------------------
@@ -592,20 +632,26 @@ def correlation_documents(out: Path, names) -> dict:
 
 
 def screen_predictors(out: Path) -> dict[str, dict]:
-    """Per model, the screen's outcomes as predictors: its stable share and mean time to collapse (ps)."""
-    return {m: dict(zip(SCREEN_METRICS, (st["share_stable"], st["mean_time_to_collapse_ps"])))
-            for m, st in survival_by_model(out, ("screen", "screen_other_codes"), SCREEN_LENGTH_PS).items()}
+    """Per model, the screens' outcomes as predictors: the short hot run's stable share and mean time to collapse
+    (ps), and the bond scans' summary (exploratory, "bond_scan.*")."""
+    found = {m: dict(zip(SCREEN_METRICS, (st["share_stable"], st["mean_time_to_collapse_ps"])))
+             for m, st in survival_by_model(out, ("screen", "screen_other_codes"), SCREEN_LENGTH_PS).items()}
+    for path in sorted((out / "bond_scan").glob("*.json")):
+        summary = json.loads(path.read_text())["summary"]
+        found.setdefault(path.stem, {}).update({f"bond_scan.{k}": v for k, v in summary.items()})
+    return found
 
 
 def screen_against(metrics: dict, stability: dict, models: list, rows: list) -> dict:
-    """H4: each screen outcome's rank correlation and its paired bootstrap against the primary metric and against the
-    best-ranked force metric (chosen after seeing the data: said so)."""
+    """H4: each screen outcome's rank correlation (the short hot run's, and the exploratory bond scans') and its paired
+    bootstrap against the primary metric and against the best-ranked force metric (chosen after seeing the data:
+    said so)."""
     from openmlff.stability.correlation import paired_rho_difference
 
-    best = next((r["metric"] for r in rows if not r["metric"].startswith("screen.")), None)
+    best = next((r["metric"] for r in rows if not r["metric"].startswith(("screen.", "bond_scan."))), None)
     y = [stability[m]["share_stable"] for m in models]
     out = {"best_force_metric (post hoc)": best}
-    for name in SCREEN_METRICS:
+    for name in (*SCREEN_METRICS, *BOND_SCAN_METRICS):
         row = next((r for r in rows if r["metric"] == name), None)
         if row is None:
             continue
@@ -735,12 +781,13 @@ def stage_status(out: Path) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("stage", choices=["train", "pilot", "campaign", "screen", "arms", "alarm", "active", "chignolin",
-                                     "analyse", "status"])
+                                     "analyse", "status", "bond-scan"])
     p.add_argument("--out", default=str(ROOT / "results" / "study"))
     p.add_argument("--workers", type=int, default=2, help="processes at a time, one thread each")
     p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="train: the seeds to train")
     p.add_argument("--six-models", default=str(ROOT / "results" / "six_models"),
                    help="campaign: protocols/six_models.py's results folder (its six models join the campaign)")
+    p.add_argument("--model", help="bond-scan: the one model to scan (the screen stage runs this for every model)")
     p.add_argument("--temperature", type=float, default=None,
                    help="campaign: temperature in K (default: the pilot's; another is a change of plan)")
     args = p.parse_args(argv)
@@ -755,6 +802,7 @@ def main(argv=None) -> int:
      "active": lambda: stage_active(out, args.workers, args.temperature),
      "chignolin": lambda: stage_chignolin(out, args.workers, args.temperature),
      "analyse": lambda: stage_analyse(out),
+     "bond-scan": lambda: bond_scan_one(out, args.model),
      "status": lambda: stage_status(out)}[args.stage]()
     return 0
 
