@@ -42,6 +42,20 @@ def run_metrics(*args) -> int:
     return cli_main(["metrics", *map(str, args)])
 
 
+def test_metrics_adds_bond_scans_of_the_first_frames(model, data_path, tmp_path, capsys):
+    out = tmp_path / "m.json"
+    assert run_metrics("--model", model, "--data", data_path, "--out", out, "--frames", "20:60",
+                       "--bond-scan-starts", 2) == 0, capsys.readouterr().err
+    scan = json.loads(out.read_text())["bond_scan"]
+    assert scan["dataset_frames"] == [20, 21] and len(scan["scans"]) == 2 * 21
+    assert {s["start"] for s in scan["scans"]} == {0, 1}
+    assert set(scan["summary"]) == {"wrong_sign_share", "spurious_minimum_share", "H.wrong_sign_share",
+                                    "H.spurious_minimum_share"}
+    assert "bond scans (42): force pushing the bond away in" in capsys.readouterr().out
+    assert run_metrics("--model", model, "--data", data_path, "--out", out, "--bond-scan-starts", -1) != 0
+    assert "bond_scan_starts" in capsys.readouterr().err
+
+
 def test_metrics_writes_clusters_tables_and_plots(model, data_path, tmp_path, capsys):
     out = tmp_path / "m.json"
     assert run_metrics("--model", model, "--data", data_path, "--out", out, "--frames", "20:60", "--n-clusters", 3,

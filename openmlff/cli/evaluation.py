@@ -92,6 +92,11 @@ def _metrics(args) -> int:
     print(f"{len(report['frames']['dataset_frame'])} frames ({config.frames}): force MAE {g['force_mae']:.3f} "
           f"{u['force']}, max {g['force_max']:.3f} {u['force']}, FNM MAE {g['fnm_mae']:.4f} {u['fnm']}, "
           f"energy MAE {g['energy_mae']:.3f} {u['energy']} -> {args.out}")
+    if "bond_scan" in report:
+        b = report["bond_scan"]["summary"]
+        print(f"bond scans ({len(report['bond_scan']['scans'])}): force pushing the bond away in "
+              f"{b['wrong_sign_share']:.1%} of points ({b['H.wrong_sign_share']:.1%} on bonds with H), a false well in "
+              f"{b['spurious_minimum_share']:.1%} of scans")
     return 0
 
 

@@ -78,10 +78,14 @@ class MetricsConfig:
     backend: str = setting("torchscript", "how an openmlff model file is evaluated: torchscript (the file's own "
                                           "module) or compiled (Inductor on this machine, cached in "
                                           "$OPENMLFF_CACHE_DIR; worth it for thousands of frames)")
+    bond_scan_starts: int = setting(0, "also scan every bond of the first N selected frames, compressed and "
+                                       "stretched (openmlff.metrics.bond_scan, no labels used): the report's "
+                                       "bond_scan; 0: none")
 
     def __post_init__(self) -> None:
         check_finite(self)
         check(self, self.batch_size >= 1, "batch_size", f"must be a positive integer, got {self.batch_size}")
+        check(self, self.bond_scan_starts >= 0, "bond_scan_starts", f"must be 0 or more, got {self.bond_scan_starts}")
         check(self, self.backend in ("torchscript", "compiled"), "backend",
               f"must be torchscript or compiled, got {self.backend!r}")
 
@@ -111,6 +115,12 @@ def write_model_metrics(model, dataset, out, config: MetricsConfig | None = None
                             batch_size=config.batch_size, force_unit=config.force_unit,
                             energy_unit=config.energy_unit, n_clusters=config.n_clusters,
                             cluster_seed=config.cluster_seed)
+    if config.bond_scan_starts:
+        from ..metrics.bond_scan import bond_scans
+
+        starts = min(config.bond_scan_starts, dataset.n_frames)
+        report["bond_scan"] = {**bond_scans(model, dataset.z, dataset.R[:starts]),
+                               "dataset_frames": [int(i) for i in (range(starts) if indices is None else indices[:starts])]}
     atomic_write_json(out, report)
     out = Path(out)
     tables = write_metrics_tables(report, csv_dir or out.with_name(f"{out.stem}_csv"))
