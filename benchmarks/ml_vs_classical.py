@@ -135,7 +135,8 @@ RETRY_MAX_ITERATIONS = 1000  # tblite's default cap is 250
 
 def chignolin_data(args) -> Path:
     """amber14 Langevin MD of chignolin at the temperature (a frame every 0.1 ps after 1 ps), labelled by GFN2-xTB;
-    if some frames cannot be labelled, the first picosecond's frames are labelled too so that the count holds."""
+    if some frames cannot be labelled, all of the first picosecond's frames are labelled and added (so at least the
+    count, if enough of them converge; said when not). Frame indices in the provenance count within each block."""
     import mdtraj
 
     from openmlff.data.dataset import Dataset
@@ -143,8 +144,11 @@ def chignolin_data(args) -> Path:
     from openmlff.md import SimulationConfig, run_simulation
     from openmlff.structures import load_structure
 
-    path = Path(args.chignolin_data) if getattr(args, "chignolin_data", None) else \
-        args.out / "chignolin" / "chignolin_amber14-frames_gfn2-xtb.npz"
+    if getattr(args, "chignolin_data", None):
+        if not Path(args.chignolin_data).is_file():
+            raise SystemExit(f"--chignolin-data {args.chignolin_data}: no such file")
+        return Path(args.chignolin_data)
+    path = args.out / "chignolin" / "chignolin_amber14-frames_gfn2-xtb.npz"
     if path.is_file():
         return path
     s = load_structure("chignolin")
@@ -169,6 +173,8 @@ def chignolin_data(args) -> Path:
                           provenance={**dataset.provenance, "first_picosecond": {
                               "frames": early.n_frames, "why": f"{short} sampled frames failed to label",
                               "provenance": early.provenance}})
+        if dataset.n_frames < args.chignolin_frames:
+            say(f"only {dataset.n_frames} of {args.chignolin_frames} chignolin frames could be labelled")
     save_dataset(dataset, path)
     return path
 

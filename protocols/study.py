@@ -53,6 +53,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = ROOT / "results" / "study"
 CLI = [sys.executable, "-m", "openmlff.cli"]
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 ARCHITECTURES = ("et", "visnet", "nequip")
@@ -181,7 +182,8 @@ def run_all(todo: dict, work, workers: int, done: str) -> None:
                 say(f"{done} {future.result()}")
             except subprocess.CalledProcessError:
                 pool.shutdown(cancel_futures=True)
-                raise SystemExit(f"{futures[future]} failed: see its log in {todo[futures[future]]['folder']}")
+                folder = todo[futures[future]]["folder"]
+                raise SystemExit(f"{futures[future]} failed: see its log {folder.parent / (folder.name + '.log')}")
 
 
 def training_summary(out: Path) -> dict[str, dict]:
@@ -490,7 +492,8 @@ def arms_result(out: Path) -> dict:
     result = {}
     for parent in (*PARENTS, "pooled"):
         for arm, control in ARM_CONTROLS.items():
-            parents = [p for p in (PARENTS if parent == "pooled" else (parent,)) if f"{p}.{arm}" in runs]
+            parents = [p for p in (PARENTS if parent == "pooled" else (parent,))
+                       if f"{p}.{arm}" in runs and f"{p}.{control}" in runs]  # pooled over parents that ran both
 
             def stability(label):
                 members = [r for p in parents for r in runs.get(f"{p}.{label}", [])]
@@ -551,19 +554,28 @@ def stage_active(out: Path, workers: int, temperature: float | None) -> None:
     from openmlff.improve.active import candidate_frames, select_frames
     from openmlff.reference import label_conformations
 
+    from openmlff.campaign import campaign_status
+
     alarm = out / f"alarm_{ACTIVE_PARENT}"
-    if not alarm.is_dir() or len(outcomes(alarm)) < CAMPAIGN_STARTS:
+    counts = campaign_status(alarm)["counts"] if alarm.is_dir() else {}
+    if not counts or any(counts.get(state) for state in ("pending", "running", "interrupted")):
         raise SystemExit(f"run the alarm stage first: H2 (e) explores with {alarm.name}'s finished runs")
     folder = out / "arms" / ACTIVE_PARENT / "active_learning"
     picked = folder.parent / "active_labelled.npz"
     if not picked.is_file():
-        R, sigma, _ = candidate_frames(alarm)
+        R, sigma, labels = candidate_frames(alarm)
+        later = np.array([not label.endswith("@0") for label in labels], dtype=bool)  # not the test starts themselves
+        R, sigma = R[later], sigma[later]
+        if not len(sigma):
+            raise SystemExit(f"{alarm}: no reported frame before a collapse to label")
         chosen = select_frames(R, sigma, ACTIVE_FRAMES)
         say(f"active: labelling {len(chosen)} of {len(sigma)} pre-collapse frames with {ACTIVE_METHOD} "
             f"(spread {sigma[chosen].min():.2f}-{sigma[chosen].max():.2f} kcal/mol/Å), {workers} workers")
         labelled = label_conformations(ACTIVE_METHOD, load_dataset(data_path()).z, R[chosen],
                                        folder.parent / "active_labels", chunk_size=1, n_workers=workers,
                                        name=f"{ACTIVE_PARENT} alarm campaign, most uncertain")
+        if labelled.dataset is None:
+            raise SystemExit(f"active: every selected frame failed with {ACTIVE_METHOD} (see {folder.parent})")
         if labelled.n_failed:
             say(f"active: {labelled.n_failed} frames failed to label (listed in the dataset's provenance)")
         save_dataset(labelled.dataset, picked)
@@ -617,7 +629,7 @@ def correlation_documents(out: Path, names) -> dict:
     from openmlff.potentials.model_ref import CODE_CONSENT_ENV
 
     os.environ[CODE_CONSENT_ENV] = "1"  # the other codes' models of the six-model study: trained by its protocol
-    merged = {"model_metrics": {}, "metric_units": {}, "stability_per_model": {}, "first_broken_bonds": {}}
+    merged = {"model_metrics": {}, "metric_units": {}, "stability_per_model": {}, "first_broken_hydrogens": {}}
     for name in names:
         if not (out / name).is_dir():
             continue
@@ -705,13 +717,13 @@ def stage_analyse(out: Path, campaigns=("campaign", "campaign_other_codes")) -> 
     if (out / "arms_campaign").is_dir():
         result["arms"] = arms_result(out)
     result["alarm"] = alarm_result(out)
-    result["first_broken_bonds"] = {"aspirin": merged["first_broken_bonds"]}
+    result["first_broken_hydrogens"] = {"aspirin": merged["first_broken_hydrogens"]}
     if (out / "chignolin_campaign").is_dir():  # item 6: its own molecule, so not among H1's models
         chignolin = correlation_documents(out, ["chignolin_campaign"])
         result["chignolin"] = {m: {"stability": {k: s[k] for k in ("n_runs", "n_stable", "mean_time_to_collapse_ps")},
                                    **{k: chignolin["model_metrics"][m].get(k) for k in CHIGNOLIN_METRICS}}
                                for m, s in chignolin["stability_per_model"].items()}
-        result["first_broken_bonds"]["chignolin"] = chignolin["first_broken_bonds"]
+        result["first_broken_hydrogens"]["chignolin"] = chignolin["first_broken_hydrogens"]
     result["figures"] = write_figures(out, metrics, stability, table, merged["metric_units"],
                                       [PRIMARY_METRIC, "test.force_mae", *SCREEN_METRICS[:1],
                                        next((r["metric"] for r in rows), PRIMARY_METRIC)])
@@ -730,12 +742,13 @@ def arm_survival(out: Path) -> dict[str, dict]:
 
 
 def write_figures(out: Path, metrics: dict, stability: dict, table: dict, units: dict, panels: list[str]) -> list[str]:
-    """docs/study/*.png, the answers' figures: each of `panels` (metrics) against the models' stable share, and
-    Kaplan-Meier curves of the arms (per parent) and of chignolin's campaign."""
+    """The answers' figures, in docs/study/ for the default OUT (docs/study.md shows them), else in OUT/figures:
+    each of `panels` (metrics) against the models' stable share, and Kaplan-Meier curves of the arms (per parent)
+    and of chignolin's campaign."""
     from openmlff.report.campaign_plots import plot_scatter_panels, plot_survival_curves
     from openmlff.report.figures import save_png
 
-    folder = ROOT / "docs" / "study"
+    folder = ROOT / "docs" / "study" if out == DEFAULT_OUT else out / "figures"
     folder.mkdir(parents=True, exist_ok=True)
     rho = {r["metric"]: r["spearman_rho"] for r in table["rows"]}
     models = table["models"]
@@ -748,7 +761,7 @@ def write_figures(out: Path, metrics: dict, stability: dict, table: dict, units:
     if chignolin:
         curves["survival_chignolin"] = chignolin
     written += [save_png(plot_survival_curves(c), folder / f"{name}.png") for name, c in curves.items()]
-    return [str(p.relative_to(ROOT)) for p in written]
+    return [str(p) for p in written]
 
 
 def write_page(name: str, title: str, text: str) -> None:
@@ -782,7 +795,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("stage", choices=["train", "pilot", "campaign", "screen", "arms", "alarm", "active", "chignolin",
                                      "analyse", "status", "bond-scan"])
-    p.add_argument("--out", default=str(ROOT / "results" / "study"))
+    p.add_argument("--out", default=str(DEFAULT_OUT))
     p.add_argument("--workers", type=int, default=2, help="processes at a time, one thread each")
     p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="train: the seeds to train")
     p.add_argument("--six-models", default=str(ROOT / "results" / "six_models"),

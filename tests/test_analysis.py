@@ -181,24 +181,23 @@ def test_diagnosis_ranks_by_hand():
         diagnose_collapse([bond], atoms, [6, 1, 8, 6])
 
 
-def test_first_broken_bond_summary_counts_pairs_and_hydrogen_ranks():
-    from openmlff.analysis.diagnosis import atom_error_summary, first_broken_bond_summary
+def test_first_broken_hydrogens_ranks_each_among_the_hydrogens():
+    from openmlff.analysis.diagnosis import atom_error_summary, first_broken_hydrogens
     from openmlff.report.campaign_page import diagnosis_entry
 
-    z = np.array([6, 1, 8, 1])  # C, H, O, H; FNM MAE ranks: H1 1st, H3 2nd, C0 3rd, O2 4th
-    records = atom_error_summary({"z": z, "force_mae": [3.0, 1.0, 2.0, 1.0], "force_max": [9.0, 4.0, 6.0, 3.0],
-                                  "fnm_mae": [0.25, 0.99, 0.125, 0.5], "fnm_max": [0.75, 3.97, 0.375, 2.98]}, z)
-    ch, oh, co = ({"atoms": [0, 1], "elements": ["H", "C"]}, {"atoms": [2, 3], "elements": ["O", "H"]},
-                  {"atoms": [0, 2], "elements": ["O", "C"]})
+    z = np.array([6, 1, 8, 1, 1])  # C0, H1, O2, H3, H4; FNM MAE among the hydrogens: H1 > H4 > H3
+    records = atom_error_summary({"z": z, "force_mae": [3.0, 1.0, 2.0, 1.0, 1.0], "force_max": [9.0, 4.0, 6.0, 3.0, 3.0],
+                                  "fnm_mae": [0.25, 0.99, 0.125, 0.5, 0.7], "fnm_max": [0.75, 3.97, 0.375, 2.98, 3.0]}, z)
+    ch, oh, co = ({"atoms": [0, 1], "elements": ["C", "H"]}, {"atoms": [2, 3], "elements": ["O", "H"]},
+                  {"atoms": [0, 2], "elements": ["C", "O"]})
     rows = [diagnosis_entry(f"r{k}", {"first_broken_bond": bond}, model=model, atom_records=records)
-            for k, (model, bond) in enumerate([("a", ch), ("a", ch), ("a", oh), ("a", None), ("b", co)])]
-    summary = first_broken_bond_summary(rows)
-    a, b = summary["a"], summary["b"]
+            for k, (model, bond) in enumerate([("a", ch), ("a", ch), ("a", oh), ("a", None), ("b@900K", co)])]
+    summary = first_broken_hydrogens(rows, {"a": records, "b": records})
+    a, b = summary["a"], summary["b@900K"]
     assert (a["collapsed_runs"], a["with_bond"], a["with_hydrogen"]) == (4, 3, 3)
-    assert a["pairs"] == {"C-H": 2, "O-H": 1} and list(a["pairs"]) == ["C-H", "O-H"]  # most frequent first
-    assert a["hydrogen_fnm_mae_ranks"] == [1, 1, 2] and a["hydrogen_fnm_mae_rank_median"] == 1.0
-    assert a["hydrogens_among_worst_fnm"] == 2  # ceil(0.25 * 4) = 1 worst atom: H1, twice
-    assert b["pairs"] == {"C-O": 1} and b["with_hydrogen"] == 0 and b["hydrogen_fnm_mae_rank_median"] is None
+    assert a["hydrogen_fnm_mae_ranks_among_hydrogens"] == [1, 1, 3] and a["median_rank"] == 1.0
+    assert a["n_hydrogens"] == 3 and a["chance_median_rank"] == 2.0
+    assert (b["with_bond"], b["with_hydrogen"], b["median_rank"]) == (1, 0, None)
 
 
 # --- real runs ---------------------------------------------------------------------------------------

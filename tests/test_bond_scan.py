@@ -34,6 +34,11 @@ def test_a_morse_bond_scores_clean_and_a_false_well_does_not():
     assert 0 < expected.sum() < outside.sum()
     assert scores["wrong_sign_share"] == pytest.approx(expected.sum() / outside.sum())
     assert scores["min_stretch_energy_ev"] == pytest.approx((E + well)[beyond].min() - (E + well)[x == 0][0])
+    # meV noise on a flat stretch is no well (float32 energies), a 20 meV dip is
+    flat = np.where(x > 0.5, E[x > 0.5].min(), E) + 0.002 * (np.arange(x.size) % 2)
+    assert scan_scores(x, flat, f)["spurious_minimum"] is False
+    dip = flat - 0.02 * (np.abs(x - 0.8) < 1e-9)
+    assert scan_scores(x, dip, f)["spurious_minimum"] is True
     # inside the window nothing counts: a start 0.1 Å off its minimum is not a wrong sign
     shifted_E, shifted_f = morse(x + 0.1)
     assert scan_scores(x, shifted_E, shifted_f)["wrong_sign_share"] == 0.0

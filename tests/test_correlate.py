@@ -80,8 +80,10 @@ def test_correlate_writes_tables_and_a_self_contained_report(campaign):
     text = (out / "report.html").read_text()
     held = sum(s["n_stable"] for s in doc["stability_per_model"].values())
     for model, s in doc["stability_per_model"].items():  # every collapse's first broken bond, counted per model
-        bonds = doc["first_broken_bonds"].get(model, {"collapsed_runs": 0})
-        assert bonds["collapsed_runs"] == s["n_runs"] - s["n_stable"]
+        hydrogens = doc["first_broken_hydrogens"].get(model, {"collapsed_runs": 0, "with_hydrogen": 0})
+        assert hydrogens["collapsed_runs"] == s["n_runs"] - s["n_stable"]
+        assert hydrogens["with_hydrogen"] == sum(n for pair, n in s["first_broken_bonds"].items() if "H" in
+                                                 pair.split("-"))
     assert text.index("The answer") < text.index("<table") and f"{held} of 6 runs held" in text
     assert "No metric ranks the models: a rank correlation needs at least 3 models" in text  # two models here
     assert "First bond to break in the collapsed runs: " in text and text.count("<details>") >= 3

@@ -84,31 +84,30 @@ def diagnose_collapse(broken_bonds: list[dict], atom_metrics: dict, atomic_numbe
     }
 
 
-def first_broken_bond_summary(diagnoses: list[dict], worst_share: float = DEFAULT_WORST_SHARE) -> dict:
-    """Per model, over its collapsed runs' diagnoses (report.campaign_page.diagnosis_entry rows): how often each
-    element pair broke first ("C-H": 5), how many of those bonds hold a hydrogen, and for those the hydrogen's FNM MAE
-    rank among the molecule's atoms (1 = worst) and how many hydrogens were among the worst FNM atoms (the module's
-    rule). The paper's collapse finding, counted: light hydrogens with large FNM errors break first."""
+def first_broken_hydrogens(diagnoses: list[dict], atom_records: dict[str, list[dict]]) -> dict:
+    """Per model, over its collapsed runs' diagnoses (report.campaign_page.diagnosis_entry rows; the element pairs
+    themselves are counted by stability.runs.stability_of_runs): how many first broken bonds hold a hydrogen, and
+    that hydrogen's FNM MAE rank among the molecule's hydrogens (1 = the largest error) next to the rank chance
+    gives, (n_H + 1) / 2. Ranked among hydrogens only: FNM divides by the mass, so among all atoms the hydrogens
+    take the top ranks whatever breaks. atom_records: model -> atom_error_summary of its training frames (a label
+    "model@T" finds "model")."""
     out: dict[str, dict] = {}
     for d in diagnoses:
-        entry = out.setdefault(d["model"], {"collapsed_runs": 0, "with_bond": 0, "pairs": {}, "with_hydrogen": 0,
-                                            "hydrogen_fnm_mae_ranks": [], "hydrogens_among_worst_fnm": 0})
+        records = atom_records[d["model"].split("@")[0]]
+        hydrogens = sorted((r for r in records if r["element"] == "H"), key=lambda r: -r["fnm_mae"])
+        rank = {r["index"]: k + 1 for k, r in enumerate(hydrogens)}
+        entry = out.setdefault(d["model"], {"collapsed_runs": 0, "with_bond": 0, "with_hydrogen": 0,
+                                            "hydrogen_fnm_mae_ranks_among_hydrogens": [], "n_hydrogens": len(hydrogens),
+                                            "chance_median_rank": (len(hydrogens) + 1) / 2})
         entry["collapsed_runs"] += 1
         bond = d.get("first_broken_bond")
         if not bond:
             continue
         entry["with_bond"] += 1
-        pair = "-".join(sorted(bond["elements"], key=lambda s: (s == "H", s)))
-        entry["pairs"][pair] = entry["pairs"].get(pair, 0) + 1
-        hydrogens = [a for a in d.get("atom_errors") or [] if a["element"] == "H"]
-        if "H" in bond["elements"]:
-            entry["with_hydrogen"] += 1
-        for atom in hydrogens:
-            entry["hydrogen_fnm_mae_ranks"].append(int(atom["fnm_mae_rank"]))
-            entry["hydrogens_among_worst_fnm"] += bool(atom["among_worst_fnm_atoms"])
+        broken = [a for a in bond["atoms"] if a in rank]
+        entry["with_hydrogen"] += bool(broken)
+        entry["hydrogen_fnm_mae_ranks_among_hydrogens"] += [rank[a] for a in broken]
     for entry in out.values():
-        ranks = entry["hydrogen_fnm_mae_ranks"]
-        entry["pairs"] = dict(sorted(entry["pairs"].items(), key=lambda kv: -kv[1]))
-        entry["hydrogen_fnm_mae_rank_median"] = float(np.median(ranks)) if ranks else None
-        entry["worst_share"] = worst_share
+        ranks = entry["hydrogen_fnm_mae_ranks_among_hydrogens"]
+        entry["median_rank"] = float(np.median(ranks)) if ranks else None
     return out

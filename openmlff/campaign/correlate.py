@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..analysis.diagnosis import atom_error_summary, first_broken_bond_summary
+from ..analysis.diagnosis import atom_error_summary, first_broken_hydrogens
 from ..analysis.reference_data import find_reference_data, model_splits, named_training_metadata
 from ..core.config import check, setting
 from ..core.errors import InputError
@@ -111,7 +111,7 @@ def correlate_campaign(campaign_dir, out_dir=None, config: CorrelationConfig | N
     diagnoses = [diagnosis_entry(r["run_id"], r["summary"], model=r["model"], start=r["start"],
                                  atom_records=atom_records[r["model"].split("@")[0]])
                  for r in runs if not r["summary"].get("stable", True)]
-    document["first_broken_bonds"] = first_broken_bond_summary(diagnoses)
+    document["first_broken_hydrogens"] = first_broken_hydrogens(diagnoses, atom_records)
     write_correlation_tables(document, out)
     write_correlation_report(out / "report.html", document, title=f"openmlff campaign {spec.name}: metrics vs stability",
                              diagnoses=diagnoses)

@@ -93,10 +93,10 @@ def _metrics(args) -> int:
           f"{u['force']}, max {g['force_max']:.3f} {u['force']}, FNM MAE {g['fnm_mae']:.4f} {u['fnm']}, "
           f"energy MAE {g['energy_mae']:.3f} {u['energy']} -> {args.out}")
     if "bond_scan" in report:
-        b = report["bond_scan"]["summary"]
+        b = {k: "n/a" if v is None else f"{v:.1%}" for k, v in report["bond_scan"]["summary"].items()}
         print(f"bond scans ({len(report['bond_scan']['scans'])}): force pushing the bond away in "
-              f"{b['wrong_sign_share']:.1%} of points ({b['H.wrong_sign_share']:.1%} on bonds with H), a false well in "
-              f"{b['spurious_minimum_share']:.1%} of scans")
+              f"{b['wrong_sign_share']} of points ({b['H.wrong_sign_share']} on bonds with H), a false well in "
+              f"{b['spurious_minimum_share']} of scans")
     return 0
 
 

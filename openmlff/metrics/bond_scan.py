@@ -9,12 +9,14 @@ the scores ask whether the bond behaves like a bond.
 
 - wrong_sign_share: the share of a scan's points beyond OWN_WINDOW_ANGSTROM of the start's length where the force
   on the moved atom along the bond, beyond FORCE_TOLERANCE_EV_PER_ANGSTROM, pushes the length further from the
-  start's: a stretched bond pushed out, a compressed one pushed in. A covalent bond pulls back over the whole range
-  (a Morse bond's force keeps its sign at any stretch), so every such point is a region where MD would break or
-  crush it. Points within the window are left out: a start taken from MD is itself a little off its bond's
-  minimum, which lies somewhere in the window.
-- spurious_minimum: whether E(r) has a local minimum on the grid outside the window, an artificial well that can
-  catch a stretched (or crushed) bond.
+  start's: a stretched bond pushed out, a compressed one pushed in. An X-H bond pulls back over the whole range (a
+  Morse bond's force keeps its sign at any stretch; the moved H has no other bond), so there every such point is a
+  region where MD would break or crush it. A heavy-atom bond is less clean: its moved atom drags its other bonds
+  along, and GFN2-xTB itself scores a few per cent there; the `H.` scores are the clean ones. Points within the
+  window are left out: a start taken from MD is itself a little off its bond's minimum, which lies somewhere in it.
+- spurious_minimum: whether E(r) has a local minimum on the grid outside the window, deeper than
+  MINIMUM_DEPTH_EV on both sides (float32 energies are noisy at the meV level on flat stretches), an artificial
+  well that can catch a stretched (or crushed) bond.
 - min_stretch_energy_ev: the lowest E(stretched beyond the window) - E(start): below zero the model prefers a
   stretched bond.
 
@@ -35,6 +37,8 @@ from ..core.errors import InputError
 SCAN_OFFSETS_ANGSTROM = np.round(np.arange(-0.30, 1.0001, 0.05), 2)
 #: The window around the start's length where the bond's own minimum may lie (a start from MD is a little off it).
 OWN_WINDOW_ANGSTROM = 0.15
+#: A local minimum counts when both neighbouring grid points lie this much higher (eV; 5 meV, 0.12 kcal/mol).
+MINIMUM_DEPTH_EV = 0.005
 #: Forces along the bond smaller than this (eV/Å, about 1.2 kcal/mol/Å) count as neither sign.
 FORCE_TOLERANCE_EV_PER_ANGSTROM = 0.05
 SUMMARY_KEYS = ("wrong_sign_share", "spurious_minimum_share", "H.wrong_sign_share", "H.spurious_minimum_share")
@@ -68,7 +72,8 @@ def scan_scores(offsets, energies_ev, force_along_ev_per_angstrom,
     wrong = (np.sign(x) * f > tolerance) & outside  # pushed away from the start's length
     start = int(np.argmin(np.abs(x)))
     interior = np.arange(1, len(E) - 1)
-    minima = interior[(E[interior] < E[interior - 1]) & (E[interior] < E[interior + 1])]
+    deep = MINIMUM_DEPTH_EV
+    minima = interior[(E[interior] < E[interior - 1] - deep) & (E[interior] < E[interior + 1] - deep)]
     stretched = x > window + 1e-9
     return {"wrong_sign_share": float(wrong.sum() / outside.sum()),
             "spurious_minimum": bool(outside[minima].any()),
