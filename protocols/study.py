@@ -518,6 +518,7 @@ def stage_alarm(out: Path, workers: int, temperature: float | None) -> None:
     for name in ALARM_MODELS:
         job, folder = trained_models(out)[name], out / "alarm" / name
         if not (folder / "committee.pt").is_file():
+            start_over({f"{name}.member_{k}": {"folder": folder / f"member_{k}"} for k in range(COMMITTEE)})
             say(f"alarm: a committee of {COMMITTEE} for {name}")
             run_commands(name, {"folder": folder, "commands": [[
                 *CLI, "train", "--data", data, "--out", str(folder), "--architecture", job["architecture"], "--split",
