@@ -618,6 +618,38 @@ def stage_chignolin(out: Path, workers: int, temperature: float | None) -> None:
                          replicas=1,  # batching 166 atoms measured slower (campaign/batches.py)
                          data=data, split=folder / "et" / "model.ckpt")
     run_campaign_stage(spec, out / "chignolin_campaign", workers)
+    write_page("study_chignolin", "The stability study's chignolin models (item 6)", chignolin_table(out, data, t))
+
+
+def chignolin_table(out: Path, data: Path, temperature: float) -> str:
+    """Item 6's page: each chignolin model's training, test-set errors, campaign outcome, the element pairs that broke
+    first and the FNM MAE rank of their hydrogens among the molecule's hydrogens (chance beside it)."""
+    from openmlff.data import load_dataset
+    from openmlff.training.checkpoint import read_checkpoint
+
+    doc = correlation_documents(out, ["chignolin_campaign"])
+    provenance = load_dataset(data).provenance
+    lines = [f"Chignolin (166 atoms): {load_dataset(data).n_frames} amber14 frames at 500 K labelled by GFN2-xTB "
+             f"({len(provenance.get('scf_retry', {}).get('frames', []))} after an SCF retry, "
+             f"{provenance.get('first_picosecond', {}).get('frames', 0)} from the sampling run's first picosecond; "
+             "docs/study.md), ET and NequIP trained for the smaller of "
+             f"{CHIGNOLIN_BUDGET_S:g} s and early stopping on one thread, compiled, 50 validation and 100 test frames; "
+             f"{CAMPAIGN_STARTS} test starts x {CAMPAIGN_LENGTH_PS:g} ps at {temperature:g} K, 0.5 fs, collapse = a bond "
+             "0.5 Å off its reference length. Forces in kcal/mol/Å, FNM in (kcal/mol/Å)/Da, on the 100 test frames; "
+             "the broken hydrogens' ranks by FNM MAE on the training frames (`correlate`'s collapse diagnosis).",
+             "", "| model | epochs | training s | test force MAE | H force MAE | H FNM MAE | H FNM max | stable | mean time "
+             "to collapse (ps) | first broken bonds | broken H's FNM MAE rank among the H (median; chance) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for model, s in doc["stability_per_model"].items():
+        m, h = doc["model_metrics"][model], doc["first_broken_hydrogens"].get(model, {})
+        state = read_checkpoint(out / "chignolin" / model.split("_", 1)[1] / "model.ckpt").state
+        bonds = ", ".join(f"{pair} {n}" for pair, n in sorted(s["first_broken_bonds"].items(), key=lambda kv: -kv[1]))
+        rank = (f"{h['median_rank']:g} of {h['n_hydrogens']}; {h['chance_median_rank']:g}"
+                if h.get("median_rank") is not None else "-")
+        lines.append(f"| {model} | {state['epoch']} | {state['elapsed_s']:.0f} | {m['test.force_mae']:.2f} | "
+                     f"{m['test.H.force_mae']:.2f} | {m['test.H.fnm_mae']:.2f} | {m['test.H.fnm_max']:.1f} | "
+                     f"{s['n_stable']}/{s['n_runs']} | {s['mean_time_to_collapse_ps']:.3f} | {bonds or '-'} | {rank} |")
+    return "\n".join(lines) + "\n"
 
 
 # --- analysis -------------------------------------------------------------------------------------
