@@ -416,12 +416,12 @@ def bond_scan_one(out: Path, model: str) -> None:
 
     set_threads(1)
     os.environ[CODE_CONSENT_ENV] = "1"  # the six-model study's models of other codes
-    spec = {**CampaignSpec.from_file(out / "screen.json").models, **CampaignSpec.from_file(
-        out / "screen_other_codes.json").models}
+    screen = CampaignSpec.from_file(out / "screen.json")
+    models = {**screen.models, **CampaignSpec.from_file(out / "screen_other_codes.json").models}
     data = load_dataset(data_path())
-    frames = list(CampaignSpec.from_file(out / "screen.json").starts.frames)
+    frames = list(screen.starts.frames)
     t0 = time.perf_counter()
-    result = bond_scans(spec[model], data.z, data.R[frames])
+    result = bond_scans(models[model], data.z, data.R[frames])
     atomic_write_json(out / "bond_scan" / f"{model}.json", jsonable(
         {**result, "model": model, "frames": frames, "wall_s": round(time.perf_counter() - t0, 1)}, finite=True))
 
@@ -551,11 +551,10 @@ def stage_active(out: Path, workers: int, temperature: float | None) -> None:
     """H2 (e): the ACTIVE_FRAMES most uncertain pre-collapse frames of the alarm campaign of ACTIVE_PARENT (its
     committee's spread; improve.active's selection), labelled with PBE/def2-SVP, the parent continued on them like
     the recruit arms, and a campaign with the arms' settings. Its control is the parent's recruit_random arm."""
+    from openmlff.campaign import campaign_status
     from openmlff.data import load_dataset, save_dataset
     from openmlff.improve.active import candidate_frames, select_frames
     from openmlff.reference import label_conformations
-
-    from openmlff.campaign import campaign_status
 
     alarm = out / f"alarm_{ACTIVE_PARENT}"
     counts = campaign_status(alarm)["counts"] if alarm.is_dir() else {}
@@ -628,8 +627,9 @@ def chignolin_table(out: Path, data: Path, temperature: float) -> str:
     from openmlff.training.checkpoint import read_checkpoint
 
     doc = correlation_documents(out, ["chignolin_campaign"])
-    provenance = load_dataset(data).provenance
-    lines = [f"Chignolin (166 atoms): {load_dataset(data).n_frames} amber14 frames at 500 K labelled by GFN2-xTB "
+    dataset = load_dataset(data)
+    provenance = dataset.provenance
+    lines = [f"Chignolin (166 atoms): {dataset.n_frames} amber14 frames at 500 K labelled by GFN2-xTB "
              f"({len(provenance.get('scf_retry', {}).get('frames', []))} after an SCF retry, "
              f"{provenance.get('first_picosecond', {}).get('frames', 0)} from the sampling run's first picosecond; "
              "docs/study.md), ET and NequIP trained for the smaller of "

@@ -91,14 +91,16 @@ def first_broken_hydrogens(diagnoses: list[dict], atom_records: dict[str, list[d
     gives, (n_H + 1) / 2. Ranked among hydrogens only: FNM divides by the mass, so among all atoms the hydrogens
     take the top ranks whatever breaks. atom_records: model -> atom_error_summary of its training frames (a label
     "model@T" finds "model")."""
+    ranks_of: dict[str, dict[int, int]] = {}  # model -> {hydrogen index: its FNM MAE rank among the hydrogens}
+    for model, records in atom_records.items():
+        hydrogens = [r for r in records if r["element"] == "H"]
+        ranks_of[model] = dict(zip((r["index"] for r in hydrogens), error_ranks([r["fnm_mae"] for r in hydrogens])))
     out: dict[str, dict] = {}
     for d in diagnoses:
-        records = atom_records[d["model"].split("@")[0]]
-        hydrogens = sorted((r for r in records if r["element"] == "H"), key=lambda r: -r["fnm_mae"])
-        rank = {r["index"]: k + 1 for k, r in enumerate(hydrogens)}
+        rank = ranks_of[d["model"].split("@")[0]]
         entry = out.setdefault(d["model"], {"collapsed_runs": 0, "with_bond": 0, "with_hydrogen": 0,
-                                            "hydrogen_fnm_mae_ranks_among_hydrogens": [], "n_hydrogens": len(hydrogens),
-                                            "chance_median_rank": (len(hydrogens) + 1) / 2})
+                                            "hydrogen_fnm_mae_ranks_among_hydrogens": [], "n_hydrogens": len(rank),
+                                            "chance_median_rank": (len(rank) + 1) / 2})
         entry["collapsed_runs"] += 1
         bond = d.get("first_broken_bond")
         if not bond:
@@ -106,7 +108,7 @@ def first_broken_hydrogens(diagnoses: list[dict], atom_records: dict[str, list[d
         entry["with_bond"] += 1
         broken = [a for a in bond["atoms"] if a in rank]
         entry["with_hydrogen"] += bool(broken)
-        entry["hydrogen_fnm_mae_ranks_among_hydrogens"] += [rank[a] for a in broken]
+        entry["hydrogen_fnm_mae_ranks_among_hydrogens"] += [int(rank[a]) for a in broken]
     for entry in out.values():
         ranks = entry["hydrogen_fnm_mae_ranks_among_hydrogens"]
         entry["median_rank"] = float(np.median(ranks)) if ranks else None
