@@ -187,20 +187,24 @@ def run_all(todo: dict, work, workers: int, done: str) -> None:
 
 
 def training_summary(out: Path) -> dict[str, dict]:
-    """Per trained model: epochs, seconds, stop reason and best validation force MAE (kcal/mol/Å)."""
-    from openmlff.training.checkpoint import read_checkpoint
-
+    """Per trained model: epochs, seconds, stop reason and best validation force MAE (kcal/mol/Å), from its exported
+    file's metadata (the checkpoints of most models are not kept: see `kept_files`)."""
     rows = {}
     for name, job in trained_models(out).items():
-        path = job["folder"] / "model.ckpt"
         if (job["folder"] / "model.pt").is_file():
-            state = read_checkpoint(path).state
-            best = next((h for h in state["history"] if h["epoch"] == state["best_epoch"]), {})
-            rows[name] = {"epochs": state["epoch"], "elapsed_s": round(state["elapsed_s"], 1),
-                          "stop_reason": state["stop_reason"], "best_epoch": state["best_epoch"],
-                          "val_force_mae_kcal_per_mol_per_A": best.get("val_force_mae_kcal_per_mol_per_A"),
+            rows[name] = {**exported_training(job["folder"] / "model.pt"),
                           **{k: job[k] for k in ("architecture", "n_train", "seed")}}
     return rows
+
+
+def exported_training(model: Path) -> dict:
+    """An exported model's training record: epochs, elapsed_s, stop_reason, best_epoch, best validation force MAE."""
+    from openmlff.model_file.reader import read_model_metadata
+
+    t = read_model_metadata(model)["training"]
+    return {"epochs": t["epochs"], "elapsed_s": t["elapsed_s"], "stop_reason": t["stop_reason"],
+            "best_epoch": t["best_epoch"],
+            "val_force_mae_kcal_per_mol_per_A": t["metrics"].get("val_force_mae_kcal_per_mol_per_A")}
 
 
 # --- campaigns ------------------------------------------------------------------------------------
@@ -327,26 +331,24 @@ def stage_pilot(out: Path, workers: int) -> None:
     write_page("study_pilot", "The stability study's pilot", "\n".join(lines) + "\n")
 
 
-def campaign_models(out: Path, six: Path) -> tuple[dict, dict]:
-    """(openmlff's models: the 42 trained here and the six-model study's three, label -> file; the six-model
-    study's models of other codes, label -> entry). SystemExit naming what is missing."""
-    sys.path.insert(0, str(ROOT / "protocols"))
-    import six_models
-
-    missing = [n for n, job in trained_models(out).items() if not (job["folder"] / "model.pt").is_file()]
+def campaign_models(out: Path, six: Path, seeds=SEEDS) -> tuple[dict, dict]:
+    """(openmlff's models: the trained ones of `seeds` and the six-model study's three, label -> file; the six-model
+    study's models of other codes, label -> entry). SystemExit naming a missing trained model. The six-model study's
+    six join only when all their files exist (said so otherwise): a campaign's spec grows, so they can join later."""
+    missing = [n for n, job in trained_models(out).items() if job["seed"] in seeds and not (job["folder"] / "model.pt").is_file()]
     if missing:
-        raise SystemExit(f"the campaign needs all {len(trained_models(out))} trained models; missing {missing[:3]}... "
+        raise SystemExit(f"the campaign needs the trained models of seeds {list(seeds)}; missing {missing[:3]}... "
                          "(run the train stage)")
-    ours = {n: str(job["folder"] / "model.pt") for n, job in trained_models(out).items()}
-    ours.update({f"six_{a}": str(six / f"openmlff_{a}" / "model.pt") for a in ARCHITECTURES})
-    foreign = {f"six_{n}": entry for n, entry in
-               six_models.foreign_models(six, SIX_MODELS_BUDGET_S, data_path(), six / "split.json").items()}
-    absent = [p for p in [*ours.values(), *(e.get("modelPath") or e.get("model_paths") for e in foreign.values())]
+    ours = {n: str(job["folder"] / "model.pt") for n, job in trained_models(out).items() if job["seed"] in seeds}
+    six_ours = {f"six_{a}": str(six / f"openmlff_{a}" / "model.pt") for a in ARCHITECTURES}
+    foreign = {f"six_{n}": entry for n, entry in six_foreign(six).items()}
+    absent = [p for p in [*six_ours.values(), *(e.get("modelPath") or e.get("model_paths") for e in foreign.values())]
               if not Path(p).is_file()]
     if absent:
-        raise SystemExit(f"missing model files, e.g. {absent[0]}: run protocols/six_models.py --budget "
-                         f"{SIX_MODELS_BUDGET_S:g} --stop-after train --out {six}")
-    return ours, foreign
+        say(f"the six-model study's models are not all there (e.g. {absent[0]}): they are left out until "
+            f"protocols/six_models.py --budget {SIX_MODELS_BUDGET_S:g} --stop-after train --out {six} trains them")
+        return ours, {}
+    return {**ours, **six_ours}, foreign
 
 
 def campaign_temperature(out: Path, given: float | None) -> float:
@@ -358,35 +360,38 @@ def campaign_temperature(out: Path, given: float | None) -> float:
     return float(json.loads(pilot.read_text())["campaign_temperature_K"])
 
 
-def stage_campaign(out: Path, workers: int, six: Path, temperature: float | None) -> None:
+def stage_campaign(out: Path, workers: int, six: Path, temperature: float | None, seeds=SEEDS) -> None:
     """The campaign of docs/study.md: 48 models x 16 test starts x 10 ps at the pilot's temperature. openmlff's
     models run first (compiled replica batches), then the other codes' (served, one run at a time)."""
     from openmlff.potentials.model_ref import CODE_CONSENT_ENV
 
-    ours, foreign = campaign_models(out, six)
+    ours, foreign = campaign_models(out, six, seeds)
     t = campaign_temperature(out, temperature)
     say(f"campaign: {len(ours)} openmlff models and {len(foreign)} of other codes x {CAMPAIGN_STARTS} starts x "
         f"{CAMPAIGN_LENGTH_PS:g} ps at {t:g} K")
     run_campaign_stage(campaign_spec(out, "campaign", ours, [t], CAMPAIGN_STARTS, CAMPAIGN_LENGTH_PS),
                        out / "campaign", workers)
+    if not foreign:
+        return
     os.environ[CODE_CONSENT_ENV] = "1"  # the six-model study's own models: trained by protocols/six_models.py
     run_campaign_stage(campaign_spec(out, "campaign_other_codes", foreign, [t], CAMPAIGN_STARTS, CAMPAIGN_LENGTH_PS,
                                      compiled=False), out / "campaign_other_codes", workers)
 
 
-def stage_screen(out: Path, workers: int, six: Path) -> None:
+def stage_screen(out: Path, workers: int, six: Path, seeds=SEEDS) -> None:
     """H4's screen: every campaign model, 4 test starts x 1 ps at the campaign's temperature + 200 K with MD seed 1
     (not the campaign's seed 0, whose first picosecond it would replay), 2.5 % of the campaign's steps."""
     from openmlff.potentials.model_ref import CODE_CONSENT_ENV
 
-    ours, foreign = campaign_models(out, six)
+    ours, foreign = campaign_models(out, six, seeds)
     t = campaign_temperature(out, None) + SCREEN_ABOVE_K
     say(f"screen: {len(ours) + len(foreign)} models x {SCREEN_STARTS} starts x {SCREEN_LENGTH_PS:g} ps at {t:g} K")
     run_campaign_stage(campaign_spec(out, "screen", ours, [t], SCREEN_STARTS, SCREEN_LENGTH_PS, seeds=SCREEN_SEEDS),
                        out / "screen", workers)
-    os.environ[CODE_CONSENT_ENV] = "1"
-    run_campaign_stage(campaign_spec(out, "screen_other_codes", foreign, [t], SCREEN_STARTS, SCREEN_LENGTH_PS,
-                                     seeds=SCREEN_SEEDS, compiled=False), out / "screen_other_codes", workers)
+    if foreign:
+        os.environ[CODE_CONSENT_ENV] = "1"
+        run_campaign_stage(campaign_spec(out, "screen_other_codes", foreign, [t], SCREEN_STARTS, SCREEN_LENGTH_PS,
+                                         seeds=SCREEN_SEEDS, compiled=False), out / "screen_other_codes", workers)
     stage_bond_scans(out, {**ours, **foreign}, workers)
 
 
@@ -417,7 +422,8 @@ def bond_scan_one(out: Path, model: str) -> None:
     set_threads(1)
     os.environ[CODE_CONSENT_ENV] = "1"  # the six-model study's models of other codes
     screen = CampaignSpec.from_file(out / "screen.json")
-    models = {**screen.models, **CampaignSpec.from_file(out / "screen_other_codes.json").models}
+    other = out / "screen_other_codes.json"
+    models = {**screen.models, **(CampaignSpec.from_file(other).models if other.is_file() else {})}
     data = load_dataset(data_path())
     frames = list(screen.starts.frames)
     t0 = time.perf_counter()
@@ -459,12 +465,13 @@ def arm_jobs(out: Path) -> dict[str, dict]:
                                                      *fine]]}
         for strategy in ("random", "clusters"):
             picked = root / f"recruited_{strategy}.npz"
+            recruit = [] if picked.is_file() else [  # recruited once: a resumed arm trains on the same frames
+                [*CLI, "recruit", str(ckpt), "--pool", data, "--count", str(RECRUIT), "--strategy", strategy,
+                 "--out", str(picked), "--threads", "1", "--quiet"]]
             jobs[f"{parent}.recruit_{strategy}"] = {
                 "folder": root / f"recruit_{strategy}",
-                "commands": [[*CLI, "recruit", str(ckpt), "--pool", data, "--count", str(RECRUIT), "--strategy",
-                              strategy, "--out", str(picked), "--threads", "1", "--quiet"],
-                             [*CLI, "train", "--out", str(root / f"recruit_{strategy}"), "--add-data", str(picked),
-                              *cont]]}
+                "commands": [*recruit, [*CLI, "train", "--out", str(root / f"recruit_{strategy}"), "--add-data",
+                                        str(picked), *cont]]}
     for job in jobs.values():
         job["commands"].append(export_command(job["folder"]))
     return jobs
@@ -624,7 +631,6 @@ def chignolin_table(out: Path, data: Path, temperature: float) -> str:
     """Item 6's page: each chignolin model's training, test-set errors, campaign outcome, the element pairs that broke
     first and the FNM MAE rank of their hydrogens among the molecule's hydrogens (chance beside it)."""
     from openmlff.data import load_dataset
-    from openmlff.training.checkpoint import read_checkpoint
 
     doc = correlation_documents(out, ["chignolin_campaign"])
     dataset = load_dataset(data)
@@ -642,11 +648,11 @@ def chignolin_table(out: Path, data: Path, temperature: float) -> str:
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for model, s in doc["stability_per_model"].items():
         m, h = doc["model_metrics"][model], doc["first_broken_hydrogens"].get(model, {})
-        state = read_checkpoint(out / "chignolin" / model.split("_", 1)[1] / "model.ckpt").state
+        state = exported_training(out / "chignolin" / model.split("_", 1)[1] / "model.pt")
         bonds = ", ".join(f"{pair} {n}" for pair, n in sorted(s["first_broken_bonds"].items(), key=lambda kv: -kv[1]))
         rank = (f"{h['median_rank']:g} of {h['n_hydrogens']}; {h['chance_median_rank']:g}"
                 if h.get("median_rank") is not None else "-")
-        lines.append(f"| {model} | {state['epoch']} | {state['elapsed_s']:.0f} | {m['test.force_mae']:.2f} | "
+        lines.append(f"| {model} | {state['epochs']} | {state['elapsed_s']:.0f} | {m['test.force_mae']:.2f} | "
                      f"{m['test.H.force_mae']:.2f} | {m['test.H.fnm_mae']:.2f} | {m['test.H.fnm_max']:.1f} | "
                      f"{s['n_stable']}/{s['n_runs']} | {s['mean_time_to_collapse_ps']:.3f} | {bonds or '-'} | {rank} |")
     return "\n".join(lines) + "\n"
@@ -824,13 +830,61 @@ def stage_status(out: Path) -> None:
     print(models_table(out), flush=True)
 
 
+# --- what git carries between sessions ----------------------------------------------------------------
+
+#: Files of a finished campaign run that `keep` leaves out: trajectories and resume checkpoints (the analysis reads
+#: summary.json, state.csv and the run records; a finished run is never resumed).
+LEFT_OUT = ("*.dcd", "*.h5", "checkpoint*", ".lock*")
+
+
+def kept_files(out: Path, six: Path) -> list[Path]:
+    """What later stages and the analysis read, for git to carry: results/ is ignored and a new checkout starts
+    without it (the first training of 2026-12-07 was lost so). Exported models and their training logs; the
+    checkpoints that later stages continue from (the arms' parents, chignolin's ET, whose split its campaign reads);
+    specs, picks, scans, labelled frames; every campaign's record and its finished runs' small files. Unfinished runs
+    and replica batches are left out: a new checkout plans them afresh (their runs have no files yet)."""
+    from fnmatch import fnmatch
+
+    files = [*out.glob("*.json"), *(out / "bond_scan").glob("*.json"), *out.glob("models/*.log")]
+    for folder in (*(job["folder"] for job in trained_models(out).values()), *(out / "arms").glob("*/*"),
+                   *(out / "alarm").glob("*"), *(out / "chignolin").glob("*")):
+        if (folder / "model.pt").is_file() or (folder / "committee.pt").is_file():  # finished trainings only
+            files += [folder / name for name in ("model.pt", "committee.pt", "training_log.csv")]
+    files += [trained_models(out)[p]["folder"] / "model.ckpt" for p in PARENTS]
+    files += [out / "chignolin" / "et" / "model.ckpt", *(out / "arms").glob("*/*.npz"), *(out / "chignolin").glob("*.npz")]
+    files += [six / "split.json", *six.glob("openmlff_*/model.pt"), *(Path(p) for e in six_foreign(six).values()
+                                                                      for p in [e.get("modelPath") or e["model_paths"]])]
+    for record in out.glob("*/campaign.json"):
+        files.append(record)
+        for run in (record.parent / "runs").glob("*"):
+            if (run / "summary.json").is_file():
+                files += [f for f in run.iterdir() if f.is_file() and not any(fnmatch(f.name, x) for x in LEFT_OUT)]
+    return sorted({f for f in files if f.is_file()})
+
+
+def six_foreign(six: Path) -> dict:
+    sys.path.insert(0, str(ROOT / "protocols"))
+    import six_models
+
+    return six_models.foreign_models(six, SIX_MODELS_BUDGET_S, data_path(), six / "split.json")
+
+
+def stage_keep(out: Path, six: Path) -> None:
+    """`git add -f` the kept files (kept_files), so that the next commit carries them to the next session."""
+    files = kept_files(out, six)
+    for first in range(0, len(files), 500):
+        subprocess.run(["git", "add", "-f", "--", *map(str, files[first:first + 500])], cwd=ROOT, check=True)
+    size = sum(f.stat().st_size for f in files) / 2**20
+    say(f"keep: {len(files)} files ({size:.1f} MiB) added to git's index; commit them to carry them to the next session")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("stage", choices=["train", "pilot", "campaign", "screen", "arms", "alarm", "active", "chignolin",
-                                     "analyse", "status", "bond-scan"])
+                                     "analyse", "status", "keep", "bond-scan"])
     p.add_argument("--out", default=str(DEFAULT_OUT))
     p.add_argument("--workers", type=int, default=2, help="processes at a time, one thread each")
-    p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="train: the seeds to train")
+    p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="train: the seeds to train; campaign, screen: the seeds whose models run (a campaign's spec grows)")
     p.add_argument("--six-models", default=str(ROOT / "results" / "six_models"),
                    help="campaign: protocols/six_models.py's results folder (its six models join the campaign)")
     p.add_argument("--model", help="bond-scan: the one model to scan (the screen stage runs this for every model)")
@@ -841,15 +895,17 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     {"train": lambda: stage_train(out, args.workers, args.seeds),
      "pilot": lambda: stage_pilot(out, args.workers),
-     "campaign": lambda: stage_campaign(out, args.workers, Path(args.six_models).resolve(), args.temperature),
-     "screen": lambda: stage_screen(out, args.workers, Path(args.six_models).resolve()),
+     "campaign": lambda: stage_campaign(out, args.workers, Path(args.six_models).resolve(), args.temperature,
+                                        args.seeds),
+     "screen": lambda: stage_screen(out, args.workers, Path(args.six_models).resolve(), args.seeds),
      "arms": lambda: stage_arms(out, args.workers, args.temperature),
      "alarm": lambda: stage_alarm(out, args.workers, args.temperature),
      "active": lambda: stage_active(out, args.workers, args.temperature),
      "chignolin": lambda: stage_chignolin(out, args.workers, args.temperature),
      "analyse": lambda: stage_analyse(out),
      "bond-scan": lambda: bond_scan_one(out, args.model),
-     "status": lambda: stage_status(out)}[args.stage]()
+     "status": lambda: stage_status(out),
+     "keep": lambda: stage_keep(out, Path(args.six_models).resolve())}[args.stage]()
     return 0
 
 
