@@ -10,6 +10,7 @@
     python protocols/study.py chignolin [--out results/study] [--workers 2] [--temperature K]
     python protocols/study.py analyse   [--out results/study]
     python protocols/study.py status    [--out results/study]
+    python protocols/study.py keep      [--out results/study]   (then git commit: see below)
 
 Stages (docs/study.md, "Design"):
 - train: 42 aspirin models, ET, ViSNet and NequIP x 7 training-set sizes (25 ... 950 frames, nested within a seed,
@@ -32,6 +33,10 @@ Stages (docs/study.md, "Design"):
 - chignolin (item 6): 1000 amber14 frames at 500 K labelled by GFN2-xTB, ET and NequIP trained an hour each, a
   campaign of both from 16 test frames x 10 ps at 500 K (its frames' sampling temperature).
 - analyse: H1-H4 (docs/study.md "Statistics") into OUT/analysis.json.
+
+Between sessions: results/ is ignored by git, and a session may start in a new checkout without it. `keep` adds to
+git's index what the later stages and the analysis read (kept_files: models, specs, finished runs' records, no
+trajectories; about 2 MB per model); commit after each chunk of work.
 
 Every stage resumes where it stopped: a campaign from its runs' checkpoints; a training stopped before its end
 starts over (its 600 s count the minute or two of compiling, which a resume would spend again). `workers`
