@@ -201,7 +201,8 @@ def labelled_frames(R, s, args, folder: str):
     order = np.concatenate([labelled.frame_indices, np.asarray(failed)[retry.frame_indices]]).argsort(kind="stable")
     if retry.failures:
         say(f"{len(retry.failures)} chignolin frames did not converge in {RETRY_MAX_ITERATIONS} cycles either "
-            f"(frames {[int(failed[f.index]) for f in retry.failures]} of {folder}): left out, listed in the provenance")
+            f"(frames {[int(failed[f.index]) for f in retry.failures]} of {folder}): left out, listed in the "
+            "provenance")
     parts = [dataset] + ([retry.dataset] if retry.dataset is not None else [])
     provenance = {**dataset.provenance, "scf_retry": {
         "max_iterations": RETRY_MAX_ITERATIONS, "frames": [int(failed[i]) for i in retry.frame_indices],

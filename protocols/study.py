@@ -340,11 +340,11 @@ def campaign_models(out: Path, six: Path, seeds=SEEDS) -> tuple[dict, dict]:
     """(openmlff's models: the trained ones of `seeds` and the six-model study's three, label -> file; the six-model
     study's models of other codes, label -> entry). SystemExit naming a missing trained model. The six-model study's
     six join only when all their files exist (said so otherwise): a campaign's spec grows, so they can join later."""
-    missing = [n for n, job in trained_models(out).items() if job["seed"] in seeds and not (job["folder"] / "model.pt").is_file()]
+    ours = {n: str(job["folder"] / "model.pt") for n, job in trained_models(out).items() if job["seed"] in seeds}
+    missing = [n for n, path in ours.items() if not Path(path).is_file()]
     if missing:
         raise SystemExit(f"the campaign needs the trained models of seeds {list(seeds)}; missing {missing[:3]}... "
                          "(run the train stage)")
-    ours = {n: str(job["folder"] / "model.pt") for n, job in trained_models(out).items() if job["seed"] in seeds}
     six_ours = {f"six_{a}": str(six / f"openmlff_{a}" / "model.pt") for a in ARCHITECTURES}
     foreign = {f"six_{n}": entry for n, entry in six_foreign(six).items()}
     absent = [p for p in [*six_ours.values(), *(e.get("modelPath") or e.get("model_paths") for e in foreign.values())]
@@ -856,9 +856,10 @@ def kept_files(out: Path, six: Path) -> list[Path]:
         if (folder / "model.pt").is_file() or (folder / "committee.pt").is_file():  # finished trainings only
             files += [folder / name for name in ("model.pt", "committee.pt", "training_log.csv")]
     files += [trained_models(out)[p]["folder"] / "model.ckpt" for p in PARENTS]
-    files += [out / "chignolin" / "et" / "model.ckpt", *(out / "arms").glob("*/*.npz"), *(out / "chignolin").glob("*.npz")]
-    files += [six / "split.json", *six.glob("openmlff_*/model.pt"), *(Path(p) for e in six_foreign(six).values()
-                                                                      for p in [e.get("modelPath") or e["model_paths"]])]
+    files += [out / "chignolin" / "et" / "model.ckpt", *(out / "arms").glob("*/*.npz"),
+              *(out / "chignolin").glob("*.npz")]
+    files += [six / "split.json", *six.glob("openmlff_*/model.pt"),
+              *(Path(e.get("modelPath") or e["model_paths"]) for e in six_foreign(six).values())]
     for record in out.glob("*/campaign.json"):
         files.append(record)
         for run in (record.parent / "runs").glob("*"):
@@ -868,6 +869,7 @@ def kept_files(out: Path, six: Path) -> list[Path]:
 
 
 def six_foreign(six: Path) -> dict:
+    """The six-model study's models of other codes (protocols/six_models.py's campaign entries), label -> entry."""
     sys.path.insert(0, str(ROOT / "protocols"))
     import six_models
 
@@ -880,7 +882,8 @@ def stage_keep(out: Path, six: Path) -> None:
     for first in range(0, len(files), 500):
         subprocess.run(["git", "add", "-f", "--", *map(str, files[first:first + 500])], cwd=ROOT, check=True)
     size = sum(f.stat().st_size for f in files) / 2**20
-    say(f"keep: {len(files)} files ({size:.1f} MiB) added to git's index; commit them to carry them to the next session")
+    say(f"keep: {len(files)} files ({size:.1f} MiB) added to git's index; commit them to carry them to the next "
+        "session")
 
 
 def main(argv=None) -> int:
