@@ -347,8 +347,7 @@ def campaign_models(out: Path, six: Path, seeds=SEEDS) -> tuple[dict, dict]:
                          "(run the train stage)")
     six_ours = {f"six_{a}": str(six / f"openmlff_{a}" / "model.pt") for a in ARCHITECTURES}
     foreign = {f"six_{n}": entry for n, entry in six_foreign(six).items()}
-    absent = [p for p in [*six_ours.values(), *(e.get("modelPath") or e.get("model_paths") for e in foreign.values())]
-              if not Path(p).is_file()]
+    absent = [p for p in [*six_ours.values(), *map(foreign_file, foreign.values())] if not Path(p).is_file()]
     if absent:
         say(f"the six-model study's models are not all there (e.g. {absent[0]}): they are left out until "
             f"protocols/six_models.py --budget {SIX_MODELS_BUDGET_S:g} --stop-after train --out {six} trains them")
@@ -859,7 +858,7 @@ def kept_files(out: Path, six: Path) -> list[Path]:
     files += [out / "chignolin" / "et" / "model.ckpt", *(out / "arms").glob("*/*.npz"),
               *(out / "chignolin").glob("*.npz")]
     files += [six / "split.json", *six.glob("openmlff_*/model.pt"),
-              *(Path(e.get("modelPath") or e["model_paths"]) for e in six_foreign(six).values())]
+              *(Path(foreign_file(e)) for e in six_foreign(six).values())]
     for record in out.glob("*/campaign.json"):
         files.append(record)
         for run in (record.parent / "runs").glob("*"):
@@ -874,6 +873,11 @@ def six_foreign(six: Path) -> dict:
     import six_models
 
     return six_models.foreign_models(six, SIX_MODELS_BUDGET_S, data_path(), six / "split.json")
+
+
+def foreign_file(entry: dict) -> str:
+    """The model file of a six-model study's entry of another code (openmm-ml's modelPath, MACE's model_paths)."""
+    return entry.get("modelPath") or entry["model_paths"]
 
 
 def stage_keep(out: Path, six: Path) -> None:
